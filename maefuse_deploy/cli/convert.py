@@ -1,0 +1,35 @@
+"""maefuse-convert: any supported checkpoint -> our safetensors format."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ..model.checkpoint import file_sha256, load_checkpoint, save_checkpoint
+from .common import note, report_errors
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("source", type=click.Path(path_type=Path))
+@click.argument("target", type=click.Path(path_type=Path))
+@click.option("--config", help="model config name, when the shapes do not identify it")
+@click.option("--attention", type=click.Choice(["official", "tokens"]),
+              help="attention semantics to record [default: the config's; the release is official]")
+@click.option("--partial", is_flag=True, help="accept an MAE-only file (no fusion layer) as a training start")
+@click.option("--trust-pickle", is_flag=True, help="unpickle arbitrary objects: only for files you trust")
+@report_errors
+def main(source: Path, target: Path, config: str | None, attention: str | None, partial: bool,
+         trust_pickle: bool) -> None:
+    """Convert a released MaeFuse / MAE checkpoint (or ours) to a .safetensors file with its config inside."""
+    model, report = load_checkpoint(source, config, allow_partial=partial, trust_pickle=trust_pickle)
+    if attention and attention != model.config.attention:
+        model.config = model.config.replace(attention=attention)
+        model.fusion.attention = attention
+    if target.suffix != ".safetensors":
+        target = target.with_suffix(target.suffix + ".safetensors") if target.suffix else target.with_suffix(
+            ".safetensors")
+    save_checkpoint(model, target, {"maefuse.source_sha256": file_sha256(source), "maefuse.source_layout":
+                                    report.layout})
+    note(report.summary())
+    click.echo(f"wrote {target} ({model.config.name}, attention={model.config.attention})")

@@ -1,0 +1,77 @@
+"""maefuse-fuse: fuse IR/VIS files, folders or videos."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+from tqdm import tqdm
+
+from ..imageio import find_pairs
+from ..imaging import POLICIES
+from ..runtime.files import SAMPLES_DIR, fuse_pairs, output_suffix
+from ..runtime.fuser import BACKENDS, Fuser
+from ..runtime.video import fuse_video, is_video
+from .common import note, report_errors
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--ir", type=click.Path(path_type=Path), help="IR image, folder or video [default: shipped samples]")
+@click.option("--vis", type=click.Path(path_type=Path), help="VIS image, folder or video (pairs matched by file stem)")
+@click.option("--out", type=click.Path(path_type=Path), default=Path("fused"), show_default=True,
+              help="output folder (images) or file (video)")
+@click.option("--checkpoint", "-c", help="checkpoint file, .onnx graph, engine, or a config name (random weights) "
+              "[default: the built-in model]")
+@click.option("--config", help="model config name, when the checkpoint does not say")
+@click.option("--backend", type=click.Choice(BACKENDS), help="[default: from the checkpoint's file type]")
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:1 ...")
+@click.option("--dtype", type=click.Choice(["float32", "float16", "bfloat16"]), default="float32", show_default=True)
+@click.option("--policy", type=click.Choice(POLICIES), default="official", show_default=True,
+              help="official: the release's 640x640 resize; native: pad to the patch size, no resize")
+@click.option("--batch", "batch_size", type=click.IntRange(min=1), default=4, show_default=True)
+@click.option("--format", "fmt", default="png", show_default=True, help="output image format (png, tif, bmp, jpg)")
+@click.option("--lossy", is_flag=True, help="allow a lossy output format (jpg, webp)")
+@click.option("--side-by-side", is_flag=True, help="also write NAME_sbs: IR | VIS | fused")
+@click.option("--resize-ir", is_flag=True, help="resize an IR image to its VIS partner's size instead of failing")
+@report_errors
+def main(
+    ir: Path | None,
+    vis: Path | None,
+    out: Path,
+    checkpoint: str | None,
+    config: str | None,
+    backend: str | None,
+    device: str,
+    dtype: str,
+    policy: str,
+    batch_size: int,
+    fmt: str,
+    lossy: bool,
+    side_by_side: bool,
+    resize_ir: bool,
+) -> None:
+    """Fuse registered infrared/visible pairs with MaeFuse."""
+    if ir is None and vis is None:
+        ir, vis = SAMPLES_DIR / "ir", SAMPLES_DIR / "vi"
+        note(f"no --ir/--vis given: fusing the shipped sample pairs in {SAMPLES_DIR}")
+    elif ir is None or vis is None:
+        raise click.UsageError("pass both --ir and --vis (or neither, for the shipped samples)")
+    video = is_video(ir) or is_video(vis)
+    suffix = None if video else output_suffix(fmt, lossy)
+    fuser = Fuser.from_checkpoint(checkpoint, backend, device=device, dtype=dtype, policy=policy, config=config,
+                                  batch_size=batch_size)
+    note(f"model: {fuser.description}")
+    for warning in fuser.warnings:
+        note(f"warning: {warning}")
+    with fuser:
+        if video:
+            target = out if out.suffix else out / f"{Path(vis).stem}_fused.mp4"
+            with tqdm(desc="fusing frames", unit="frame") as bar:
+                frames = fuse_video(fuser, ir, vis, target, progress=bar.update)
+            click.echo(f"wrote {frames} fused frames to {target}")
+            return
+        pairs = find_pairs(ir, vis)
+        with tqdm(total=len(pairs), desc="fusing", unit="pair") as bar:
+            written = fuse_pairs(fuser, pairs, out, suffix=suffix or ".png", with_side_by_side=side_by_side,
+                                 resize=resize_ir, progress=bar.update)
+    click.echo(f"wrote {len(written)} images for {len(pairs)} pairs to {out}/")

@@ -1,0 +1,294 @@
+"""Loading and saving MaeFuse weights.
+
+Formats read (DESIGN 2.3):
+* ``maefuse``: our safetensors file; the model config is stored in its metadata.
+* ``released-fused``: the authors' fusion checkpoint, ``{'model': {model1.*, model2.*}}``.
+* ``released-mae``: the authors' MAE + 4-block decoder ("resume") file, ``{'model': {...}}`` without prefix,
+  possibly with optimiser state and an ``argparse.Namespace`` under 'args'.
+* ``upstream-mae``: facebookresearch/mae files (class token, 14x14 tables, optionally an 8-block decoder).
+
+Pickled files are read with ``torch.load(weights_only=True)``: tensors and containers only, plus
+``argparse.Namespace`` through torch's safe-globals list, never arbitrary code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from .. import __version__
+from ..atomic import atomic_path
+from ..errors import CheckpointError
+from .config import CONFIGS, MaeFuseConfig, get_config
+from .maefuse import MaeFuse, build_model
+
+FORMAT_KEY = "maefuse.format"
+CONFIG_KEY = "maefuse.config"
+FORMAT_VERSION = "1"
+
+StateDict = dict[str, torch.Tensor]
+
+
+@dataclass
+class LoadReport:
+    """What a load took from the file and what the model still lacks."""
+
+    path: str
+    layout: str
+    loaded: int = 0
+    missing_parts: list[str] = field(default_factory=list)  # human-readable, e.g. "fusion layer"
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def complete(self) -> bool:
+        return not self.missing_parts
+
+    def summary(self) -> str:
+        text = f"{self.path}: {self.layout} layout, {self.loaded} tensors loaded"
+        if self.missing_parts:
+            text += f"; missing: {', '.join(self.missing_parts)}"
+        if self.notes:
+            text += f"; {'; '.join(self.notes)}"
+        return text
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def read_state(path: str | os.PathLike[str], trust_pickle: bool = False) -> tuple[StateDict, dict[str, str]]:
+    """Read every tensor of a checkpoint file. Returns (state dict, safetensors metadata or {})."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}", fix="check the path or name a config")
+    if path.suffix == ".safetensors":
+        try:
+            with safe_open(str(path), framework="pt") as handle:
+                return {key: handle.get_tensor(key) for key in handle.keys()}, dict(handle.metadata() or {})  # noqa: SIM118
+        except Exception as exc:  # safetensors raises its own error types for corrupt headers
+            raise CheckpointError(
+                f"checkpoint {path} is not a readable safetensors file ({exc})", fix="re-download or re-convert it"
+            ) from exc
+    try:
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            obj = torch.load(path, map_location="cpu", weights_only=not trust_pickle)
+    except Exception as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if "weights_only" in str(exc) or "Unsupported global" in str(exc):
+            raise CheckpointError(
+                f"checkpoint {path} holds pickled objects other than tensors ({reason})",
+                fix="convert it with maefuse-convert --trust-pickle on a file you trust",
+            ) from exc
+        raise CheckpointError(
+            f"checkpoint {path} is not a readable torch checkpoint ({reason})", fix="check the file"
+        ) from exc
+    state = obj.get("model", obj) if isinstance(obj, dict) else None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(
+            f"checkpoint {path} holds no state dict (expected {{'model': {{name: tensor}}}})",
+            fix="pass a MaeFuse or MAE checkpoint",
+        )
+    return dict(state), {}
+
+
+def detect_layout(state: StateDict, metadata: dict[str, str]) -> str:
+    if metadata.get(FORMAT_KEY):
+        return "maefuse"
+    if any(key.startswith("model1.") for key in state) or any(key.startswith("model2.") for key in state):
+        return "released-fused"
+    if "patch_embed.proj.weight" in state:
+        return "upstream-mae" if "cls_token" in state else "released-mae"
+    if any(key.startswith(("mae.", "fusion.")) for key in state):
+        return "maefuse"
+    raise CheckpointError(
+        "checkpoint layout not recognised (no model1./model2., MAE or maefuse keys)",
+        fix="pass a released MaeFuse, MAE or maefuse-deploy checkpoint",
+    )
+
+
+def _count(prefix: str, state: StateDict) -> int:
+    pattern = re.compile(re.escape(prefix) + r"(\d+)\.")
+    indices = {int(m.group(1)) for key in state if (m := pattern.match(key))}
+    return max(indices) + 1 if indices else 0
+
+
+def infer_config(state: StateDict, layout: str) -> MaeFuseConfig:
+    """Match a released or upstream file's shapes to a known config (head counts are not in the weights)."""
+    mae = {k[len("model1."):]: v for k, v in state.items() if k.startswith("model1.")} or state
+    if "patch_embed.proj.weight" not in mae:
+        raise CheckpointError("checkpoint has no patch_embed.proj.weight", fix="pass a complete MaeFuse checkpoint")
+    weight = mae["patch_embed.proj.weight"]
+    embed_dim, patch = weight.shape[0], weight.shape[-1]
+    depth = _count("blocks.", mae)
+    for config in CONFIGS.values():
+        same_encoder = (config.embed_dim, config.patch_size, config.depth) == (embed_dim, patch, depth)
+        if not same_encoder:
+            continue
+        if layout == "upstream-mae":
+            return config
+        tokens = mae["pos_embed"].shape[1] if "pos_embed" in mae else None
+        if tokens == config.grid[0] * config.grid[1]:
+            return config
+    raise CheckpointError(
+        f"no known config has width {embed_dim}, patch {patch}, depth {depth} and this grid",
+        fix="name the config with --config",
+    )
+
+
+def _check_strict(expected: StateDict, given: StateDict, path: Path, config: MaeFuseConfig, prefix_map: str) -> None:
+    missing = [k for k in expected if k not in given]
+    unexpected = [k for k in given if k not in expected]
+    misshaped = [
+        f"{k} {tuple(given[k].shape)} vs {tuple(expected[k].shape)}"
+        for k in expected
+        if k in given and given[k].shape != expected[k].shape
+    ]
+    if not (missing or unexpected or misshaped):
+        return
+
+    def show(items: list[str]) -> str:
+        return ", ".join(items[:4]) + (f" (+{len(items) - 4} more)" if len(items) > 4 else "")
+
+    parts = []
+    if missing:
+        parts.append(f"missing {show(missing)}")
+    if unexpected:
+        parts.append(f"unexpected {show(unexpected)}")
+    if misshaped:
+        parts.append(f"mis-shaped {show(misshaped)}")
+    raise CheckpointError(
+        f"checkpoint {path} does not fit {config.name} ({prefix_map}): {'; '.join(parts)}",
+        fix="pass the matching --config or a complete, unmodified checkpoint",
+    )
+
+
+def _released_to_ours(state: StateDict) -> StateDict:
+    renamed = {}
+    for key, value in state.items():
+        if key.startswith("model1."):
+            renamed["mae." + key[len("model1."):]] = value
+        elif key.startswith("model2."):
+            renamed["fusion." + key[len("model2."):]] = value
+        else:
+            renamed[key] = value
+    return renamed
+
+
+def _load_partial_mae(model: MaeFuse, state: StateDict, layout: str, report: LoadReport) -> None:
+    """MAE-only files: take the encoder (and decoder where it fits), say plainly what is missing."""
+    config = model.config
+    ours = model.state_dict()
+    take: StateDict = {}
+    ignored = []
+    for key, value in state.items():
+        if key in ("cls_token", "mask_token"):
+            ignored.append(key)
+            continue
+        if key in ("pos_embed", "decoder_pos_embed") and layout == "upstream-mae":
+            continue  # class-token 14x14 tables: regenerated from the formula for this grid
+        target = "mae." + key
+        if target in ours and ours[target].shape == value.shape:
+            take[target] = value
+        else:
+            ignored.append(key)
+    encoder_keys = [k for k in ours if k.startswith("mae.") and "decoder" not in k and "pos_embed" not in k]
+    absent = [k for k in encoder_keys if k not in take]
+    if absent:
+        raise CheckpointError(
+            f"checkpoint {report.path} lacks encoder weights for {config.name}: {', '.join(absent[:4])}",
+            fix="pass an MAE checkpoint of the same width and depth, or name the right --config",
+        )
+    model.load_state_dict(take, strict=False)
+    report.loaded = len(take)
+    file_decoder_depth = _count("decoder_blocks.", state)
+    decoder_keys = [k for k in ours if k.startswith("mae.decoder") and "pos_embed" not in k]
+    decoder_loaded = [k for k in decoder_keys if k in take]
+    if not decoder_loaded:
+        report.missing_parts.append("decoder (train it: maefuse-train --stage decoder)")
+    elif file_decoder_depth != config.decoder_depth or len(decoder_loaded) != len(decoder_keys):
+        report.missing_parts.append(
+            f"a trained {config.decoder_depth}-block decoder (the file has {file_decoder_depth} blocks; the "
+            f"first {min(file_decoder_depth, config.decoder_depth)} were loaded as a warm start: "
+            "maefuse-train --stage decoder)"
+        )
+    report.missing_parts.append("fusion layer (train it: maefuse-train --stage align, then fuse)")
+    if ignored:
+        report.notes.append(f"ignored {len(ignored)} tensors ({', '.join(sorted(ignored)[:3])}...)")
+    if layout == "upstream-mae":
+        report.notes.append("class token dropped; sin-cos tables regenerated for the token grid")
+
+
+def load_checkpoint(
+    path: str | os.PathLike[str],
+    config: MaeFuseConfig | str | None = None,
+    *,
+    allow_partial: bool = False,
+    trust_pickle: bool = False,
+) -> tuple[MaeFuse, LoadReport]:
+    """Load any supported checkpoint into a new MaeFuse (eval mode, float32, CPU).
+
+    Complete layouts (ours, the released fusion file) load strictly: every missing, unexpected or mis-shaped key
+    is an error. MAE-only files need ``allow_partial=True`` (training), since the result cannot fuse yet.
+    """
+    path = Path(path)
+    state, metadata = read_state(path, trust_pickle=trust_pickle)
+    layout = detect_layout(state, metadata)
+    if isinstance(config, str):
+        config = get_config(config)
+    if layout == "maefuse":
+        stored = metadata.get(CONFIG_KEY)
+        stored_config = MaeFuseConfig.from_dict(json.loads(stored)) if stored else None
+        if config is None:
+            if stored_config is None:
+                raise CheckpointError(f"checkpoint {path} stores no model config", fix="name it with --config")
+            config = stored_config
+        elif stored_config is not None and stored_config.replace(name=config.name) != config:
+            raise CheckpointError(
+                f"checkpoint {path} was saved for {stored_config.name}, not {config.name}",
+                fix=f"use --config {stored_config.name} or the checkpoint trained for {config.name}",
+            )
+    elif config is None:
+        config = infer_config(state, layout)
+    model = build_model(config)
+    report = LoadReport(path=str(path), layout=layout)
+    if layout in ("released-mae", "upstream-mae"):
+        if not allow_partial:
+            _load_partial_mae(model, state, layout, report)  # validates the encoder before refusing
+            raise CheckpointError(
+                f"checkpoint {path} is an MAE file ({layout}) without a trained fusion layer: "
+                f"missing {'; '.join(report.missing_parts)}",
+                fix="fuse with a MaeFuse checkpoint, or train from this file with maefuse-train",
+            )
+        _load_partial_mae(model, state, layout, report)
+        return model, report
+    ours = _released_to_ours(state) if layout == "released-fused" else state
+    expected = model.state_dict()
+    mapping = "model1.* -> mae.*, model2.* -> fusion.*" if layout == "released-fused" else "maefuse names"
+    _check_strict(expected, ours, path, config, mapping)
+    model.load_state_dict(ours, strict=True)
+    report.loaded = len(ours)
+    return model.eval(), report
+
+
+def save_checkpoint(model: MaeFuse, path: str | os.PathLike[str], extra: dict[str, str] | None = None) -> Path:
+    """Write ``model`` as safetensors (float32 as held) with its config in the metadata, atomically."""
+    path = Path(path)
+    metadata = {FORMAT_KEY: FORMAT_VERSION, CONFIG_KEY: model.config.to_json(), "maefuse.toolkit_version": __version__}
+    metadata.update(extra or {})
+    tensors = {key: value.detach().contiguous().cpu() for key, value in model.state_dict().items()}
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
+    return path

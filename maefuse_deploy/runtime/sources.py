@@ -1,0 +1,68 @@
+"""Where a Fuser's weights come from: a file, a config name, or the built-in default."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import InputError
+from ..model.checkpoint import load_checkpoint
+from ..model.config import CONFIGS, MaeFuseConfig
+from ..model.maefuse import MaeFuse, build_model
+
+WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
+DEFAULT_WEIGHTS = WEIGHTS_DIR / "maefuse-tiny.safetensors"
+DEFAULT_CONFIG = "maefuse-tiny"
+RANDOM_SEED = 0
+GRAPH_SUFFIXES = (".onnx",)
+ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
+
+
+@dataclass
+class ModelSource:
+    """A resolved model: the module (torch sources) and what a user should be told about it."""
+
+    description: str
+    model: MaeFuse | None = None
+    path: Path | None = None
+    warnings: list[str] = field(default_factory=list)
+
+
+def default_backend_for(source: str | os.PathLike[str] | None) -> str:
+    if source is not None:
+        suffix = Path(source).suffix.lower()
+        if suffix in GRAPH_SUFFIXES:
+            return "onnxruntime"
+        if suffix in ENGINE_SUFFIXES:
+            return "tensorrt"
+    return "torch"
+
+
+def resolve_torch_model(
+    source: str | os.PathLike[str] | None, config: MaeFuseConfig | str | None = None
+) -> ModelSource:
+    """A checkpoint path, a config name (random weights) or None (the shipped default) -> a MaeFuse module."""
+    if source is None:
+        if DEFAULT_WEIGHTS.is_file():
+            model, report = load_checkpoint(DEFAULT_WEIGHTS)
+            return ModelSource(f"built-in {model.config.name} ({DEFAULT_WEIGHTS.name})", model, DEFAULT_WEIGHTS)
+        source = DEFAULT_CONFIG
+    if str(source) in CONFIGS:
+        model = build_model(CONFIGS[str(source)], seed=RANDOM_SEED)
+        return ModelSource(
+            f"{source} with RANDOM weights (seed {RANDOM_SEED})",
+            model,
+            warnings=[
+                f"{source} has random weights: the output shows the pipeline working, not a real fusion; "
+                "pass --checkpoint with trained weights"
+            ],
+        )
+    path = Path(source)
+    if not path.exists():
+        raise InputError(
+            f"checkpoint not found: {path}",
+            fix=f"pass a checkpoint file, or one of the configs {', '.join(sorted(CONFIGS))}",
+        )
+    model, report = load_checkpoint(path, config)
+    return ModelSource(report.summary(), model, path)
