@@ -86,8 +86,10 @@ def read_state(path: str | os.PathLike[str], trust_pickle: bool = False) -> tupl
         with torch.serialization.safe_globals([argparse.Namespace]):
             obj = torch.load(path, map_location="cpu", weights_only=not trust_pickle)
     except Exception as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        if "weights_only" in str(exc) or "Unsupported global" in str(exc):
+        # torch words a blocked class as "Unsupported global: GLOBAL x.y" or "unsupported GLOBAL x.y".
+        lines = [line for line in str(exc).splitlines() if "GLOBAL" in line or "Unsupported" in line]
+        reason = (lines or str(exc).splitlines() or [type(exc).__name__])[0].strip()
+        if "GLOBAL" in str(exc):
             raise CheckpointError(
                 f"checkpoint {path} holds pickled objects other than tensors ({reason})",
                 fix="convert it with maefuse-convert --trust-pickle on a file you trust",
@@ -148,7 +150,8 @@ def infer_config(state: StateDict, layout: str) -> MaeFuseConfig:
     )
 
 
-def _check_strict(expected: StateDict, given: StateDict, path: Path, config: MaeFuseConfig, prefix_map: str) -> None:
+def _check_strict(expected: StateDict, given: StateDict, path: Path, config: MaeFuseConfig) -> None:
+    """Compare key sets and shapes; ``expected`` and ``given`` use the file's own key names."""
     missing = [k for k in expected if k not in given]
     unexpected = [k for k in given if k not in expected]
     misshaped = [
@@ -170,20 +173,24 @@ def _check_strict(expected: StateDict, given: StateDict, path: Path, config: Mae
     if misshaped:
         parts.append(f"mis-shaped {show(misshaped)}")
     raise CheckpointError(
-        f"checkpoint {path} does not fit {config.name} ({prefix_map}): {'; '.join(parts)}",
+        f"checkpoint {path} does not fit {config.name}: {'; '.join(parts)}",
         fix="pass the matching --config or a complete, unmodified checkpoint",
     )
 
 
-def _released_to_ours(state: StateDict) -> StateDict:
+RELEASED_PREFIXES = (("model1.", "mae."), ("model2.", "fusion."))
+
+
+def _rename(state: StateDict, to_ours: bool) -> StateDict:
+    """Map between the release's ``model1.``/``model2.`` prefixes and our ``mae.``/``fusion.``."""
     renamed = {}
     for key, value in state.items():
-        if key.startswith("model1."):
-            renamed["mae." + key[len("model1."):]] = value
-        elif key.startswith("model2."):
-            renamed["fusion." + key[len("model2."):]] = value
-        else:
-            renamed[key] = value
+        for theirs, ours in RELEASED_PREFIXES:
+            old, new = (theirs, ours) if to_ours else (ours, theirs)
+            if key.startswith(old):
+                key = new + key[len(old):]
+                break
+        renamed[key] = value
     return renamed
 
 
@@ -274,12 +281,11 @@ def load_checkpoint(
             )
         _load_partial_mae(model, state, layout, report)
         return model, report
-    ours = _released_to_ours(state) if layout == "released-fused" else state
     expected = model.state_dict()
-    mapping = "model1.* -> mae.*, model2.* -> fusion.*" if layout == "released-fused" else "maefuse names"
-    _check_strict(expected, ours, path, config, mapping)
-    model.load_state_dict(ours, strict=True)
-    report.loaded = len(ours)
+    released = layout == "released-fused"
+    _check_strict(_rename(expected, to_ours=False) if released else expected, state, path, config)
+    model.load_state_dict(_rename(state, to_ours=True) if released else state, strict=True)
+    report.loaded = len(state)
     return model.eval(), report
 
 

@@ -1,0 +1,156 @@
+"""maefuse-fuse and maefuse-convert end to end, and every bad input's one-line error."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from maefuse_deploy.cli.convert import main as convert_main
+from maefuse_deploy.cli.fuse import main as fuse_main
+from maefuse_deploy.model import build_model, get_config
+from maefuse_deploy.model.checkpoint import load_checkpoint, save_checkpoint
+
+NAMES = ["FLIR_00006", "FLIR_00018", "FLIR_00060"]
+
+
+@pytest.fixture
+def pairs(ivif, tmp_path):
+    """Three real RoadScene pairs copied into ir/ and vi/ folders the test may break."""
+    for side in ("ir", "vi"):
+        (tmp_path / side).mkdir()
+        for name in NAMES:
+            shutil.copy(ivif / "RoadScene" / side / f"{name}.jpg", tmp_path / side / f"{name}.jpg")
+    return tmp_path
+
+
+def run(args):
+    return CliRunner().invoke(fuse_main, args, catch_exceptions=False)
+
+
+def test_fuses_three_real_pairs_with_side_by_side(pairs):
+    out = pairs / "out"
+    result = run(["--ir", str(pairs / "ir"), "--vis", str(pairs / "vi"), "--out", str(out),
+                  "--checkpoint", "maefuse-micro", "--side-by-side", "--batch", "2"])
+    assert result.exit_code == 0, result.output
+    assert "RANDOM weights" in result.output
+    for name in NAMES:
+        fused = cv2.imread(str(out / f"{name}.png"))
+        source = cv2.imread(str(pairs / "vi" / f"{name}.jpg"))
+        assert fused.shape == source.shape
+        assert cv2.imread(str(out / f"{name}_sbs.png")).shape == (source.shape[0], 3 * source.shape[1], 3)
+    assert sorted(p.name for p in out.iterdir()) == sorted([f"{n}.png" for n in NAMES] + [f"{n}_sbs.png" for n in
+                                                                                         NAMES])
+
+
+def test_single_files_native_policy_and_tiff_output(pairs):
+    out = pairs / "out"
+    result = run(["--ir", str(pairs / "ir" / "FLIR_00006.jpg"), "--vis", str(pairs / "vi" / "FLIR_00006.jpg"),
+                  "--out", str(out), "--checkpoint", "maefuse-micro", "--policy", "native", "--format", "tif"])
+    assert result.exit_code == 0, result.output
+    assert cv2.imread(str(out / "FLIR_00006.tif")).shape == (329, 500, 3)
+
+
+def test_default_run_fuses_the_shipped_samples(tmp_path):
+    result = run(["--out", str(tmp_path / "fused")])
+    assert result.exit_code == 0, result.output
+    assert len(list((tmp_path / "fused").glob("*.png"))) == 3
+
+
+def assert_one_line_error(result, *fragments):
+    assert result.exit_code != 0
+    lines = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1, result.output
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+@pytest.mark.parametrize("case", ["missing", "unmatched", "sizes", "not-image", "checkpoint", "lossy"])
+def test_bad_input_fails_with_one_line_and_leaves_nothing(pairs, tmp_path, case):
+    out = pairs / "out"
+    ir, vis = pairs / "ir", pairs / "vi"
+    checkpoint = "maefuse-micro"
+    expect = []
+    extra = []
+    if case == "missing":
+        ir = pairs / "nowhere"
+        expect = [str(ir), "fix:"]
+    elif case == "unmatched":
+        (pairs / "vi" / "FLIR_00060.jpg").rename(pairs / "vi" / "FLIR_99999.jpg")
+        expect = ["FLIR_00060", "fix:"]
+    elif case == "sizes":
+        image = cv2.imread(str(pairs / "ir" / "FLIR_00060.jpg"))
+        cv2.imwrite(str(pairs / "ir" / "FLIR_00060.jpg"), cv2.resize(image, (300, 200)))
+        expect = ["FLIR_00060", "300x200", "--resize-ir"]
+    elif case == "not-image":
+        (pairs / "ir" / "FLIR_00060.jpg").write_text("this is not a JPEG")
+        expect = [str(pairs / "ir" / "FLIR_00060.jpg"), "not a readable image"]
+    elif case == "checkpoint":
+        bad = tmp_path / "tiny.safetensors"
+        save_checkpoint(build_model(get_config("maefuse-micro")), bad)
+        checkpoint = str(bad)
+        extra = ["--config", "maefuse-tiny"]
+        expect = [str(bad), "maefuse-micro", "maefuse-tiny"]
+    elif case == "lossy":
+        extra = ["--format", "jpg"]
+        expect = ["lossy", "--lossy"]
+    result = run(["--ir", str(ir), "--vis", str(vis), "--out", str(out), "--checkpoint", checkpoint, *extra])
+    assert_one_line_error(result, *expect)
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_console_script_exit_code_and_stderr(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-c", "from maefuse_deploy.cli.fuse import main; main()", "--ir", str(tmp_path / "a.png"),
+         "--vis", str(tmp_path / "b.png"), "--out", str(tmp_path / "o")],
+        capture_output=True, text=True,
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1].startswith("error: IR path not found")
+
+
+def test_video_pair_is_fused_frame_by_frame(pairs, tmp_path):
+    ir = cv2.imread(str(pairs / "ir" / "FLIR_00006.jpg"))
+    vis = cv2.imread(str(pairs / "vi" / "FLIR_00006.jpg"))
+    size = (320, 240)
+    paths = {}
+    for role, image in (("ir", ir), ("vis", vis)):
+        paths[role] = tmp_path / f"{role}.avi"
+        writer = cv2.VideoWriter(str(paths[role]), cv2.VideoWriter_fourcc(*"MJPG"), 10, size)
+        for shift in range(5):
+            writer.write(np.roll(cv2.resize(image, size), shift * 4, axis=1))
+        writer.release()
+    out = tmp_path / "fused.avi"
+    result = run(["--ir", str(paths["ir"]), "--vis", str(paths["vis"]), "--out", str(out),
+                  "--checkpoint", "maefuse-micro"])
+    assert result.exit_code == 0, result.output
+    capture = cv2.VideoCapture(str(out))
+    frames = 0
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            break
+        assert frame.shape == (240, 320, 3)
+        frames += 1
+    assert frames == 5
+
+
+def test_convert_released_checkpoint_to_safetensors(tmp_path):
+    import torch
+
+    model = build_model(get_config("maefuse-micro"), seed=5)
+    released = {("model1." if k.startswith("mae.") else "model2.") + k.split(".", 1)[1]: v
+                for k, v in model.state_dict().items()}
+    source = tmp_path / "final.pth"
+    torch.save({"model": released}, source)
+    result = CliRunner().invoke(convert_main, [str(source), str(tmp_path / "out.safetensors"), "--config",
+                                               "maefuse-micro"])
+    assert result.exit_code == 0, result.output
+    converted, report = load_checkpoint(tmp_path / "out.safetensors")
+    assert report.layout == "maefuse" and converted.config.name == "maefuse-micro"
+    assert all(torch.equal(converted.state_dict()[k], v) for k, v in model.state_dict().items())
