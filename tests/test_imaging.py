@@ -62,7 +62,7 @@ def test_official_policy_matches_the_released_script_on_real_pairs(ivif, pair):
 def test_native_policy_keeps_size_and_pads_to_the_patch(ivif):
     ir = cv2.imread(str(ivif / "RoadScene" / "ir" / "FLIR_00006.jpg"), cv2.IMREAD_GRAYSCALE)
     vis = cv2.imread(str(ivif / "RoadScene" / "vi" / "FLIR_00006.jpg"))
-    ir_net, vis_net, context = prepare_pair(ir, vis, "native", (0, 0), 16)
+    ir_net, vis_net, _ = prepare_pair(ir, vis, "native", (0, 0), 16)
     assert ir_net.shape == vis_net.shape == (3, 336, 512)  # 329x500 padded up to multiples of 16
     fused = Fuser(TorchBackend(build_model(get_config("maefuse-micro"), seed=0)), policy="native").fuse(ir, vis)
     assert fused.shape == vis.shape
@@ -92,7 +92,7 @@ def test_pair_of_different_sizes_is_an_error_unless_resize_is_asked():
     vis = np.zeros((64, 80, 3), np.uint8)
     with pytest.raises(InputError, match=r"IR is 80x60 but VIS is 80x64"):
         prepare_pair(ir, vis, "official", (64, 64), 16)
-    ir_net, _, context = prepare_pair(ir, vis, "official", (64, 64), 16, resize=True)
+    _, _, context = prepare_pair(ir, vis, "official", (64, 64), 16, resize=True)
     assert context.original_size == (64, 80)
 
 
