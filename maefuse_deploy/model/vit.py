@@ -36,7 +36,8 @@ class Attention(nn.Module):
             x = F.scaled_dot_product_attention(q, k, v)
         else:
             attn = (q * self.scale) @ k.transpose(-2, -1)
-            x = attn.softmax(dim=-1) @ v
+            # Softmax in float32 whatever the graph's precision: FP16 exp/sum over 1600 keys loses too much.
+            x = attn.float().softmax(dim=-1).to(v.dtype) @ v
         return self.proj(x.transpose(1, 2).reshape(batch, tokens, dim))
 
 

@@ -32,6 +32,7 @@ class GraphInfo:
     policy: str
     checkpoint_sha256: str
     toolkit_version: str
+    batch: str = "1"  # static "N", or "MIN:OPT:MAX" for a dynamic batch axis
 
     def to_metadata(self) -> dict[str, str]:
         values = {
@@ -46,6 +47,7 @@ class GraphInfo:
             "policy": self.policy,
             "checkpoint_sha256": self.checkpoint_sha256,
             "toolkit_version": self.toolkit_version,
+            "batch": self.batch,
         }
         return {META_PREFIX + key: value for key, value in values.items()}
 
@@ -67,6 +69,7 @@ class GraphInfo:
                 policy=get["policy"],
                 checkpoint_sha256=get.get("checkpoint_sha256", ""),
                 toolkit_version=get.get("toolkit_version", ""),
+                batch=get.get("batch", "1"),
             )
         except (KeyError, ValueError) as exc:
             raise InputError(

@@ -1,0 +1,109 @@
+"""maefuse-export: ONNX graphs (--onnx) and TensorRT compatibility checks (--check-trt)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from ..errors import InputError
+from ..export import ExportSpec, check_trt, export_onnx, parse_batch
+from ..model.checkpoint import file_sha256
+from ..runtime.sources import resolve_torch_model
+from .common import note, report_errors
+
+PRESET_DIRS = (Path.cwd() / "export", Path(__file__).resolve().parents[2] / "export")
+
+
+def load_preset(name: str) -> dict:
+    for folder in PRESET_DIRS:
+        path = folder / f"{name}.json"
+        if path.is_file():
+            return json.loads(path.read_text())
+    known = sorted({p.stem for folder in PRESET_DIRS if folder.is_dir() for p in folder.glob("*.json")})
+    raise InputError(f"unknown export preset {name!r}", fix=f"use one of {', '.join(known) or '(none found)'}")
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """``"640x512"`` (W x H) -> (H, W)."""
+    try:
+        width, height = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise InputError(f"size {text!r} is not WxH", fix="e.g. 640x512") from None
+    return height, width
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--onnx", "onnx_out", type=click.Path(path_type=Path), help="write an ONNX graph here")
+@click.option("--check-trt", "trt_model", type=click.Path(path_type=Path),
+              help="statically check an ONNX graph against TensorRT's parser")
+@click.option("--checkpoint", "-c", help="checkpoint file or config name (random weights) [default: built-in model]")
+@click.option("--config", help="model config name, when the checkpoint does not say")
+@click.option("--preset", help="a recipe from export/ (flags override it)")
+@click.option("--height", type=int, help="model grid height in pixels [default: the config's]")
+@click.option("--width", type=int, help="model grid width in pixels [default: the config's]")
+@click.option("--batch", help="static batch N [default 1]")
+@click.option("--dynamic-batch", help="MIN:OPT:MAX dynamic batch axis")
+@click.option("--precision", type=click.Choice(["fp32", "fp16"]))
+@click.option("--io", type=click.Choice(["float", "uint8"]), help="uint8: pre/post-processing inside the graph")
+@click.option("--camera-size", help="WxH of uint8 frames (resized to the model grid in the graph)")
+@click.option("--opset", type=int, default=18, show_default=True)
+@click.option("--no-verify", is_flag=True, help="skip the onnxruntime verification against PyTorch")
+@report_errors
+def main(onnx_out, trt_model, checkpoint, config, preset, height, width, batch, dynamic_batch, precision, io,
+         camera_size, opset, no_verify) -> None:
+    """Export MaeFuse to a verified ONNX graph, or check a graph for TensorRT."""
+    if trt_model is not None:
+        if not trt_model.is_file():
+            raise InputError(f"ONNX graph not found: {trt_model}", fix="check the path")
+        for major in ("10", "11"):
+            result = check_trt(trt_model, major)
+            status = "OK" if result.ok else f"{len(result.blockers)} blocker(s)"
+            click.echo(f"TensorRT {major}.x: {status}")
+            for line in result.blockers:
+                click.echo(f"  blocker: {line}")
+            for line in result.warnings:
+                click.echo(f"  warning: {line}")
+        click.echo("operators: " + ", ".join(f"{op} x{n}" for op, n in result.op_counts.items()))
+        if not result.ok:
+            raise SystemExit(1)
+        return
+    if onnx_out is None:
+        raise click.UsageError("pass --onnx OUT.onnx or --check-trt MODEL.onnx")
+    recipe = load_preset(preset) if preset else {}
+    resolved = resolve_torch_model(checkpoint, config)
+    model = resolved.model
+    for warning in resolved.warnings:
+        note(f"warning: {warning}")
+    default_h, default_w = model.config.img_size
+    batch_text = dynamic_batch or batch or str(recipe.get("batch", "1"))
+    spec = ExportSpec(
+        height=height or recipe.get("height", default_h),
+        width=width or recipe.get("width", default_w),
+        batch=parse_batch(batch_text),
+        precision=precision or recipe.get("precision", "fp32"),
+        io=io or recipe.get("io", "float"),
+        camera_size=parse_size(camera_size or recipe["camera_size"]) if (camera_size or "camera_size" in recipe)
+        else None,
+        opset=opset,
+    )
+    sha = file_sha256(resolved.path) if resolved.path else ""
+    note(f"model: {resolved.description}")
+    note(f"exporting {spec.width}x{spec.height}, batch {batch_text}, {spec.precision}, io {spec.io} ...")
+    report = export_onnx(model, onnx_out, spec, checkpoint_sha256=sha, verify=not no_verify)
+    if report.fold_max_error is not None:
+        click.echo(f"official fusion folded to one linear map: max |difference| {report.fold_max_error:.2e}")
+    for line in report.checks:
+        click.echo(f"check: {line}")
+    if report.max_activation:
+        value, where = report.max_activation
+        click.echo(f"largest activation on real pairs: {value:.1f} at {where} (FP16 max 65504, "
+                   f"{65504 / max(value, 1e-9):.0f}x headroom)")
+    for line in report.verification:
+        click.echo(f"verified: {line}")
+    for line in report.not_verified:
+        click.echo(f"NOT verified: {line}")
+    size = report.size_bytes / 2**20
+    data = " + external data" if report.external_data else ""
+    click.echo(f"wrote {onnx_out} ({size:.1f} MiB{data}) in {report.seconds:.1f} s")

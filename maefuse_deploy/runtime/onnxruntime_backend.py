@@ -1,0 +1,97 @@
+"""onnxruntime backend: runs a graph exported by ``maefuse-export --onnx`` (layouts: runtime/backend.py)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import InputError, UnavailableError
+from .contract import INPUT_IR, INPUT_VIS, OUTPUT_FUSED, GraphInfo
+
+OPTIMIZATION_LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED",
+                       "all": "ORT_ENABLE_ALL"}
+
+
+class OnnxRuntimeBackend:
+    """An onnxruntime session over an exported graph; the graph's metadata says its size, io mode and batch.
+
+    ``device="cuda[:N]"`` asks for the CUDA execution provider; onnxruntime silently falls back to CPU when it
+    cannot load, so the providers actually in use are read back and a fallback is an error unless
+    ``allow_fallback``. ``io_binding`` binds outputs on the device to skip one copy on GPU providers.
+    """
+
+    name = "onnxruntime"
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        device: str = "cpu",
+        *,
+        threads: int | None = None,
+        optimization_level: str = "all",
+        allow_fallback: bool = False,
+        io_binding: bool = False,
+    ) -> None:
+        import onnxruntime as ort
+
+        path = Path(path)
+        if not path.is_file():
+            raise InputError(f"ONNX graph not found: {path}", fix="export one with maefuse-export --onnx")
+        if optimization_level not in OPTIMIZATION_LEVELS:
+            raise InputError(f"unknown optimisation level {optimization_level!r}",
+                             fix=f"use one of {', '.join(OPTIMIZATION_LEVELS)}")
+        options = ort.SessionOptions()
+        options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, OPTIMIZATION_LEVELS[optimization_level])
+        if threads:
+            options.intra_op_num_threads = threads
+        wanted = ["CPUExecutionProvider"]
+        if device.startswith("cuda"):
+            device_id = int(device.split(":")[1]) if ":" in device else 0
+            wanted = [("CUDAExecutionProvider", {"device_id": device_id}), "CPUExecutionProvider"]
+        try:
+            self.session = ort.InferenceSession(str(path), options, providers=wanted)
+        except Exception as exc:  # onnxruntime raises its own exception types for bad graphs
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise InputError(f"onnxruntime cannot load {path}: {first}", fix="re-export the graph") from exc
+        self.providers = self.session.get_providers()
+        if device.startswith("cuda") and "CUDAExecutionProvider" not in self.providers and not allow_fallback:
+            raise UnavailableError(
+                f"onnxruntime fell back to {', '.join(self.providers)} for {path}: the CUDA provider did not load",
+                fix="install onnxruntime-gpu with a matching CUDA/cuDNN, or pass --device cpu",
+            )
+        self.io_binding = io_binding and "CUDAExecutionProvider" in self.providers
+        meta = self.session.get_modelmeta().custom_metadata_map
+        self.info = GraphInfo.from_metadata(meta, source=str(path))
+        self.io = self.info.io
+        self.patch_size = int(self.info.config["patch_size"])
+        if self.io == "uint8":
+            self.input_size: tuple[int, int] | None = (self.info.camera_height, self.info.camera_width)
+        else:
+            self.input_size = (self.info.height, self.info.width)
+        batch_dim = self.session.get_inputs()[0].shape[0]
+        self.static_batch = batch_dim if isinstance(batch_dim, int) else None
+        self.max_batch = self.static_batch or int(self.info.batch.split(":")[-1])
+
+    def run(self, ir: np.ndarray, vis: np.ndarray) -> np.ndarray:
+        count = ir.shape[0]
+        if self.static_batch and count < self.static_batch:
+            # A static-batch graph takes exactly its batch: pad with copies and drop them afterwards.
+            repeat = np.repeat(ir[-1:], self.static_batch - count, axis=0)
+            ir = np.concatenate([ir, repeat])
+            vis = np.concatenate([vis, np.repeat(vis[-1:], self.static_batch - count, axis=0)])
+        feeds = {INPUT_IR: np.ascontiguousarray(ir), INPUT_VIS: np.ascontiguousarray(vis)}
+        if self.io_binding:
+            binding = self.session.io_binding()
+            for name, value in feeds.items():
+                binding.bind_cpu_input(name, value)
+            binding.bind_output(OUTPUT_FUSED, "cuda")
+            self.session.run_with_iobinding(binding)
+            out = binding.copy_outputs_to_cpu()[0]
+        else:
+            out = self.session.run([OUTPUT_FUSED], feeds)[0]
+        return out[:count]
+
+    def close(self) -> None:
+        self.session = None  # type: ignore[assignment]

@@ -1,0 +1,161 @@
+"""maefuse-export: verified ONNX graphs, the onnxruntime backend, graph hygiene and every bad input."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import onnx
+import pytest
+from click.testing import CliRunner
+
+from maefuse_deploy import Fuser
+from maefuse_deploy.cli.export import main as export_main
+from maefuse_deploy.errors import InputError
+from maefuse_deploy.export import ExportSpec, check_trt, export_onnx
+from maefuse_deploy.export.verify import psnr
+from maefuse_deploy.model import build_model, get_config
+from maefuse_deploy.model.checkpoint import save_checkpoint
+
+MICRO = get_config("maefuse-micro")
+
+
+@pytest.fixture(scope="module")
+def model():
+    return build_model(MICRO, seed=11)
+
+
+@pytest.fixture(scope="module")
+def real_pairs(ivif):
+    names = ["FLIR_00006", "FLIR_00018", "FLIR_04269"]
+    return [(cv2.imread(str(ivif / "RoadScene" / "ir" / f"{n}.jpg"), 0),
+             cv2.imread(str(ivif / "RoadScene" / "vi" / f"{n}.jpg"))) for n in names]
+
+
+@pytest.mark.parametrize("batch", [(1, 1, 1), (1, 2, 4)])
+def test_fp32_graph_matches_torch_static_and_dynamic(model, tmp_path, batch):
+    path = tmp_path / "m.onnx"
+    report = export_onnx(model, path, ExportSpec(64, 64, batch=batch))
+    assert report.fold_max_error is not None and report.fold_max_error <= 1e-5
+    assert any("batch 4" in line for line in report.verification) == (batch[2] == 4)
+    graph = onnx.load(str(path))
+    meta = {p.key: p.value for p in graph.metadata_props}
+    assert meta["maefuse.attention"] == "official" and meta["maefuse.io"] == "float"
+    dims = graph.graph.input[0].type.tensor_type.shape.dim
+    assert dims[0].HasField("dim_param") == (batch[0] != batch[2])
+    ops = [n.op_type for n in graph.graph.node]
+    assert ops.count("LayerNormalization") == 9 and "ReduceMean" not in ops
+    # The folded official fusion: no attention in the fusion layer, so 3 softmaxes (2 encoder + 1 decoder block).
+    assert ops.count("Softmax") == 3
+    # Scale applied to Q before the first MatMul of each attention (TensorRT's fusable pattern).
+    producers = {o: n for n in graph.graph.node for o in n.output}
+    for softmax in (n for n in graph.graph.node if n.op_type == "Softmax"):
+        chain = producers[softmax.input[0]]
+        while chain.op_type in ("Cast",):
+            chain = producers[chain.input[0]]
+        assert chain.op_type == "MatMul"
+        assert producers[chain.input[0]].op_type == "Mul"
+
+
+def test_onnxruntime_fuser_gives_the_torch_images(model, tmp_path, real_pairs):
+    path = tmp_path / "m.onnx"
+    export_onnx(model, path, ExportSpec(64, 64, batch=(1, 2, 4)), verify=False)
+    graph_fuser = Fuser.from_checkpoint(path)
+    torch_fuser = Fuser.from_checkpoint("maefuse-micro")
+    torch_fuser.backend.model.load_state_dict(model.state_dict())
+    for (ir, vis), ours, theirs in zip(real_pairs, graph_fuser.fuse_batch(real_pairs),
+                                       torch_fuser.fuse_batch(real_pairs), strict=True):
+        assert ours.shape == vis.shape
+        assert psnr(ours, theirs) >= 45.0
+
+
+def test_fp16_graph_keeps_norms_and_softmax_in_fp32_and_meets_psnr(model, tmp_path):
+    path = tmp_path / "m16.onnx"
+    report = export_onnx(model, path, ExportSpec(64, 64, precision="fp16"))
+    graph = onnx.shape_inference.infer_shapes(onnx.load(str(path)))
+    types = {v.name: v.type.tensor_type.elem_type for v in graph.graph.value_info}
+    for node in graph.graph.node:
+        if node.op_type in ("LayerNormalization", "Softmax"):
+            assert types[node.input[0]] == onnx.TensorProto.FLOAT, node.name
+    matmul_types = {types.get(n.input[1]) or next(i.data_type for i in graph.graph.initializer if i.name ==
+                    n.input[1]) for n in graph.graph.node if n.op_type == "MatMul" and n.input[1] in types}
+    assert onnx.TensorProto.FLOAT16 in matmul_types
+    assert report.max_activation is not None and report.max_activation[0] > 0
+    psnr_lines = [line for line in report.verification if "PSNR" in line]
+    assert psnr_lines or report.not_verified
+
+
+def test_uint8_graph_on_real_pairs_is_within_the_documented_difference(model, tmp_path, real_pairs):
+    path = tmp_path / "u8.onnx"
+    spec = ExportSpec(64, 64, io="uint8", camera_size=(120, 160))
+    export_onnx(model, path, spec, verify=False)
+    graph_fuser = Fuser.from_checkpoint(path)
+    assert graph_fuser.backend.io == "uint8" and graph_fuser.backend.input_size == (120, 160)
+    torch_fuser = Fuser.from_checkpoint("maefuse-micro")
+    torch_fuser.backend.model.load_state_dict(model.state_dict())
+    for ir, vis in real_pairs:
+        ir, vis = cv2.resize(ir, (160, 120)), cv2.resize(vis, (160, 120))
+        ours, theirs = graph_fuser.fuse(ir, vis), torch_fuser.fuse(ir, vis)
+        diff = np.abs(ours.astype(int) - theirs.astype(int))
+        # README documents: mean < 0.5 grey levels, max <= 4, PSNR >= 45 dB.
+        assert diff.mean() < 0.5 and diff.max() <= 4 and psnr(ours, theirs) >= 45
+
+
+def test_trt_check_passes_our_graph_and_names_a_blocker(model, tmp_path):
+    path = tmp_path / "m.onnx"
+    export_onnx(model, path, ExportSpec(64, 64), verify=False)
+    assert check_trt(path).ok
+    graph = onnx.load(str(path))
+    graph.graph.node.append(onnx.helper.make_node("StringNormalizer", ["x"], ["y"], name="strings"))
+    broken = tmp_path / "broken.onnx"
+    onnx.save(graph, str(broken))
+    result = check_trt(broken)
+    assert not result.ok and any("StringNormalizer node strings" in b for b in result.blockers)
+
+
+def run(args):
+    return CliRunner().invoke(export_main, args, catch_exceptions=False)
+
+
+def test_cli_export_prints_verification(tmp_path):
+    out = tmp_path / "g.onnx"
+    result = run(["--onnx", str(out), "--checkpoint", "maefuse-micro", "--dynamic-batch", "1:2:3"])
+    assert result.exit_code == 0, result.output
+    assert "verified: real pairs, batch 3" in result.output and out.is_file()
+
+
+@pytest.mark.parametrize("case", ["missing-checkpoint", "wrong-checkpoint", "unwritable", "resolution", "opset"])
+def test_cli_bad_input_one_line_and_no_partial_file(tmp_path, case):
+    out = tmp_path / "g.onnx"
+    args = ["--onnx", str(out), "--checkpoint", "maefuse-micro"]
+    expect = ""
+    if case == "missing-checkpoint":
+        args[3] = str(tmp_path / "none.safetensors")
+        expect = "none.safetensors"
+    elif case == "wrong-checkpoint":
+        bad = tmp_path / "micro.safetensors"
+        save_checkpoint(build_model(MICRO), bad)
+        args[3:] = [str(bad), "--config", "maefuse-tiny"]
+        expect = "maefuse-tiny"
+    elif case == "unwritable":
+        blocker = tmp_path / "file"
+        blocker.write_text("x")
+        out = blocker / "g.onnx"
+        args[1] = str(out)
+        expect = "cannot write"
+    elif case == "resolution":
+        args += ["--height", "50"]
+        expect = "not a multiple of the patch size 16"
+    else:
+        args += ["--opset", "17"]
+        expect = "opset 17 is not supported"
+    result = run(args)
+    assert result.exit_code != 0
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and expect in errors[0], result.output
+    assert not out.exists()
+    assert not [p for p in tmp_path.rglob("*") if ".onnx" in p.name]
+
+
+def test_export_rejects_graph_sizes_in_library(model, tmp_path):
+    with pytest.raises(InputError, match="not a multiple"):
+        export_onnx(model, tmp_path / "x.onnx", ExportSpec(60, 64))
