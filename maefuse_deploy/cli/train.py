@@ -1,0 +1,95 @@
+"""maefuse-train: run one training stage (mae, decoder, align, fuse); see maefuse_deploy.train."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ..model.config import CONFIGS
+from ..train.losses import FUSION_LOSSES
+from ..train.stages import STAGES
+from ..train.trainer import AMP_MODES, SCHEDULES, TrainOptions, train
+from .common import note, report_errors
+
+
+def _betas(text: str) -> tuple[float, float]:
+    try:
+        first, second = (float(x) for x in text.split(","))
+    except ValueError:
+        raise click.BadParameter(f"expected two numbers like 0.9,0.95, got {text!r}") from None
+    return first, second
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--stage", type=click.Choice(list(STAGES)), required=True,
+              help="mae: MAE pretraining; decoder: reconstruction with a frozen encoder; align: latent alignment of "
+              "the fusion layer; fuse: fusion loss on the decoded image")
+@click.option("--data", type=click.Path(path_type=Path), multiple=True, required=True,
+              help="folder with ir/ and vi/ (pairs matched by file stem); repeat for several")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="run folder (model, checkpoints, logs)")
+@click.option("--config", "config", type=click.Choice(sorted(CONFIGS)), default="maefuse-tiny", show_default=True)
+@click.option("--init", type=click.Path(path_type=Path), help="start from these weights (e.g. the previous stage's "
+              "model.safetensors, or an MAE checkpoint)")
+@click.option("--resume", is_flag=True, help="continue from OUT/checkpoints/last.*")
+@click.option("--split", type=click.Path(path_type=Path), help="file of pair names to train on")
+@click.option("--exclude", type=click.Path(path_type=Path), multiple=True, help="file of pair names never to use")
+@click.option("--use-test50", is_flag=True, help="do NOT hold out a data folder's test50.txt (held out by default)")
+@click.option("--val-split", type=click.Path(path_type=Path), help="file of pair names to validate on")
+@click.option("--val-count", type=click.IntRange(min=0), default=8, show_default=True,
+              help="without --val-split: hold out the last N training names for validation")
+@click.option("--preprocess", type=click.Choice(["official", "native"]), default="official", show_default=True,
+              help="official: resize to the model size; native: pad to the patch size (ignored with --crop)")
+@click.option("--crop/--no-crop", default=False, show_default=True,
+              help="random model-size crops at a random scale between fit-to-size and native")
+@click.option("--flip/--no-flip", default=False, show_default=True, help="random left-right flips")
+@click.option("--train", "train_parts", help="comma-separated parts to train: encoder, decoder, fusion "
+              "[default: per stage: mae encoder,decoder; decoder decoder; align and fuse fusion]")
+@click.option("--mask-ratio", type=float, default=0.75, show_default=True, help="mae stage; 0 = plain reconstruction")
+@click.option("--loss", type=click.Choice(FUSION_LOSSES), default="sobel-laplacian", show_default=True,
+              help="fuse stage: the release's Sobel+Laplacian loss, or the older intensity+gradient loss")
+@click.option("--steps", type=click.IntRange(min=1), help="optimiser steps (overrides --epochs)")
+@click.option("--epochs", type=click.IntRange(min=1), help="passes over the training data")
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True, help="per process")
+@click.option("--accum", type=click.IntRange(min=1), default=1, show_default=True, help="gradient accumulation steps")
+@click.option("--lr", type=float, default=1e-4, show_default=True)
+@click.option("--betas", default="0.9,0.95", show_default=True, help="AdamW betas")
+@click.option("--weight-decay", type=float, default=0.05, show_default=True,
+              help="on weight matrices; biases and 1-D parameters get none")
+@click.option("--warmup-steps", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--schedule", type=click.Choice(SCHEDULES), default="constant", show_default=True)
+@click.option("--amp", type=click.Choice(AMP_MODES), default="auto", show_default=True,
+              help="auto: bf16 (or fp16) on CUDA, float32 on CPU; bf16 also works on CPUs")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--checkpoint-every", type=click.IntRange(min=1), default=200, show_default=True, help="steps")
+@click.option("--val-every", type=click.IntRange(min=0), default=1, show_default=True,
+              help="validate every N epochs (0: only at the end)")
+@click.option("--log-every", type=click.IntRange(min=1), default=10, show_default=True, help="steps per CSV row")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1 (torchrun: one per rank)")
+@click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True, help="data loader processes")
+@click.option("--max-minutes", type=float, help="stop (with a checkpoint and model) after this much wall time")
+@click.option("--progress/--no-progress", default=True, show_default=True, help="progress bar")
+@report_errors
+def main(stage: str, data: tuple[Path, ...], out: Path, config: str, init: Path | None, resume: bool,
+         split: Path | None, exclude: tuple[Path, ...], use_test50: bool, val_split: Path | None, val_count: int,
+         preprocess: str, crop: bool, flip: bool, train_parts: str | None, mask_ratio: float, loss: str,
+         steps: int | None, epochs: int | None, batch_size: int, accum: int, lr: float, betas: str,
+         weight_decay: float, warmup_steps: int, schedule: str, amp: str, seed: int, checkpoint_every: int,
+         val_every: int, log_every: int, device: str, workers: int, max_minutes: float | None,
+         progress: bool) -> None:
+    """Train one stage of MaeFuse (DESIGN 2.5). Run the stages in order mae -> decoder -> align -> fuse, each
+    with --init pointing at the previous stage's OUT/model.safetensors. Several GPUs: torchrun --nproc_per_node N
+    $(which maefuse-train) ..."""
+    options = TrainOptions(
+        stage=stage, data=list(data), out=out, config=config, init=init, resume=resume, split=split,
+        exclude=list(exclude), holdout_default=not use_test50, val_split=val_split, val_count=val_count,
+        preprocess=preprocess, crop=crop, flip=flip, train=tuple(train_parts.split(",")) if train_parts else None,
+        mask_ratio=mask_ratio, loss=loss, steps=steps, epochs=epochs, batch_size=batch_size, accum=accum, lr=lr,
+        betas=_betas(betas), weight_decay=weight_decay, warmup_steps=warmup_steps, schedule=schedule, amp=amp,
+        seed=seed, checkpoint_every=checkpoint_every, val_every=val_every, log_every=log_every, device=device,
+        workers=workers, max_minutes=max_minutes, progress=progress,
+    )
+    result = train(options, echo=note)
+    if result.model_path is not None:
+        note(f"done: {result.steps} steps in {result.seconds:.0f} s, last loss {result.final_loss:.4g}; "
+             f"model {result.model_path}")

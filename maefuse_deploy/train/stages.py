@@ -1,0 +1,173 @@
+"""The training stages (DESIGN 2.5): what each one feeds the network, what it trains and what it minimises.
+
+* ``mae``: masked-autoencoder pretraining of encoder + decoder (single images; ``mask_ratio`` 0 is plain
+  full-image reconstruction).
+* ``decoder``: full-image reconstruction with the encoder frozen.
+* ``align``: fusion layer output -> mean of the two encoder outputs (latent MSE).
+* ``fuse``: a fusion loss on the decoded image.
+
+Batches are dicts of (B, 3, H, W) float32 normalised tensors: ``image`` for single-image stages, ``ir``/``vis``
+for pair stages.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..errors import InputError
+from ..model.maefuse import MaeFuse
+from ..model.vit import grid_positions, patchify, unpatchify
+from .losses import FusionLoss, alignment_loss, fusion_loss, reconstruction_loss
+
+PARTS: tuple[str, ...] = ("encoder", "decoder", "fusion")
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    name: str
+    pairs: bool  # feeds IR/VIS pairs (else single images)
+    default_train: tuple[str, ...]
+    summary: str
+
+
+STAGES: dict[str, StageSpec] = {
+    spec.name: spec
+    for spec in (
+        StageSpec("mae", False, ("encoder", "decoder"), "masked-autoencoder pretraining (reconstruct masked patches)"),
+        StageSpec("decoder", False, ("decoder",), "full-image reconstruction, MSE"),
+        StageSpec("align", True, ("fusion",), "fusion output -> mean of the encoder outputs, latent MSE"),
+        StageSpec("fuse", True, ("fusion",), "fusion loss on the decoded, de-normalised grey image"),
+    )
+}
+
+
+def part_of(name: str) -> str:
+    """Which part a MaeFuse parameter name belongs to: encoder, decoder or fusion."""
+    if name.startswith("fusion."):
+        return "fusion"
+    if name.startswith("mae.decoder"):
+        return "decoder"
+    return "encoder"
+
+
+def parse_parts(text: str | Sequence[str]) -> tuple[str, ...]:
+    """'encoder,decoder' -> ('encoder', 'decoder'), checked against :data:`PARTS`."""
+    parts = tuple(p.strip() for p in (text.split(",") if isinstance(text, str) else text) if p.strip())
+    unknown = [p for p in parts if p not in PARTS]
+    if unknown or not parts:
+        raise InputError(f"unknown trainable part(s) {unknown or text!r}", fix=f"name some of {', '.join(PARTS)}")
+    return parts
+
+
+class StageModule(nn.Module):
+    """Wraps a MaeFuse for one stage; ``forward(batch, generator)`` returns the scalar loss.
+
+    The MAE stage owns a learned mask token (the released model has none: it is a training-only parameter and is
+    kept in the training state, not in the model file). ``generator`` draws the MAE masks so a run is a pure
+    function of its seed and step.
+    """
+
+    def __init__(
+        self,
+        model: MaeFuse,
+        stage: str,
+        trainable: Sequence[str],
+        mask_ratio: float = 0.75,
+        loss: FusionLoss = "sobel-laplacian",
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if stage not in STAGES:
+            raise InputError(f"unknown stage {stage!r}", fix=f"use one of {', '.join(STAGES)}")
+        if not 0.0 <= mask_ratio < 1.0:
+            raise InputError(f"mask ratio must be in [0, 1), got {mask_ratio}")
+        self.model = model
+        self.stage = stage
+        self.mask_ratio = mask_ratio
+        self.loss_name = loss
+        self.trainable = tuple(trainable)
+        for name, param in model.named_parameters():
+            param.requires_grad_(part_of(name) in self.trainable and not self._unused(name))
+        if stage == "mae" and mask_ratio > 0:
+            self.mask_token = nn.Parameter(torch.zeros(1, 1, model.config.decoder_embed_dim))
+            nn.init.normal_(self.mask_token, std=0.02, generator=torch.Generator().manual_seed(seed))
+        else:
+            self.register_parameter("mask_token", None)
+
+    def _unused(self, name: str) -> bool:
+        """The official attention never reaches the CFM (DESIGN 2.2): its weights get no gradient, and DDP
+        refuses parameters that take part in no step."""
+        return self.model.config.attention == "official" and name.startswith("fusion.cross_model.")
+
+    def _encode(self, images: torch.Tensor) -> torch.Tensor:
+        if "encoder" in self.trainable:
+            return self.model.mae.encode(images)
+        with torch.no_grad():  # a frozen encoder needs no activation memory
+            return self.model.mae.encode(images)
+
+    def _masked_reconstruction(self, images: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        """MAE: encode a random (1 - mask_ratio) subset of patches, decode all, MSE on the masked ones."""
+        mae = self.model.mae
+        grid = mae.token_grid(images)
+        tokens = mae.patch_embed(images) + grid_positions(mae.pos_embed, mae.grid, grid)
+        batch, count, dim = tokens.shape
+        keep = max(1, round(count * (1 - self.mask_ratio)))
+        noise = torch.rand(batch, count, generator=generator, device="cpu").to(images.device)
+        order = noise.argsort(dim=1)
+        kept = order[:, :keep]
+        x = tokens.gather(1, kept[..., None].expand(-1, -1, dim))
+        for block in mae.blocks:
+            x = block(x)
+        x = mae.decoder_embed(mae.norm(x))
+        full = self.mask_token.to(x.dtype).expand(batch, count, -1).clone()
+        full = full.scatter(1, kept[..., None].expand(-1, -1, x.shape[-1]), x)
+        x = full + grid_positions(mae.decoder_pos_embed, mae.grid, grid)
+        for block in mae.decoder_blocks:
+            x = block(x)
+        predicted = mae.decoder_pred(mae.decoder_norm(x))
+        mask = torch.ones(batch, count, device=images.device).scatter(1, kept, 0.0)
+        return reconstruction_loss(predicted, patchify(images, mae.patch_size), mask)
+
+    def reconstruct(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) -> (B, 3, H, W) full-image reconstruction (no masking), normalised space."""
+        grid = self.model.mae.token_grid(images)
+        patches = self.model.mae.decode(self._encode(images), grid)
+        return unpatchify(patches, grid, self.model.config.patch_size)
+
+    def forward(self, batch: dict[str, torch.Tensor], generator: torch.Generator | None = None) -> torch.Tensor:
+        if self.stage == "mae" and self.mask_ratio > 0:
+            return self._masked_reconstruction(batch["image"], generator)
+        if self.stage in ("mae", "decoder"):
+            images = batch["image"]
+            grid = self.model.mae.token_grid(images)
+            predicted = self.model.mae.decode(self._encode(images), grid)
+            return reconstruction_loss(predicted, patchify(images, self.model.config.patch_size))
+        ir, vis = batch["ir"], batch["vis"]
+        grid = self.model.mae.token_grid(ir)
+        tokens = self._encode(torch.cat([ir, vis], dim=0))
+        ir_tokens, vis_tokens = tokens[: ir.shape[0]], tokens[ir.shape[0] :]
+        fused_tokens = self.model.fusion(ir_tokens, vis_tokens, grid)
+        if self.stage == "align":
+            return alignment_loss(fused_tokens, ir_tokens, vis_tokens)
+        fused = unpatchify(self.model.mae.decode(fused_tokens, grid), grid, self.model.config.patch_size)
+        return fusion_loss(self.loss_name, fused, ir, vis)
+
+
+def describe_trainable(module: StageModule) -> list[str]:
+    """One line per part: trained or frozen, with parameter counts (printed at the start of a run)."""
+    counts: dict[str, int] = dict.fromkeys(PARTS, 0)
+    for name, param in module.model.named_parameters():
+        counts[part_of(name)] += param.numel()
+    lines = [
+        f"  {part:<8} {'TRAIN ' if part in module.trainable else 'frozen'} {counts[part] / 1e6:8.3f}M parameters"
+        for part in PARTS
+    ]
+    if "fusion" in module.trainable and module.model.config.attention == "official":
+        lines.append("  (official attention: the CFM (fusion.cross_model) has no effect and stays frozen)")
+    if module.mask_token is not None:
+        lines.append(f"  mask token TRAIN  {module.mask_token.numel()} parameters (training only, not shipped)")
+    return lines

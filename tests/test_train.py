@@ -1,0 +1,241 @@
+"""maefuse-train on synthetic pairs with the micro config: stages learn, frozen parts stay put, resume is exact,
+torchrun/DDP keeps ranks identical, and bad inputs fail with one line."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from safetensors.torch import load_file
+
+from maefuse_deploy.cli.train import main as train_main
+from maefuse_deploy.errors import CheckpointError, InputError
+from maefuse_deploy.model.checkpoint import save_checkpoint
+from maefuse_deploy.model.config import CONFIGS
+from maefuse_deploy.model.maefuse import build_model
+from maefuse_deploy.train.dataset import read_names, select_pairs
+from maefuse_deploy.train.losses import laplacian, sobel_laplacian_loss, sobel_magnitude
+from maefuse_deploy.train.stages import part_of
+from maefuse_deploy.train.trainer import TrainOptions, train
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def make_pairs(root: Path, count: int, size: tuple[int, int] = (72, 80)) -> Path:
+    """``count`` synthetic pairs: IR grey with hot blobs, VIS colour with stripes, HxW = ``size``."""
+    rng = np.random.default_rng(count)
+    (root / "ir").mkdir(parents=True)
+    (root / "vi").mkdir()
+    height, width = size
+    yy, xx = np.mgrid[:height, :width]
+    for k in range(count):
+        ir = np.full(size, 40, np.uint8)
+        for _ in range(2):
+            cy, cx, r = rng.integers(10, height - 10), rng.integers(10, width - 10), rng.integers(4, 9)
+            ir[(yy - cy) ** 2 + (xx - cx) ** 2 < r * r] = 230
+        ir = cv2.GaussianBlur(ir, (5, 5), 1.0)
+        period = rng.uniform(5, 12)
+        stripes = (127 + 100 * np.sin(2 * np.pi * (xx + rng.uniform(0, 1) * yy) / period)).astype(np.uint8)
+        vis = np.stack([stripes, np.roll(stripes, 3, axis=1), 255 - stripes], axis=-1)
+        cv2.imwrite(str(root / "ir" / f"p{k:02d}.png"), ir)
+        cv2.imwrite(str(root / "vi" / f"p{k:02d}.png"), vis)
+    return root
+
+
+def options(data: Path, out: Path, stage: str, **overrides: object) -> TrainOptions:
+    values: dict[str, object] = dict(
+        stage=stage, data=[data], out=out, config="maefuse-micro", val_count=0, batch_size=8, lr=1e-3,
+        steps=20, checkpoint_every=1000, progress=False, device="cpu",
+    )
+    values.update(overrides)
+    return TrainOptions(**values)  # type: ignore[arg-type]
+
+
+def quiet(_message: str) -> None:
+    pass
+
+
+@pytest.fixture(scope="module")
+def pairs8(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_pairs(tmp_path_factory.mktemp("pairs8"), 8)
+
+
+@pytest.fixture(scope="module")
+def pairs12(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_pairs(tmp_path_factory.mktemp("pairs12"), 12)
+
+
+@pytest.fixture(scope="module")
+def micro_start(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A seeded micro model file to start the later stages from."""
+    path = tmp_path_factory.mktemp("init") / "micro.safetensors"
+    save_checkpoint(build_model(CONFIGS["maefuse-micro"], seed=3), path)
+    return path
+
+
+# -- losses ------------------------------------------------------------------------------------------------------
+
+def test_filters_match_their_definitions() -> None:
+    grey = torch.zeros(1, 1, 5, 5)
+    grey[0, 0, 2, 2] = 1.0
+    assert laplacian(grey)[0, 0, 2, 2] == -8 and laplacian(grey)[0, 0, 1, 1] == 1
+    ramp = torch.arange(5.0).repeat(5, 1)[None, None]  # brightness rises to the right by 1 per pixel
+    assert sobel_magnitude(ramp)[0, 0, 2, 2] == 8  # |Sobel_x| = 8 on a unit ramp, Sobel_y = 0
+
+
+def test_sobel_laplacian_loss_rewards_the_sources_detail() -> None:
+    image = torch.randn(2, 1, 16, 16).expand(-1, 3, -1, -1)
+    flat = torch.zeros(2, 3, 16, 16)
+    assert float(sobel_laplacian_loss(image, image, image)) < 1e-3
+    # Fusing a textured and a flat source: copying the texture beats the flat image.
+    assert float(sobel_laplacian_loss(image, image, flat)) < float(sobel_laplacian_loss(flat, image, flat))
+
+
+# -- stages ------------------------------------------------------------------------------------------------------
+
+STAGE_CASES = [
+    ("mae", {"mask_ratio": 0.75}, ("encoder", "decoder")),
+    ("mae", {"mask_ratio": 0.0}, ("encoder", "decoder")),
+    ("decoder", {}, ("decoder",)),
+    ("align", {}, ("fusion",)),
+    ("fuse", {}, ("fusion",)),
+    ("fuse", {"loss": "intensity-gradient", "train": ("fusion", "decoder")}, ("fusion", "decoder")),
+]
+
+
+@pytest.mark.parametrize(("stage", "extra", "trained"), STAGE_CASES, ids=lambda c: str(c))
+def test_stage_lowers_its_loss_and_keeps_frozen_parts(
+    stage: str, extra: dict, trained: tuple[str, ...], pairs8: Path, micro_start: Path, tmp_path: Path
+) -> None:
+    # 8 pairs, batch 8 (pairs) or 16 (single images): every step sees the same fixed batch.
+    batch = 8 if stage in ("align", "fuse") else 16
+    start = load_file(str(micro_start))
+    result = train(options(pairs8, tmp_path, stage, init=micro_start, batch_size=batch, **extra), echo=quiet)
+    assert len(result.losses) == 20
+    assert result.losses[-1] < 0.98 * result.losses[0], result.losses
+    after = result.model.state_dict()
+    for name, value in after.items():
+        if name.endswith("pos_embed"):
+            continue
+        changed = not torch.equal(value, start[name])
+        if part_of(name) in trained:
+            continue
+        assert not changed, f"{name} ({part_of(name)}) is frozen in {stage} but changed"
+    assert any(not torch.equal(after[n], start[n]) for n in after if part_of(n) in trained)
+
+
+def test_resume_reproduces_the_next_losses_exactly(pairs12: Path, tmp_path: Path) -> None:
+    # 24 images, batch 4: 6 steps per epoch. Stop mid-epoch at step 4, resume, and cross into the next epoch.
+    common = dict(stage="mae", batch_size=4, crop=True, flip=True, steps=9, checkpoint_every=4)
+    straight = train(options(pairs12, tmp_path / "a", **common), echo=quiet)
+    train(options(pairs12, tmp_path / "b", **{**common, "steps": 4}), echo=quiet)
+    resumed = train(options(pairs12, tmp_path / "b", **common, resume=True), echo=quiet)
+    assert resumed.losses == straight.losses[4:]
+    for name, value in straight.model.state_dict().items():
+        assert torch.equal(value, resumed.model.state_dict()[name]), name
+
+
+DDP_SCRIPT = """
+import os
+import sys
+from pathlib import Path
+from safetensors.torch import save_file
+from maefuse_deploy.train.trainer import TrainOptions, train
+
+data, out = Path(sys.argv[1]), Path(sys.argv[2])
+opts = TrainOptions(stage="fuse", data=[data], out=out, config="maefuse-micro", init=Path(sys.argv[3]), val_count=0,
+                    batch_size=2, lr=1e-3, steps=4, progress=False, device="cpu", train=("fusion", "decoder"))
+rank = int(os.environ["RANK"])
+result = train(opts, echo=lambda m: None)
+save_file({k: v.contiguous() for k, v in result.model.state_dict().items()}, str(out / f"rank{rank}.safetensors"))
+"""
+
+
+def test_torchrun_two_processes_keep_identical_weights(pairs8: Path, micro_start: Path, tmp_path: Path) -> None:
+    script = tmp_path / "ddp_train.py"
+    script.write_text(DDP_SCRIPT)
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script),
+               str(pairs8), str(out), str(micro_start)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    rank0, rank1 = load_file(str(out / "rank0.safetensors")), load_file(str(out / "rank1.safetensors"))
+    start = load_file(str(micro_start))
+    assert all(torch.equal(rank0[k], rank1[k]) for k in rank0)
+    assert not torch.equal(rank0["fusion.fc1.weight"], start["fusion.fc1.weight"])
+    assert (out / "model.safetensors").is_file()
+
+
+# -- errors ------------------------------------------------------------------------------------------------------
+
+def run_cli(*args: str) -> tuple[int, str]:
+    """Exit code and the error line (stderr also carries progress notes; exactly one line must be an error)."""
+    result = CliRunner().invoke(train_main, [*args, "--config", "maefuse-micro", "--steps", "1", "--no-progress",
+                                             "--device", "cpu"])
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and not result.stdout, result.stderr
+    return result.exit_code, errors[0]
+
+
+def test_empty_folders_fail_in_one_line(tmp_path: Path) -> None:
+    (tmp_path / "ir").mkdir()
+    (tmp_path / "vi").mkdir()
+    with pytest.raises(InputError, match="holds no images"):
+        train(options(tmp_path, tmp_path / "out", "mae"), echo=quiet)
+    code, err = run_cli("--stage", "mae", "--data", str(tmp_path), "--out", str(tmp_path / "out"))
+    assert code != 0 and "holds no images" in err
+
+
+def test_unmatched_names_fail_in_one_line(tmp_path: Path) -> None:
+    data = make_pairs(tmp_path / "d", 3)
+    (data / "vi" / "p01.png").rename(data / "vi" / "other.png")
+    code, err = run_cli("--stage", "align", "--data", str(data), "--out", str(tmp_path / "out"))
+    assert code != 0 and "unmatched names" in err
+
+
+def test_unreadable_image_fails_in_one_line(tmp_path: Path) -> None:
+    data = make_pairs(tmp_path / "d", 3)
+    (data / "ir" / "p02.png").write_bytes(b"not an image")
+    with pytest.raises(InputError, match=r"p02\.png"):
+        train(options(data, tmp_path / "out", "fuse"), echo=quiet)
+    code, err = run_cli("--stage", "fuse", "--data", str(data), "--out", str(tmp_path / "out"))
+    assert code != 0 and "not a readable image" in err
+
+
+def test_checkpoint_of_another_config_fails_in_one_line(pairs8: Path, tmp_path: Path) -> None:
+    other = tmp_path / "tiny-shaped.safetensors"
+    save_checkpoint(build_model(CONFIGS["maefuse-micro"].replace(name="micro-wide", embed_dim=64), seed=0), other)
+    with pytest.raises(CheckpointError):
+        train(options(pairs8, tmp_path / "out", "align", init=other), echo=quiet)
+    code, err = run_cli("--stage", "align", "--data", str(pairs8), "--out", str(tmp_path / "o"), "--init", str(other),
+                        "--batch-size", "8")
+    assert code != 0 and "micro-wide" in err
+
+
+def test_resume_of_another_stage_fails_in_one_line(pairs8: Path, tmp_path: Path) -> None:
+    train(options(pairs8, tmp_path, "decoder", steps=1, batch_size=16), echo=quiet)
+    with pytest.raises(CheckpointError, match="belongs to stage decoder"):
+        train(options(pairs8, tmp_path, "align", resume=True), echo=quiet)
+
+
+def test_test50_is_held_out_by_default(tmp_path: Path) -> None:
+    data = make_pairs(tmp_path / "d", 10)
+    (data / "test50.txt").write_text("p00\np01.png\n")
+    chosen, notes = select_pairs([data])
+    assert {p.name for p in chosen} == {f"p{k:02d}" for k in range(2, 10)} and "test50.txt" in notes[0]
+    assert len(select_pairs([data], holdout_default=False)[0]) == 10
+
+
+def test_roadscene_training_split_excludes_test50(ivif: Path) -> None:
+    root = ivif / "RoadScene"
+    chosen, _ = select_pairs([root])
+    assert len(chosen) == 171
+    assert not {p.name for p in chosen} & set(read_names(root / "test50.txt"))
