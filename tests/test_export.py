@@ -159,3 +159,31 @@ def test_cli_bad_input_one_line_and_no_partial_file(tmp_path, case):
 def test_export_rejects_graph_sizes_in_library(model, tmp_path):
     with pytest.raises(InputError, match="not a multiple"):
         export_onnx(model, tmp_path / "x.onnx", ExportSpec(60, 64))
+
+
+def test_static_batch_graph_takes_fewer_pairs(model, tmp_path, real_pairs):
+    path = tmp_path / "b2.onnx"
+    export_onnx(model, path, ExportSpec(64, 64, batch=(2, 2, 2)), verify=False)
+    fuser = Fuser.from_checkpoint(path, batch_size=8)
+    assert fuser.batch_size == 2
+    fused = fuser.fuse_batch(real_pairs)  # 3 pairs: one full batch, one padded
+    single = Fuser.from_checkpoint(path).fuse(*real_pairs[2])
+    assert len(fused) == 3 and np.array_equal(fused[2], single)
+
+
+def test_requested_gpu_provider_that_fell_back_is_an_error(model, tmp_path):
+    from maefuse_deploy.errors import UnavailableError
+    from maefuse_deploy.runtime.onnxruntime_backend import OnnxRuntimeBackend
+
+    path = tmp_path / "m.onnx"
+    export_onnx(model, path, ExportSpec(64, 64), verify=False)
+    with pytest.raises(UnavailableError, match=r"fell back to CPUExecutionProvider"):
+        OnnxRuntimeBackend(path, device="cuda")
+    assert OnnxRuntimeBackend(path, device="cuda", allow_fallback=True).providers == ["CPUExecutionProvider"]
+
+
+def test_native_policy_is_refused_for_a_fixed_grid_graph(model, tmp_path):
+    path = tmp_path / "m.onnx"
+    export_onnx(model, path, ExportSpec(64, 64), verify=False)
+    with pytest.raises(InputError, match="native policy needs any size"):
+        Fuser.from_checkpoint(path, policy="native")
