@@ -1,0 +1,83 @@
+"""maefuse-build-engine: a TensorRT engine (and its sidecar) from an exported maefuse ONNX graph."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from ..engine.build import BuildOptions, build_engine, prepare_build
+from .common import note, report_errors
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option(
+    "-o",
+    "--output",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="engine file to write; the sidecar ENGINE.json and ENGINE.layers.json go beside it",
+)
+@click.option(
+    "--precision",
+    type=click.Choice(["fp16", "fp32"]),
+    default="fp16",
+    show_default=True,
+    help="fp16: FP16 builder flag on TensorRT 10, or the FP16 graph (strongly typed) on TensorRT 11",
+)
+@click.option(
+    "--batch",
+    help="batch range MIN:OPT:MAX, or N for a fixed batch [default: the graph's batch (fixed, or the range "
+    "recorded by maefuse-export --dynamic-batch), else 1:1:8]",
+)
+@click.option("--workspace", type=float, help="builder workspace limit in GiB [default: TensorRT's]")
+@click.option(
+    "--timing-cache",
+    type=click.Path(path_type=Path),
+    help="timing cache file: loaded when present, saved after the build",
+)
+@click.option("--opt-level", type=int, help="builder optimisation level 0..5 [default: TensorRT's, 3]")
+@click.option("--hardware-compat", is_flag=True, help="run on any Ampere or newer GPU (may be slower)")
+@click.option("--version-compat", is_flag=True, help="run on later TensorRT versions (may be slower)")
+@click.option("--device", type=int, default=0, show_default=True, help="CUDA device to build on")
+@report_errors
+def main(
+    model: Path,
+    output: Path,
+    precision: str,
+    batch: str | None,
+    workspace: float | None,
+    timing_cache: Path | None,
+    opt_level: int | None,
+    hardware_compat: bool,
+    version_compat: bool,
+    device: int,
+) -> None:
+    """Build a TensorRT engine for this machine's GPU from MODEL.onnx (written by maefuse-export --onnx)."""
+    options = BuildOptions(
+        precision=precision,
+        batch=batch,
+        workspace_gib=workspace,
+        timing_cache=timing_cache,
+        opt_level=opt_level,
+        hardware_compat=hardware_compat,
+        version_compat=version_compat,
+    )
+    plan = prepare_build(model, output, options)  # input mistakes first, before looking for TensorRT
+    result = build_engine(plan, device=device, stream=sys.stderr)
+    sidecar = result.sidecar
+    for line in result.notes:
+        note(f"note: {line}")
+    cc = sidecar.compute_capability
+    click.echo(
+        f"engine:  {result.engine_path} ({result.engine_bytes / 2**20:.1f} MiB; TensorRT "
+        f"{sidecar.tensorrt_version}; {sidecar.gpu_name}, compute capability {cc[0]}.{cc[1]})"
+    )
+    click.echo(f"batch:   {plan.profile}; precision {sidecar.precision} ({sidecar.typing}); io {sidecar.io}")
+    click.echo(f"sidecar: {result.sidecar_path}")
+    click.echo(f"layers:  {result.layers_path}")
+    click.echo(f"log:     {result.log_path}")
+    click.echo(result.attention.summary())
+    click.echo(f"built in {sidecar.build_seconds:.1f} s")
