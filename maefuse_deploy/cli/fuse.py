@@ -11,6 +11,7 @@ from ..imageio import find_pairs
 from ..imaging import POLICIES
 from ..runtime.files import SAMPLES_DIR, fuse_pairs, output_suffix
 from ..runtime.fuser import BACKENDS, Fuser
+from ..runtime.sources import default_backend_for
 from ..runtime.video import fuse_video, is_video
 from .common import note, report_errors
 
@@ -24,7 +25,7 @@ from .common import note, report_errors
               "[default: the built-in model]")
 @click.option("--config", help="model config name, when the checkpoint does not say")
 @click.option("--backend", type=click.Choice(BACKENDS), help="[default: from the checkpoint's file type]")
-@click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:1 ...")
+@click.option("--device", help="cpu, cuda, cuda:1 ... [default: cuda for TensorRT engines, else cpu]")
 @click.option("--dtype", type=click.Choice(["float32", "float16", "bfloat16"]), default="float32", show_default=True)
 @click.option("--policy", type=click.Choice(POLICIES), default="official", show_default=True,
               help="official: the release's 640x640 resize; native: pad to the patch size, no resize")
@@ -41,7 +42,7 @@ def main(
     checkpoint: str | None,
     config: str | None,
     backend: str | None,
-    device: str,
+    device: str | None,
     dtype: str,
     policy: str,
     batch_size: int,
@@ -58,6 +59,8 @@ def main(
         raise click.UsageError("pass both --ir and --vis (or neither, for the shipped samples)")
     video = is_video(ir) or is_video(vis)
     suffix = None if video else output_suffix(fmt, lossy)
+    if device is None:
+        device = "cuda" if (backend or default_backend_for(checkpoint)) == "tensorrt" else "cpu"
     fuser = Fuser.from_checkpoint(checkpoint, backend, device=device, dtype=dtype, policy=policy, config=config,
                                   batch_size=batch_size)
     note(f"model: {fuser.description}")

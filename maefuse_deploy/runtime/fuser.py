@@ -110,7 +110,9 @@ class Fuser:
         else:
             from ..engine.trt_backend import TensorRTBackend
 
-            runner = TensorRTBackend(source, **options)
+            if not device.startswith("cuda"):
+                raise InputError(f"TensorRT engines run on a CUDA device, not {device!r}", fix="pass device='cuda'")
+            runner = TensorRTBackend(source, device=int(device.partition(":")[2] or 0), **options)
         return cls(runner, policy=policy, description=f"{backend}: {source}", batch_size=batch_size)
 
     def fuse(self, ir: Image, vis: Image) -> Image:
