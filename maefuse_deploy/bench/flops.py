@@ -1,0 +1,123 @@
+"""FLOP counts for one fused pair, the arithmetic floor, and a matmul probe for the peak rate (DESIGN 2.6).
+
+Counts are multiply-adds x 2 for the matrix products (linear layers, patch embedding, attention's QK^T and AV);
+LayerNorm, GELU, softmax and additions are left out, as is usual for transformer FLOP counts: they are a few
+per cent of the work and memory-bound, so they do not belong in a compute floor.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+
+from ..model.config import MaeFuseConfig
+
+FusionForm = Literal["deployed", "release"]
+
+
+@dataclass(frozen=True)
+class FlopCount:
+    """FLOPs of one fused pair, by part. ``encoder`` covers both images."""
+
+    encoder: float
+    fusion: float
+    decoder: float
+
+    @property
+    def total(self) -> float:
+        return self.encoder + self.fusion + self.decoder
+
+    def to_dict(self) -> dict[str, float]:
+        return {**asdict(self), "total": self.total}
+
+
+def block_flops(tokens: int, dim: int, mlp_ratio: float) -> float:
+    """One pre-norm ViT block with full self-attention over ``tokens``: qkv, QK^T, AV, proj, fc1, fc2."""
+    hidden = int(dim * mlp_ratio)
+    projections = 2 * tokens * dim * (3 * dim + dim)
+    attention = 2 * 2 * tokens * tokens * dim
+    mlp = 2 * 2 * tokens * dim * hidden
+    return float(projections + attention + mlp)
+
+
+def count_flops(config: MaeFuseConfig, grid: tuple[int, int] | None = None, form: FusionForm = "deployed") -> FlopCount:
+    """FLOPs of one pair at ``grid`` (rows, columns; default the config's grid).
+
+    ``deployed`` is the least work that computes the model: an ``official`` fusion layer as the folded single
+    matrix of DESIGN 2.2, a ``tokens`` one as four attention calls over the tokens. ``release`` is what the released
+    code executes: four ``nn.MultiheadAttention`` calls with all of Q, K, V and output projections, attending over
+    a sequence of length 1 (the batch axis), whatever the config says.
+    """
+    rows, cols = grid or config.grid
+    tokens = rows * cols
+    dim, dec = config.embed_dim, config.decoder_embed_dim
+    patch = 2.0 * tokens * config.patch_dim * dim
+    one_image = patch + config.depth * block_flops(tokens, dim, config.mlp_ratio)
+    decoder = (
+        2.0 * tokens * dim * dec
+        + config.decoder_depth * block_flops(tokens, dec, config.mlp_ratio)
+        + 2.0 * tokens * dec * config.patch_dim
+    )
+    ffn = 2 * 2.0 * tokens * dim * int(dim * config.fusion_mlp_ratio)
+    attention_call = 2.0 * tokens * dim * 4 * dim + 2 * 2.0 * tokens * tokens * dim
+    if form == "release":
+        # Each of the four calls attends over one key per token: the score and mix products are 2*N*D each.
+        mixing = 4 * (2.0 * tokens * dim * 4 * dim + 2 * 2.0 * tokens * dim)
+    elif config.attention == "official":
+        mixing = 2.0 * tokens * dim * dim
+    else:
+        mixing = 4 * attention_call
+    return FlopCount(encoder=2 * one_image, fusion=mixing + ffn, decoder=decoder)
+
+
+def floor_seconds(flops: float, peak_flops_per_s: float) -> float:
+    """The arithmetic floor: the time the FLOPs take at the peak matmul rate."""
+    return flops / peak_flops_per_s
+
+
+def measure_peak(device: torch.device, dtype: torch.dtype, budget_s: float = 0.5) -> tuple[float, int]:
+    """Measured matmul rate in FLOP/s for ``dtype`` on ``device``, and the square size it was measured at.
+
+    The size doubles from 256 until one product takes ~20 ms (or 4096 on a CPU / 8192 on a GPU), so a slow kind
+    (float16 on a CPU without native FP16 units) is measured on a small product instead of stalling the run;
+    then the best of as many repeats as fit in ``budget_s`` counts.
+    """
+    limit = 8192 if device.type == "cuda" else 4096
+    size = 256
+    while True:
+        elapsed = _time_matmul(device, dtype, size)
+        if elapsed >= 0.02 or size >= limit:
+            break
+        size *= 2
+    best = elapsed
+    spent = elapsed
+    while spent < budget_s:
+        elapsed = _time_matmul(device, dtype, size, warm=False)
+        best = min(best, elapsed)
+        spent += elapsed
+    return 2.0 * size**3 / best, size
+
+
+def _time_matmul(device: torch.device, dtype: torch.dtype, size: int, warm: bool = True) -> float:
+    generator = torch.Generator(device="cpu").manual_seed(0)
+    a = torch.randn(size, size, generator=generator).to(device=device, dtype=dtype)
+    b = torch.randn(size, size, generator=generator).to(device=device, dtype=dtype)
+    bias = torch.zeros(size, device=device, dtype=dtype)
+    # The network's products are linear layers (addmm): on a CPU without FP16 units torch runs float16 addmm
+    # through oneDNN at ~10x the rate of a bare float16 matmul, so probing with `a @ b` would understate the peak.
+    if warm:  # the first product on a device pays library initialisation and kernel selection
+        F.linear(a, b, bias)
+    _sync(device)
+    start = time.perf_counter()
+    F.linear(a, b, bias)
+    _sync(device)
+    return time.perf_counter() - start
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)

@@ -1,0 +1,111 @@
+"""What a benchmark ran on: CPU, GPU, driver and library versions, recorded beside every result."""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import subprocess
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import torch
+
+LIBRARIES = ("maefuse-deploy", "torch", "numpy", "onnx", "onnxruntime", "onnxruntime-gpu", "opencv-python-headless",
+             "tensorrt", "cuda-python")
+
+
+def cpu_model() -> str:
+    """The CPU's model name as the kernel reports it (what ``lscpu`` shows as 'Model name')."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (the affinity mask, which containers and taskset narrow)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def cpu_flags() -> list[str]:
+    """The vector extensions that decide CPU matmul speed (AVX2, AVX-512, their BF16/FP16/VNNI forms, AMX)."""
+    wanted = ("avx2", "avx512f", "avx512_bf16", "avx512_fp16", "avx512_vnni", "amx_bf16", "amx_tile")
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                present = set(line.split(":", 1)[1].split())
+                return [flag for flag in wanted if flag in present]
+    except OSError:
+        pass
+    return []
+
+
+def memory_total_gb() -> float | None:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return round(int(line.split()[1]) / 2**20, 1)
+    except OSError:
+        pass
+    return None
+
+
+def library_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in LIBRARIES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def gpu_info() -> dict[str, Any] | None:
+    """The visible CUDA GPU (name, memory, capability, driver, CUDA), or None without one."""
+    if not torch.cuda.is_available():
+        return None
+    props = torch.cuda.get_device_properties(0)
+    return {
+        "name": props.name,
+        "memory_gb": round(props.total_memory / 2**30, 1),
+        "compute_capability": f"{props.major}.{props.minor}",
+        "count": torch.cuda.device_count(),
+        "driver": _nvidia_driver(),
+        "cuda_runtime": torch.version.cuda,
+    }
+
+
+def _nvidia_driver() -> str | None:
+    tool = shutil.which("nvidia-smi")
+    if tool is None:
+        return None
+    try:
+        done = subprocess.run(
+            [tool, "--query-gpu=driver_version", "--format=csv,noheader"],
+            capture_output=True, text=True, timeout=10, check=True,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout.strip().splitlines()[0] if done.stdout.strip() else None
+
+
+def describe_machine() -> dict[str, Any]:
+    """Everything a reader needs to compare a table with theirs."""
+    return {
+        "cpu": cpu_model(),
+        "cores": usable_cores(),
+        "cpu_flags": cpu_flags(),
+        "torch_threads": torch.get_num_threads(),
+        "memory_gb": memory_total_gb(),
+        "os": f"{platform.system()} {platform.release()}",
+        "gpu": gpu_info(),
+        "libraries": library_versions(),
+    }

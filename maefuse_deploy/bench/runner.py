@@ -1,0 +1,402 @@
+"""The latency benchmark: every requested backend x batch measured the same way, side by side.
+
+Each row: per-pair latency percentiles (end to end and compute only, transfers apart on a GPU), throughput, peak
+host and device memory, load and first-call time, accuracy against the torch float32 reference on real pairs,
+the ratio to the arithmetic floor (flops.py) and the speed-up over the release-style row (release_style.py).
+
+Timed calls feed real pairs, rotating through them, so the accuracy columns come from the timed outputs
+themselves: no extra passes, which matters when one pass of the released model takes 15 s on a CPU.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..errors import InputError, MaeFuseError, UnavailableError
+from ..imaging import PairContext, finish_pair, prepare_pair
+from ..model.config import MaeFuseConfig
+from ..runtime.backend import Backend
+from ..runtime.fuser import Fuser
+from ..runtime.torch_backend import TorchBackend
+from .accuracy import AccuracyTally, Pair, Reference, compute_reference, default_pairs_dir, load_pairs
+from .backends import BackendFactory, Skipped, inspect_model, row_precision
+from .flops import count_flops, floor_seconds, measure_peak
+from .machine import describe_machine
+from .memory import PeakMemory
+from .settings import BenchSettings
+from .stream import StreamResult, run_stream
+from .timing import NetworkCall, PipelineCall, StageTimes, summarize
+
+BASELINE = "release-style"
+RELEASE_TOLERANCE = 1e-4  # DESIGN 2.2: the release's batch-1 output, within float32 rounding
+CallResult = tuple[np.ndarray | None, list[np.ndarray], StageTimes]  # decoder output or None, fused images, times
+
+
+@dataclass
+class Row:
+    """One backend at one batch size. Times are milliseconds per pair (a batch's time / its size)."""
+
+    backend: str
+    batch: int
+    precision: str
+    status: str = "ok"  # ok | skipped | failed
+    reason: str | None = None
+    io: str = "float"
+    latency_ms: dict[str, float] | None = None  # end to end: p50 p90 p99 mean min max
+    compute_ms: dict[str, float] | None = None
+    h2d_ms: float | None = None  # means; GPU only
+    d2h_ms: float | None = None
+    pre_ms: float | None = None  # host pre/post-processing means; --io uint8 through the host path only
+    post_ms: float | None = None
+    throughput_pairs_s: float | None = None
+    peak_host_mb: float | None = None
+    host_memory_scope: str = "row"
+    peak_device_mb: float | None = None
+    load_s: float | None = None
+    first_call_s: float | None = None
+    max_abs_err: float | None = None
+    psnr_db: float | None = None
+    accuracy_pairs: int = 0
+    floor_ms: float | None = None
+    floor_ratio: float | None = None
+    speedup: float | None = None
+    samples_ms: list[float] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class BenchResult:
+    date: str
+    command: str
+    machine: dict[str, Any]
+    model: dict[str, Any]
+    settings: dict[str, Any]
+    flops: dict[str, Any] | None
+    peaks: dict[str, dict[str, Any]]
+    rows: list[Row]
+    release_check: dict[str, Any]
+    stream: list[StreamResult]
+    notes: list[str]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
+class Peaks:
+    """Peak matmul rate per precision: given by the user, else measured once on first use."""
+
+    def __init__(self, given: dict[str, float], device: str) -> None:
+        self.device = torch.device(device)
+        self.known: dict[str, dict[str, Any]] = {
+            precision: {"flops_per_s": value, "source": "given"} for precision, value in given.items()
+        }
+
+    def rate(self, precision: str) -> float | None:
+        if precision not in self.known:
+            if self.device.type == "cuda" and not torch.cuda.is_available():
+                return None
+            dtype = getattr(torch, precision)
+            value, size = measure_peak(self.device, dtype)
+            self.known[precision] = {"flops_per_s": value, "source": f"measured: {size}x{size} matmul"}
+        return float(self.known[precision]["flops_per_s"])
+
+
+def _batches_of(count: int, batch: int) -> Iterator[list[int]]:
+    """Pair indices for successive calls: rotating through the pairs so every one is seen and checked."""
+    start = 0
+    while True:
+        yield [(start + k) % count for k in range(batch)]
+        start = (start + batch) % count
+
+
+class Measurement:
+    """Runs one row's calls and turns their stage times and outputs into a :class:`Row`."""
+
+    def __init__(self, settings: BenchSettings, pairs: list[Pair], model_size: tuple[int, int],
+                 reference: Reference | None) -> None:
+        self.settings = settings
+        self.pairs = pairs
+        self.model_size = model_size
+        self.reference = reference
+        self._prepared: list[tuple[np.ndarray, np.ndarray, PairContext]] | None = None
+
+    def _prepared_pairs(self, patch_size: int) -> list[tuple[np.ndarray, np.ndarray, PairContext]]:
+        if self._prepared is None:
+            self._prepared = [prepare_pair(p.ir, p.vis, "official", self.model_size, patch_size) for p in self.pairs]
+        return self._prepared
+
+    def caller(self, backend: Backend) -> Callable[[list[int]], CallResult]:
+        """A function from pair indices to (decoder output or None, fused images, stage times)."""
+        network = NetworkCall(backend)
+        pairs = self.pairs
+        if backend.io == "uint8":
+            def in_graph(indices: list[int]) -> CallResult:
+                ir = np.stack([pairs[i].ir for i in indices])
+                vis = np.stack([pairs[i].vis for i in indices])
+                fused, times = network(ir, vis)
+                return None, list(fused), times
+
+            return in_graph
+        if self.settings.io == "uint8":
+            pipeline = PipelineCall(network, "official", self.model_size)
+
+            def host_processing(indices: list[int]) -> CallResult:
+                return pipeline([(pairs[i].ir, pairs[i].vis) for i in indices])
+
+            return host_processing
+        prepared = self._prepared_pairs(backend.patch_size)
+
+        def tensors(indices: list[int]) -> CallResult:
+            ir = np.stack([prepared[i][0] for i in indices])
+            vis = np.stack([prepared[i][1] for i in indices])
+            decoded, times = network(ir, vis)
+            # Post-processing for the accuracy check happens after the clock stopped.
+            fused = [finish_pair(decoded[k], prepared[i][2], "official") for k, i in enumerate(indices)]
+            return decoded, fused, times
+
+        return tensors
+
+    def measure(self, row: Row, backend: Backend, memory: PeakMemory) -> None:
+        settings = self.settings
+        call = self.caller(backend)
+        tally = AccuracyTally(self.reference) if self.reference is not None else None
+        calls = _batches_of(len(self.pairs), row.batch)
+
+        def once() -> StageTimes:
+            indices = next(calls)
+            decoded, fused, times = call(indices)
+            if tally is not None:
+                for k, index in enumerate(indices):
+                    tally.add(index, fused[k], None if decoded is None else decoded[k])
+            return times
+
+        memory.reset()
+        start = time.perf_counter()
+        once()
+        row.first_call_s = time.perf_counter() - start
+        for _ in range(settings.warmup):
+            once()
+        timed = [once() for _ in range(settings.iterations)]
+        row.peak_host_mb = memory.host_mb()
+        row.host_memory_scope = memory.host_scope
+        row.peak_device_mb = memory.device_mb()
+
+        per_pair = 1e3 / row.batch
+        row.samples_ms = [t.total * per_pair for t in timed]
+        row.latency_ms = summarize(row.samples_ms)
+        row.compute_ms = summarize([t.compute * per_pair for t in timed])
+        for stage in ("h2d", "d2h", "pre", "post"):
+            values = [getattr(t, stage) for t in timed]
+            if all(v is not None for v in values):
+                setattr(row, f"{stage}_ms", float(np.mean(values)) * per_pair)
+        row.throughput_pairs_s = row.batch / float(np.mean([t.total for t in timed]))
+        if tally is not None:
+            row.max_abs_err = tally.max_abs_err
+            row.psnr_db = tally.psnr_db
+            row.accuracy_pairs = len(tally.seen)
+
+
+def _release_check(rows: list[Row], config: MaeFuseConfig | None, has_reference: bool) -> dict[str, Any]:
+    baseline = next((r for r in rows if r.backend == BASELINE and r.status == "ok"), None)
+    if baseline is None:
+        return {"status": "not run", "tolerance": RELEASE_TOLERANCE}
+    if not has_reference or baseline.max_abs_err is None:
+        return {"status": "no reference", "tolerance": RELEASE_TOLERANCE}
+    if config is not None and config.attention != "official":
+        return {"status": "not applicable: the model uses tokens attention, the release computes official",
+                "tolerance": RELEASE_TOLERANCE, "max_abs_err": baseline.max_abs_err}
+    passed = baseline.max_abs_err <= RELEASE_TOLERANCE
+    return {"status": "passed" if passed else "FAILED", "tolerance": RELEASE_TOLERANCE,
+            "max_abs_err": baseline.max_abs_err, "pairs": baseline.accuracy_pairs}
+
+
+def run_benchmark(settings: BenchSettings, log: Callable[[str], None] = lambda _: None,
+                  command: str = "") -> BenchResult:
+    """Measure every backend x batch of ``settings``; see the module docstring."""
+    settings.validate()
+    saved_threads = torch.get_num_threads()
+    if settings.threads:
+        torch.set_num_threads(settings.threads)
+    try:
+        return _run(settings, log, command)
+    finally:
+        torch.set_num_threads(saved_threads)
+
+
+def _run(settings: BenchSettings, log: Callable[[str], None], command: str) -> BenchResult:
+    mut, model = inspect_model(settings)
+    config = mut.config
+    if mut.graph is not None:
+        model_size = (mut.graph.height, mut.graph.width)
+        if settings.resolution and settings.resolution != model_size:
+            raise InputError(
+                f"{mut.path} is fixed at {model_size[1]}x{model_size[0]}; --resolution "
+                f"{settings.resolution[1]}x{settings.resolution[0]} does not match",
+                fix="drop --resolution or export a graph at that size")
+    else:
+        assert config is not None
+        model_size = settings.resolution or config.img_size
+    if config is not None and (model_size[0] % config.patch_size or model_size[1] % config.patch_size):
+        raise InputError(f"--resolution {model_size[1]}x{model_size[0]} is not a multiple of the patch size "
+                         f"{config.patch_size}", fix=f"use multiples of {config.patch_size}, e.g. 640x640")
+    camera_size = None
+    if mut.graph is not None and mut.graph.io == "uint8":
+        camera_size = (mut.graph.camera_height, mut.graph.camera_width)
+    pairs_dir = settings.pairs_dir or default_pairs_dir()
+    pairs = load_pairs(pairs_dir, settings.pairs, camera_size)
+    notes = [f"real pairs: {len(pairs)} from {pairs_dir}"]
+    log(f"model: {mut.description}")
+
+    reference = None
+    if model is not None and settings.latency:  # the stream checks no outputs: no reference to pay for
+        ref_device = settings.device
+        if torch.device(ref_device).type == "cuda" and not torch.cuda.is_available():
+            ref_device = "cpu"
+        log(f"reference: torch float32 on {ref_device}, {len(pairs)} real pairs at batch 1")
+        reference = compute_reference(TorchBackend(model, device=ref_device), pairs, model_size)
+        notes.append(f"reference: torch float32 on {ref_device}, batch 1, official processing")
+    elif model is None:
+        notes.append("no torch weights for a reference: accuracy columns empty (pass --reference CHECKPOINT)")
+    del model
+    gc.collect()
+
+    flops = None
+    if config is not None:
+        grid = (model_size[0] // config.patch_size, model_size[1] // config.patch_size)
+        flops = {"deployed": count_flops(config, grid).to_dict(),
+                 "release": count_flops(config, grid, "release").to_dict(),
+                 "config": config.name, "grid": list(grid), "attention": config.attention}
+    peaks = Peaks(settings.peak_flops, settings.device)
+    measurement = Measurement(settings, pairs, model_size, reference)
+    memory = PeakMemory(torch.device(settings.device) if torch.cuda.is_available() else torch.device("cpu"))
+    rows: list[Row] = []
+    streams: list[StreamResult] = []
+    with tempfile.TemporaryDirectory(prefix="maefuse-bench-") as workdir:
+        factory = BackendFactory(mut, settings, Path(workdir), model_size)
+        for name in settings.backends:
+            batches = (1,) if name == BASELINE else settings.batches
+            precision = row_precision(name, mut)
+            group = [Row(name, batch, precision, io=settings.io) for batch in batches]
+            rows.extend(group)
+            log(f"{name}: loading")
+            start = time.perf_counter()
+            try:
+                backend, backend_notes = factory.build(name)
+            except (Skipped, UnavailableError, ImportError) as exc:
+                _mark(group, "skipped", str(exc) if not isinstance(exc, ImportError) else _first_line(exc), log)
+                continue
+            except MaeFuseError as exc:
+                _mark(group, "failed", str(exc), log)
+                continue
+            except Exception as exc:  # a long run must still report the other rows when one backend breaks
+                _mark(group, "failed", _first_line(exc), log)
+                continue
+            load_s = time.perf_counter() - start
+            try:
+                for row in group:
+                    _measure_row(row, backend, load_s, backend_notes, measurement, memory, settings, log)
+                if settings.stream and any(r.status == "ok" for r in group):
+                    streams.append(_stream(name, backend, settings, pairs, model_size, log))
+            finally:
+                backend.close()
+                del backend
+                gc.collect()
+    if not settings.latency:  # --stream alone: rows only explain the backends that could not stream
+        rows = [row for row in rows if row.status != "ok"]
+    _finish_rows(rows, flops, peaks)
+    return BenchResult(
+        date=datetime.now(UTC).isoformat(timespec="seconds"),
+        command=command,
+        machine=describe_machine(),
+        model={"source": settings.model or settings.config, "kind": mut.kind, "description": mut.description,
+               "config": config.to_dict() if config else None,
+               "resolution": f"{model_size[1]}x{model_size[0]}"},
+        settings=_settings_dict(settings),
+        flops=flops,
+        peaks={row.precision: peaks.known[row.precision] for row in rows
+               if row.status == "ok" and row.precision in peaks.known},
+        rows=rows,
+        release_check=_release_check(rows, config, reference is not None),
+        stream=streams,
+        notes=notes,
+    )
+
+
+def _mark(rows: list[Row], status: str, reason: str, log: Callable[[str], None]) -> None:
+    for row in rows:
+        row.status, row.reason = status, reason
+    log(f"{rows[0].backend}: {status}: {reason}")
+
+
+def _measure_row(row: Row, backend: Backend, load_s: float, notes: list[str], measurement: Measurement,
+                 memory: PeakMemory, settings: BenchSettings, log: Callable[[str], None]) -> None:
+    row.load_s = load_s
+    row.notes.extend(notes)
+    limit = backend.max_batch
+    if limit is not None and row.batch > limit:
+        row.status, row.reason = "skipped", f"the graph takes at most {limit} pairs per call"
+        return
+    if backend.io == "uint8":
+        row.io = "uint8"
+        row.notes.append("processing inside the graph: timed from uint8 frames")
+    if settings.latency:
+        log(f"{row.backend} batch {row.batch}: 1 first call + {settings.warmup} warm-up + "
+            f"{settings.iterations} timed")
+        try:
+            measurement.measure(row, backend, memory)
+        except MaeFuseError as exc:
+            row.status, row.reason = "failed", str(exc)
+        except Exception as exc:  # see run_benchmark: one broken row must not lose the others
+            row.status, row.reason = "failed", _first_line(exc)
+        if row.status != "ok":
+            log(f"{row.backend} batch {row.batch}: {row.status}: {row.reason}")
+
+
+def _stream(name: str, backend: Backend, settings: BenchSettings, pairs: list[Pair], model_size: tuple[int, int],
+            log: Callable[[str], None]) -> StreamResult:
+    batch = 1 if name == BASELINE else max(settings.batches)
+    fuser = Fuser(backend, model_size=model_size, batch_size=batch)
+    log(f"{name}: stream at {settings.fps:g} fps for {settings.duration:g} s (micro-batches up to {batch})")
+    return run_stream(name, fuser, [(p.ir, p.vis) for p in pairs], fps=settings.fps, duration=settings.duration,
+                      queue_size=settings.queue, max_batch=fuser.batch_size)
+
+
+def _finish_rows(rows: list[Row], flops: dict[str, Any] | None, peaks: Peaks) -> None:
+    """The columns that compare rows: floor ratio (needs the peak rate) and speed-up over the baseline."""
+    baseline = next((r for r in rows if r.backend == BASELINE and r.status == "ok"), None)
+    for row in rows:
+        if row.status != "ok" or row.compute_ms is None:
+            continue
+        if flops is not None:
+            rate = peaks.rate(row.precision)
+            if rate is not None:
+                row.floor_ms = floor_seconds(flops["deployed"]["total"], rate) * 1e3
+                row.floor_ratio = row.compute_ms["p50"] / row.floor_ms
+        if baseline is not None and baseline.throughput_pairs_s and row.throughput_pairs_s:
+            row.speedup = row.throughput_pairs_s / baseline.throughput_pairs_s
+
+
+def _settings_dict(settings: BenchSettings) -> dict[str, Any]:
+    data = asdict(settings)
+    data["pairs_dir"] = str(settings.pairs_dir) if settings.pairs_dir else None
+    data["resolution"] = f"{settings.resolution[1]}x{settings.resolution[0]}" if settings.resolution else None
+    data["peak_flops"] = dict(settings.peak_flops)
+    data["torch_threads"] = torch.get_num_threads()
+    data["omp_num_threads"] = os.environ.get("OMP_NUM_THREADS")
+    return data

@@ -1,0 +1,113 @@
+"""What a benchmark run measures: the settings and the parsers for their command-line forms."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import torch
+
+from ..errors import InputError
+
+BACKENDS = ("torch", "torch-bf16", "torch-fp16", "torch-compile", "onnxruntime", "tensorrt", "release-style")
+PRECISIONS = ("float32", "bfloat16", "float16")
+IoMode = Literal["float", "uint8"]
+
+
+def parse_backends(text: str) -> tuple[str, ...]:
+    names = tuple(dict.fromkeys(part.strip() for part in text.split(",") if part.strip()))
+    if not names:
+        raise InputError("--backends is empty", fix=f"name one or more of {', '.join(BACKENDS)}")
+    unknown = [name for name in names if name not in BACKENDS]
+    if unknown:
+        raise InputError(f"unknown backend {unknown[0]!r}", fix=f"use {', '.join(BACKENDS)}")
+    return names
+
+
+def parse_batches(text: str) -> tuple[int, ...]:
+    try:
+        batches = tuple(dict.fromkeys(int(part) for part in text.split(",") if part.strip()))
+    except ValueError:
+        raise InputError(f"--batch {text!r} is not a list of integers", fix="e.g. --batch 1,4,8") from None
+    if not batches or min(batches) < 1:
+        raise InputError(f"--batch {text!r}: every batch size must be at least 1", fix="e.g. --batch 1,4,8")
+    return batches
+
+
+def parse_resolution(text: str) -> tuple[int, int]:
+    """``"640x480"`` (width x height, as cameras are named) -> (H, W)."""
+    match = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", text)
+    if not match or min(int(match[1]), int(match[2])) < 1:
+        raise InputError(f"--resolution {text!r} is not WIDTHxHEIGHT", fix="e.g. --resolution 640x640")
+    return int(match[2]), int(match[1])
+
+
+def parse_peak(text: str) -> dict[str, float]:
+    """``"0.2"`` (TFLOP/s for every precision) or ``"float32=0.197,bfloat16=0.81"`` -> FLOP/s per precision."""
+    peaks: dict[str, float] = {}
+    try:
+        for part in filter(None, (p.strip() for p in text.split(","))):
+            key, _, value = part.rpartition("=")
+            for precision in ([key] if key else PRECISIONS):
+                if precision not in PRECISIONS:
+                    raise InputError(f"--peak-tflops: unknown precision {precision!r}",
+                                     fix=f"use {', '.join(PRECISIONS)}")
+                peaks[precision] = float(value) * 1e12
+    except ValueError:
+        raise InputError(f"--peak-tflops {text!r} is not a number", fix="e.g. --peak-tflops 0.197") from None
+    if not peaks or min(peaks.values()) <= 0:
+        raise InputError(f"--peak-tflops {text!r} must be positive", fix="e.g. --peak-tflops 0.197")
+    return peaks
+
+
+@dataclass
+class BenchSettings:
+    """What to measure. ``model``: a checkpoint, a config name (random weights), an .onnx graph or an engine;
+    ``reference``: torch weights for the reference and the torch rows when ``model`` is a graph or engine.
+    """
+
+    model: str | None = None
+    config: str | None = None
+    reference: str | None = None
+    backends: tuple[str, ...] = ("release-style", "torch")
+    batches: tuple[int, ...] = (1,)
+    iterations: int = 10
+    warmup: int = 2
+    resolution: tuple[int, int] | None = None  # (H, W) of the network input; None: the model's own
+    io: IoMode = "float"
+    device: str = "cpu"
+    peak_flops: dict[str, float] = field(default_factory=dict)  # per precision, FLOP/s; missing: measured
+    pairs: int = 6
+    pairs_dir: Path | None = None
+    cuda_graph: bool = True
+    threads: int | None = None  # CPU threads of torch and onnxruntime (intra-op); None: their defaults
+    stream: bool = False
+    latency: bool = True
+    fps: float = 30.0
+    duration: float = 10.0
+    queue: int = 2
+
+    def validate(self) -> None:
+        parse_backends(",".join(self.backends))
+        if not self.batches or min(self.batches) < 1:
+            raise InputError(f"batch sizes must be at least 1, got {list(self.batches)}")
+        if self.iterations < 1:
+            raise InputError(f"--iterations must be at least 1, got {self.iterations}")
+        if self.pairs < 1:
+            raise InputError(f"--pairs must be at least 1, got {self.pairs}")
+        if self.warmup < 0:
+            raise InputError(f"--warmup cannot be negative, got {self.warmup}")
+        if self.io not in ("float", "uint8"):
+            raise InputError(f"unknown --io {self.io!r}", fix="use float or uint8")
+        if not self.latency and not self.stream:
+            raise InputError("nothing to measure", fix="pass --latency, --stream or both")
+        if self.stream and (self.fps <= 0 or self.duration <= 0 or self.queue < 1):
+            raise InputError("--fps and --duration must be positive and --queue at least 1")
+        try:
+            device = torch.device(self.device)
+        except RuntimeError:
+            raise InputError(f"unknown device {self.device!r}", fix="use cpu, cuda or cuda:N") from None
+        if device.type not in ("cpu", "cuda"):
+            raise InputError(f"unsupported device {self.device!r}", fix="use cpu, cuda or cuda:N")

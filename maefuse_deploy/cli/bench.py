@@ -1,0 +1,87 @@
+"""maefuse-bench: latency, throughput and accuracy of every backend side by side; --stream for a camera view."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+
+import click
+
+from ..bench.report import check_plot_path, terminal_table, write_json, write_markdown, write_plot
+from ..bench.runner import run_benchmark
+from ..bench.settings import BACKENDS, BenchSettings, parse_backends, parse_batches, parse_peak, parse_resolution
+from .common import note, report_errors
+
+
+@click.command(name="maefuse-bench", context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--latency", is_flag=True, help="per-pair latency table for every backend x batch")
+@click.option("--stream", is_flag=True, help="sustained run at --fps with bounded queues (camera-pipeline view)")
+@click.option("--model", "-m", help="checkpoint, config name (random weights), .onnx graph or TensorRT engine "
+              "[default: the built-in model]")
+@click.option("--config", help="model config name, when the checkpoint does not say")
+@click.option("--reference", help="torch weights for the float32 reference and the torch rows when --model is a "
+              "graph or engine")
+@click.option("--backends", default="release-style,torch", show_default=True,
+              help=f"comma list of {', '.join(BACKENDS)}")
+@click.option("--batch", "batches", default="1", show_default=True, help="comma list of batch sizes")
+@click.option("--iterations", type=int, default=10, show_default=True, help="timed calls per row")
+@click.option("--warmup", type=int, default=2, show_default=True, help="untimed calls after the first call")
+@click.option("--resolution", help="network input WIDTHxHEIGHT [default: the model's]")
+@click.option("--io", type=click.Choice(["float", "uint8"]), default="float", show_default=True,
+              help="float: network on prepared tensors; uint8: from camera frames, processing included")
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:1 ...")
+@click.option("--peak-tflops", help="peak matmul TFLOP/s for the floor: X for every precision, or "
+              "float32=X,bfloat16=Y [default: measured]")
+@click.option("--pairs", type=int, default=6, show_default=True, help="real pairs fed to the calls and checked")
+@click.option("--pairs-dir", type=click.Path(path_type=Path), help="folder with ir/ and vi/ [default: MSRS6, else "
+              "the shipped samples]")
+@click.option("--threads", type=click.IntRange(min=1), help="CPU threads for torch and onnxruntime [default: theirs]")
+@click.option("--cuda-graph/--no-cuda-graph", default=True, show_default=True, help="torch and TensorRT on CUDA")
+@click.option("--fps", type=float, default=30.0, show_default=True)
+@click.option("--duration", type=float, default=10.0, show_default=True, help="stream length in seconds")
+@click.option("--queue", type=int, default=2, show_default=True, help="stream queue length in frames")
+@click.option("--json", "json_path", type=click.Path(path_type=Path))
+@click.option("--markdown", "markdown_path", type=click.Path(path_type=Path))
+@click.option("--plot", "plot_path", type=click.Path(path_type=Path), help="PNG of the latency distributions")
+@report_errors
+def main(latency: bool, stream: bool, model: str | None, config: str | None, reference: str | None,
+         backends: str, batches: str, iterations: int, warmup: int, resolution: str | None, io: str, device: str,
+         peak_tflops: str | None, pairs: int, pairs_dir: Path | None, threads: int | None, cuda_graph: bool,
+         fps: float, duration: float, queue: int, json_path: Path | None, markdown_path: Path | None,
+         plot_path: Path | None) -> None:
+    """Benchmark MaeFuse backends: latency, throughput, memory, accuracy vs torch float32, ratio to the floor."""
+    if plot_path is not None:
+        check_plot_path(plot_path)
+    settings = BenchSettings(
+        model=model, config=config, reference=reference, backends=parse_backends(backends),
+        batches=parse_batches(batches), iterations=iterations, warmup=warmup,
+        resolution=parse_resolution(resolution) if resolution else None, io=io,  # type: ignore[arg-type]
+        device=device, peak_flops=parse_peak(peak_tflops) if peak_tflops else {}, pairs=pairs, pairs_dir=pairs_dir,
+        cuda_graph=cuda_graph, threads=threads, latency=latency, stream=stream, fps=fps, duration=duration,
+        queue=queue,
+    )
+    result = run_benchmark(settings, log=note, command=_command_line(click.get_current_context()))
+    click.echo(terminal_table(result))
+    for path, writer in ((json_path, write_json), (markdown_path, write_markdown), (plot_path, write_plot)):
+        if path is not None:
+            click.echo(f"wrote {writer(result, path)}")
+    if any(row.status == "failed" for row in result.rows) or result.release_check["status"] == "FAILED":
+        sys.exit(1)
+
+
+def _command_line(ctx: click.Context) -> str:
+    """The command as typed, rebuilt from the options given on the command line, for the recorded results."""
+    words = [ctx.command_path]
+    for param in ctx.command.params:
+        if not isinstance(param, click.Option) or param.name is None:
+            continue
+        if ctx.get_parameter_source(param.name) != click.core.ParameterSource.COMMANDLINE:
+            continue
+        value = ctx.params[param.name]
+        if param.is_flag:
+            flags = param.opts if value else param.secondary_opts
+            words.extend([max(flags, key=len)] if flags else [])
+        else:
+            words.extend([max(param.opts, key=len), str(value)])
+    return shlex.join(words)

@@ -1,0 +1,218 @@
+"""maefuse-bench: the JSON schema, every column computed from real pairs, the release-style baseline, the reports,
+the stream and one-line errors. Micro config and a handful of calls: nothing here asserts a speed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from torch import nn
+
+from maefuse_deploy.bench.accuracy import load_pairs
+from maefuse_deploy.bench.flops import count_flops, measure_peak
+from maefuse_deploy.bench.release_style import ReleaseStyleBackend
+from maefuse_deploy.bench.settings import parse_peak, parse_resolution
+from maefuse_deploy.bench.stream import run_stream
+from maefuse_deploy.bench.timing import summarize
+from maefuse_deploy.cli.bench import main as bench_main
+from maefuse_deploy.imaging import prepare_pair
+from maefuse_deploy.model import build_model, get_config
+from maefuse_deploy.runtime.fuser import Fuser
+from maefuse_deploy.runtime.torch_backend import TorchBackend
+
+BACKENDS = "release-style,torch,torch-bf16,onnxruntime,tensorrt"
+STATS = {"p50", "p90", "p99", "mean", "min", "max"}
+ROW_TYPES = {
+    "backend": str, "batch": int, "precision": str, "status": str, "io": str, "latency_ms": dict, "compute_ms": dict,
+    "throughput_pairs_s": float, "peak_host_mb": float, "host_memory_scope": str, "load_s": float,
+    "first_call_s": float, "max_abs_err": float, "accuracy_pairs": int, "floor_ms": float, "floor_ratio": float,
+    "speedup": float, "samples_ms": list, "notes": list,
+}
+NULL_ON_CPU = ("h2d_ms", "d2h_ms", "peak_device_mb", "pre_ms", "post_ms")
+
+
+def invoke(args):
+    return CliRunner().invoke(bench_main, args, catch_exceptions=False)
+
+
+@pytest.fixture(scope="module")
+def bench(ivif, tmp_path_factory):
+    """One CLI run over every backend kind, batches 1 and 2, on two real MSRS pairs; its JSON, markdown, plot."""
+    out = tmp_path_factory.mktemp("bench")
+    paths = {"json": out / "bench.json", "markdown": out / "bench.md", "plot": out / "bench.png"}
+    result = invoke([
+        "--latency", "--model", "maefuse-micro", "--backends", BACKENDS, "--batch", "1,2", "--iterations", "2",
+        "--warmup", "0", "--pairs", "2", "--pairs-dir", str(ivif / "MSRS6"), "--peak-tflops", "0.1",
+        "--threads", "1", "--json", str(paths["json"]), "--markdown", str(paths["markdown"]),
+        "--plot", str(paths["plot"]),
+    ])
+    assert result.exit_code == 0, result.output
+    return result, json.loads(paths["json"].read_text()), paths
+
+
+def rows_of(data, backend):
+    return [row for row in data["rows"] if row["backend"] == backend]
+
+
+def test_json_schema(bench):
+    _, data, _ = bench
+    assert set(data) == {"date", "command", "machine", "model", "settings", "flops", "peaks", "rows",
+                         "release_check", "stream", "notes"}
+    assert data["command"].startswith("maefuse-bench --latency --model maefuse-micro")
+    machine = data["machine"]
+    assert isinstance(machine["cpu"], str) and machine["cpu"]
+    assert isinstance(machine["cores"], int) and machine["cores"] >= 1
+    assert machine["gpu"] is None or isinstance(machine["gpu"], dict)
+    assert {"python", "torch", "numpy", "onnxruntime"} <= set(machine["libraries"])
+    assert data["model"]["resolution"] == "64x64" and data["model"]["config"]["name"] == "maefuse-micro"
+    assert set(data["flops"]["deployed"]) == {"encoder", "fusion", "decoder", "total"}
+    for peak in data["peaks"].values():
+        assert peak["source"] == "given" and peak["flops_per_s"] == pytest.approx(1e11)
+    for row in data["rows"]:
+        assert row["status"] in ("ok", "skipped", "failed")
+        if row["status"] != "ok":
+            assert isinstance(row["reason"], str) and row["reason"]
+            continue
+        for key, kind in ROW_TYPES.items():
+            assert isinstance(row[key], kind), (row["backend"], key, row[key])
+        assert row["psnr_db"] == "inf" or isinstance(row["psnr_db"], float)
+        assert set(row["latency_ms"]) == STATS and set(row["compute_ms"]) == STATS
+        assert all(isinstance(v, float) for v in row["latency_ms"].values())
+
+
+def test_every_column_is_computed_from_real_pairs(bench):
+    _, data, _ = bench
+    ok = [row for row in data["rows"] if row["status"] == "ok"]
+    assert {(r["backend"], r["batch"]) for r in ok} == {
+        ("release-style", 1), ("torch", 1), ("torch", 2), ("torch-bf16", 1), ("torch-bf16", 2),
+        ("onnxruntime", 1), ("onnxruntime", 2),
+    }
+    assert any("MSRS6" in note for note in data["notes"])
+    for row in ok:
+        latency = row["latency_ms"]
+        assert 0 < latency["min"] <= latency["p50"] <= latency["p90"] <= latency["p99"] <= latency["max"]
+        assert len(row["samples_ms"]) == 2
+        assert row["throughput_pairs_s"] > 0 and row["peak_host_mb"] > 0 and row["first_call_s"] > 0
+        assert row["floor_ms"] == pytest.approx(data["flops"]["deployed"]["total"] / 1e11 * 1e3)
+        assert row["floor_ratio"] > 0 and row["speedup"] > 0
+        assert row["accuracy_pairs"] == 2  # every real pair was fused and compared
+        for key in NULL_ON_CPU:  # no transfers on a CPU, no device, no host processing with --io float
+            assert row[key] is None
+    torch_rows = rows_of(data, "torch")
+    assert all(r["max_abs_err"] == 0.0 and r["psnr_db"] == "inf" for r in torch_rows)  # it is the reference
+    for row in rows_of(data, "torch-bf16"):  # a lower precision differs, measurably but slightly
+        assert 0 < row["max_abs_err"] < 0.5 and 30 < row["psnr_db"] < math.inf
+    for row in rows_of(data, "onnxruntime"):
+        assert row["max_abs_err"] < 1e-4
+        assert any("temporary fp32 ONNX" in note for note in row["notes"])
+
+
+def test_release_style_row_is_the_baseline_and_matches_official(bench):
+    _, data, _ = bench
+    (row,) = rows_of(data, "release-style")
+    assert row["status"] == "ok" and row["batch"] == 1 and row["precision"] == "float32"
+    assert row["speedup"] == pytest.approx(1.0)
+    check = data["release_check"]
+    assert check["status"] == "passed" and check["max_abs_err"] <= 1e-4 and check["pairs"] == 2
+
+
+def test_unavailable_backend_is_a_skipped_row(bench):
+    result, data, _ = bench
+    rows = rows_of(data, "tensorrt")
+    assert [r["batch"] for r in rows] == [1, 2]
+    for row in rows:
+        assert row["status"] == "skipped" and "TensorRT" in row["reason"]
+    assert "tensorrt batch 1: skipped: TensorRT" in result.output
+
+
+def test_markdown_and_plot_are_written(bench):
+    _, _, paths = bench
+    text = paths["markdown"].read_text()
+    assert "| backend | batch | precision | p50 ms |" in text
+    assert "| release-style | 1 | float32 |" in text and "tensorrt batch 1: skipped" in text
+    assert "- machine: " in text and "- command: `maefuse-bench --latency" in text
+    assert paths["plot"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_release_style_uses_multihead_attention_and_equals_official_at_batch_1(ivif):
+    model = build_model(get_config("maefuse-micro"), seed=3)
+    release = ReleaseStyleBackend(build_model(get_config("maefuse-micro"), seed=3))
+    modules = [m for m in release.model.modules() if isinstance(m, nn.MultiheadAttention)]
+    assert len(modules) == 2 and not any(m.batch_first for m in modules)
+    pairs = load_pairs(ivif / "MSRS6", 2)
+    inputs = [prepare_pair(p.ir, p.vis, "official", (64, 64), 16)[:2] for p in pairs]
+    ir = torch.from_numpy(np.stack([i for i, _ in inputs]))
+    vis = torch.from_numpy(np.stack([v for _, v in inputs]))
+    ours = TorchBackend(model).run_tensor(ir, vis)  # official path, both pairs in one batch
+    for k in range(2):
+        theirs = release.run_tensor(ir[k : k + 1], vis[k : k + 1])
+        assert (theirs - ours[k : k + 1]).abs().max().item() <= 1e-4
+
+
+def test_io_uint8_times_host_processing(ivif):
+    result = invoke(["--latency", "--model", "maefuse-micro", "--backends", "torch", "--io", "uint8",
+                     "--iterations", "2", "--warmup", "0", "--pairs", "1", "--pairs-dir", str(ivif / "MSRS6"),
+                     "--peak-tflops", "0.1", "--threads", "1"])
+    assert result.exit_code == 0, result.output
+    assert "pre ms" in result.output and "post ms" in result.output
+
+
+def test_stream_counts_every_frame(ivif):
+    pairs = load_pairs(ivif / "MSRS6", 2)
+    fuser = Fuser(TorchBackend(build_model(get_config("maefuse-micro"), seed=0)), model_size=(64, 64))
+    stream = run_stream("torch", fuser, [(p.ir, p.vis) for p in pairs], fps=20, duration=1.0, queue_size=2)
+    assert stream.offered == 20
+    assert stream.processed + stream.dropped_capture + stream.dropped_output == stream.offered
+    assert stream.latency_ms is not None and stream.latency_ms["min"] > 0
+    assert len(stream.windows) == 1 and stream.windows[0]["processed"] == stream.processed
+
+
+def test_flops_of_the_released_model_match_the_design():
+    flops = count_flops(get_config("maefuse-l640"))  # DESIGN 2.6: about 2.5 TFLOP per pair
+    assert flops.encoder == pytest.approx(2.44e12, rel=0.01)
+    assert flops.fusion == pytest.approx(0.03e12, rel=0.02)
+    assert flops.decoder == pytest.approx(0.064e12, rel=0.01)
+    assert count_flops(get_config("maefuse-l640"), form="release").total > flops.total
+
+
+def test_peak_probe_and_percentiles():
+    rate, size = measure_peak(torch.device("cpu"), torch.float32, budget_s=0.05)
+    assert rate > 0 and size >= 256
+    stats = summarize([1.0, 2.0, 3.0, 4.0])
+    assert stats["p50"] == 2.5 and stats["min"] == 1.0 and stats["max"] == 4.0 and stats["mean"] == 2.5
+
+
+def test_parsers():
+    assert parse_resolution("640x480") == (480, 640)
+    assert parse_peak("0.2") == {"float32": 2e11, "bfloat16": 2e11, "float16": 2e11}
+    assert parse_peak("bfloat16=0.8") == {"bfloat16": 8e11}
+
+
+@pytest.mark.parametrize("args, expect", [
+    (["--backends", "torch,warp"], "unknown backend 'warp'"),
+    (["--batch", "0"], "every batch size must be at least 1"),
+    (["--resolution", "640"], "is not WIDTHxHEIGHT"),
+    (["--resolution", "70x64"], "not a multiple of the patch size 16"),
+    (["--model", "MISSING.pth"], "checkpoint not found"),
+    (["--model", "UNREADABLE.pth"], "not a readable torch checkpoint"),
+    (["--model", "UNREADABLE.onnx"], "not a readable ONNX graph"),
+    (["--plot", "out.gif"], "cannot write a plot"),
+    ([], "nothing to measure"),
+])
+def test_bad_arguments_give_one_line_errors(tmp_path, args, expect):
+    for name in ("UNREADABLE.pth", "UNREADABLE.onnx"):
+        (tmp_path / name).write_bytes(b"not a model")
+    args = [str(tmp_path / a) if a.startswith(("MISSING", "UNREADABLE")) else a for a in args]
+    if "--model" not in args:
+        args = ["--model", "maefuse-micro", *args]
+    if expect != "nothing to measure":
+        args = ["--latency", *args]
+    result = invoke([*args, "--iterations", "1", "--warmup", "0", "--pairs", "1"])
+    assert result.exit_code != 0
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and expect in errors[0], result.output
