@@ -193,5 +193,6 @@ class BackendFactory:
             raise Skipped("tensorrt needs an engine: build one with maefuse-build-engine and pass it as --model")
         from ..runtime.fuser import Fuser
 
-        fuser = Fuser.from_checkpoint(self.mut.path, "tensorrt", cuda_graph=self.settings.cuda_graph)
+        fuser = Fuser.from_checkpoint(self.mut.path, "tensorrt", device=self.settings.device,
+                                      cuda_graph=self.settings.cuda_graph)
         return fuser.backend, []
