@@ -16,8 +16,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from maefuse_deploy.compare import psnr
 from maefuse_deploy.export import ExportSpec, export_onnx
-from maefuse_deploy.export.verify import network_inputs, psnr, sample_pairs
+from maefuse_deploy.export.verify import network_inputs, sample_pairs
 from maefuse_deploy.model import build_model, get_config
 from maefuse_deploy.runtime.fuser import Fuser
 from maefuse_deploy.runtime.onnxruntime_backend import OnnxRuntimeBackend

@@ -71,7 +71,8 @@ class ImagePair:
     vis: Path
 
 
-def _images_by_stem(folder: Path, role: str) -> dict[str, Path]:
+def images_by_stem(folder: Path, role: str) -> dict[str, Path]:
+    """The images in ``folder`` keyed by file stem; an empty folder or a repeated stem is an error."""
     found: dict[str, Path] = {}
     for entry in sorted(folder.iterdir()):
         if entry.is_file() and entry.suffix.lower() in IMAGE_SUFFIXES:
@@ -82,6 +83,8 @@ def _images_by_stem(folder: Path, role: str) -> dict[str, Path]:
                     fix="keep one image per name",
                 )
             found[entry.stem] = entry
+    if not found:
+        raise InputError(f"{role} folder {folder} holds no images", fix=f"put the {role} images there")
     return found
 
 
@@ -101,10 +104,7 @@ def find_pairs(ir: str | os.PathLike[str], vis: str | os.PathLike[str]) -> list[
         raise InputError(
             f"IR {ir} and VIS {vis} must both be files or both be folders", fix="pass two files or two folders"
         )
-    ir_images, vis_images = _images_by_stem(ir, "IR"), _images_by_stem(vis, "VIS")
-    for images, folder, role in ((ir_images, ir, "IR"), (vis_images, vis, "VIS")):
-        if not images:
-            raise InputError(f"{role} folder {folder} holds no images", fix=f"put {role} images there")
+    ir_images, vis_images = images_by_stem(ir, "IR"), images_by_stem(vis, "VIS")
     only_ir = sorted(set(ir_images) - set(vis_images))
     only_vis = sorted(set(vis_images) - set(ir_images))
     if only_ir or only_vis:

@@ -10,9 +10,9 @@ from click.testing import CliRunner
 
 from maefuse_deploy import Fuser
 from maefuse_deploy.cli.export import main as export_main
+from maefuse_deploy.compare import psnr
 from maefuse_deploy.errors import InputError
 from maefuse_deploy.export import ExportSpec, check_trt, export_onnx
-from maefuse_deploy.export.verify import psnr
 from maefuse_deploy.model import build_model, get_config
 from maefuse_deploy.model.checkpoint import save_checkpoint
 
@@ -62,7 +62,7 @@ def test_onnxruntime_fuser_gives_the_torch_images(model, tmp_path, real_pairs):
     graph_fuser = Fuser.from_checkpoint(path)
     torch_fuser = Fuser.from_checkpoint("maefuse-micro")
     torch_fuser.backend.model.load_state_dict(model.state_dict())
-    for (ir, vis), ours, theirs in zip(real_pairs, graph_fuser.fuse_batch(real_pairs),
+    for (_, vis), ours, theirs in zip(real_pairs, graph_fuser.fuse_batch(real_pairs),
                                        torch_fuser.fuse_batch(real_pairs), strict=True):
         assert ours.shape == vis.shape
         assert psnr(ours, theirs) >= 45.0

@@ -12,7 +12,6 @@ A row reports the worst pair of each.
 from __future__ import annotations
 
 import contextlib
-import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +20,7 @@ import cv2
 import numpy as np
 import torch
 
+from ..compare import psnr
 from ..errors import InputError
 from ..imageio import find_pairs, read_image
 from ..imaging import finish_pair, prepare_pair
@@ -95,12 +95,6 @@ def compute_reference(backend: TorchBackend, pairs: list[Pair], model_size: tupl
             decoded.append(out)
             fused.append(finish_pair(out, context, "official"))
     return Reference(decoded, fused)
-
-
-def psnr(image: np.ndarray, reference: np.ndarray) -> float:
-    """PSNR in dB of two uint8 images of one shape (peak 255); ``inf`` when they are identical."""
-    mse = float(np.mean((image.astype(np.float64) - reference.astype(np.float64)) ** 2))
-    return math.inf if mse == 0 else 10.0 * math.log10(255.0**2 / mse)
 
 
 @dataclass

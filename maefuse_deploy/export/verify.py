@@ -3,7 +3,6 @@ with the reference, error statistics reported, tolerances enforced)."""
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -11,6 +10,7 @@ import cv2
 import numpy as np
 import torch
 
+from ..compare import psnr
 from ..errors import InputError, VerificationError
 from ..imageio import find_pairs, read_image
 from ..imaging import prepare_pair
@@ -25,12 +25,6 @@ if TYPE_CHECKING:
 
 FP32_MAX_ABS = 1e-4  # on the decoder output (normalised space)
 MIN_PSNR_DB = 40.0  # fused images of FP16 / uint8 graphs against the FP32 torch model
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    """PSNR in dB of two uint8 images (inf when equal)."""
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return math.inf if mse == 0 else 10 * math.log10(255.0**2 / mse)
 
 
 def sample_pairs() -> list[tuple[np.ndarray, np.ndarray]]:

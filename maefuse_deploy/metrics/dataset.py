@@ -21,8 +21,9 @@ import numpy as np
 from tqdm import tqdm
 
 from ..atomic import atomic_path
+from ..compare import psnr_from_mse
 from ..errors import InputError
-from ..imageio import IMAGE_SUFFIXES, find_pairs, read_image
+from ..imageio import find_pairs, images_by_stem, read_image
 from .compute import check_inputs, evaluate
 from .conventions import Convention, get_convention, select_metrics
 from .structural import ssim_gaussian
@@ -81,32 +82,13 @@ class CompareResult:
         mse = [r["MSE_AB"] for r in self.between]
         ssim = [r["SSIM_AB"] for r in self.between]
         return {
-            "PSNR_AB pooled (dB)": _psnr(float(np.mean(mse))),
+            "PSNR_AB pooled (dB)": psnr_from_mse(float(np.mean(mse))),
             "PSNR_AB worst image (dB)": min(r["PSNR_AB"] for r in self.between),
             "SSIM_AB mean": float(np.mean(ssim)),
             "SSIM_AB worst image": float(np.min(ssim)),
             "max abs pixel difference": float(max(r["max_abs_diff"] for r in self.between)),
             "identical images": sum(m == 0 for m in mse),
         }
-
-
-def _psnr(mse: float) -> float:
-    """PSNR in dB of a 0-255 mean squared error; inf for identical images."""
-    return math.inf if mse == 0 else 10.0 * math.log10(255.0**2 / mse)
-
-
-def _images_by_stem(folder: Path, role: str) -> dict[str, Path]:
-    found: dict[str, Path] = {}
-    for entry in sorted(folder.iterdir()):
-        if entry.is_file() and entry.suffix.lower() in IMAGE_SUFFIXES:
-            if entry.stem in found:
-                raise InputError(
-                    f"{role} folder {folder} holds two images named {entry.stem!r}", fix="keep one image per name"
-                )
-            found[entry.stem] = entry
-    if not found:
-        raise InputError(f"{role} folder {folder} holds no images", fix="point it at the fused images")
-    return found
 
 
 def match_fused(
@@ -127,7 +109,7 @@ def match_fused(
                 f"{role} {fused} is a file but the sources are folders", fix="pass IR and VIS files, or a folder"
             )
         return [Triple(fused.stem, fused, pairs[0].ir, pairs[0].vis)], 1
-    images = _images_by_stem(fused, role)
+    images = images_by_stem(fused, role)
     by_stem = {pair.name: pair for pair in pairs}
     orphans = sorted(set(images) - set(by_stem))
     if orphans:
@@ -175,7 +157,9 @@ def _between(path_a: Path, path_b: Path) -> dict[str, float]:
             for k in range(xa.shape[2])
         ]
     )
-    return {"MSE_AB": mse, "PSNR_AB": _psnr(mse), "SSIM_AB": float(ssim), "max_abs_diff": float(np.abs(diff).max())}
+    return {
+        "MSE_AB": mse, "PSNR_AB": psnr_from_mse(mse), "SSIM_AB": float(ssim), "max_abs_diff": float(np.abs(diff).max())
+    }
 
 
 def _compare_triple(
