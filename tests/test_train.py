@@ -142,6 +142,25 @@ def test_resume_reproduces_the_next_losses_exactly(pairs12: Path, tmp_path: Path
         assert torch.equal(value, resumed.model.state_dict()[name]), name
 
 
+def test_gradient_accumulation_matches_one_large_batch(pairs8: Path, micro_start: Path, tmp_path: Path) -> None:
+    # 16 images: one batch of 16, or two accumulated micro-batches of 8 over the same images.
+    common = dict(stage="decoder", init=micro_start, steps=3)
+    whole = train(options(pairs8, tmp_path / "a", batch_size=16, **common), echo=quiet)
+    split = train(options(pairs8, tmp_path / "b", batch_size=8, accum=2, **common), echo=quiet)
+    assert np.allclose(whole.losses, split.losses, rtol=1e-5)
+    for name, value in whole.model.state_dict().items():
+        assert torch.allclose(value, split.model.state_dict()[name], atol=1e-6), name
+
+
+def test_validation_writes_metrics_and_a_preview(pairs12: Path, micro_start: Path, tmp_path: Path) -> None:
+    train(options(pairs12, tmp_path, "fuse", init=micro_start, val_count=2, steps=2, batch_size=4), echo=quiet)
+    header, *rows = (tmp_path / "val.csv").read_text().splitlines()
+    assert {"loss", "Qabf", "SCD"} <= set(header.split(",")) and rows
+    preview = cv2.imread(str(tmp_path / "preview.png"))
+    assert preview.shape[0] == 64 and preview.shape[1] > 3 * 64  # IR | VIS | fused at the micro model size
+    assert (tmp_path / "train.csv").is_file() and (tmp_path / "model.safetensors").is_file()
+
+
 DDP_SCRIPT = """
 import os
 import sys

@@ -91,5 +91,5 @@ def main(stage: str, data: tuple[Path, ...], out: Path, config: str, init: Path 
     )
     result = train(options, echo=note)
     if result.model_path is not None:
-        note(f"done: {result.steps} steps in {result.seconds:.0f} s, last loss {result.final_loss:.4g}; "
-             f"model {result.model_path}")
+        last = f", last loss {result.final_loss:.4g}" if result.losses else " (nothing left to train)"
+        note(f"done: {result.steps} steps in {result.seconds:.0f} s{last}; model {result.model_path}")

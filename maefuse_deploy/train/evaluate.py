@@ -73,8 +73,12 @@ def test_report(
     """Fuse every pair with the full runtime (official policy, input size out) and score it next to mean and max
     fusion. Returns {"model": ..., "mean": ..., "max": ...}, each the per-metric mean over the pairs."""
     from ..imageio import write_image
+    from ..metrics import get_convention
+    from ..metrics.compute import to_grey
     from ..runtime.fuser import Fuser
 
+    # The baselines fuse the sources as the metrics see them (the default convention's grey conversion).
+    grey_mode = get_convention("default").grey
     fuser = Fuser.from_checkpoint(checkpoint)
     rows: dict[str, list[dict[str, float]]] = {"model": [], "mean": [], "max": []}
     for pair in pairs:
@@ -82,9 +86,24 @@ def test_report(
         fused = fuser.fuse(ir, vis)
         if fused_dir is not None:
             write_image(Path(fused_dir) / f"{pair.name}.png", fused)
-        ir_grey = ir if ir.ndim == 2 else cv2.cvtColor(ir, cv2.COLOR_BGR2GRAY)
-        vis_grey = vis if vis.ndim == 2 else cv2.cvtColor(vis, cv2.COLOR_BGR2GRAY)
+        ir_grey, vis_grey = to_grey(ir, grey_mode), to_grey(vis, grey_mode)
         rows["model"].append(score(fused, ir, vis, metrics))
         for kind in ("mean", "max"):
             rows[kind].append(score(baseline(ir_grey, vis_grey, kind), ir, vis, metrics))
     return {name: mean_scores(values) for name, values in rows.items()}
+
+
+def write_preview(
+    checkpoint: str | os.PathLike[str], pairs: Sequence[ImagePair], path: str | os.PathLike[str], width: int = 1200
+) -> Path:
+    """One row per pair, IR | VIS | fused (colour, input size, full runtime), scaled to ``width``; PNG at ``path``."""
+    from ..imageio import write_image
+    from ..runtime.fuser import Fuser
+
+    fuser = Fuser.from_checkpoint(checkpoint)
+    rows = []
+    for pair in pairs:
+        ir, vis = read_image(pair.ir, "IR"), read_image(pair.vis, "VIS")
+        row = strip([ir, vis, fuser.fuse(ir, vis)])
+        rows.append(cv2.resize(row, (width, round(row.shape[0] * width / row.shape[1])), interpolation=cv2.INTER_AREA))
+    return write_image(path, np.concatenate(rows, axis=0))

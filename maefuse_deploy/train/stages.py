@@ -99,9 +99,11 @@ class StageModule(nn.Module):
             self.register_parameter("mask_token", None)
 
     def _unused(self, name: str) -> bool:
-        """The official attention never reaches the CFM (DESIGN 2.2): its weights get no gradient, and DDP
-        refuses parameters that take part in no step."""
-        return self.model.config.attention == "official" and name.startswith("fusion.cross_model.")
+        """Parameters the stage's loss never reaches stay frozen (DDP refuses parameters without a gradient):
+        the CFM under the official attention (DESIGN 2.2) and the decoder in the align stage."""
+        if self.model.config.attention == "official" and name.startswith("fusion.cross_model."):
+            return True
+        return self.stage == "align" and part_of(name) == "decoder"
 
     def _encode(self, images: torch.Tensor) -> torch.Tensor:
         if "encoder" in self.trainable:
@@ -160,10 +162,13 @@ class StageModule(nn.Module):
 def describe_trainable(module: StageModule) -> list[str]:
     """One line per part: trained or frozen, with parameter counts (printed at the start of a run)."""
     counts: dict[str, int] = dict.fromkeys(PARTS, 0)
+    trained: dict[str, int] = dict.fromkeys(PARTS, 0)
     for name, param in module.model.named_parameters():
         counts[part_of(name)] += param.numel()
+        trained[part_of(name)] += param.numel() if param.requires_grad else 0
     lines = [
-        f"  {part:<8} {'TRAIN ' if part in module.trainable else 'frozen'} {counts[part] / 1e6:8.3f}M parameters"
+        f"  {part:<8} {'TRAIN ' if trained[part] else 'frozen'} {counts[part] / 1e6:8.3f}M parameters"
+        + (f" ({trained[part] / 1e6:.3f}M trained)" if 0 < trained[part] < counts[part] else "")
         for part in PARTS
     ]
     if "fusion" in module.trainable and module.model.config.attention == "official":
