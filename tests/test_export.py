@@ -187,3 +187,15 @@ def test_native_policy_is_refused_for_a_fixed_grid_graph(model, tmp_path):
     export_onnx(model, path, ExportSpec(64, 64), verify=False)
     with pytest.raises(InputError, match="native policy needs any size"):
         Fuser.from_checkpoint(path, policy="native")
+
+
+def test_graph_over_the_protobuf_limit_is_written_with_external_data(model, tmp_path, monkeypatch):
+    import maefuse_deploy.export.onnx_export as onnx_export
+
+    monkeypatch.setattr(onnx_export, "PROTOBUF_LIMIT", 1024)  # a micro graph stands in for a >2 GB one
+    path = tmp_path / "big.onnx"
+    report = export_onnx(model, path, ExportSpec(64, 64))
+    assert report.external_data and (tmp_path / "big.onnx.data").is_file()
+    assert path.stat().st_size < 200_000 < (tmp_path / "big.onnx.data").stat().st_size
+    assert any("real pairs" in line for line in report.verification)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["big.onnx", "big.onnx.data"]
