@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -51,7 +52,10 @@ class OnnxRuntimeBackend:
             device_id = int(device.split(":")[1]) if ":" in device else 0
             wanted = [("CUDAExecutionProvider", {"device_id": device_id}), "CPUExecutionProvider"]
         try:
-            self.session = ort.InferenceSession(str(path), options, providers=wanted)
+            with warnings.catch_warnings():
+                # onnxruntime warns and carries on when a provider is missing; the check below reports it instead.
+                warnings.filterwarnings("ignore", message="Specified provider", category=UserWarning)
+                self.session = ort.InferenceSession(str(path), options, providers=wanted)
         except Exception as exc:  # onnxruntime raises its own exception types for bad graphs
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise InputError(f"onnxruntime cannot load {path}: {first}", fix="re-export the graph") from exc
