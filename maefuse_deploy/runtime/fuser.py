@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
-from ..imaging import POLICIES, PairContext, Policy, finish_pair, prepare_pair
+from ..imaging import POLICIES, PairContext, Policy, finish_pair, ir_to_grey8, prepare_pair
 from .backend import Backend
 from .sources import default_backend_for, resolve_torch_model
 
@@ -160,7 +160,7 @@ class Fuser:
             if ir.dtype != np.uint8 or vis.dtype != np.uint8:
                 raise InputError(f"{label}: the {self.backend.name} graph takes uint8 frames (in-graph processing)")
             if ir.ndim == 3:
-                ir = ir[:, :, 0]
+                ir = ir_to_grey8(ir)
             if vis.ndim != 3 or vis.shape[2] != 3:
                 raise InputError(f"{label}: the in-graph path takes a 3-channel BGR VIS frame, got {vis.shape}")
             if ir.shape[:2] != size or vis.shape[:2] != size:
