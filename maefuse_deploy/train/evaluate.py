@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from ..imageio import ImagePair, read_image
-from ..imaging import denormalise
+from ..imaging import Policy, denormalise
 
 DEFAULT_METRICS: tuple[str, ...] = ("Qabf", "SCD", "EN", "SD")
 
@@ -69,8 +69,9 @@ def test_report(
     pairs: Sequence[ImagePair],
     metrics: Sequence[str] = DEFAULT_METRICS,
     fused_dir: str | os.PathLike[str] | None = None,
+    policy: Policy = "official",
 ) -> dict[str, dict[str, float]]:
-    """Fuse every pair with the full runtime (official policy, input size out) and score it next to mean and max
+    """Fuse every pair with the full runtime (``policy``, input size out) and score it next to mean and max
     fusion. Returns {"model": ..., "mean": ..., "max": ...}, each the per-metric mean over the pairs."""
     from ..imageio import write_image
     from ..metrics import get_convention
@@ -79,7 +80,7 @@ def test_report(
 
     # The baselines fuse the sources as the metrics see them (the default convention's grey conversion).
     grey_mode = get_convention("default").grey
-    fuser = Fuser.from_checkpoint(checkpoint)
+    fuser = Fuser.from_checkpoint(checkpoint, policy=policy)
     rows: dict[str, list[dict[str, float]]] = {"model": [], "mean": [], "max": []}
     for pair in pairs:
         ir, vis = read_image(pair.ir, "IR"), read_image(pair.vis, "VIS")
@@ -94,13 +95,17 @@ def test_report(
 
 
 def write_preview(
-    checkpoint: str | os.PathLike[str], pairs: Sequence[ImagePair], path: str | os.PathLike[str], width: int = 1200
+    checkpoint: str | os.PathLike[str],
+    pairs: Sequence[ImagePair],
+    path: str | os.PathLike[str],
+    width: int = 1200,
+    policy: Policy = "official",
 ) -> Path:
     """One row per pair, IR | VIS | fused (colour, input size, full runtime), scaled to ``width``; PNG at ``path``."""
     from ..imageio import write_image
     from ..runtime.fuser import Fuser
 
-    fuser = Fuser.from_checkpoint(checkpoint)
+    fuser = Fuser.from_checkpoint(checkpoint, policy=policy)
     rows = []
     for pair in pairs:
         ir, vis = read_image(pair.ir, "IR"), read_image(pair.vis, "VIS")
