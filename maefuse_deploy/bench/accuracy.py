@@ -23,7 +23,7 @@ import torch
 from ..compare import psnr
 from ..errors import InputError
 from ..imageio import find_pairs, read_image
-from ..imaging import finish_pair, prepare_pair
+from ..imaging import finish_pair, ir_to_grey8, prepare_pair
 from ..runtime.files import SAMPLES_DIR
 from ..runtime.torch_backend import TorchBackend
 
@@ -56,7 +56,7 @@ def load_pairs(folder: Path, count: int, camera_size: tuple[int, int] | None = N
         vis = read_image(found.vis, "VIS")
         if ir.dtype != np.uint8 or vis.dtype != np.uint8:
             raise InputError(f"benchmark pair {found.name} is not 8-bit", fix="use 8-bit benchmark pairs")
-        ir = cv2.cvtColor(ir, cv2.COLOR_BGR2GRAY) if ir.ndim == 3 else ir
+        ir = ir_to_grey8(ir)
         vis = cv2.cvtColor(vis, cv2.COLOR_GRAY2BGR) if vis.ndim == 2 else vis[:, :, :3]
         if camera_size is not None and ir.shape[:2] != camera_size:
             size = (camera_size[1], camera_size[0])

@@ -27,8 +27,7 @@ def main(source: Path, target: Path, config: str | None, attention: str | None, 
         model.config = model.config.replace(attention=attention)
         model.fusion.attention = attention
     if target.suffix != ".safetensors":
-        target = target.with_suffix(target.suffix + ".safetensors") if target.suffix else target.with_suffix(
-            ".safetensors")
+        target = target.with_name(target.name + ".safetensors")
     save_checkpoint(model, target, {"maefuse.source_sha256": file_sha256(source), "maefuse.source_layout":
                                     report.layout})
     note(report.summary())

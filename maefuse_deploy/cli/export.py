@@ -13,15 +13,18 @@ from ..model.checkpoint import file_sha256
 from ..runtime.sources import resolve_torch_model
 from .common import note, report_errors
 
-PRESET_DIRS = (Path.cwd() / "export", Path(__file__).resolve().parents[2] / "export")
+
+def preset_dirs() -> tuple[Path, ...]:
+    """export/ under the working directory, then the repository's own (read at call time: cwd may change)."""
+    return Path.cwd() / "export", Path(__file__).resolve().parents[2] / "export"
 
 
 def load_preset(name: str) -> dict:
-    for folder in PRESET_DIRS:
+    for folder in preset_dirs():
         path = folder / f"{name}.json"
         if path.is_file():
             return json.loads(path.read_text())
-    known = sorted({p.stem for folder in PRESET_DIRS if folder.is_dir() for p in folder.glob("*.json")})
+    known = sorted({p.stem for folder in preset_dirs() if folder.is_dir() for p in folder.glob("*.json")})
     raise InputError(f"unknown export preset {name!r}", fix=f"use one of {', '.join(known) or '(none found)'}")
 
 

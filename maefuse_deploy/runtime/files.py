@@ -11,6 +11,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..imageio import LOSSY_SUFFIXES, ImagePair, read_image, write_image
+from ..imaging import ir_to_grey8, vis_to_bgr8
 from .fuser import Fuser
 
 SAMPLES_DIR = Path(__file__).resolve().parent.parent / "samples"
@@ -21,11 +22,8 @@ def side_by_side(ir: np.ndarray, vis: np.ndarray, fused: np.ndarray) -> np.ndarr
     height, width = fused.shape[:2]
 
     def panel(image: np.ndarray, label: str) -> np.ndarray:
-        image = image if image.dtype == np.uint8 else (image / 257).astype(np.uint8)
         if image.ndim == 2:
             image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
-        elif image.shape[2] == 4:
-            image = cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
         image = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA).copy()
         scale = max(height / 480, 0.4)
         thickness = max(int(2 * scale), 1)
@@ -35,7 +33,8 @@ def side_by_side(ir: np.ndarray, vis: np.ndarray, fused: np.ndarray) -> np.ndarr
                     thickness, cv2.LINE_AA)
         return image
 
-    return np.hstack([panel(ir, "IR"), panel(vis, "VIS"), panel(fused, "fused")])
+    # The inputs as the network saw them (16-bit IR stretched, alpha dropped): imaging.py's conversions.
+    return np.hstack([panel(ir_to_grey8(ir), "IR"), panel(vis_to_bgr8(vis), "VIS"), panel(fused, "fused")])
 
 
 def output_suffix(fmt: str, allow_lossy: bool) -> str:
