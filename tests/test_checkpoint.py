@@ -128,6 +128,16 @@ def test_checkpoint_of_another_config_is_refused(tmp_path):
         load_checkpoint(path, "maefuse-tiny")
 
 
+def test_trained_for_policy_travels_with_the_weights(tmp_path):
+    native = get_config("maefuse-micro").replace(policy="native")
+    path = save_checkpoint(build_model(native, seed=1), tmp_path / "native.safetensors")
+    assert load_checkpoint(path)[0].config.policy == "native"
+    # Naming the config (whose policy is official) still loads the file; the file's policy wins.
+    assert load_checkpoint(path, "maefuse-micro")[0].config.policy == "native"
+    with pytest.raises(ValueError, match="policy must be one of"):
+        get_config("maefuse-micro").replace(policy="stretch")
+
+
 def test_released_mae_resume_file_with_namespace_loads_partially(tmp_path):
     _, state = micro_state()
     mae_only = {k[len("model1."):]: v for k, v in state.items() if k.startswith("model1.")}

@@ -46,6 +46,13 @@ def test_position_embeddings_on_released_native_grid():
     assert table[token, 512].item() == pytest.approx(math.sin(7.0), abs=1e-6)
 
 
+def test_shifted_grid_positions_are_the_slice_of_a_larger_grid():
+    # Training crops start their tokens at a random (row, col); that must be the same table, sliced.
+    whole = sincos_2d(32, 9, 12).view(9, 12, 32)
+    shifted = sincos_2d(32, 4, 5, first_row=3, first_col=6).view(4, 5, 32)
+    assert torch.equal(shifted, whole[3:7, 6:11])
+
+
 def release_fusion(model, ir_tokens, vis_tokens):
     """The released fusion layer, run the released way: nn.MultiheadAttention (batch_first=False) on (B, N, C)."""
     fusion = model.fusion

@@ -17,11 +17,13 @@ from safetensors.torch import load_file
 
 from maefuse_deploy.cli.train import main as train_main
 from maefuse_deploy.errors import CheckpointError, InputError
-from maefuse_deploy.model.checkpoint import save_checkpoint
+from maefuse_deploy.imaging import normalise
+from maefuse_deploy.model.checkpoint import load_checkpoint, save_checkpoint
 from maefuse_deploy.model.config import CONFIGS
 from maefuse_deploy.model.maefuse import build_model
-from maefuse_deploy.train.dataset import read_names, select_pairs
-from maefuse_deploy.train.losses import laplacian, sobel_laplacian_loss, sobel_magnitude
+from maefuse_deploy.runtime.fuser import Fuser
+from maefuse_deploy.train.dataset import Augment, PairDataset, read_names, select_pairs
+from maefuse_deploy.train.losses import edge_error, laplacian, sobel_laplacian_loss, sobel_magnitude
 from maefuse_deploy.train.stages import part_of
 from maefuse_deploy.train.trainer import TrainOptions, train
 
@@ -98,12 +100,24 @@ def test_sobel_laplacian_loss_rewards_the_sources_detail() -> None:
     assert float(sobel_laplacian_loss(image, image, flat)) < float(sobel_laplacian_loss(flat, image, flat))
 
 
+def test_edge_error_charges_blur_not_brightness() -> None:
+    image = torch.zeros(1, 3, 32, 32)
+    image[..., 8:24, 8:24] = 1.0
+    blurred = torch.nn.functional.avg_pool2d(image, 5, stride=1, padding=2, count_include_pad=False)
+    # A brightness offset with the same pixel MSE as the blur: no edge error at all.
+    shifted = image + float(torch.mean((blurred - image) ** 2)) ** 0.5
+    assert torch.isclose(torch.mean((shifted - image) ** 2), torch.mean((blurred - image) ** 2))
+    assert float(edge_error(image, image)) == 0.0
+    assert float(edge_error(shifted, image)) < 1e-10 < float(edge_error(blurred, image))
+
+
 # -- stages ------------------------------------------------------------------------------------------------------
 
 STAGE_CASES = [
     ("mae", {"mask_ratio": 0.75}, ("encoder", "decoder")),
     ("mae", {"mask_ratio": 0.0}, ("encoder", "decoder")),
     ("decoder", {}, ("decoder",)),
+    ("decoder", {"edge_weight": 1.0}, ("decoder",)),
     ("align", {}, ("fusion",)),
     ("fuse", {}, ("fusion",)),
     ("fuse", {"loss": "intensity-gradient", "train": ("fusion", "decoder")}, ("fusion", "decoder")),
@@ -258,3 +272,60 @@ def test_roadscene_training_split_excludes_test50(ivif: Path) -> None:
     chosen, _ = select_pairs([root])
     assert len(chosen) == 171
     assert not {p.name for p in chosen} & set(read_names(root / "test50.txt"))
+
+
+def window_of(plane: np.ndarray, top: int, left: int, height: int, width: int) -> torch.Tensor:
+    return torch.from_numpy(normalise(plane[top : top + height, left : left + width]))
+
+
+def test_native_crops_share_one_grid_per_batch_and_keep_native_pixels(tmp_path: Path) -> None:
+    roots = [make_pairs(tmp_path / "a", 4, (100, 130)), make_pairs(tmp_path / "b", 4, (90, 150))]
+    pairs, _ = select_pairs(roots)
+    data = PairDataset(pairs, (64, 64), 16, "native", Augment(native_tokens=12, native_positions=10), seed=0)
+    batches = ([0, 1, 4, 5], [2, 6, 3, 7], [0, 2, 4, 6])
+    windows, origins = set(), set()
+    for epoch in range(4):
+        data.set_epoch(epoch)
+        for indices in batches:
+            items = data.__getitems__(indices)
+            (window,) = {tuple(item["ir"].shape) for item in items} | {tuple(item["vis"].shape) for item in items}
+            _, height, width = window
+            assert height % 16 == 0 and width % 16 == 0 and (height // 16) * (width // 16) <= 12
+            windows.add((height, width))
+            # One token origin per batch, keeping the whole grid inside the 10x10 positions to be trained.
+            (origin,) = {tuple(item["origin"].tolist()) for item in items}
+            assert 0 <= origin[0] <= 10 - height // 16 and 0 <= origin[1] <= 10 - width // 16
+            origins.add(origin)
+            for index, item in zip(indices, items, strict=True):
+                # Native resolution: the crop is a slice of the stored plane, not a resized copy.
+                source = data.images[index][0]
+                assert any(
+                    torch.equal(item["ir"], window_of(source, top, left, height, width))
+                    for top in range(source.shape[0] - height + 1)
+                    for left in range(source.shape[1] - width + 1)
+                )
+            again = data.__getitems__(indices)
+            assert all(torch.equal(a["ir"], b["ir"]) for a, b in zip(items, again, strict=True))
+    assert len(windows) >= 3 and len(origins) >= 3  # grids and origins are drawn per batch, not fixed
+
+
+def test_native_crop_training_makes_a_native_model(pairs12: Path, micro_start: Path, tmp_path: Path) -> None:
+    result = train(options(pairs12, tmp_path, "fuse", init=micro_start, native_tokens=16, val_count=2, steps=2,
+                           batch_size=4), echo=quiet)
+    assert result.model_path is not None
+    model, _ = load_checkpoint(result.model_path, "maefuse-micro")  # the named config still matches the file
+    assert model.config.policy == "native"
+    # Validation ran on whole images at their own size (72x80 pads to 80x80), not at the 64x64 model size.
+    preview = cv2.imread(str(tmp_path / "preview.png"))
+    assert preview.shape[0] == 80
+    fuser = Fuser.from_checkpoint(result.model_path)
+    assert fuser.policy == "native"
+    ir = cv2.imread(str(pairs12 / "ir" / "p00.png"), cv2.IMREAD_GRAYSCALE)
+    vis = cv2.imread(str(pairs12 / "vi" / "p00.png"))
+    assert fuser.fuse(ir, vis).shape == vis.shape
+    assert Fuser.from_checkpoint(result.model_path, policy="official").policy == "official"
+
+
+def test_native_crops_and_model_size_crops_exclude_each_other(pairs8: Path, tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="exclude each other"):
+        train(options(pairs8, tmp_path, "mae", native_tokens=16, crop=True), echo=quiet)

@@ -27,8 +27,10 @@ from .common import note, report_errors
 @click.option("--backend", type=click.Choice(BACKENDS), help="[default: from the checkpoint's file type]")
 @click.option("--device", help="cpu, cuda, cuda:1 ... [default: cuda for TensorRT engines, else cpu]")
 @click.option("--dtype", type=click.Choice(["float32", "float16", "bfloat16"]), default="float32", show_default=True)
-@click.option("--policy", type=click.Choice(POLICIES), default="official", show_default=True,
-              help="official: the release's 640x640 resize; native: pad to the patch size, no resize")
+@click.option("--policy", type=click.Choice(POLICIES),
+              help="official: the release's resize to the model size (640x640); native: pad to the patch size, no "
+              "resize [default: what the weights were trained for: official for the release, native for the "
+              "built-in maefuse-tiny]")
 @click.option("--batch", "batch_size", type=click.IntRange(min=1), default=4, show_default=True)
 @click.option("--format", "fmt", default="png", show_default=True, help="output image format (png, tif, bmp, jpg)")
 @click.option("--lossy", is_flag=True, help="allow a lossy output format (jpg, webp)")
@@ -44,7 +46,7 @@ def main(
     backend: str | None,
     device: str | None,
     dtype: str,
-    policy: str,
+    policy: str | None,
     batch_size: int,
     fmt: str,
     lossy: bool,

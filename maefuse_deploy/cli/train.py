@@ -42,10 +42,19 @@ def _betas(text: str) -> tuple[float, float]:
               help="official: resize to the model size; native: pad to the patch size (ignored with --crop)")
 @click.option("--crop/--no-crop", default=False, show_default=True,
               help="random model-size crops at a random scale between fit-to-size and native")
+@click.option("--native-crops", "native_tokens", type=click.IntRange(min=0), default=0, show_default=True,
+              metavar="TOKENS", help="native-resolution crops, one random grid of at most TOKENS patches per batch "
+              "(trains for the native policy; validation then runs on whole images at their own size)")
+@click.option("--native-positions", type=click.IntRange(min=0), default=64, show_default=True, metavar="N",
+              help="with --native-crops: each batch's tokens start at a random row and column so every position of "
+              "an N x N grid is trained (cover the largest frame the model will fuse: 64 = 1024x1024 pixels)")
 @click.option("--flip/--no-flip", default=False, show_default=True, help="random left-right flips")
 @click.option("--train", "train_parts", help="comma-separated parts to train: encoder, decoder, fusion "
               "[default: per stage: mae encoder,decoder; decoder decoder; align and fuse fusion]")
 @click.option("--mask-ratio", type=float, default=0.75, show_default=True, help="mae stage; 0 = plain reconstruction")
+@click.option("--edge-weight", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="full-image reconstruction (decoder stage, mae with --mask-ratio 0): add this times the Sobel "
+              "energy of the error to the pixel MSE, for sharper edges (0: the release's plain MSE)")
 @click.option("--loss", type=click.Choice(FUSION_LOSSES), default="sobel-laplacian", show_default=True,
               help="fuse stage: the release's Sobel+Laplacian loss, or the older intensity+gradient loss")
 @click.option("--steps", type=click.IntRange(min=1), help="optimiser steps (overrides --epochs)")
@@ -72,7 +81,9 @@ def _betas(text: str) -> tuple[float, float]:
 @report_errors
 def main(stage: str, data: tuple[Path, ...], out: Path, config: str, init: Path | None, resume: bool,
          split: Path | None, exclude: tuple[Path, ...], use_test50: bool, val_split: Path | None, val_count: int,
-         preprocess: str, crop: bool, flip: bool, train_parts: str | None, mask_ratio: float, loss: str,
+         preprocess: str, crop: bool, native_tokens: int, native_positions: int,
+         flip: bool, train_parts: str | None, mask_ratio: float,
+         edge_weight: float, loss: str,
          steps: int | None, epochs: int | None, batch_size: int, accum: int, lr: float, betas: str,
          weight_decay: float, warmup_steps: int, schedule: str, amp: str, seed: int, checkpoint_every: int,
          val_every: int, log_every: int, device: str, workers: int, max_minutes: float | None,
@@ -83,8 +94,11 @@ def main(stage: str, data: tuple[Path, ...], out: Path, config: str, init: Path 
     options = TrainOptions(
         stage=stage, data=list(data), out=out, config=config, init=init, resume=resume, split=split,
         exclude=list(exclude), holdout_default=not use_test50, val_split=val_split, val_count=val_count,
-        preprocess=preprocess, crop=crop, flip=flip, train=tuple(train_parts.split(",")) if train_parts else None,
-        mask_ratio=mask_ratio, loss=loss, steps=steps, epochs=epochs, batch_size=batch_size, accum=accum, lr=lr,
+        preprocess=preprocess, crop=crop, native_tokens=native_tokens,
+        native_positions=native_positions, flip=flip,
+        train=tuple(train_parts.split(",")) if train_parts else None,
+        mask_ratio=mask_ratio, edge_weight=edge_weight, loss=loss, steps=steps, epochs=epochs, batch_size=batch_size,
+        accum=accum, lr=lr,
         betas=_betas(betas), weight_decay=weight_decay, warmup_steps=warmup_steps, schedule=schedule, amp=amp,
         seed=seed, checkpoint_every=checkpoint_every, val_every=val_every, log_every=log_every, device=device,
         workers=workers, max_minutes=max_minutes, progress=progress,

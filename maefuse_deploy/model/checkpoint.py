@@ -262,11 +262,14 @@ def load_checkpoint(
             if stored_config is None:
                 raise CheckpointError(f"checkpoint {path} stores no model config", fix="name it with --config")
             config = stored_config
-        elif stored_config is not None and stored_config.replace(name=config.name) != config:
-            raise CheckpointError(
-                f"checkpoint {path} was saved for {stored_config.name}, not {config.name}",
-                fix=f"use --config {stored_config.name} or the checkpoint trained for {config.name}",
-            )
+        elif stored_config is not None:
+            if not stored_config.same_network(config):
+                raise CheckpointError(
+                    f"checkpoint {path} was saved for {stored_config.name}, not {config.name}",
+                    fix=f"use --config {stored_config.name} or the checkpoint trained for {config.name}",
+                )
+            # The weights know what preprocessing they were trained for; the named config does not.
+            config = config.replace(policy=stored_config.policy)
     elif config is None:
         config = infer_config(state, layout)
     model = build_model(config)

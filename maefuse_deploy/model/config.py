@@ -15,6 +15,7 @@ from ..errors import CheckpointError
 
 Attention = Literal["official", "tokens"]
 ATTENTION_MODES: tuple[str, ...] = ("official", "tokens")
+TRAINED_POLICIES: tuple[str, ...] = ("official", "native")
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,10 @@ class MaeFuseConfig:
     ``attention`` selects the fusion layer's semantics (DESIGN 2.2): ``official`` reproduces the released
     checkpoint's batch-1 output for every pair (attention over one key); ``tokens`` is the paper's cross-attention
     over the token sequence.
+
+    ``policy`` is the preprocessing the weights were trained for and the runtime's default (the release: resize to
+    ``img_size``; a model trained on native-resolution crops: ``native``). It shapes no tensor, so two configs
+    that differ only in it describe the same network.
     """
 
     name: str
@@ -42,10 +47,13 @@ class MaeFuseConfig:
     attention: Attention = "official"
     norm_eps: float = 1e-6  # encoder/decoder LayerNorms (MAE)
     fusion_norm_eps: float = 1e-5  # the fusion FFN's LayerNorm (torch default in the release)
+    policy: str = "official"
 
     def __post_init__(self) -> None:
         if self.attention not in ATTENTION_MODES:
             raise ValueError(f"attention must be one of {ATTENTION_MODES}, got {self.attention!r}")
+        if self.policy not in TRAINED_POLICIES:
+            raise ValueError(f"policy must be one of {TRAINED_POLICIES}, got {self.policy!r}")
         for dim, heads, what in (
             (self.embed_dim, self.num_heads, "embed_dim/num_heads"),
             (self.decoder_embed_dim, self.decoder_num_heads, "decoder_embed_dim/decoder_num_heads"),
@@ -67,6 +75,10 @@ class MaeFuseConfig:
     @property
     def patch_dim(self) -> int:
         return self.patch_size * self.patch_size * self.in_chans
+
+    def same_network(self, other: MaeFuseConfig) -> bool:
+        """True when both configs build the same tensors (names and the trained-for policy aside)."""
+        return self.replace(name=other.name, policy=other.policy) == other
 
     def replace(self, **changes: Any) -> MaeFuseConfig:
         return dataclasses.replace(self, **changes)

@@ -11,7 +11,7 @@ from torch import nn
 
 from .config import MaeFuseConfig
 from .posembed import sincos_2d
-from .vit import grid_positions
+from .vit import Origin, grid_positions
 
 
 class FusionAttention(nn.Module):
@@ -87,9 +87,11 @@ class FusionLayer(nn.Module):
         bias = (2 * (w_o.double() @ b_v.double() + b_o.double())).to(b_v.dtype)
         return weight, bias
 
-    def forward(self, ir_tokens: torch.Tensor, vis_tokens: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    def forward(
+        self, ir_tokens: torch.Tensor, vis_tokens: torch.Tensor, grid: tuple[int, int], origin: Origin = (0, 0)
+    ) -> torch.Tensor:
         """(B, N, D) encoder tokens of each modality -> (B, N, D) fused tokens."""
-        positions = grid_positions(self.pos_embed, self.grid, grid)
+        positions = grid_positions(self.pos_embed, self.grid, grid, origin)
         v = vis_tokens + positions
         i = ir_tokens + positions
         if self.attention == "official":

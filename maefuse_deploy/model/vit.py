@@ -77,11 +77,17 @@ class PatchEmbed(nn.Module):
         return self.proj(x).flatten(2).transpose(1, 2)
 
 
-def grid_positions(table: torch.Tensor, table_grid: tuple[int, int], grid: tuple[int, int]) -> torch.Tensor:
-    """(1, rows*cols, D) sin-cos embeddings for ``grid``: the stored table where it fits, else the formula."""
-    if tuple(grid) == tuple(table_grid):
+Origin = tuple[int, int]  # (row, column) position of a grid's first token; (0, 0) except in training crops
+
+
+def grid_positions(
+    table: torch.Tensor, table_grid: tuple[int, int], grid: tuple[int, int], origin: Origin = (0, 0)
+) -> torch.Tensor:
+    """(1, rows*cols, D) sin-cos embeddings for ``grid`` starting at ``origin``: the stored table where it fits,
+    else the formula."""
+    if tuple(grid) == tuple(table_grid) and tuple(origin) == (0, 0):
         return table
-    return sincos_2d(table.shape[-1], *grid).to(table)[None]
+    return sincos_2d(table.shape[-1], *grid, *origin).to(table)[None]
 
 
 class MaskedAutoencoder(nn.Module):
@@ -116,17 +122,17 @@ class MaskedAutoencoder(nn.Module):
     def token_grid(self, images: torch.Tensor) -> tuple[int, int]:
         return images.shape[-2] // self.patch_size, images.shape[-1] // self.patch_size
 
-    def encode(self, images: torch.Tensor) -> torch.Tensor:
+    def encode(self, images: torch.Tensor, origin: Origin = (0, 0)) -> torch.Tensor:
         """(B, C, H, W) normalised images, H and W multiples of the patch -> (B, N, D) tokens."""
         grid = self.token_grid(images)
-        x = self.patch_embed(images) + grid_positions(self.pos_embed, self.grid, grid)
+        x = self.patch_embed(images) + grid_positions(self.pos_embed, self.grid, grid, origin)
         for block in self.blocks:
             x = block(x)
         return self.norm(x)
 
-    def decode(self, tokens: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    def decode(self, tokens: torch.Tensor, grid: tuple[int, int], origin: Origin = (0, 0)) -> torch.Tensor:
         """(B, N, D) tokens -> (B, N, p*p*C) pixel values per patch (normalised space)."""
-        x = self.decoder_embed(tokens) + grid_positions(self.decoder_pos_embed, self.grid, grid)
+        x = self.decoder_embed(tokens) + grid_positions(self.decoder_pos_embed, self.grid, grid, origin)
         for block in self.decoder_blocks:
             x = block(x)
         return self.decoder_pred(self.decoder_norm(x))

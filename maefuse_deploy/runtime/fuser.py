@@ -72,7 +72,7 @@ class Fuser:
         *,
         device: str = "cpu",
         dtype: str = "float32",
-        policy: Policy = "official",
+        policy: Policy | None = None,
         config: str | None = None,
         batch_size: int = 8,
         **options: Any,
@@ -80,8 +80,10 @@ class Fuser:
         """Build a Fuser from a checkpoint, a config name (random weights), an .onnx graph or an engine.
 
         ``source=None`` takes the built-in default model. ``backend`` defaults to what the file is (.onnx:
-        onnxruntime, .engine/.plan: tensorrt, else torch). ``options`` go to the backend (torch: cuda_graph;
-        onnxruntime: providers, threads, ...; tensorrt: cuda_graph, allow_incompatible, ...).
+        onnxruntime, .engine/.plan: tensorrt, else torch). ``policy=None`` takes the one the weights were trained
+        for (their config's ``policy``; graphs and engines have a fixed size: official). ``options`` go to the
+        backend (torch: cuda_graph; onnxruntime: providers, threads, ...; tensorrt: cuda_graph, allow_incompatible,
+        ...).
         """
         backend = backend or default_backend_for(source)
         if backend not in BACKENDS:
@@ -95,7 +97,7 @@ class Fuser:
             runner: Backend = TorchBackend(model, device=device, dtype=dtype, **options)
             return cls(
                 runner,
-                policy=policy,
+                policy=policy or model.config.policy,  # type: ignore[arg-type]
                 model_size=model.config.img_size,
                 description=resolved.description,
                 warnings=resolved.warnings,
@@ -113,7 +115,7 @@ class Fuser:
             if not device.startswith("cuda"):
                 raise InputError(f"TensorRT engines run on a CUDA device, not {device!r}", fix="pass device='cuda'")
             runner = TensorRTBackend(source, device=int(device.partition(":")[2] or 0), **options)
-        return cls(runner, policy=policy, description=f"{backend}: {source}", batch_size=batch_size)
+        return cls(runner, policy=policy or "official", description=f"{backend}: {source}", batch_size=batch_size)
 
     def fuse(self, ir: Image, vis: Image) -> Image:
         """Fuse one pair. See the class docstring for layouts."""

@@ -11,6 +11,7 @@ the same crops and flips without carrying random-generator state.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -112,14 +113,25 @@ def load_grey_pair(pair: ImagePair) -> tuple[np.ndarray, np.ndarray]:
 class Augment:
     """Random crops and flips. ``crop`` takes an img_size window after rescaling the short side to a random
     length between the smallest that fits and the image's own (so scales between the official resize and native
-    resolution are seen); ``flip`` mirrors left-right with probability 1/2."""
+    resolution are seen); ``flip`` mirrors left-right with probability 1/2.
+
+    ``native_tokens`` > 0 takes native-resolution windows instead (no rescaling) whose token grid is drawn per
+    batch, at most ``native_tokens`` patches: a model for the native policy must meet every grid shape and
+    position it will see at inference, and the content at the scale the camera delivers it. Each batch's first
+    token is also given a random position so that every position of a ``native_positions`` square grid is
+    trained (absolute position embeddings are never learned for positions no crop reached: the model paints
+    patterns there).
+    """
 
     crop: bool = False
     flip: bool = False
+    native_tokens: int = 0
+    native_positions: int = 64
 
 
 class PairDataset(Dataset):
-    """IR/VIS training pairs. Item: {"ir": (3,H,W), "vis": (3,H,W), "index": int}, float32 normalised."""
+    """IR/VIS training pairs. Item: {"ir": (3,H,W), "vis": (3,H,W) float32 normalised, "index": int, "origin":
+    (2,) int64 position of the first token (see :class:`Augment`)}."""
 
     def __init__(
         self,
@@ -153,12 +165,46 @@ class PairDataset(Dataset):
     def names(self) -> list[str]:
         return [pair.name for pair in self.pairs]
 
-    def _geometry(self, planes: Sequence[np.ndarray], index: int) -> list[np.ndarray]:
-        """Apply the same preprocessing and augmentation to every HxW uint8 plane of one item."""
+    def batch_window(
+        self, sizes: Sequence[tuple[int, int]], indices: Sequence[int]
+    ) -> tuple[tuple[int, int] | None, tuple[int, int]]:
+        """((H, W) native crop, (row, col) position of its first token) shared by one batch of images of
+        ``sizes``; (None, (0, 0)) without native crops.
+
+        Drawn from (seed, epoch, the batch's indices), so resumed runs and every rank draw the same windows. Rows
+        are drawn first, then columns within the token budget; both are bounded by the batch's smallest image.
+        """
+        budget = self.augment.native_tokens
+        if budget <= 0:
+            return None, (0, 0)
+        rng = np.random.default_rng([self.seed, self.epoch, 1, *indices])
+        patch = self.patch_size
+        max_rows = min(h for h, _ in sizes) // patch
+        max_cols = min(w for _, w in sizes) // patch
+        if min(max_rows, max_cols) < 1:
+            raise InputError(f"an image smaller than one {patch}x{patch} patch cannot be cropped",
+                             fix="remove it from the training data")
+        smallest = min(4, max_rows, max_cols, math.isqrt(budget))
+        rows = int(rng.integers(smallest, min(max_rows, budget // smallest) + 1))
+        cols = int(rng.integers(smallest, min(max_cols, budget // rows) + 1))
+        span = self.augment.native_positions
+        origin = int(rng.integers(0, max(0, span - rows) + 1)), int(rng.integers(0, max(0, span - cols) + 1))
+        return (rows * patch, cols * patch), origin
+
+    def _geometry(
+        self, planes: Sequence[np.ndarray], index: int, window: tuple[int, int] | None = None
+    ) -> list[np.ndarray]:
+        """Apply the same preprocessing and augmentation to every HxW uint8 plane of one item (``window``: the
+        batch's native crop size, see :meth:`batch_window`)."""
         rng = np.random.default_rng([self.seed, self.epoch, index])
         height, width = planes[0].shape
         target_h, target_w = self.size
-        if self.augment.crop:
+        if window is not None:
+            window_h, window_w = window
+            top = int(rng.integers(0, height - window_h + 1))
+            left = int(rng.integers(0, width - window_w + 1))
+            planes = [p[top : top + window_h, left : left + window_w] for p in planes]
+        elif self.augment.crop:
             smallest = max(target_h / height, target_w / width)
             scale = rng.uniform(smallest, max(smallest, 1.0))
             new_w, new_h = max(target_w, round(width * scale)), max(target_h, round(height * scale))
@@ -176,12 +222,22 @@ class PairDataset(Dataset):
         return [np.ascontiguousarray(p) for p in planes]
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor | int]:
-        ir, vis = self._geometry(self.images[index], index)
-        return {"ir": torch.from_numpy(normalise(ir)), "vis": torch.from_numpy(normalise(vis)), "index": index}
+        return self.__getitems__([index])[0]
+
+    def __getitems__(self, indices: Sequence[int]) -> list[dict[str, torch.Tensor | int]]:
+        """One batch (the DataLoader calls this with a batch's indices, so native crops can share a grid)."""
+        window, origin = self.batch_window([self.images[index][0].shape for index in indices], indices)
+        items: list[dict[str, torch.Tensor | int]] = []
+        for index in indices:
+            ir, vis = self._geometry(self.images[index], index, window)
+            ir_tensor, vis_tensor = torch.from_numpy(normalise(ir)), torch.from_numpy(normalise(vis))
+            items.append({"ir": ir_tensor, "vis": vis_tensor, "index": index, "origin": torch.tensor(origin)})
+        return items
 
 
 class ImageView(Dataset):
-    """Both images of every pair as single images (MAE and decoder stages). Item: {"image": (3,H,W), "index"}."""
+    """Both images of every pair as single images (MAE and decoder stages). Item: {"image": (3,H,W), "index",
+    "origin"}."""
 
     def __init__(self, pairs: PairDataset) -> None:
         self.pairs = pairs
@@ -193,15 +249,24 @@ class ImageView(Dataset):
         self.pairs.set_epoch(epoch)
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor | int]:
-        pair_index, which = divmod(index, 2)
-        # Offset the augmentation index so the IR and VIS of one pair are cropped independently.
-        (plane,) = self.pairs._geometry([self.pairs.images[pair_index][which]], len(self.pairs) * which + pair_index)
-        return {"image": torch.from_numpy(normalise(plane)), "index": index}
+        return self.__getitems__([index])[0]
+
+    def __getitems__(self, indices: Sequence[int]) -> list[dict[str, torch.Tensor | int]]:
+        planes = [self.pairs.images[index // 2][index % 2] for index in indices]
+        window, origin = self.pairs.batch_window([plane.shape for plane in planes], indices)
+        items: list[dict[str, torch.Tensor | int]] = []
+        for index, source in zip(indices, planes, strict=True):
+            pair_index, which = divmod(index, 2)
+            # Offset the augmentation index so the IR and VIS of one pair are cropped independently.
+            (plane,) = self.pairs._geometry([source], len(self.pairs) * which + pair_index, window)
+            items.append({"image": torch.from_numpy(normalise(plane)), "index": index, "origin": torch.tensor(origin)})
+        return items
 
 
 def check_batchable(dataset: PairDataset, batch_size: int) -> None:
     """Native preprocessing keeps each image's size; a batch needs one size."""
-    if dataset.preprocess == "native" and not dataset.augment.crop and batch_size > 1:
+    crops = dataset.augment.crop or dataset.augment.native_tokens > 0
+    if dataset.preprocess == "native" and not crops and batch_size > 1:
         sizes = {ir.shape for ir, _ in dataset.images}
         if len(sizes) > 1:
             raise InputError(

@@ -69,10 +69,10 @@ def test_report(
     pairs: Sequence[ImagePair],
     metrics: Sequence[str] = DEFAULT_METRICS,
     fused_dir: str | os.PathLike[str] | None = None,
-    policy: Policy = "official",
+    policy: Policy | None = None,
 ) -> dict[str, dict[str, float]]:
-    """Fuse every pair with the full runtime (``policy``, input size out) and score it next to mean and max
-    fusion. Returns {"model": ..., "mean": ..., "max": ...}, each the per-metric mean over the pairs."""
+    """Fuse every pair with the full runtime (``policy``; None: the model's own; input size out) and score it next
+    to mean and max fusion. Returns {"model": ..., "mean": ..., "max": ...}, each the per-metric mean over the pairs."""
     from ..imageio import write_image
     from ..metrics import get_convention
     from ..metrics.compute import to_grey
@@ -99,7 +99,7 @@ def write_preview(
     pairs: Sequence[ImagePair],
     path: str | os.PathLike[str],
     width: int = 1200,
-    policy: Policy = "official",
+    policy: Policy | None = None,
 ) -> Path:
     """One row per pair, IR | VIS | fused (colour, input size, full runtime), scaled to ``width``; PNG at ``path``."""
     from ..imageio import write_image

@@ -3,6 +3,9 @@
 * ``mae``: masked-autoencoder pretraining of encoder + decoder (single images; ``mask_ratio`` 0 is plain
   full-image reconstruction).
 * ``decoder``: full-image reconstruction with the encoder frozen.
+
+Full-image reconstruction (``decoder``, ``mae`` without masking) minimises pixel MSE plus ``edge_weight`` times
+the Sobel energy of the error (:func:`~.losses.edge_error`; 0, the release's plain MSE, by default).
 * ``align``: fusion layer output -> mean of the two encoder outputs (latent MSE).
 * ``fuse``: a fusion loss on the decoded image.
 
@@ -20,8 +23,8 @@ from torch import nn
 
 from ..errors import InputError
 from ..model.maefuse import MaeFuse
-from ..model.vit import grid_positions, patchify, unpatchify
-from .losses import FusionLoss, alignment_loss, fusion_loss, reconstruction_loss
+from ..model.vit import Origin, grid_positions, patchify, unpatchify
+from .losses import FusionLoss, alignment_loss, edge_error, fusion_loss, reconstruction_loss
 
 PARTS: tuple[str, ...] = ("encoder", "decoder", "fusion")
 
@@ -79,8 +82,12 @@ class StageModule(nn.Module):
         mask_ratio: float = 0.75,
         loss: FusionLoss = "sobel-laplacian",
         seed: int = 0,
+        edge_weight: float = 0.0,
     ) -> None:
         super().__init__()
+        if edge_weight < 0:
+            raise InputError(f"edge weight must be at least 0, got {edge_weight}")
+        self.edge_weight = edge_weight
         if stage not in STAGES:
             raise InputError(f"unknown stage {stage!r}", fix=f"use one of {', '.join(STAGES)}")
         if not 0.0 <= mask_ratio < 1.0:
@@ -105,17 +112,19 @@ class StageModule(nn.Module):
             return True
         return self.stage == "align" and part_of(name) == "decoder"
 
-    def _encode(self, images: torch.Tensor) -> torch.Tensor:
+    def _encode(self, images: torch.Tensor, origin: Origin = (0, 0)) -> torch.Tensor:
         if "encoder" in self.trainable:
-            return self.model.mae.encode(images)
+            return self.model.mae.encode(images, origin)
         with torch.no_grad():  # a frozen encoder needs no activation memory
-            return self.model.mae.encode(images)
+            return self.model.mae.encode(images, origin)
 
-    def _masked_reconstruction(self, images: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    def _masked_reconstruction(
+        self, images: torch.Tensor, generator: torch.Generator | None, origin: Origin
+    ) -> torch.Tensor:
         """MAE: encode a random (1 - mask_ratio) subset of patches, decode all, MSE on the masked ones."""
         mae = self.model.mae
         grid = mae.token_grid(images)
-        tokens = mae.patch_embed(images) + grid_positions(mae.pos_embed, mae.grid, grid)
+        tokens = mae.patch_embed(images) + grid_positions(mae.pos_embed, mae.grid, grid, origin)
         batch, count, dim = tokens.shape
         keep = max(1, round(count * (1 - self.mask_ratio)))
         noise = torch.rand(batch, count, generator=generator, device="cpu").to(images.device)
@@ -127,7 +136,7 @@ class StageModule(nn.Module):
         x = mae.decoder_embed(mae.norm(x))
         full = self.mask_token.to(x.dtype).expand(batch, count, -1).clone()
         full = full.scatter(1, kept[..., None].expand(-1, -1, x.shape[-1]), x)
-        x = full + grid_positions(mae.decoder_pos_embed, mae.grid, grid)
+        x = full + grid_positions(mae.decoder_pos_embed, mae.grid, grid, origin)
         for block in mae.decoder_blocks:
             x = block(x)
         predicted = mae.decoder_pred(mae.decoder_norm(x))
@@ -141,21 +150,30 @@ class StageModule(nn.Module):
         return unpatchify(patches, grid, self.model.config.patch_size)
 
     def forward(self, batch: dict[str, torch.Tensor], generator: torch.Generator | None = None) -> torch.Tensor:
+        """``batch["origin"]`` (B, 2), one value for the whole batch: the position of the crops' first token."""
+        origin: Origin = (0, 0)
+        if "origin" in batch:
+            first_row, first_col = (int(value) for value in batch["origin"][0])
+            origin = (first_row, first_col)
         if self.stage == "mae" and self.mask_ratio > 0:
-            return self._masked_reconstruction(batch["image"], generator)
+            return self._masked_reconstruction(batch["image"], generator, origin)
         if self.stage in ("mae", "decoder"):
             images = batch["image"]
             grid = self.model.mae.token_grid(images)
-            predicted = self.model.mae.decode(self._encode(images), grid)
-            return reconstruction_loss(predicted, patchify(images, self.model.config.patch_size))
+            predicted = self.model.mae.decode(self._encode(images, origin), grid, origin)
+            loss = reconstruction_loss(predicted, patchify(images, self.model.config.patch_size))
+            if self.edge_weight:
+                decoded = unpatchify(predicted, grid, self.model.config.patch_size)
+                loss = loss + self.edge_weight * edge_error(decoded, images)
+            return loss
         ir, vis = batch["ir"], batch["vis"]
         grid = self.model.mae.token_grid(ir)
-        tokens = self._encode(torch.cat([ir, vis], dim=0))
+        tokens = self._encode(torch.cat([ir, vis], dim=0), origin)
         ir_tokens, vis_tokens = tokens[: ir.shape[0]], tokens[ir.shape[0] :]
-        fused_tokens = self.model.fusion(ir_tokens, vis_tokens, grid)
+        fused_tokens = self.model.fusion(ir_tokens, vis_tokens, grid, origin)
         if self.stage == "align":
             return alignment_loss(fused_tokens, ir_tokens, vis_tokens)
-        fused = unpatchify(self.model.mae.decode(fused_tokens, grid), grid, self.model.config.patch_size)
+        fused = unpatchify(self.model.mae.decode(fused_tokens, grid, origin), grid, self.model.config.patch_size)
         return fusion_loss(self.loss_name, fused, ir, vis)
 
 

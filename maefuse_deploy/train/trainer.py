@@ -64,9 +64,12 @@ class TrainOptions:
     val_count: int = 8  # without val_split: the last N training names, held out for validation
     preprocess: str = "official"
     crop: bool = False
+    native_tokens: int = 0  # > 0: native-resolution crops of random grids up to this many patches (Augment)
+    native_positions: int = 64  # with native crops: positions of grids up to this many patches a side are trained
     flip: bool = False
     train: tuple[str, ...] | None = None  # trainable parts; None = the stage's default
     mask_ratio: float = 0.75
+    edge_weight: float = 0.0  # full-image reconstruction: weight of the Sobel error term (stages.StageModule)
     loss: str = "sobel-laplacian"
     steps: int | None = None
     epochs: int | None = None
@@ -87,6 +90,13 @@ class TrainOptions:
     max_minutes: float | None = None  # stop early (checkpointed) once this much wall time has passed
     progress: bool = True
 
+    @property
+    def trained_policy(self) -> str:
+        """The runtime policy these options train for: native-resolution inputs (native crops, or uncropped native
+        preprocessing) make a native model; resized inputs an official one."""
+        native = self.native_tokens > 0 or (self.preprocess == "native" and not self.crop)
+        return "native" if native else "official"
+
     def check(self) -> None:
         if self.stage not in STAGES:
             raise InputError(f"unknown stage {self.stage!r}", fix=f"use one of {', '.join(STAGES)}")
@@ -96,6 +106,8 @@ class TrainOptions:
             raise InputError(f"unknown AMP mode {self.amp!r}", fix=f"use one of {', '.join(AMP_MODES)}")
         if self.schedule not in SCHEDULES:
             raise InputError(f"unknown schedule {self.schedule!r}", fix=f"use one of {', '.join(SCHEDULES)}")
+        if self.native_tokens < 0 or (self.native_tokens and self.crop):
+            raise InputError("native crops and --crop exclude each other", fix="pass only one of them")
         if self.steps is None and self.epochs is None:
             raise InputError("give --steps or --epochs")
         for value, what in ((self.batch_size, "batch size"), (self.accum, "accumulation"),
@@ -210,10 +222,12 @@ class Trainer:
         else:
             train_pairs, val_pairs = pairs, []
         size, patch = self.model_config.img_size, self.model_config.patch_size
-        self.train_pairs = PairDataset(train_pairs, size, patch, o.preprocess, Augment(o.crop, o.flip), o.seed)  # type: ignore[arg-type]
+        augment = Augment(o.crop, o.flip, o.native_tokens, o.native_positions)
+        self.train_pairs = PairDataset(train_pairs, size, patch, o.preprocess, augment, o.seed)  # type: ignore[arg-type]
         check_batchable(self.train_pairs, o.batch_size)
         self.dataset = self.train_pairs if self.spec.pairs else ImageView(self.train_pairs)
-        self.val = PairDataset(val_pairs, size, patch, "official") if val_pairs else None
+        # Validate the way the model will be run: whole images, resized (official) or at their own size (native).
+        self.val = PairDataset(val_pairs, size, patch, o.trained_policy) if val_pairs else None  # type: ignore[arg-type]
         self.sampler = DistributedSampler(
             self.dataset, num_replicas=self.world.size, rank=self.world.rank, shuffle=True, seed=o.seed, drop_last=True
         )
@@ -245,8 +259,11 @@ class Trainer:
     def _build_model(self) -> None:
         o = self.options
         model = self._load_initial()
+        # The saved model records the preprocessing it was trained for; the runtime makes it the default.
+        model.config = model.config.replace(policy=o.trained_policy)
         trainable = parse_parts(o.train) if o.train else self.spec.default_train
-        self.module = StageModule(model, o.stage, trainable, o.mask_ratio, o.loss, o.seed).to(self.world.device)  # type: ignore[arg-type]
+        self.module = StageModule(model, o.stage, trainable, o.mask_ratio, o.loss, o.seed,  # type: ignore[arg-type]
+                                  o.edge_weight).to(self.world.device)
         self.echo(f"stage {o.stage}: {self.spec.summary}")
         for line in describe_trainable(self.module):
             self.echo(line)
@@ -440,8 +457,10 @@ class Trainer:
         row: dict[str, float | int | str] = {"step": self.step, "epoch": epoch}
         previews: list[np.ndarray] = []
         losses, metric_rows = [], []
-        for start in range(0, len(self.val), 8):
-            items = [self.val[k] for k in range(start, min(start + 8, len(self.val)))]
+        # Native-size validation images differ in size: one per batch.
+        chunk = 1 if self.val.preprocess == "native" else 8
+        for start in range(0, len(self.val), chunk):
+            items = [self.val[k] for k in range(start, min(start + chunk, len(self.val)))]
             ir = torch.stack([item["ir"] for item in items]).to(self.world.device)
             vis = torch.stack([item["vis"] for item in items]).to(self.world.device)
             ir8, vis8 = tensor_to_grey8(ir), tensor_to_grey8(vis)
