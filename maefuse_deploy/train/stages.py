@@ -3,11 +3,11 @@
 * ``mae``: masked-autoencoder pretraining of encoder + decoder (single images; ``mask_ratio`` 0 is plain
   full-image reconstruction).
 * ``decoder``: full-image reconstruction with the encoder frozen.
+* ``align``: fusion layer output -> mean of the two encoder outputs (latent MSE).
+* ``fuse``: a fusion loss on the decoded image.
 
 Full-image reconstruction (``decoder``, ``mae`` without masking) minimises pixel MSE plus ``edge_weight`` times
 the Sobel energy of the error (:func:`~.losses.edge_error`; 0, the release's plain MSE, by default).
-* ``align``: fusion layer output -> mean of the two encoder outputs (latent MSE).
-* ``fuse``: a fusion loss on the decoded image.
 
 Batches are dicts of (B, 3, H, W) float32 normalised tensors: ``image`` for single-image stages, ``ir``/``vis``
 for pair stages.
@@ -85,13 +85,13 @@ class StageModule(nn.Module):
         edge_weight: float = 0.0,
     ) -> None:
         super().__init__()
-        if edge_weight < 0:
-            raise InputError(f"edge weight must be at least 0, got {edge_weight}")
-        self.edge_weight = edge_weight
         if stage not in STAGES:
             raise InputError(f"unknown stage {stage!r}", fix=f"use one of {', '.join(STAGES)}")
         if not 0.0 <= mask_ratio < 1.0:
             raise InputError(f"mask ratio must be in [0, 1), got {mask_ratio}")
+        if edge_weight < 0:
+            raise InputError(f"edge weight must be at least 0, got {edge_weight}")
+        self.edge_weight = edge_weight
         self.model = model
         self.stage = stage
         self.mask_ratio = mask_ratio
