@@ -20,12 +20,13 @@ import numpy as np
 import torch
 
 from maefuse_deploy.imageio import read_image
-from maefuse_deploy.imaging import denormalise, normalise
+from maefuse_deploy.imaging import normalise
 from maefuse_deploy.metrics import evaluate, get_convention
 from maefuse_deploy.metrics.compute import to_grey
 from maefuse_deploy.model.checkpoint import load_checkpoint
 from maefuse_deploy.model.vit import unpatchify
 from maefuse_deploy.train.dataset import find_root_pairs, read_names, select_pairs
+from maefuse_deploy.train.evaluate import baseline, tensor_to_grey8
 
 
 def autoencode(model: torch.nn.Module, grey: np.ndarray) -> np.ndarray:
@@ -37,7 +38,7 @@ def autoencode(model: torch.nn.Module, grey: np.ndarray) -> np.ndarray:
     with torch.no_grad():
         grid = model.mae.token_grid(images)
         decoded = unpatchify(model.mae.decode(model.mae.encode(images), grid), grid, patch)
-    return cv2.cvtColor(denormalise(decoded[0].numpy()), cv2.COLOR_RGB2GRAY)[:height, :width]
+    return tensor_to_grey8(decoded)[0][:height, :width]
 
 
 def main() -> None:
@@ -56,8 +57,7 @@ def main() -> None:
     scores: dict[str, list[float]] = {}
     for pair in pairs:
         ir, vis = read_image(pair.ir, "IR"), read_image(pair.vis, "VIS")
-        ir_grey, vis_grey = to_grey(ir, grey), to_grey(vis, grey)
-        mean = ((ir_grey.astype(np.uint16) + vis_grey + 1) // 2).astype(np.uint8)
+        mean = baseline(to_grey(ir, grey), to_grey(vis, grey), "mean")
         height, width = mean.shape
         small = cv2.resize(mean, (256, 256), interpolation=cv2.INTER_LINEAR)
         candidates = {
