@@ -19,12 +19,12 @@ import cv2
 import numpy as np
 import torch
 
-from maefuse_deploy.imageio import read_image
-from maefuse_deploy.imaging import normalise
+from maefuse_deploy.io import read_image
 from maefuse_deploy.metrics import evaluate, get_convention
 from maefuse_deploy.metrics.compute import to_grey
 from maefuse_deploy.model.checkpoint import load_checkpoint
 from maefuse_deploy.model.vit import unpatchify
+from maefuse_deploy.processing import normalise
 from maefuse_deploy.train.dataset import find_root_pairs, read_names, select_pairs
 from maefuse_deploy.train.evaluate import baseline, tensor_to_grey8
 

@@ -20,8 +20,8 @@ from maefuse_deploy.bench.settings import parse_peak, parse_resolution
 from maefuse_deploy.bench.stream import run_stream
 from maefuse_deploy.bench.timing import summarize
 from maefuse_deploy.cli.bench import main as bench_main
-from maefuse_deploy.imaging import prepare_pair
 from maefuse_deploy.model import build_model, get_config
+from maefuse_deploy.processing import prepare_pair
 from maefuse_deploy.runtime.fuser import Fuser
 from maefuse_deploy.runtime.torch_backend import TorchBackend
 

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 from maefuse_deploy.cli.convert import main as convert_main
 from maefuse_deploy.cli.fuse import main as fuse_main
-from maefuse_deploy.imageio import find_pairs, read_image
+from maefuse_deploy.io import find_pairs, read_image
 from maefuse_deploy.metrics import evaluate
 from maefuse_deploy.metrics.compute import to_grey
 from maefuse_deploy.model import build_model, get_config

@@ -28,6 +28,7 @@ from click.testing import CliRunner
 from onnx import TensorProto, helper, numpy_helper
 
 from maefuse_deploy.cli.build_engine import main as build_engine_cli
+from maefuse_deploy.contract import GraphInfo
 from maefuse_deploy.engine import availability
 from maefuse_deploy.engine.build import (
     DEFAULT_DYNAMIC_BATCH,
@@ -55,7 +56,6 @@ from maefuse_deploy.engine.sidecar import (
     write_sidecar,
 )
 from maefuse_deploy.errors import InputError, MaeFuseError, UnavailableError
-from maefuse_deploy.runtime.contract import GraphInfo
 
 REPO = Path(__file__).resolve().parents[1]
 TRT_MODULES = ("tensorrt", "cuda", "cuda.bindings", "cuda.bindings.runtime")
@@ -956,7 +956,7 @@ def test_fuser_tensorrt_matches_torch_float32(micro_engine):
     torch = pytest.importorskip("torch")
     if not torch.cuda.is_available():
         pytest.skip("torch sees no CUDA GPU")
-    from maefuse_deploy.imageio import read_image
+    from maefuse_deploy.io import read_image
     from maefuse_deploy.model import build_model, get_config
     from maefuse_deploy.runtime.fuser import Fuser
     from maefuse_deploy.runtime.torch_backend import TorchBackend

@@ -17,10 +17,10 @@ from safetensors.torch import load_file
 
 from maefuse_deploy.cli.train import main as train_main
 from maefuse_deploy.errors import CheckpointError, InputError
-from maefuse_deploy.imaging import normalise
 from maefuse_deploy.model.checkpoint import load_checkpoint, save_checkpoint
 from maefuse_deploy.model.config import CONFIGS
 from maefuse_deploy.model.maefuse import build_model
+from maefuse_deploy.processing import normalise
 from maefuse_deploy.runtime.fuser import Fuser
 from maefuse_deploy.train.dataset import Augment, PairDataset, read_names, select_pairs
 from maefuse_deploy.train.losses import edge_error, laplacian, sobel_laplacian_loss, sobel_magnitude

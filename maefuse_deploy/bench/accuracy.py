@@ -22,8 +22,8 @@ import torch
 
 from ..compare import psnr
 from ..errors import InputError
-from ..imageio import find_pairs, read_image
-from ..imaging import finish_pair, ir_to_grey8, prepare_pair
+from ..io import find_pairs, read_image
+from ..processing import finish_pair, ir_to_grey8, prepare_pair
 from ..runtime.files import SAMPLES_DIR
 from ..runtime.torch_backend import TorchBackend
 

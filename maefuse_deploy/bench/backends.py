@@ -14,11 +14,11 @@ from typing import Any, Literal
 
 import torch
 
+from ..contract import GraphInfo
 from ..errors import InputError
 from ..model.config import MaeFuseConfig, get_config
 from ..model.maefuse import MaeFuse
 from ..runtime.backend import Backend
-from ..runtime.contract import GraphInfo
 from ..runtime.sources import ENGINE_SUFFIXES, GRAPH_SUFFIXES, resolve_torch_model
 from ..runtime.torch_backend import TorchBackend
 from .release_style import ReleaseStyleBackend

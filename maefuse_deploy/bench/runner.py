@@ -24,8 +24,8 @@ import numpy as np
 import torch
 
 from ..errors import InputError, MaeFuseError, UnavailableError
-from ..imaging import PairContext, finish_pair, prepare_pair
 from ..model.config import MaeFuseConfig
+from ..processing import PairContext, finish_pair, prepare_pair
 from ..runtime.backend import Backend
 from ..runtime.fuser import Fuser
 from ..runtime.torch_backend import TorchBackend

@@ -2,11 +2,11 @@
 
 Stages of one call (seconds for the whole batch; ``None`` where a stage does not exist or cannot be separated):
 
-``pre``     host pre-processing of uint8 frames into network tensors (imaging.prepare_pair), ``--io uint8`` only
+``pre``     host pre-processing of uint8 frames into network tensors (processing.prepare_pair), ``--io uint8`` only
 ``h2d``     host-to-device copy of the inputs (CUDA, timed with CUDA events)
 ``compute`` the network, inputs already where it reads them
 ``d2h``     device-to-host copy of the output (CUDA, CUDA events)
-``post``    host post-processing into the fused image (imaging.finish_pair), ``--io uint8`` only
+``post``    host post-processing into the fused image (processing.finish_pair), ``--io uint8`` only
 ``total``   the whole call on the host clock, from the caller's arrays to the caller's arrays
 
 On a CPU torch reads numpy memory in place, so there is no transfer stage: only ``total`` and ``compute``.
@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..imaging import PairContext, Policy, finish_pair, prepare_pair
+from ..processing import PairContext, Policy, finish_pair, prepare_pair
 from ..runtime.backend import Backend
 
 STAGES = ("pre", "h2d", "compute", "d2h", "post", "total")

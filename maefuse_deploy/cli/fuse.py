@@ -7,8 +7,8 @@ from pathlib import Path
 import click
 from tqdm import tqdm
 
-from ..imageio import find_pairs
-from ..imaging import POLICIES
+from ..io import find_pairs
+from ..processing import POLICIES
 from ..runtime.files import SAMPLES_DIR, fuse_pairs, output_suffix
 from ..runtime.fuser import BACKENDS, Fuser
 from ..runtime.sources import default_backend_for

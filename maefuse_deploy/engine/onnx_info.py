@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..contract import INPUT_IR, INPUT_VIS, OUTPUT_FUSED, GraphInfo
 from ..errors import InputError
-from ..runtime.contract import INPUT_IR, INPUT_VIS, OUTPUT_FUSED, GraphInfo
 from .profiles import BatchProfile
 
 _EXPORT_FIX = "export the graph with maefuse-export --onnx"

@@ -28,8 +28,8 @@ from typing import Any
 
 import numpy as np
 
+from ..contract import INPUT_IR, INPUT_VIS, OUTPUT_FUSED, GraphInfo
 from ..errors import InputError
-from ..runtime.contract import INPUT_IR, INPUT_VIS, OUTPUT_FUSED, GraphInfo
 from . import availability
 from .cuda import checked
 from .errors import EngineError

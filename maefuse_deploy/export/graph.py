@@ -14,8 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..imaging import IMAGENET_MEAN, IMAGENET_STD
 from ..model.maefuse import MaeFuse, set_fused_attention
+from ..processing import IMAGENET_MEAN, IMAGENET_STD
 
 
 class Fp32LayerNorm(nn.LayerNorm):
@@ -99,7 +99,7 @@ def resize_matrix(source: int, target: int, mode: str) -> torch.Tensor:
 
 
 class InGraphProcessing(nn.Module):
-    """The official pre/post-processing (imaging.py) as tensor ops around the network, for uint8 io graphs.
+    """The official pre/post-processing (processing.py) as tensor ops around the network, for uint8 io graphs.
 
     The release rounds to 8 bits between its OpenCV steps; the graph rounds at the same places (after each resize
     and colour conversion, truncation after de-normalisation) so that it lands within a grey level or two.

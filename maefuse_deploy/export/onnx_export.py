@@ -1,4 +1,4 @@
-"""Export a MaeFuse model to a verified ONNX graph (DESIGN 4; graph contract: runtime/contract.py)."""
+"""Export a MaeFuse model to a verified ONNX graph (DESIGN 4; graph contract: contract.py)."""
 
 from __future__ import annotations
 
@@ -18,9 +18,9 @@ import onnx
 import torch
 
 from .. import __version__
+from ..contract import INPUT_IR, INPUT_VIS, OUTPUT_FUSED, GraphInfo
 from ..errors import InputError, VerificationError
 from ..model.maefuse import MaeFuse
-from ..runtime.contract import INPUT_IR, INPUT_VIS, OUTPUT_FUSED, GraphInfo
 from .graph import FloatGraph, InGraphProcessing, exportable
 
 OPSETS = (18, 19, 20)  # torch's dynamo exporter emits 18 and up; TensorRT 10.0 parses up to 20

@@ -12,9 +12,9 @@ import torch
 
 from ..compare import psnr
 from ..errors import InputError, VerificationError
-from ..imageio import find_pairs, read_image
-from ..imaging import prepare_pair
+from ..io import find_pairs, read_image
 from ..model.maefuse import MaeFuse
+from ..processing import prepare_pair
 from ..runtime.files import SAMPLES_DIR
 from ..runtime.fuser import Fuser
 from ..runtime.onnxruntime_backend import OnnxRuntimeBackend

@@ -1,6 +1,6 @@
 """Dataset-level evaluation: fused folders matched to IR/VIS by file stem, a process pool, means and CSV.
 
-Files are read unchanged (``imageio.read_image``) and must be 8-bit; a fused image may use another format than
+Files are read unchanged (``io.read_image``) and must be 8-bit; a fused image may use another format than
 its sources (fused .png for .jpg sources). Every input problem raises :class:`InputError` naming the file.
 """
 
@@ -23,7 +23,7 @@ from tqdm import tqdm
 from ..atomic import atomic_path
 from ..compare import psnr_from_mse
 from ..errors import InputError
-from ..imageio import find_pairs, images_by_stem, read_image
+from ..io import find_pairs, images_by_stem, read_image
 from .compute import check_inputs, evaluate
 from .conventions import Convention, get_convention, select_metrics
 from .structural import ssim_gaussian

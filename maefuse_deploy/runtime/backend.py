@@ -2,7 +2,7 @@
 
 A backend runs the network only; :class:`maefuse_deploy.Fuser` owns the one pre/post-processing path. Two io modes:
 
-``float``  ``run(ir, vis)`` takes two float32 arrays (B, 3, H, W), NCHW, ImageNet-normalised (imaging.py), with
+``float``  ``run(ir, vis)`` takes two float32 arrays (B, 3, H, W), NCHW, ImageNet-normalised (processing.py), with
            (H, W) = ``input_size`` or, where ``input_size`` is None, any multiple of ``patch_size``; it returns the
            unpatchified decoder output (B, 3, H, W) float32 in the same normalised space.
 ``uint8``  pre/post-processing are inside the graph: ``run(ir, vis)`` takes ir (B, H, W) uint8 grey and vis

@@ -10,8 +10,8 @@ import cv2
 import numpy as np
 
 from ..errors import InputError
-from ..imageio import LOSSY_SUFFIXES, ImagePair, read_image, write_image
-from ..imaging import ir_to_grey8, vis_to_bgr8
+from ..io import LOSSY_SUFFIXES, ImagePair, read_image, write_image
+from ..processing import ir_to_grey8, vis_to_bgr8
 from .fuser import Fuser
 
 SAMPLES_DIR = Path(__file__).resolve().parent.parent / "samples"
@@ -33,7 +33,7 @@ def side_by_side(ir: np.ndarray, vis: np.ndarray, fused: np.ndarray) -> np.ndarr
                     thickness, cv2.LINE_AA)
         return image
 
-    # The inputs as the network saw them (16-bit IR stretched, alpha dropped): imaging.py's conversions.
+    # The inputs as the network saw them (16-bit IR stretched, alpha dropped): processing.py's conversions.
     return np.hstack([panel(ir_to_grey8(ir), "IR"), panel(vis_to_bgr8(vis), "VIS"), panel(fused, "fused")])
 
 

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
-from ..imaging import POLICIES, PairContext, Policy, finish_pair, ir_to_grey8, prepare_pair
+from ..processing import POLICIES, PairContext, Policy, finish_pair, ir_to_grey8, prepare_pair
 from .backend import Backend
 from .sources import default_backend_for, resolve_torch_model
 

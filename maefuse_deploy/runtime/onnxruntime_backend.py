@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..contract import INPUT_IR, INPUT_VIS, OUTPUT_FUSED, GraphInfo
 from ..errors import InputError, UnavailableError
-from .contract import INPUT_IR, INPUT_VIS, OUTPUT_FUSED, GraphInfo
 
 OPTIMIZATION_LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED",
                        "all": "ORT_ENABLE_ALL"}

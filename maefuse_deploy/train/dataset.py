@@ -24,8 +24,8 @@ import torch
 from torch.utils.data import Dataset
 
 from ..errors import InputError
-from ..imageio import ImagePair, find_pairs, read_image
-from ..imaging import check_pair, ir_to_grey8, normalise, vis_to_bgr8
+from ..io import ImagePair, find_pairs, read_image
+from ..processing import check_pair, ir_to_grey8, normalise, vis_to_bgr8
 
 Preprocess = Literal["official", "native"]
 PREPROCESS: tuple[str, ...] = ("official", "native")

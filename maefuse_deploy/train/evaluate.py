@@ -14,8 +14,8 @@ import cv2
 import numpy as np
 import torch
 
-from ..imageio import ImagePair, read_image
-from ..imaging import Policy, denormalise
+from ..io import ImagePair, read_image
+from ..processing import Policy, denormalise
 
 DEFAULT_METRICS: tuple[str, ...] = ("Qabf", "SCD", "EN", "SD")
 
@@ -73,7 +73,7 @@ def test_report(
 ) -> dict[str, dict[str, float]]:
     """Fuse every pair with the full runtime (``policy``; None: the model's own; input size out) and score it next
     to mean and max fusion. Returns {"model": ..., "mean": ..., "max": ...}, each the per-metric mean over the pairs."""
-    from ..imageio import write_image
+    from ..io import write_image
     from ..metrics import get_convention
     from ..metrics.compute import to_grey
     from ..runtime.fuser import Fuser
@@ -102,7 +102,7 @@ def write_preview(
     policy: Policy | None = None,
 ) -> Path:
     """One row per pair, IR | VIS | fused (colour, input size, full runtime), scaled to ``width``; PNG at ``path``."""
-    from ..imageio import write_image
+    from ..io import write_image
     from ..runtime.fuser import Fuser
 
     fuser = Fuser.from_checkpoint(checkpoint, policy=policy)

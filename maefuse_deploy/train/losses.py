@@ -11,7 +11,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-from ..imaging import IMAGENET_MEAN, IMAGENET_STD
+from ..processing import IMAGENET_MEAN, IMAGENET_STD
 
 FusionLoss = Literal["sobel-laplacian", "intensity-gradient"]
 FUSION_LOSSES: tuple[str, ...] = ("sobel-laplacian", "intensity-gradient")

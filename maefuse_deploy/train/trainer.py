@@ -32,7 +32,7 @@ from tqdm import tqdm
 
 from ..atomic import atomic_path
 from ..errors import CheckpointError, InputError
-from ..imageio import write_image
+from ..io import write_image
 from ..model.checkpoint import load_checkpoint, save_checkpoint
 from ..model.config import get_config
 from ..model.maefuse import MaeFuse, build_model

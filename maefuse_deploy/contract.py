@@ -53,7 +53,7 @@ class GraphInfo:
 
     @classmethod
     def from_metadata(cls, meta: dict[str, str], source: str = "graph") -> GraphInfo:
-        from ..errors import InputError
+        from .errors import InputError
 
         try:
             get = {key[len(META_PREFIX):]: value for key, value in meta.items() if key.startswith(META_PREFIX)}
