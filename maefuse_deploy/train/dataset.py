@@ -24,13 +24,20 @@ import torch
 from torch.utils.data import Dataset
 
 from ..errors import InputError
-from ..io import ImagePair, find_pairs, read_image
+from ..io import IMAGE_SUFFIXES, ImagePair, find_pairs, read_image
 from ..processing import check_pair, ir_to_grey8, normalise, vis_to_bgr8
 
 Preprocess = Literal["official", "native"]
 PREPROCESS: tuple[str, ...] = ("official", "native")
 # RoadScene's published test split: never trained on unless the user names it as a split on purpose.
 DEFAULT_HOLDOUT = "test50.txt"
+
+
+def pair_name(entry: str) -> str:
+    """A split file's entry -> the pair name: the whole entry (names may hold dots, ``scene.001``), less a
+    known image suffix (``scene.001.png`` -> ``scene.001``) and any folder part."""
+    path = Path(entry)
+    return path.stem if path.suffix.lower() in IMAGE_SUFFIXES else path.name
 
 
 def read_names(path: str | os.PathLike[str]) -> list[str]:
@@ -42,10 +49,44 @@ def read_names(path: str | os.PathLike[str]) -> list[str]:
     for line in path.read_text().splitlines():
         line = line.split("#", 1)[0].strip()
         if line:
-            names.append(Path(line).stem)
+            names.append(pair_name(line))
     if not names:
         raise InputError(f"split file {path} lists no names", fix="put one pair name per line")
     return names
+
+
+def match_names(names: Sequence[str], pair_names: Sequence[str], source: str) -> tuple[set[str], list[str]]:
+    """The pairs a list of names to keep out of training removes, and notes for the user.
+
+    A name matches its pair exactly or, failing that, ignoring case (held out anyway, with a warning: test data
+    must never reach training); a name matching nothing is warned about. The note counts pairs removed, not
+    names in the file.
+    """
+    exact = set(pair_names)
+    by_fold: dict[str, list[str]] = {}
+    for name in pair_names:
+        by_fold.setdefault(name.casefold(), []).append(name)
+    removed: set[str] = set()
+    case_only: list[str] = []
+    unmatched: list[str] = []
+    for name in dict.fromkeys(names):
+        if name in exact:
+            removed.add(name)
+        elif name.casefold() in by_fold:
+            removed.update(by_fold[name.casefold()])
+            case_only.append(f"{name} -> {', '.join(by_fold[name.casefold()])}")
+        else:
+            unmatched.append(name)
+    wanted = len(dict.fromkeys(names))
+    notes = [f"{source}: holding out {len(removed)} pairs ({wanted - len(unmatched)} of the {wanted} names matched)"]
+    if case_only:
+        notes.append(f"WARNING: {source}: {len(case_only)} name(s) match a pair only ignoring case, held out anyway: "
+                     f"{'; '.join(case_only[:5])}")
+    if unmatched:
+        more = f" and {len(unmatched) - 5} more" if len(unmatched) > 5 else ""
+        notes.append(f"WARNING: {source}: {len(unmatched)} name(s) match no pair in the data: "
+                     f"{', '.join(unmatched[:5])}{more} (check the file against the ir/ and vi/ folders)")
+    return removed, notes
 
 
 def find_root_pairs(root: str | os.PathLike[str]) -> list[ImagePair]:
@@ -72,16 +113,18 @@ def select_pairs(
     notes: list[str] = []
     pairs: list[ImagePair] = []
     excluded: set[str] = set()
-    for path in exclude:
-        excluded.update(read_names(path))
     for root in roots:
         found = find_root_pairs(root)
         holdout = Path(root) / DEFAULT_HOLDOUT
         if holdout_default and holdout.is_file() and (split is None or Path(split).resolve() != holdout.resolve()):
-            names = set(read_names(holdout))
-            excluded.update(names)
-            notes.append(f"{root}: holding out the {len(names)} pairs of {DEFAULT_HOLDOUT}")
+            removed, holdout_notes = match_names(read_names(holdout), [pair.name for pair in found], str(holdout))
+            excluded.update(removed)
+            notes += holdout_notes
         pairs.extend(found)
+    for path in exclude:
+        removed, exclude_notes = match_names(read_names(path), [pair.name for pair in pairs], f"--exclude {path}")
+        excluded.update(removed)
+        notes += exclude_notes
     if split is not None:
         wanted = read_names(split)
         by_name = {pair.name: pair for pair in pairs}
