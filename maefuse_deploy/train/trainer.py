@@ -431,7 +431,8 @@ class Trainer:
                     self._validate(epoch, board)
         bar.close()
         self._save()
-        self._validate(self.step // self.steps_per_epoch, board)
+        # The epoch of the last step run: a run ending on an epoch boundary has not started the next one.
+        self._validate(max(self.step - 1, 0) // self.steps_per_epoch, board)
         model_path = None
         if self.world.main:
             model_path = o.out / "model.safetensors"
