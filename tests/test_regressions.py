@@ -3,12 +3,18 @@ the code before its fix (see the commit messages). Built on ``maefuse-micro`` an
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import cv2
 import numpy as np
+import torch
 
-from maefuse_deploy.train.dataset import select_pairs
+from maefuse_deploy.io import ImagePair
+from maefuse_deploy.processing import normalise
+from maefuse_deploy.train.dataset import load_grey_pair, select_pairs
+from maefuse_deploy.train.evaluate import mean_scores, score, tensor_to_grey8
+from maefuse_deploy.train.trainer import TrainOptions, train
 
 
 def write_pairs(root: Path, names: list[str], size: tuple[int, int] = (72, 80)) -> Path:
@@ -44,3 +50,51 @@ def test_item01_dotted_names_are_held_out_and_counted_by_pairs_matched(tmp_path:
     split.write_text("scene\nscene.002\n")
     chosen, _ = select_pairs([data], split=split, holdout_default=False)
     assert [p.name for p in chosen] == ["scene", "scene.002"]
+
+
+# -- items 5 and 7: validation during training --------------------------------------------------------------------
+
+def train_options(data: Path, out: Path, stage: str, **overrides: object) -> TrainOptions:
+    values: dict[str, object] = dict(stage=stage, data=[data], out=out, config="maefuse-micro", val_count=2,
+                                     batch_size=5, lr=1e-3, steps=2, checkpoint_every=1000, progress=False,
+                                     device="cpu")
+    values.update(overrides)
+    return TrainOptions(**values)  # type: ignore[arg-type]
+
+
+def val_rows(out: Path) -> list[dict[str, str]]:
+    with (out / "val.csv").open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_item05_native_validation_scores_and_previews_each_image_at_its_own_size(tmp_path: Path) -> None:
+    # 72x80 pairs: the native policy pads them to 80x80 for the network; scores and preview must see 72x80.
+    data = write_pairs(tmp_path / "d", [f"p{k:02d}" for k in range(12)])
+    out = tmp_path / "run"
+    result = train(train_options(data, out, "fuse", native_tokens=16), echo=lambda _m: None)
+    preview = cv2.imread(str(out / "preview.png"))
+    assert preview.shape[0] == 72
+    # The logged scores equal the metrics of the model's output cropped back to each image's size.
+    model = result.model.eval()
+    rows = []
+    for name in ("p10", "p11"):  # the last val_count names are validated
+        ir8, vis8 = load_grey_pair(ImagePair(name, data / "ir" / f"{name}.png", data / "vi" / f"{name}.png"))
+        padded = [cv2.copyMakeBorder(p, 0, 8, 0, 0, cv2.BORDER_REPLICATE) for p in (ir8, vis8)]
+        ir_t, vis_t = (torch.from_numpy(normalise(p))[None] for p in padded)
+        with torch.no_grad():
+            fused8 = tensor_to_grey8(model(ir_t, vis_t))[0][:72, :80]
+        rows.append(score(fused8, ir8, vis8))
+    expected = mean_scores(rows)
+    logged = val_rows(out)[-1]
+    for key in ("Qabf", "SCD", "EN", "SD"):
+        assert abs(float(logged[key]) - expected[key]) < 1e-3, (key, logged[key], expected[key])
+
+
+def test_item07_last_validation_row_carries_the_epoch_it_validates(tmp_path: Path) -> None:
+    # 10 training pairs, batch 5: 2 steps per epoch. 2 steps end exactly on the first epoch's boundary.
+    data = write_pairs(tmp_path / "d", [f"p{k:02d}" for k in range(12)])
+    train(train_options(data, tmp_path / "a", "fuse", steps=2), echo=lambda _m: None)
+    assert [(r["step"], r["epoch"]) for r in val_rows(tmp_path / "a")] == [("2", "0")]
+    # 3 steps: epoch 0 validated at its end (step 2), then the run ends inside epoch 1.
+    train(train_options(data, tmp_path / "b", "fuse", steps=3), echo=lambda _m: None)
+    assert [(r["step"], r["epoch"]) for r in val_rows(tmp_path / "b")] == [("2", "0"), ("3", "1")]

@@ -315,9 +315,10 @@ def test_native_crop_training_makes_a_native_model(pairs12: Path, micro_start: P
     assert result.model_path is not None
     model, _ = load_checkpoint(result.model_path, "maefuse-micro")  # the named config still matches the file
     assert model.config.policy == "native"
-    # Validation ran on whole images at their own size (72x80 pads to 80x80), not at the 64x64 model size.
+    # Validation ran on whole images at their own size (72x80, padded to 80x80 for the network and cropped back),
+    # not at the 64x64 model size.
     preview = cv2.imread(str(tmp_path / "preview.png"))
-    assert preview.shape[0] == 80
+    assert preview.shape[0] == 72
     fuser = Fuser.from_checkpoint(result.model_path)
     assert fuser.policy == "native"
     ir = cv2.imread(str(pairs12 / "ir" / "p00.png"), cv2.IMREAD_GRAYSCALE)

@@ -185,6 +185,11 @@ class CsvLog:
             csv.DictWriter(handle, fieldnames=self.fields, extrasaction="ignore").writerow(row)
 
 
+def _crop_to(images: list[np.ndarray], sizes: list[tuple[int, ...] | None]) -> list[np.ndarray]:
+    """HxW uint8 greys cropped to their (H, W) in ``sizes`` (None: kept whole), top-left as the padding is added."""
+    return [image if size is None else image[: size[0], : size[1]] for image, size in zip(images, sizes, strict=True)]
+
+
 def _tensorboard(path: Path, echo: Callable[[str], None]) -> Any:
     """A SummaryWriter, or None where tensorboard is not installed (it is optional)."""
     try:
@@ -461,13 +466,17 @@ class Trainer:
         # Native-size validation images differ in size: one per batch.
         chunk = 1 if self.val.preprocess == "native" else 8
         for start in range(0, len(self.val), chunk):
-            items = [self.val[k] for k in range(start, min(start + chunk, len(self.val)))]
+            indices = range(start, min(start + chunk, len(self.val)))
+            items = [self.val[k] for k in indices]
+            # Native images are padded to whole patches for the network: score and preview what the runtime
+            # returns, each image cropped back to its own size (HxW uint8 greys in, the same out).
+            sizes = [self.val.images[k][0].shape if self.val.preprocess == "native" else None for k in indices]
             ir = torch.stack([item["ir"] for item in items]).to(self.world.device)
             vis = torch.stack([item["vis"] for item in items]).to(self.world.device)
-            ir8, vis8 = tensor_to_grey8(ir), tensor_to_grey8(vis)
+            ir8, vis8 = _crop_to(tensor_to_grey8(ir), sizes), _crop_to(tensor_to_grey8(vis), sizes)
             if self.spec.pairs:
                 losses.append(float(self.module({"ir": ir, "vis": vis})))
-                fused8 = tensor_to_grey8(model(ir, vis))
+                fused8 = _crop_to(tensor_to_grey8(model(ir, vis)), sizes)
                 metric_rows += [score(f, i, v) for f, i, v in zip(fused8, ir8, vis8, strict=True)]
                 if not previews:
                     previews = [ir8[0], vis8[0], fused8[0]]
@@ -475,7 +484,7 @@ class Trainer:
                 images = torch.cat([ir, vis])
                 recon = self.module.reconstruct(images)
                 losses.append(float(torch.mean((recon - images) ** 2)))
-                recon8, source8 = tensor_to_grey8(recon), ir8 + vis8
+                recon8, source8 = _crop_to(tensor_to_grey8(recon), sizes + sizes), ir8 + vis8
                 mse = [np.mean((r.astype(np.float64) - s) ** 2) for r, s in zip(recon8, source8, strict=True)]
                 metric_rows += [{"PSNR": float(10 * np.log10(255**2 / max(m, 1e-10)))} for m in mse]
                 if not previews:
