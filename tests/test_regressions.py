@@ -8,13 +8,15 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pytest
 import torch
 
+from maefuse_deploy.errors import MaeFuseError
 from maefuse_deploy.io import ImagePair
 from maefuse_deploy.processing import normalise
 from maefuse_deploy.train.dataset import load_grey_pair, select_pairs
 from maefuse_deploy.train.evaluate import mean_scores, score, tensor_to_grey8
-from maefuse_deploy.train.trainer import TrainOptions, train
+from maefuse_deploy.train.trainer import Trainer, TrainOptions, train
 
 
 def write_pairs(root: Path, names: list[str], size: tuple[int, int] = (72, 80)) -> Path:
@@ -98,3 +100,26 @@ def test_item07_last_validation_row_carries_the_epoch_it_validates(tmp_path: Pat
     # 3 steps: epoch 0 validated at its end (step 2), then the run ends inside epoch 1.
     train(train_options(data, tmp_path / "b", "fuse", steps=3), echo=lambda _m: None)
     assert [(r["step"], r["epoch"]) for r in val_rows(tmp_path / "b")] == [("2", "0"), ("3", "1")]
+
+
+# -- item 3: changed options on --resume --------------------------------------------------------------------------
+
+def test_item03_resume_applies_or_refuses_changed_options_explicitly(tmp_path: Path) -> None:
+    data = write_pairs(tmp_path / "d", [f"p{k:02d}" for k in range(8)])
+    out = tmp_path / "run"
+    first = dict(val_count=0, batch_size=4, steps=2, checkpoint_every=2)
+    train(train_options(data, out, "mae", **first), echo=lambda _m: None)
+    # Optimiser settings changed on resume are applied, and the log says so.
+    log: list[str] = []
+    trainer = Trainer(train_options(data, out, "mae", **{**first, "steps": 4}, resume=True, weight_decay=0.2,
+                                    betas=(0.8, 0.9)), echo=log.append)
+    decay_group, plain_group = trainer.optimizer.param_groups
+    assert decay_group["weight_decay"] == 0.2 and plain_group["weight_decay"] == 0.0
+    assert all(tuple(group["betas"]) == (0.8, 0.9) for group in trainer.optimizer.param_groups)
+    assert any("weight decay 0.05 -> 0.2" in line and "betas (0.9, 0.95) -> (0.8, 0.9)" in line for line in log), log
+    # Options that change what the saved state means are refused in one line naming the option.
+    for change, flag in (({"train": ("decoder",)}, "--train"), ({"mask_ratio": 0.0}, "--mask-ratio")):
+        with pytest.raises(MaeFuseError, match=flag) as caught:
+            train(train_options(data, out, "mae", **{**first, "steps": 4}, resume=True, **change),
+                  echo=lambda _m: None)
+        assert "\n" not in str(caught.value)

@@ -267,6 +267,7 @@ class Trainer:
         # The saved model records the preprocessing it was trained for; the runtime makes it the default.
         model.config = model.config.replace(policy=o.trained_policy)
         trainable = parse_parts(o.train) if o.train else self.spec.default_train
+        self.trainable = trainable
         self.module = StageModule(model, o.stage, trainable, o.mask_ratio, o.loss, o.seed,  # type: ignore[arg-type]
                                   o.edge_weight).to(self.world.device)
         self.echo(f"stage {o.stage}: {self.spec.summary}")
@@ -312,6 +313,9 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict(),
             "extras": extras,
+            # What the saved optimiser state was made with, so a resume can apply or refuse changes explicitly.
+            "options": {"train": list(self.trainable), "mask_ratio": float(self.options.mask_ratio),
+                        "weight_decay": float(self.options.weight_decay), "betas": list(self.options.betas)},
         }
         with atomic_path(self.checkpoint_dir / "last.state.pt") as tmp:
             torch.save(state, tmp)
@@ -332,14 +336,52 @@ class Trainer:
                 f"{self.options.stage} of {self.model_config.name}",
                 fix="resume with the same --stage and --config, or use another --out",
             )
+        saved = state.get("options", {})
+        self._refuse_changes(state_path, saved)
         model, _ = load_checkpoint(weights, self.model_config)
         self.module.model.load_state_dict(model.state_dict())
-        if self.module.mask_token is not None:
-            self.module.mask_token.data.copy_(state["extras"]["mask_token"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        try:
+            if self.module.mask_token is not None:
+                self.module.mask_token.data.copy_(state["extras"]["mask_token"])
+            self.optimizer.load_state_dict(state["optimizer"])
+        except (KeyError, ValueError) as exc:  # a state file written before the options were recorded
+            raise CheckpointError(
+                f"--resume: the optimiser state in {state_path} does not fit this run's trainable parameters",
+                fix="resume with the --train and --mask-ratio the run started with, or use another --out",
+            ) from exc
+        self._apply_optimiser_options(saved)
         self.scaler.load_state_dict(state["scaler"])
         self.step = int(state["step"])
         self.echo(f"resumed from {weights} at step {self.step}")
+
+    def _refuse_changes(self, state_path: Path, saved: dict[str, Any]) -> None:
+        """--train and --mask-ratio decide which parameters the saved optimiser state belongs to: a resume must
+        keep them."""
+        o = self.options
+        kept = (("train", "--train", list(self.trainable)), ("mask_ratio", "--mask-ratio", o.mask_ratio))
+        for key, flag, now in kept:
+            if key in saved and saved[key] != now:
+                shown = ",".join(saved[key]) if key == "train" else saved[key]
+                raise CheckpointError(
+                    f"--resume: the run in {state_path.parent.parent} trained with {flag} {shown}, not "
+                    f"{','.join(now) if key == 'train' else now}",
+                    fix=f"resume with {flag} {shown}, or start a new run in another --out",
+                )
+
+    def _apply_optimiser_options(self, saved: dict[str, Any]) -> None:
+        """Loading the optimiser state restores its saved weight decay and betas; this run's options apply instead
+        (the learning rate is set every step from the schedule). Changes are logged."""
+        o = self.options
+        decay_group, plain_group = self.optimizer.param_groups
+        was_decay, was_betas = decay_group["weight_decay"], tuple(decay_group["betas"])
+        decay_group["weight_decay"], plain_group["weight_decay"] = o.weight_decay, 0.0
+        for group in self.optimizer.param_groups:
+            group["betas"] = tuple(o.betas)
+        changes = [f"weight decay {was_decay:g} -> {o.weight_decay:g}" if was_decay != o.weight_decay else "",
+                   f"betas {was_betas} -> {tuple(o.betas)}" if was_betas != tuple(o.betas) else ""]
+        changes = [c for c in changes if c]
+        if changes:
+            self.echo(f"resume: {', '.join(changes)} (the new values apply from here on)")
 
     # -- loop ------------------------------------------------------------------------------------------------
     def _epoch_batches(self, epoch: int, first: int) -> Iterator[dict[str, torch.Tensor]]:
