@@ -36,3 +36,7 @@ class UnavailableError(MaeFuseError):
 
 class VerificationError(MaeFuseError):
     """An exported or built artefact failed its numerical check against the reference."""
+
+
+class NonFiniteError(VerificationError):
+    """A network produced NaN or infinity (float16 overflow, broken weights): its images would be garbage."""

@@ -4,16 +4,25 @@ the code before its fix (see the commit messages). Built on ``maefuse-micro`` an
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 import torch
+from click.testing import CliRunner
 
-from maefuse_deploy.errors import MaeFuseError
+from maefuse_deploy import Fuser
+from maefuse_deploy.cli.bench import main as bench_main
+from maefuse_deploy.cli.fuse import main as fuse_main
+from maefuse_deploy.errors import MaeFuseError, NonFiniteError, VerificationError
+from maefuse_deploy.export import ExportSpec, export_onnx
 from maefuse_deploy.io import ImagePair
+from maefuse_deploy.model import build_model, get_config
+from maefuse_deploy.model.checkpoint import load_checkpoint, save_checkpoint
 from maefuse_deploy.processing import normalise
+from maefuse_deploy.runtime.files import SAMPLES_DIR
 from maefuse_deploy.train.dataset import load_grey_pair, select_pairs
 from maefuse_deploy.train.evaluate import mean_scores, score, tensor_to_grey8
 from maefuse_deploy.train.trainer import Trainer, TrainOptions, train
@@ -123,3 +132,59 @@ def test_item03_resume_applies_or_refuses_changed_options_explicitly(tmp_path: P
             train(train_options(data, out, "mae", **{**first, "steps": 4}, resume=True, **change),
                   echo=lambda _m: None)
         assert "\n" not in str(caught.value)
+
+
+# -- item 2: NaN in reports, non-finite network output ------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def overflowing_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """maefuse-micro weights whose patch embedding overflows float16 (tokens ~1e5 > 65504) but not float32."""
+    model = build_model(get_config("maefuse-micro"), seed=0)
+    with torch.no_grad():
+        model.mae.patch_embed.proj.weight.mul_(3e4)
+    path = tmp_path_factory.mktemp("overflow") / "overflow.safetensors"
+    save_checkpoint(model, path)
+    return path
+
+
+def test_item02_nan_accuracy_is_written_in_both_reports(overflowing_checkpoint: Path, tmp_path: Path) -> None:
+    paths = {"json": tmp_path / "bench.json", "markdown": tmp_path / "bench.md"}
+    result = CliRunner().invoke(bench_main, [
+        "--latency", "--model", str(overflowing_checkpoint), "--backends", "torch,torch-fp16", "--iterations", "1",
+        "--warmup", "0", "--pairs", "1", "--pairs-dir", str(SAMPLES_DIR), "--peak-tflops", "0.1", "--threads", "1",
+        "--json", str(paths["json"]), "--markdown", str(paths["markdown"]),
+    ])
+    assert paths["json"].is_file() and paths["markdown"].is_file(), result.output
+    data = json.loads(paths["json"].read_text())  # strict JSON: NaN written as a string, like inf
+    (fp16,) = [row for row in data["rows"] if row["backend"] == "torch-fp16"]
+    assert fp16["max_abs_err"] == "nan"
+    assert any("non-finite" in note for note in fp16["notes"])
+    (fp32,) = [row for row in data["rows"] if row["backend"] == "torch"]
+    assert fp32["max_abs_err"] == 0.0 and not any("non-finite" in note for note in fp32["notes"])
+    table = paths["markdown"].read_text()
+    assert "| torch-fp16 |" in table and "nan" in table and "non-finite" in table
+
+
+def test_item02_float16_overflow_fails_instead_of_writing_black_images(overflowing_checkpoint: Path,
+                                                                       tmp_path: Path) -> None:
+    ir = cv2.imread(str(SAMPLES_DIR / "ir" / sorted(p.name for p in (SAMPLES_DIR / "ir").iterdir())[0]),
+                    cv2.IMREAD_UNCHANGED)
+    vis = cv2.imread(str(SAMPLES_DIR / "vi" / sorted(p.name for p in (SAMPLES_DIR / "vi").iterdir())[0]))
+    assert Fuser.from_checkpoint(overflowing_checkpoint, dtype="float32").fuse(ir, vis).shape == vis.shape
+    with pytest.raises(NonFiniteError, match="float16"):
+        Fuser.from_checkpoint(overflowing_checkpoint, dtype="float16").fuse(ir, vis)
+    out = tmp_path / "fused"
+    result = CliRunner().invoke(fuse_main, ["--checkpoint", str(overflowing_checkpoint), "--dtype", "float16",
+                                            "--out", str(out)])
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert result.exit_code != 0 and len(errors) == 1 and "non-finite" in errors[0], result.output
+    assert not any(out.glob("*.png"))
+
+
+def test_item02_export_verification_refuses_a_graph_with_non_finite_output(overflowing_checkpoint: Path,
+                                                                           tmp_path: Path) -> None:
+    model, _ = load_checkpoint(overflowing_checkpoint)
+    path = tmp_path / "overflow-fp16.onnx"
+    with pytest.raises(VerificationError, match="non-finite"):
+        export_onnx(model, path, ExportSpec(64, 64, precision="fp16"))
+    assert not path.exists()

@@ -1,7 +1,8 @@
 """Benchmark output: terminal table, JSON (with the machine), markdown for benchmarks/, PNG of the distributions.
 
-JSON numbers are plain floats except a PSNR of identical images, written as the string ``"inf"`` (strict JSON has
-no infinity). Times are milliseconds per pair unless the key says otherwise (``_s``: seconds).
+JSON numbers are plain floats except a PSNR of identical images, written as the string ``"inf"``, and an error
+that is not a number (an overflowing network), written as ``"nan"`` (strict JSON has neither). Times are
+milliseconds per pair unless the key says otherwise (``_s``: seconds).
 """
 
 from __future__ import annotations
@@ -130,10 +131,15 @@ def _summary_lines(result: BenchResult) -> list[str]:
                      f"{result.flops['release']['total'] / 1e9:.4g}")
     for precision, peak in result.peaks.items():
         lines.append(f"peak {precision}: {peak['flops_per_s'] / 1e9:.1f} GFLOP/s ({peak['source']})")
+    for row in result.rows:
+        lines.extend(f"{row.backend} batch {row.batch}: {note}" for note in row.notes if note.startswith("WARNING"))
     return lines
 
 
 def _jsonable(value: Any) -> Any:
+    # Strict JSON has no NaN or infinity: an FP16 overflow (NaN error) must not cost the report.
+    if isinstance(value, float) and math.isnan(value):
+        return "nan"
     if isinstance(value, float) and math.isinf(value):
         return "inf" if value > 0 else "-inf"
     if isinstance(value, dict):

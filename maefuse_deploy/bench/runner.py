@@ -23,7 +23,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import InputError, MaeFuseError, UnavailableError
+from ..checks import check_finite
+from ..errors import InputError, MaeFuseError, NonFiniteError, UnavailableError
 from ..model.config import MaeFuseConfig
 from ..processing import PairContext, finish_pair, prepare_pair
 from ..runtime.backend import Backend
@@ -181,6 +182,12 @@ class Measurement:
         def once() -> StageTimes:
             indices = next(calls)
             decoded, fused, times = call(indices)
+            if decoded is not None and not any(note.startswith("WARNING") for note in row.notes):
+                # Measured and reported, not fatal: catching FP16 overflow is what the accuracy columns are for.
+                try:
+                    check_finite(decoded, f"{row.backend} batch {row.batch} network output")
+                except NonFiniteError as exc:
+                    row.notes.append(f"WARNING: {exc}")
             if tally is not None:
                 for k, index in enumerate(indices):
                     tally.add(index, fused[k], None if decoded is None else decoded[k])

@@ -10,6 +10,7 @@ import cv2
 import numpy as np
 import torch
 
+from ..checks import check_finite
 from ..compare import psnr
 from ..errors import InputError, VerificationError
 from ..io import find_pairs, read_image
@@ -83,6 +84,7 @@ def _verify_float(graph, reference, model, spec, report, pairs, batches) -> None
             with torch.no_grad():
                 expected = model(ir_all[index], vis_all[index]).numpy()
             got = graph.run(ir_all[index].numpy(), vis_all[index].numpy())
+            check_finite(got, f"the graph's output ({label}, batch {batch})")
             error = np.abs(got - expected)
             line = f"{label}, batch {batch}: decoder output max abs {error.max():.2e}, mean abs {error.mean():.2e}"
             if spec.precision == "fp32" and error.max() > FP32_MAX_ABS:

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from ..checks import check_finite
 from ..errors import InputError
 from ..processing import POLICIES, PairContext, Policy, finish_pair, ir_to_grey8, prepare_pair
 from .backend import Backend
@@ -149,7 +150,7 @@ class Fuser:
                 chunk = indices[start : start + self.batch_size]
                 ir_batch = np.stack([prepared[i][0] for i in chunk])
                 vis_batch = np.stack([prepared[i][1] for i in chunk])
-                decoded = self.backend.run(ir_batch, vis_batch)
+                decoded = check_finite(self.backend.run(ir_batch, vis_batch), f"{self.backend.name} network output")
                 for row, index in enumerate(chunk):
                     results[index] = finish_pair(decoded[row], prepared[index][2], self.policy)
         return [r for r in results if r is not None]
