@@ -82,7 +82,9 @@ def test_json_schema(bench):
             assert isinstance(row[key], kind), (row["backend"], key, row[key])
         assert row["psnr_db"] == "inf" or isinstance(row["psnr_db"], float)
         assert set(row["latency_ms"]) == STATS and set(row["compute_ms"]) == STATS
-        assert all(isinstance(v, float) for v in row["latency_ms"].values())
+        # 2 timed calls: too few for p90 and p99 (timing.PERCENTILE_MIN_SAMPLES), which are null.
+        assert row["latency_ms"]["p90"] is None and row["latency_ms"]["p99"] is None
+        assert all(isinstance(v, float) for k, v in row["latency_ms"].items() if k not in ("p90", "p99"))
 
 
 def test_every_column_is_computed_from_real_pairs(bench):
@@ -95,7 +97,7 @@ def test_every_column_is_computed_from_real_pairs(bench):
     assert any("MSRS6" in note for note in data["notes"])
     for row in ok:
         latency = row["latency_ms"]
-        assert 0 < latency["min"] <= latency["p50"] <= latency["p90"] <= latency["p99"] <= latency["max"]
+        assert 0 < latency["min"] <= latency["p50"] <= latency["max"]
         assert len(row["samples_ms"]) == 2
         assert row["throughput_pairs_s"] > 0 and row["peak_host_mb"] > 0 and row["first_call_s"] > 0
         assert row["floor_ms"] == pytest.approx(data["flops"]["deployed"]["total"] / 1e11 * 1e3)

@@ -14,6 +14,7 @@ import torch
 from click.testing import CliRunner
 
 from maefuse_deploy import Fuser
+from maefuse_deploy.bench.timing import summarize
 from maefuse_deploy.cli.bench import main as bench_main
 from maefuse_deploy.cli.fuse import main as fuse_main
 from maefuse_deploy.errors import MaeFuseError, NonFiniteError, VerificationError
@@ -188,3 +189,34 @@ def test_item02_export_verification_refuses_a_graph_with_non_finite_output(overf
     with pytest.raises(VerificationError, match="non-finite"):
         export_onnx(model, path, ExportSpec(64, 64, precision="fp16"))
     assert not path.exists()
+
+
+# -- item 8: percentiles the sample count cannot support ----------------------------------------------------------
+
+def test_item08_percentiles_need_enough_samples(tmp_path: Path) -> None:
+    three = summarize([4.0, 4.1, 4.18])
+    assert three["p50"] == 4.1 and three["max"] == 4.18
+    assert three["p90"] is None and three["p99"] is None  # 3 calls say nothing about the slowest 10% or 1%
+    ten = summarize([float(k) for k in range(1, 11)])
+    assert ten["p90"] is not None and ten["p99"] is None
+    hundred = summarize([float(k) for k in range(1, 101)])
+    assert hundred["p90"] is not None and hundred["p99"] is not None
+    # A 3-call benchmark shows '-' for p90/p99 in its tables and says why.
+    path = tmp_path / "bench.md"
+    result = CliRunner().invoke(bench_main, [
+        "--latency", "--model", "maefuse-micro", "--backends", "torch", "--iterations", "3", "--warmup", "0",
+        "--pairs", "1", "--pairs-dir", str(SAMPLES_DIR), "--peak-tflops", "0.1", "--threads", "1",
+        "--markdown", str(path),
+    ])
+    assert result.exit_code == 0, result.output
+    lines = path.read_text().splitlines()
+    header = next(line for line in lines if line.startswith("| backend"))
+    row = next(line for line in lines if line.startswith("| torch |"))
+    cells = dict(zip([c.strip() for c in header.split("|")], [c.strip() for c in row.split("|")], strict=True))
+    assert cells["p90 ms"] == "-" and cells["p99 ms"] == "-" and cells["p50 ms"] != "-"
+    assert any("p90 needs at least 10" in line for line in lines)
+    # The recorded tables of benchmarks/ that were measured with 3 calls are labelled so.
+    readme = (Path(__file__).resolve().parents[1] / "benchmarks" / "README.md").read_text()
+    section = readme[readme.index("--iterations 3"):]
+    table = section[section.index("| backend"):]
+    assert table.splitlines()[0].count("(n=3)") == 2 and "read max ms" in section

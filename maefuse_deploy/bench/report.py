@@ -17,6 +17,7 @@ from typing import Any
 from ..atomic import atomic_path
 from ..errors import InputError
 from .runner import BenchResult, Row
+from .timing import PERCENTILE_MIN_SAMPLES
 
 Column = tuple[str, Callable[[Row], str]]
 PLOT_SUFFIXES = (".png", ".svg", ".pdf")
@@ -116,6 +117,10 @@ def terminal_table(result: BenchResult) -> str:
 
 def _summary_lines(result: BenchResult) -> list[str]:
     lines = []
+    rows = _measured(result)
+    if any(r.latency_ms[key] is None for r in rows for key in PERCENTILE_MIN_SAMPLES):  # type: ignore[index]
+        lines.append(" and ".join(f"{key} needs at least {count} timed calls" for key, count in
+                                  PERCENTILE_MIN_SAMPLES.items()) + ": '-' where a row had fewer (--iterations)")
     check = result.release_check
     if "max_abs_err" in check:
         lines.append(f"release-style vs official torch path (batch 1): max abs err {check['max_abs_err']:.2e}, "

@@ -54,8 +54,8 @@ class Row:
     status: str = "ok"  # ok | skipped | failed
     reason: str | None = None
     io: str = "float"
-    latency_ms: dict[str, float] | None = None  # end to end: p50 p90 p99 mean min max
-    compute_ms: dict[str, float] | None = None
+    latency_ms: dict[str, float | None] | None = None  # end to end: p50 p90 p99 mean min max (timing.summarize)
+    compute_ms: dict[str, float | None] | None = None
     h2d_ms: float | None = None  # means; GPU only
     d2h_ms: float | None = None
     pre_ms: float | None = None  # host pre/post-processing means; --io uint8 through the host path only

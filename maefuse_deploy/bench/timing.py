@@ -38,14 +38,20 @@ class StageTimes:
     post: float | None = None
 
 
-def summarize(values: Sequence[float]) -> dict[str, float]:
-    """p50 / p90 / p99 / mean / min / max of ``values`` (linear interpolation between order statistics)."""
+# The fewest samples that put at least one sample above a tail percentile: with fewer, the interpolated "p99"
+# of 3 calls is just the largest call rounded down, so it is omitted (None) rather than printed as a tail latency.
+PERCENTILE_MIN_SAMPLES = {"p90": 10, "p99": 100}
+
+
+def summarize(values: Sequence[float]) -> dict[str, float | None]:
+    """p50 / p90 / p99 / mean / min / max of ``values`` (linear interpolation between order statistics); p90 and
+    p99 are None with fewer samples than :data:`PERCENTILE_MIN_SAMPLES` asks for."""
     data = np.asarray(values, dtype=np.float64)
     p50, p90, p99 = np.percentile(data, [50, 90, 99])
+    tails = {"p90": float(p90), "p99": float(p99)}
     return {
         "p50": float(p50),
-        "p90": float(p90),
-        "p99": float(p99),
+        **{key: value if data.size >= PERCENTILE_MIN_SAMPLES[key] else None for key, value in tails.items()},
         "mean": float(data.mean()),
         "min": float(data.min()),
         "max": float(data.max()),
