@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from pathlib import Path
 
 import cv2
@@ -20,6 +21,7 @@ from maefuse_deploy.cli.fuse import main as fuse_main
 from maefuse_deploy.errors import MaeFuseError, NonFiniteError, VerificationError
 from maefuse_deploy.export import ExportSpec, export_onnx
 from maefuse_deploy.io import ImagePair
+from maefuse_deploy.metrics import compare, format_comparison
 from maefuse_deploy.model import build_model, get_config
 from maefuse_deploy.model.checkpoint import load_checkpoint, save_checkpoint
 from maefuse_deploy.processing import normalise
@@ -220,3 +222,28 @@ def test_item08_percentiles_need_enough_samples(tmp_path: Path) -> None:
     section = readme[readme.index("--iterations 3"):]
     table = section[section.index("| backend"):]
     assert table.splitlines()[0].count("(n=3)") == 2 and "read max ms" in section
+
+
+# -- item 4: --compare over images defined in both sets ----------------------------------------------------------
+
+def test_item04_compare_subtracts_means_over_images_defined_in_both_sets(tmp_path: Path) -> None:
+    data = write_pairs(tmp_path / "d", ["a", "b", "c"], size=(64, 64))
+    for name in ("A", "B"):
+        (data / name).mkdir()
+    for stem in ("a", "b", "c"):
+        ir = cv2.imread(str(data / "ir" / f"{stem}.png"), cv2.IMREAD_GRAYSCALE)
+        grey = cv2.cvtColor(cv2.imread(str(data / "vi" / f"{stem}.png")), cv2.COLOR_BGR2GRAY)
+        mean = ((ir.astype(np.uint16) + grey + 1) // 2).astype(np.uint8)
+        cv2.imwrite(str(data / "A" / f"{stem}.png"), mean)
+        # B equals A except on "a", where it is the VIS itself: SCD is undefined there (F - VIS is constant).
+        cv2.imwrite(str(data / "B" / f"{stem}.png"), grey if stem == "a" else mean)
+    result = compare(data / "A", data / "B", data / "ir", data / "vi", metrics="SCD,EN")
+    assert math.isnan(result.b.rows[0]["SCD"]) and result.b.counts["SCD"] == 2
+    # Where both sets are defined they are the same images: no difference, whatever A scores on "a".
+    assert result.differences["SCD"] == 0.0
+    assert result.differences["EN"] != 0.0  # EN is defined everywhere, and "a" differs
+    text = format_comparison(result)
+    scd_line = next(line for line in text.splitlines() if line.startswith("SCD "))
+    assert "2 of 3" in scd_line, text
+    means = scd_line.split()[1:4]  # A mean, B mean, B - A: all over the 2 images defined in both
+    assert float(means[0]) == float(means[1]) and float(means[2]) == 0.0

@@ -72,9 +72,26 @@ class CompareResult:
     between: list[dict[str, Any]]
 
     @property
+    def paired_means(self) -> dict[str, tuple[float, float, int]]:
+        """Per column: (mean of A, mean of B, images) over the images where the metric is defined in both sets.
+
+        A metric undefined on an image of either set (NaN) drops that image from both means, so that B - A compares
+        the same images; NaN means when no image is defined in both.
+        """
+        paired: dict[str, tuple[float, float, int]] = {}
+        for column in self.a.columns:
+            both = [(row_a[column], row_b[column]) for row_a, row_b in zip(self.a.rows, self.b.rows, strict=True)
+                    if not (math.isnan(row_a[column]) or math.isnan(row_b[column]))]
+            if both:
+                paired[column] = (float(np.mean([a for a, _ in both])), float(np.mean([b for _, b in both])), len(both))
+            else:
+                paired[column] = (math.nan, math.nan, 0)
+        return paired
+
+    @property
     def differences(self) -> dict[str, float]:
-        """Mean of B minus mean of A, per column."""
-        return {column: self.b.means[column] - self.a.means[column] for column in self.a.columns}
+        """Mean of B minus mean of A per column, over the images defined in both (:attr:`paired_means`)."""
+        return {column: mean_b - mean_a for column, (mean_a, mean_b, _) in self.paired_means.items()}
 
     @property
     def between_summary(self) -> dict[str, float | int]:

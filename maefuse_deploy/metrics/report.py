@@ -35,21 +35,22 @@ def format_folder(result: FolderResult) -> str:
 
 
 def format_comparison(result: CompareResult) -> str:
-    """Both sets' means and B - A per column, then how close the two sets' images are."""
-    a, b = result.a, result.b
+    """Both sets' means and B - A per column over the images defined in both sets (with the coverage where that is
+    not every image), then how close the two sets' images are."""
+    a = result.a
     lines = [
         f"A: {a.fused}",
-        f"B: {b.fused}",
+        f"B: {result.b.fused}",
         f"{len(a.rows)} images matched by name ({a.source_pairs} IR/VIS pairs available)",
         *a.convention.header(),
         "",
+        "Means over the images where the metric is defined in both sets:",
         f"{'metric':<10} {'A mean':>10} {'B mean':>10} {'B - A':>10}",
     ]
-    differences = result.differences
-    for column in a.columns:
+    for column, (mean_a, mean_b, count) in result.paired_means.items():
+        coverage = "" if count == len(a.rows) else f"  ({count} of {len(a.rows)} images defined in both)"
         lines.append(
-            f"{column:<10} {_value(a.means[column]):>10} {_value(b.means[column]):>10} "
-            f"{_value(differences[column]):>10}"
+            f"{column:<10} {_value(mean_a):>10} {_value(mean_b):>10} {_value(mean_b - mean_a):>10}{coverage}"
         )
     lines += ["", "A vs B on the stored pixels (0-255, all channels; SSIM: Wang, 11x11 Gaussian, valid):"]
     for key, value in result.between_summary.items():
