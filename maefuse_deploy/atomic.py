@@ -33,8 +33,28 @@ def atomic_path(target: str | os.PathLike[str], suffix: str | None = None) -> It
     tmp = Path(tmp_name)
     try:
         yield tmp
-        os.replace(tmp, target)
+        try:
+            os.replace(tmp, target)
+        except OSError as exc:  # e.g. the target is a folder: the work is done but cannot be put in place
+            raise InputError(
+                f"cannot write {target}: {exc.strerror or exc}", fix="name a file (not a folder) in a writable folder"
+            ) from exc
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
         raise
+
+
+def check_writable(target: str | os.PathLike[str], what: str = "output") -> None:
+    """Refuse, before any work is done, an output path that cannot become a file: an existing folder, or a path
+    whose nearest existing parent is not a writable folder. ``what`` names the option in the error."""
+    target = Path(target)
+    if target.is_dir():
+        raise InputError(f"{what} {target} is a folder", fix="name a file to write, e.g. " + str(target / "out"))
+    parent = target.parent if str(target.parent) else Path(".")
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise InputError(f"cannot write {what} {target}: {parent} is not a folder", fix="choose another path")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise InputError(f"cannot write {what} {target}: {parent} is not writable", fix="choose a writable folder")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .errors import NonFiniteError
+from .errors import InputError, NonFiniteError
 
 
 def check_finite(array: np.ndarray, what: str) -> np.ndarray:
@@ -22,3 +22,14 @@ def check_finite(array: np.ndarray, what: str) -> np.ndarray:
         f"{what} holds non-finite values (NaN or infinity) in {bad} of {finite.size} elements",
         fix="float16 overflows above 65504: run float32 or bfloat16, or check the weights",
     )
+
+
+def cuda_index(device: str) -> int | None:
+    """A device string for a backend that runs on the CPU or one CUDA GPU (graphs, engines): ``cpu`` -> None,
+    ``cuda`` -> 0, ``cuda:N`` -> N; anything else is a one-line error rather than a silent CPU run."""
+    kind, colon, index = device.strip().lower().partition(":")
+    if kind == "cpu" and not colon:
+        return None
+    if kind == "cuda" and (not colon or index.isdigit()):
+        return int(index) if colon else 0
+    raise InputError(f"unknown device {device!r}", fix="use cpu, cuda or cuda:N (N: the GPU number)")

@@ -12,13 +12,16 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from click.testing import CliRunner
+from click.testing import CliRunner, Result
 
 from maefuse_deploy import Fuser
+from maefuse_deploy.atomic import atomic_path
 from maefuse_deploy.bench.timing import summarize
 from maefuse_deploy.cli.bench import main as bench_main
+from maefuse_deploy.cli.eval import main as eval_main
 from maefuse_deploy.cli.fuse import main as fuse_main
-from maefuse_deploy.errors import MaeFuseError, NonFiniteError, VerificationError
+from maefuse_deploy.cli.train import main as train_main
+from maefuse_deploy.errors import InputError, MaeFuseError, NonFiniteError, VerificationError
 from maefuse_deploy.export import ExportSpec, export_onnx
 from maefuse_deploy.io import ImagePair
 from maefuse_deploy.metrics import compare, format_comparison
@@ -247,3 +250,52 @@ def test_item04_compare_subtracts_means_over_images_defined_in_both_sets(tmp_pat
     assert "2 of 3" in scd_line, text
     means = scd_line.split()[1:4]  # A mean, B mean, B - A: all over the 2 images defined in both
     assert float(means[0]) == float(means[1]) and float(means[2]) == 0.0
+
+
+# -- item 6: one-line errors, before the work ---------------------------------------------------------------------
+
+def one_error_line(result: Result) -> str:
+    """The CLI's single ``error:`` line (it must exit non-zero and print no traceback)."""
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert result.exit_code not in (0, None) and len(errors) == 1, (result.exit_code, result.output)
+    assert ("Traceback" not in result.output and not isinstance(result.exception, Exception | None)) or (
+        isinstance(result.exception, SystemExit)), repr(result.exception)
+    return errors[0]
+
+
+def test_item06_atomic_path_maps_a_failing_final_rename_to_one_line(tmp_path: Path) -> None:
+    target = tmp_path / "taken"
+    target.mkdir()
+    with pytest.raises(InputError, match="taken") as caught, atomic_path(target) as tmp:
+        tmp.write_text("result")
+    assert "\n" not in str(caught.value) and target.is_dir()
+    assert [p.name for p in tmp_path.iterdir()] == ["taken"]  # the temporary file is gone
+
+
+def test_item06_eval_csv_onto_a_folder_fails_before_evaluating(tmp_path: Path) -> None:
+    data = write_pairs(tmp_path / "d", ["a"], size=(64, 64))
+    (data / "fused").mkdir()
+    cv2.imwrite(str(data / "fused" / "a.png"), cv2.imread(str(data / "ir" / "a.png")))
+    taken = tmp_path / "taken"
+    taken.mkdir()
+    result = CliRunner().invoke(eval_main, ["--fused", str(data / "fused"), "--ir", str(data / "ir"), "--vis",
+                                            str(data / "vi"), "--csv", str(taken)])
+    assert "taken" in one_error_line(result) and "evaluating" not in result.stderr and not result.stdout
+
+
+def test_item06_bad_device_strings_are_one_line_errors(tmp_path: Path) -> None:
+    out = tmp_path / "fused"
+    line = one_error_line(CliRunner().invoke(fuse_main, ["--checkpoint", "maefuse-micro", "--device", "bogus",
+                                                         "--out", str(out)]))
+    assert "bogus" in line and not out.exists()
+    data = write_pairs(tmp_path / "d", [f"p{k}" for k in range(4)])
+    line = one_error_line(CliRunner().invoke(train_main, [
+        "--stage", "mae", "--data", str(data), "--out", str(tmp_path / "run"), "--config", "maefuse-micro",
+        "--steps", "1", "--no-progress", "--device", "bogus"]))
+    assert "bogus" in line
+    graph = tmp_path / "micro.onnx"
+    export_onnx(build_model(get_config("maefuse-micro"), seed=0), graph, ExportSpec(64, 64), verify=False)
+    for device in ("cuda:x", "bogus"):
+        line = one_error_line(CliRunner().invoke(fuse_main, ["--checkpoint", str(graph), "--device", device,
+                                                             "--out", str(out)]))
+        assert device in line and not out.exists()

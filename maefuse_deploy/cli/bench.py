@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from ..atomic import check_writable
 from ..bench.report import check_plot_path, terminal_table, write_json, write_markdown, write_plot
 from ..bench.runner import run_benchmark
 from ..bench.settings import BACKENDS, BenchSettings, parse_backends, parse_batches, parse_peak, parse_resolution
@@ -53,6 +54,9 @@ def main(latency: bool, stream: bool, model: str | None, config: str | None, ref
     """Benchmark MaeFuse backends: latency, throughput, memory, accuracy vs torch float32, ratio to the floor."""
     if plot_path is not None:
         check_plot_path(plot_path)
+    for path, option in ((json_path, "--json"), (markdown_path, "--markdown"), (plot_path, "--plot")):
+        if path is not None:
+            check_writable(path, option)
     settings = BenchSettings(
         model=model, config=config, reference=reference, backends=parse_backends(backends),
         batches=parse_batches(batches), iterations=iterations, warmup=warmup,

@@ -6,6 +6,7 @@ import sys
 
 import click
 
+from ..atomic import check_writable
 from ..errors import MaeFuseError
 from ..metrics import (
     CONVENTIONS,
@@ -58,6 +59,8 @@ def main(
     if (fused is None) == (not compare_dirs):
         raise click.UsageError("pass exactly one of --fused DIR or --compare DIR_A DIR_B")
     try:
+        if csv_path:
+            check_writable(csv_path, "--csv")
         if compare_dirs:
             result = compare(*compare_dirs, ir, vis, convention, metrics, jobs=jobs, progress=True)
             text = format_comparison(result)

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from ..checks import check_finite
+from ..checks import check_finite, cuda_index
 from ..errors import InputError
 from ..processing import POLICIES, PairContext, Policy, finish_pair, ir_to_grey8, prepare_pair
 from .backend import Backend
@@ -115,7 +115,7 @@ class Fuser:
 
             if not device.startswith("cuda"):
                 raise InputError(f"TensorRT engines run on a CUDA device, not {device!r}", fix="pass device='cuda'")
-            runner = TensorRTBackend(source, device=int(device.partition(":")[2] or 0), **options)
+            runner = TensorRTBackend(source, device=cuda_index(device) or 0, **options)
         return cls(runner, policy=policy or "official", description=f"{backend}: {source}", batch_size=batch_size)
 
     def fuse(self, ir: Image, vis: Image) -> Image:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..checks import cuda_index
 from ..contract import INPUT_IR, INPUT_VIS, OUTPUT_FUSED, GraphInfo
 from ..errors import InputError, UnavailableError
 
@@ -37,6 +38,7 @@ class OnnxRuntimeBackend:
     ) -> None:
         import onnxruntime as ort
 
+        cuda_index(device)  # a bad device string fails before the graph is read
         path = Path(path)
         if not path.is_file():
             raise InputError(f"ONNX graph not found: {path}", fix="export one with maefuse-export --onnx")
@@ -47,9 +49,9 @@ class OnnxRuntimeBackend:
         options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, OPTIMIZATION_LEVELS[optimization_level])
         if threads:
             options.intra_op_num_threads = threads
-        wanted = ["CPUExecutionProvider"]
-        if device.startswith("cuda"):
-            device_id = int(device.split(":")[1]) if ":" in device else 0
+        wanted: list = ["CPUExecutionProvider"]
+        device_id = cuda_index(device)
+        if device_id is not None:
             wanted = [("CUDAExecutionProvider", {"device_id": device_id}), "CPUExecutionProvider"]
         try:
             with warnings.catch_warnings():

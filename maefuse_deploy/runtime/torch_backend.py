@@ -12,7 +12,10 @@ DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
-    device = torch.device(device)
+    try:
+        device = torch.device(device)
+    except RuntimeError:  # torch's message lists twenty device types
+        raise InputError(f"unknown device {device!r}", fix="use cpu, cuda or cuda:N") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UnavailableError(
             f"device {device} requested but torch sees no CUDA GPU", fix="use --device cpu or a machine with a GPU"

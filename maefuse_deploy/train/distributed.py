@@ -34,7 +34,10 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     """'auto' -> this process's CUDA device where there is one, else the CPU."""
     if name == "auto":
         return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:  # torch's message lists twenty device types
+        raise InputError(f"unknown device {name!r}", fix="use auto, cpu, cuda or cuda:N") from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise UnavailableError("--device cuda asked for, but torch sees no CUDA GPU", fix="use --device cpu")
