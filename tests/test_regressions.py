@@ -4,10 +4,12 @@ the code before its fix (see the commit messages). Built on ``maefuse-micro`` an
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
 from pathlib import Path
 
+import click
 import cv2
 import numpy as np
 import pytest
@@ -27,6 +29,7 @@ from maefuse_deploy.io import ImagePair
 from maefuse_deploy.metrics import compare, format_comparison
 from maefuse_deploy.model import build_model, get_config
 from maefuse_deploy.model.checkpoint import load_checkpoint, save_checkpoint
+from maefuse_deploy.model.config import CONFIGS
 from maefuse_deploy.processing import normalise
 from maefuse_deploy.runtime.files import SAMPLES_DIR
 from maefuse_deploy.train.dataset import load_grey_pair, select_pairs
@@ -299,3 +302,30 @@ def test_item06_bad_device_strings_are_one_line_errors(tmp_path: Path) -> None:
         line = one_error_line(CliRunner().invoke(fuse_main, ["--checkpoint", str(graph), "--device", device,
                                                              "--out", str(out)]))
         assert device in line and not out.exists()
+
+
+# -- item 12: help texts and options that were silently ignored ---------------------------------------------------
+
+def test_item12_help_matches_the_code_and_config_is_not_silently_ignored(tmp_path: Path) -> None:
+    runner = CliRunner()
+    fuse_help = " ".join(runner.invoke(fuse_main, ["--help"]).output.split())
+    for config in CONFIGS.values():  # the resize sizes come from the configs, not from prose
+        assert f"{config.img_size[1]}x{config.img_size[0]} for {config.name}" in fuse_help, fuse_help
+    train_help = " ".join(runner.invoke(train_main, ["--help"]).output.split())
+    assert "ignored with --crop or --native-crops" in train_help
+    # Every training default shown in the help is TrainOptions' own.
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainOptions)}
+    shown = [p for p in train_main.params if isinstance(p, click.Option) and p.show_default and p.name in defaults]
+    assert len(shown) > 20
+    for param in shown:
+        if param.name != "betas":
+            assert param.default == defaults[param.name], param.name
+    assert tuple(float(x) for x in train_main.params[[p.name for p in train_main.params].index("betas")]
+                 .default.split(",")) == defaults["betas"]
+    # --config names the config of a checkpoint that does not record one: without a checkpoint it is refused,
+    # not silently replaced by the built-in model (fuse) or by random weights (bench).
+    out = tmp_path / "fused"
+    line = one_error_line(runner.invoke(fuse_main, ["--config", "maefuse-micro", "--out", str(out)]))
+    assert "--config" in line and not out.exists()
+    line = one_error_line(runner.invoke(bench_main, ["--latency", "--config", "maefuse-micro", "--iterations", "1"]))
+    assert "--config" in line and "--model" in line

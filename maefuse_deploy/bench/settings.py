@@ -91,6 +91,11 @@ class BenchSettings:
 
     def validate(self) -> None:
         parse_backends(",".join(self.backends))
+        if self.config and not self.model:
+            raise InputError(
+                f"--config {self.config} without --model: it only describes the weights of a --model checkpoint",
+                fix=f"pass --model CHECKPOINT with it, or --model {self.config} for random weights of that config",
+            )
         if not self.batches or min(self.batches) < 1:
             raise InputError(f"batch sizes must be at least 1, got {list(self.batches)}")
         if self.iterations < 1:

@@ -8,12 +8,16 @@ import click
 from tqdm import tqdm
 
 from ..io import find_pairs
+from ..model.config import CONFIGS
 from ..processing import POLICIES
 from ..runtime.files import SAMPLES_DIR, fuse_pairs, output_suffix
 from ..runtime.fuser import BACKENDS, Fuser
 from ..runtime.sources import default_backend_for
 from ..runtime.video import fuse_video, is_video
 from .common import note, report_errors
+
+# The resize of the official policy, per config, as the code defines it.
+MODEL_SIZES = ", ".join(f"{c.img_size[1]}x{c.img_size[0]} for {name}" for name, c in CONFIGS.items())
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -23,14 +27,14 @@ from .common import note, report_errors
               help="output folder (images) or file (video)")
 @click.option("--checkpoint", "-c", help="checkpoint file, .onnx graph, engine, or a config name (random weights) "
               "[default: the built-in model]")
-@click.option("--config", help="model config name, when the checkpoint does not say")
+@click.option("--config", help="model config name, when the checkpoint does not say (needs --checkpoint)")
 @click.option("--backend", type=click.Choice(BACKENDS), help="[default: from the checkpoint's file type]")
 @click.option("--device", help="cpu, cuda, cuda:1 ... [default: cuda for TensorRT engines, else cpu]")
 @click.option("--dtype", type=click.Choice(["float32", "float16", "bfloat16"]), default="float32", show_default=True)
 @click.option("--policy", type=click.Choice(POLICIES),
-              help="official: the release's resize to the model size (640x640); native: pad to the patch size, no "
-              "resize [default: what the weights were trained for: official for the release, native for the "
-              "built-in maefuse-tiny]")
+              help=f"official: the release's resize to the model size ({MODEL_SIZES}); native: pad to the patch size, "
+              "no resize [default: the policy the checkpoint records its weights were trained for (config files and "
+              "names: their config's); official for graphs and engines]")
 @click.option("--batch", "batch_size", type=click.IntRange(min=1), default=4, show_default=True)
 @click.option("--format", "fmt", default="png", show_default=True, help="output image format (png, tif, bmp, jpg)")
 @click.option("--lossy", is_flag=True, help="allow a lossy output format (jpg, webp)")

@@ -39,7 +39,8 @@ def _betas(text: str) -> tuple[float, float]:
 @click.option("--val-count", type=click.IntRange(min=0), default=8, show_default=True,
               help="without --val-split: hold out the last N training names for validation")
 @click.option("--preprocess", type=click.Choice(["official", "native"]), default="official", show_default=True,
-              help="official: resize to the model size; native: pad to the patch size (ignored with --crop)")
+              help="official: resize to the model size; native: pad to the patch size (ignored with --crop or "
+              "--native-crops)")
 @click.option("--crop/--no-crop", default=False, show_default=True,
               help="random model-size crops at a random scale between fit-to-size and native")
 @click.option("--native-crops", "native_tokens", type=click.IntRange(min=0), default=0, show_default=True,

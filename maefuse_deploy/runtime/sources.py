@@ -42,7 +42,17 @@ def default_backend_for(source: str | os.PathLike[str] | None) -> str:
 def resolve_torch_model(
     source: str | os.PathLike[str] | None, config: MaeFuseConfig | str | None = None
 ) -> ModelSource:
-    """A checkpoint path, a config name (random weights) or None (the shipped default) -> a MaeFuse module."""
+    """A checkpoint path, a config name (random weights) or None (the shipped default) -> a MaeFuse module.
+
+    ``config`` names the config of a checkpoint that does not record one; with no checkpoint it would be silently
+    ignored, so it is refused.
+    """
+    if source is None and config is not None:
+        name = config if isinstance(config, str) else config.name
+        raise InputError(
+            f"--config {name} without a checkpoint: the config only describes a checkpoint's weights",
+            fix=f"pass --checkpoint FILE with it, or --checkpoint {name} for random weights of that config",
+        )
     if source is None:
         if DEFAULT_WEIGHTS.is_file():
             model, report = load_checkpoint(DEFAULT_WEIGHTS)
