@@ -156,6 +156,7 @@ def overflowing_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+@pytest.mark.filterwarnings("ignore:invalid value encountered in cast:RuntimeWarning")  # NaN -> uint8, on purpose
 def test_item02_nan_accuracy_is_written_in_both_reports(overflowing_checkpoint: Path, tmp_path: Path) -> None:
     paths = {"json": tmp_path / "bench.json", "markdown": tmp_path / "bench.md"}
     result = CliRunner().invoke(bench_main, [
