@@ -330,3 +330,16 @@ def test_item12_help_matches_the_code_and_config_is_not_silently_ignored(tmp_pat
     assert "--config" in line and not out.exists()
     line = one_error_line(runner.invoke(bench_main, ["--latency", "--config", "maefuse-micro", "--iterations", "1"]))
     assert "--config" in line and "--model" in line
+
+
+def test_item02_bench_refuses_a_non_finite_reference(tmp_path: Path) -> None:
+    model = build_model(get_config("maefuse-micro"), seed=0)
+    with torch.no_grad():
+        model.mae.patch_embed.proj.weight[0, 0, 0, 0] = float("nan")  # broken weights: NaN even in float32
+    path = tmp_path / "nan.safetensors"
+    save_checkpoint(model, path)
+    result = CliRunner().invoke(bench_main, [
+        "--latency", "--model", str(path), "--backends", "torch", "--iterations", "1", "--warmup", "0", "--pairs",
+        "1", "--pairs-dir", str(SAMPLES_DIR), "--peak-tflops", "0.1", "--json", str(tmp_path / "bench.json"),
+    ])
+    assert "reference" in one_error_line(result) and not (tmp_path / "bench.json").exists()
