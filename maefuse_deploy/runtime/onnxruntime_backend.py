@@ -38,7 +38,7 @@ class OnnxRuntimeBackend:
     ) -> None:
         import onnxruntime as ort
 
-        cuda_index(device)  # a bad device string fails before the graph is read
+        device_id = cuda_index(device)  # a bad device string fails before the graph is read
         path = Path(path)
         if not path.is_file():
             raise InputError(f"ONNX graph not found: {path}", fix="export one with maefuse-export --onnx")
@@ -49,8 +49,7 @@ class OnnxRuntimeBackend:
         options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, OPTIMIZATION_LEVELS[optimization_level])
         if threads:
             options.intra_op_num_threads = threads
-        wanted: list = ["CPUExecutionProvider"]
-        device_id = cuda_index(device)
+        wanted = ["CPUExecutionProvider"]
         if device_id is not None:
             wanted = [("CUDAExecutionProvider", {"device_id": device_id}), "CPUExecutionProvider"]
         try:
@@ -62,7 +61,7 @@ class OnnxRuntimeBackend:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise InputError(f"onnxruntime cannot load {path}: {first}", fix="re-export the graph") from exc
         self.providers = self.session.get_providers()
-        if device.startswith("cuda") and "CUDAExecutionProvider" not in self.providers and not allow_fallback:
+        if device_id is not None and "CUDAExecutionProvider" not in self.providers and not allow_fallback:
             raise UnavailableError(
                 f"onnxruntime fell back to {', '.join(self.providers)} for {path}: the CUDA provider did not load",
                 fix="install onnxruntime-gpu with a matching CUDA/cuDNN, or pass --device cpu",
