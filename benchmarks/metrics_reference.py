@@ -136,7 +136,7 @@ def main() -> None:
         f"- Date: {datetime.date.today().isoformat()}",
         f"- Total run time of the script: {time.perf_counter() - started:.0f} s; 1-minute load average when the "
         f"timing started: {load:.1f} (other jobs sharing the {len(os.sched_getaffinity(0))} cores inflate times)",
-        "- Definitions and conventions: docs/METRICS.md (shared docs); every table names its convention's "
+        "- Definitions and conventions: `docs/metrics.md`; every table names its convention's "
         "variants. Values are per-image metrics averaged over images.",
         "",
         "## Time for all 13 metrics on one 640x480 pair",

@@ -1,4 +1,4 @@
-"""Pre- and post-processing: the one path every backend shares (DESIGN 2.4).
+"""Pre- and post-processing: the one path every backend shares (docs/model.md §4).
 
 Policies:
 * ``official`` (default): the released inference script, step by step. Both images are resized to the model size

@@ -175,7 +175,7 @@ def test_stream_counts_every_frame(ivif):
 
 
 def test_flops_of_the_released_model_match_the_design():
-    flops = count_flops(get_config("maefuse-l640"))  # DESIGN 2.6: about 2.5 TFLOP per pair
+    flops = count_flops(get_config("maefuse-l640"))  # docs/model.md §6: about 2.5 TFLOP per pair
     assert flops.encoder == pytest.approx(2.44e12, rel=0.01)
     assert flops.fusion == pytest.approx(0.03e12, rel=0.02)
     assert flops.decoder == pytest.approx(0.064e12, rel=0.01)

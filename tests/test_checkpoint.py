@@ -1,4 +1,4 @@
-"""Checkpoint loading: the released layouts (DESIGN 2.3), upstream MAE files, our safetensors format."""
+"""Checkpoint loading: the released layouts (docs/model.md §3), upstream MAE files, our safetensors format."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ def block_shapes(prefix: str, dim: int, count: int) -> dict[str, tuple[int, ...]
 
 
 def released_shapes() -> dict[str, tuple[int, ...]]:
-    """The released final_new_60.pth layout, written out from DESIGN 2.3, not taken from our model."""
+    """The released final_new_60.pth layout, written out from docs/model.md §3, not taken from our model."""
     shapes = {
         "model1.pos_embed": (1, 1600, 1024),
         "model1.patch_embed.proj.weight": (1024, 3, 16, 16), "model1.patch_embed.proj.bias": (1024,),

@@ -432,3 +432,54 @@ def test_roadscene_mean_and_max_fusion_are_plausible(name: str) -> None:
         values = evaluate(mean, ir, vis, convention)
         undefined = {k for k, v in values.items() if not math.isfinite(v)}
         assert undefined == ({"SSIM"} if convention == "tang2022" else set()), convention
+
+
+def _nabf_by_the_definition(fused: np.ndarray, src1: np.ndarray, src2: np.ndarray, border: str = "reflect") -> float:
+    """Kumar's Nabf written out from docs/metrics.md, independent of the package: each image extended by one
+    pixel mirrored WITHOUT repeating the edge (the reference's per_extn_im_fn, numpy 'reflect'), then the two
+    Sobel/8 correlations as sums of shifted copies."""
+    v = np.array([[-1, 0, 1], [-2, 0, 2], [-1, 0, 1]], dtype=np.float64) / 8.0
+    h = np.array([[-1, -2, -1], [0, 0, 0], [1, 2, 1]], dtype=np.float64) / 8.0
+
+    def gradient(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        padded = np.pad(x.astype(np.float64), 1, mode=border)
+        rows, cols = x.shape
+        gv = sum(v[i, j] * padded[i : i + rows, j : j + cols] for i in range(3) for j in range(3))
+        gh = sum(h[i, j] * padded[i : i + rows, j : j + cols] for i in range(3) for j in range(3))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            alpha = np.where((gv == 0) & (gh == 0), 0.0, np.arctan(gv / gh))
+        return np.hypot(gv, gh), alpha
+
+    gf, af = gradient(fused)
+    total_weight = 0.0
+    artifact = None
+    losses = []
+    for src in (src1, src2):
+        gx, ax = gradient(src)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            g = np.where((gx == 0) | (gf == 0), 0.0, np.minimum(gx, gf) / np.maximum(gx, gf))
+        a = np.abs(np.abs(ax - af) - np.pi / 2) * 2 / np.pi
+        q = np.sqrt(0.9999 / (1 + np.exp(-19 * (g - 0.5))) * 0.9995 / (1 + np.exp(-22 * (a - 0.5))))
+        w = np.where(gx >= 2, gx**1.5, 0.001)
+        artifact = (gf > gx) if artifact is None else artifact & (gf > gx)
+        losses.append((1 - q) * w)
+        total_weight += w.sum()
+    total_lost = (losses[0] + losses[1])[artifact].sum()
+    return float(total_lost / total_weight)
+
+
+@pytest.mark.parametrize("name", ["00537D", "00858N", "01023N"])
+def test_default_nabf_matches_the_definition_with_the_reference_border_rule(ivif: Path, name: str) -> None:
+    ir = cv2.imread(str(ivif / "MSRS6" / "ir" / f"{name}.png"), cv2.IMREAD_GRAYSCALE)
+    vis = cv2.imread(str(ivif / "MSRS6" / "vi" / f"{name}.png"))
+    grey = cv2.cvtColor(vis, cv2.COLOR_BGR2GRAY)  # the default convention's grey
+    mean = (ir.astype(np.float64) + grey) / 2
+    # An over-sharpened mean: edges stronger than both sources', i.e. artifacts Nabf must count (Nabf ~ 0.03).
+    sharpened = np.clip(mean + 1.5 * (mean - cv2.GaussianBlur(mean, (0, 0), 2)), 0, 255).round().astype(np.uint8)
+    for fused in (sharpened, np.maximum(ir, grey)):
+        ours = evaluate(fused, ir, vis, "default", "Nabf")["Nabf"]
+        expected = _nabf_by_the_definition(fused, ir, grey)
+        assert ours > 0 and abs(ours - expected) <= 1e-6, (ours, expected)
+    # The border rule is visible at this tolerance: edge repetition (MATLAB 'symmetric') is 0.1-0.3% off.
+    repeated = _nabf_by_the_definition(sharpened, ir, grey, border="symmetric")
+    assert abs(repeated - evaluate(sharpened, ir, vis, "default", "Nabf")["Nabf"]) > 1e-5

@@ -17,7 +17,7 @@ WIDE = MaeFuseConfig(
 
 
 def closed_form(dim: int, rows: int, cols: int) -> torch.Tensor:
-    """DESIGN 2.1 written out token by token: first half encodes the column, second half the row."""
+    """docs/model.md §1 written out token by token: first half encodes the column, second half the row."""
     quarter = dim // 4
     table = torch.empty(rows * cols, dim, dtype=torch.float64)
     for r in range(rows):

@@ -1,4 +1,4 @@
-"""Pre/post-processing against an independent step-by-step rendering of the released script (DESIGN 2.4)."""
+"""Pre/post-processing against an independent step-by-step rendering of the released script (docs/model.md §4)."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ CONFIG_640 = get_config("maefuse-micro").replace(name="micro-640", img_size=(640
 
 
 def released_script(ir_path, vis_path, network):
-    """DESIGN 2.4, written step by step with OpenCV and float64 numpy, independent of the package."""
+    """docs/model.md §4, written step by step with OpenCV and float64 numpy, independent of the package."""
     ir = cv2.imread(str(ir_path))  # 1. 8-bit BGR
     vis = cv2.imread(str(vis_path))
     height, width = vis.shape[:2]

@@ -1,4 +1,4 @@
-"""FLOP counts for one fused pair, the arithmetic floor, and a matmul probe for the peak rate (DESIGN 2.6).
+"""FLOP counts for one fused pair, the arithmetic floor, and a matmul probe for the peak rate (docs/model.md §6).
 
 Counts are multiply-adds x 2 for the matrix products (linear layers, patch embedding, attention's QK^T and AV);
 LayerNorm, GELU, softmax and additions are left out, as is usual for transformer FLOP counts: they are a few
@@ -48,9 +48,9 @@ def count_flops(config: MaeFuseConfig, grid: tuple[int, int] | None = None, form
     """FLOPs of one pair at ``grid`` (rows, columns; default the config's grid).
 
     ``deployed`` is the least work that computes the model: an ``official`` fusion layer as the folded single
-    matrix of DESIGN 2.2, a ``tokens`` one as four attention calls over the tokens. ``release`` is what the released
-    code executes: four ``nn.MultiheadAttention`` calls with all of Q, K, V and output projections, attending over
-    a sequence of length 1 (the batch axis), whatever the config says.
+    matrix of docs/model.md §2, a ``tokens`` one as four attention calls over the tokens. ``release`` is what the
+    released code executes: four ``nn.MultiheadAttention`` calls with all of Q, K, V and output projections,
+    attending over a sequence of length 1 (the batch axis), whatever the config says.
     """
     rows, cols = grid or config.grid
     tokens = rows * cols

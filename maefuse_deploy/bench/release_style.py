@@ -6,7 +6,7 @@ What the release does differently from our runtime, and this module reproduces:
 * The MAE code base the release builds on pins timm 0.3.2, whose attention is the explicit
   ``softmax(Q K^T * scale) V`` with the full attention matrix in memory (no fused SDPA kernel).
 * The fusion layer calls real ``torch.nn.MultiheadAttention`` modules (``batch_first=False``, the default) on
-  (B, N, C) tensors, with their default ``need_weights=True``: at batch 1 each softmax sees one key (DESIGN 2.2),
+  (B, N, C) tensors, with their default ``need_weights=True``: at batch 1 each softmax sees one key (docs/model.md §2),
   but all four projections and the attention weights are still computed.
 * float32, one pair at a time.
 
@@ -69,7 +69,7 @@ class ReleaseStyleModel(nn.Module):
     def forward(self, ir: torch.Tensor, vis: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) normalised IR and VIS -> (B, 3, H, W) decoder output, normalised space.
 
-        B > 1 reproduces the release too, so its attention then mixes the images of the batch (DESIGN 2.2).
+        B > 1 reproduces the release too, so its attention then mixes the images of the batch (docs/model.md §2).
         """
         mae, fusion = self.model.mae, self.model.fusion
         grid = mae.token_grid(ir)

@@ -40,7 +40,7 @@ from .stream import StreamResult, run_stream
 from .timing import NetworkCall, PipelineCall, StageTimes, summarize
 
 BASELINE = "release-style"
-RELEASE_TOLERANCE = 1e-4  # DESIGN 2.2: the release's batch-1 output, within float32 rounding
+RELEASE_TOLERANCE = 1e-4  # docs/model.md §2: the release's batch-1 output, within float32 rounding
 CallResult = tuple[np.ndarray | None, list[np.ndarray], StageTimes]  # decoder output or None, fused images, times
 
 

@@ -89,7 +89,7 @@ def main(stage: str, data: tuple[Path, ...], out: Path, config: str, init: Path 
          weight_decay: float, warmup_steps: int, schedule: str, amp: str, seed: int, checkpoint_every: int,
          val_every: int, log_every: int, device: str, workers: int, max_minutes: float | None,
          progress: bool) -> None:
-    """Train one stage of MaeFuse (DESIGN 2.5). Run the stages in order mae -> decoder -> align -> fuse, each
+    """Train one stage of MaeFuse (docs/model.md §5). Run the stages in order mae -> decoder -> align -> fuse, each
     with --init pointing at the previous stage's OUT/model.safetensors. Several GPUs: torchrun --nproc_per_node N
     $(which maefuse-train) ..."""
     options = TrainOptions(

@@ -5,7 +5,7 @@ profile, writable outputs) so that input mistakes are reported before anyone loo
 then does the TensorRT work, which is kept thin: parse from the file path (so external weight data beside the
 graph is found), one optimisation profile over the batch axis, precision, timing cache, build, inspect, write.
 
-Precision, by TensorRT version (DESIGN 4):
+Precision, by TensorRT version (docs/architecture.md §6):
 
 - FP16 graph (metadata precision fp16, from ``maefuse-export --precision fp16``): strongly typed network on every
   version; the graph's casts decide, LayerNorm/Softmax stay FP32 as exported.

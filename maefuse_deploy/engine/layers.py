@@ -1,8 +1,8 @@
 """Did TensorRT fuse attention? A heuristic reading of the engine inspector's layer information (JSON).
 
-TensorRT fuses multi-head attention only when the graph matches its pattern (DESIGN 4), and an unfused ViT-L runs
-its 1600x1600 attention through separate MatMul and Softmax kernels. The inspector does not say "fused"; this
-module looks for traces, in each layer's name, type, tactic and metadata (lower-cased):
+TensorRT fuses multi-head attention only when the graph matches its pattern (docs/architecture.md §6), and an
+unfused ViT-L runs its 1600x1600 attention through separate MatMul and Softmax kernels. The inspector does not say
+"fused"; this module looks for traces, in each layer's name, type, tactic and metadata (lower-cased):
 
 - fused: a layer of type ``Attention`` (TensorRT's own attention layer), or a token ``mha`` / ``fmha`` standing
   alone in a name (``_gemm_mha_v2``, ``fmha_v2_...``), ``fusedmha``, or ``flash`` next to ``attn``/``attention``:

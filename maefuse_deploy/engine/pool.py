@@ -1,8 +1,8 @@
 """A small thread-safe pool: each item is used by one thread at a time, and at most ``size`` items ever exist.
 
-TensorRT execution contexts are not thread-safe (DESIGN 4), and each one holds its activation memory, so the
-runtime keeps a few of them and lends one to each calling thread for the length of a call. Items are created on
-demand (creating one is slow, outside the lock) and destroyed by :meth:`ContextPool.close`, which waits for the
+TensorRT execution contexts are not thread-safe (docs/architecture.md §6), and each one holds its activation memory,
+so the runtime keeps a few of them and lends one to each calling thread for the length of a call. Items are created
+on demand (creating one is slow, outside the lock) and destroyed by :meth:`ContextPool.close`, which waits for the
 ones still lent out.
 """
 

@@ -1,4 +1,4 @@
-"""Export a MaeFuse model to a verified ONNX graph (DESIGN 4; graph contract: contract.py)."""
+"""Export a MaeFuse model to a verified ONNX graph (docs/architecture.md §6; graph contract: contract.py)."""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 ``evaluate(fused, ir, vis, convention="default")`` scores one image (uint8 arrays); ``evaluate_folder`` and
 ``compare`` score folders matched by file stem. ``CONVENTIONS`` holds the correct default and the lineages
-whose published numbers it reproduces (tang2023, tang2022, cddfuse, vifb); see docs/METRICS.md.
+whose published numbers it reproduces (tang2023, tang2022, cddfuse, vifb); see docs/metrics.md.
 """
 
 from __future__ import annotations

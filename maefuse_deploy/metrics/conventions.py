@@ -2,7 +2,7 @@
 
 A :class:`Convention` is pure data: which grey conversion, data range, log base and formula variant each metric
 uses. The metric modules implement every variant; ``compute.py`` dispatches on these fields. The lineages and
-their quirks are documented in ``docs/METRICS.md`` (shared docs); the labels here are what reports print.
+their quirks are documented in ``docs/metrics.md``; the labels here are what reports print.
 """
 
 from __future__ import annotations

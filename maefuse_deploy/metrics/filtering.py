@@ -14,6 +14,9 @@ BORDERS = {
     "replicate": cv2.BORDER_REPLICATE,
     # MATLAB's 'symmetric' repeats the edge pixel (d c b a | a b c d), which is OpenCV's REFLECT.
     "symmetric": cv2.BORDER_REFLECT,
+    # Mirror WITHOUT repeating the edge (d c b | a b c d): numpy's 'reflect', OpenCV's REFLECT_101. The reference
+    # Nabf code's per_extn_im_fn extends the image this way (docs/metrics.md, "Border rules").
+    "reflect": cv2.BORDER_REFLECT_101,
 }
 
 

@@ -55,9 +55,10 @@ def qabf(a: np.ndarray, b: np.ndarray, f: np.ndarray, variant: str = "0-255") ->
 
 
 def _nabf_gradient(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Sobel/8 by correlation with symmetric padding; orientation atan(gv/gh) (+-pi/2 at gh=0), 0 where flat."""
-    gv = correlate_same(x, _NABF_V, "symmetric")
-    gh = correlate_same(x, _NABF_H, "symmetric")
+    """Sobel/8 by correlation, borders mirrored without repeating the edge (the reference's per_extn_im_fn,
+    docs/metrics.md "Border rules"); orientation atan(gv/gh) (+-pi/2 at gh=0), 0 where flat."""
+    gv = correlate_same(x, _NABF_V, "reflect")
+    gh = correlate_same(x, _NABF_H, "reflect")
     with np.errstate(divide="ignore", invalid="ignore"):
         alpha = np.arctan(gv / gh)
     alpha[(gv == 0) & (gh == 0)] = 0.0

@@ -1,6 +1,6 @@
 """Loading and saving MaeFuse weights.
 
-Formats read (DESIGN 2.3):
+Formats read (docs/model.md §3):
 * ``maefuse``: our safetensors file; the model config is stored in its metadata.
 * ``released-fused``: the authors' fusion checkpoint, ``{'model': {model1.*, model2.*}}``.
 * ``released-mae``: the authors' MAE + 4-block decoder ("resume") file, ``{'model': {...}}`` without prefix,

@@ -1,6 +1,6 @@
 """Model configurations as data.
 
-``maefuse-l640`` is the released model (DESIGN 2.1). The small configs exist for tests, demos and the shipped
+``maefuse-l640`` is the released model (docs/model.md §1). The small configs exist for tests, demos and the shipped
 ``maefuse-tiny``; any width, depth, head count, patch and grid is allowed.
 """
 
@@ -22,7 +22,7 @@ TRAINED_POLICIES: tuple[str, ...] = ("official", "native")
 class MaeFuseConfig:
     """Every number that shapes a MaeFuse network.
 
-    ``attention`` selects the fusion layer's semantics (DESIGN 2.2): ``official`` reproduces the released
+    ``attention`` selects the fusion layer's semantics (docs/model.md §2): ``official`` reproduces the released
     checkpoint's batch-1 output for every pair (attention over one key); ``tokens`` is the paper's cross-attention
     over the token sequence.
 

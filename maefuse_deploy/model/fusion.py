@@ -1,4 +1,4 @@
-"""The MaeFuse fusion layer: CFM and MFM attention, FFN, LayerNorm (DESIGN 2.1, 2.2).
+"""The MaeFuse fusion layer: CFM and MFM attention, FFN, LayerNorm (docs/model.md §1, §2).
 
 Token tensors are (B, N, D), batch first.
 """
@@ -17,7 +17,7 @@ from .vit import Origin, grid_positions
 class FusionAttention(nn.Module):
     """Multi-head attention with ``nn.MultiheadAttention``'s parameter layout (so released weights load).
 
-    Two computations (DESIGN 2.2):
+    Two computations (docs/model.md §2):
     * :meth:`attend` - attention over tokens (the paper's description).
     * :meth:`single_key` - what the release computes: it calls ``nn.MultiheadAttention`` (batch_first=False) on
       (B, N, D) tensors, so at batch 1 each softmax sees one key and the call reduces to
@@ -76,7 +76,7 @@ class FusionLayer(nn.Module):
         self.fc1 = nn.Linear(dim, hidden)
         self.fc2 = nn.Linear(hidden, dim)
         self.ln = nn.LayerNorm(dim, eps=config.fusion_norm_eps)
-        # The exporter sets this to replace the two single-key calls by one folded linear map (DESIGN 2.2).
+        # The exporter sets this to replace the two single-key calls by one folded linear map (docs/model.md §2).
         self.folded: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def fold(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -95,7 +95,7 @@ class FusionLayer(nn.Module):
         v = vis_tokens + positions
         i = ir_tokens + positions
         if self.attention == "official":
-            # The CFM's output never reaches the MFM's values, and the MFM ignores its queries (DESIGN 2.2).
+            # The CFM's output never reaches the MFM's values, and the MFM ignores its queries (docs/model.md §2).
             if self.folded is not None:
                 f = F.linear(v + i, *self.folded)
             else:

@@ -9,7 +9,7 @@ def sincos_2d(dim: int, rows: int, cols: int, first_row: int = 0, first_col: int
     """Return (rows*cols, dim) float32 embeddings for tokens in row-major order, the first at position
     (``first_row``, ``first_col``) (training shifts crops' positions so that large grids are seen; inference: 0).
 
-    The first dim/2 channels encode the token's COLUMN, the last dim/2 its ROW (DESIGN 2.1: the upstream comment
+    The first dim/2 channels encode the token's COLUMN, the last dim/2 its ROW (docs/model.md §1: the upstream comment
     says the opposite, its meshgrid does this). Each half is [sin(p*w_k), cos(p*w_k)] with
     w_k = 10000^(-k/(dim/4)), k < dim/4. Computed in float64 and rounded once, so that every grid's values are the
     correctly rounded float32 of the formula.

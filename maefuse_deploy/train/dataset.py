@@ -2,7 +2,7 @@
 
 Every image is decoded once when the dataset is built, so an unreadable file fails before training starts and
 epochs cost no JPEG decoding. Images are held as the network sees them before normalisation: IR as HxW uint8
-grey, VIS as the HxW uint8 Y plane of its YCrCb (the released preprocessing, DESIGN 2.4).
+grey, VIS as the HxW uint8 Y plane of its YCrCb (the released preprocessing, docs/model.md §4).
 
 Items crossing this module's boundary are float32 (3, H, W) tensors, ImageNet-normalised, the grey plane in each
 channel. Augmentation is a pure function of (seed, epoch, index), so a resumed run or another rank draws exactly

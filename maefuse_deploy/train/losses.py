@@ -1,4 +1,4 @@
-"""Training losses (DESIGN 2.5).
+"""Training losses (docs/model.md §5).
 
 Image tensors are (B, 3, H, W) float, ImageNet-normalised (the network's space) unless a function says otherwise;
 token tensors are (B, N, D).

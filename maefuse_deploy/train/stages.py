@@ -1,4 +1,4 @@
-"""The training stages (DESIGN 2.5): what each one feeds the network, what it trains and what it minimises.
+"""The training stages (docs/model.md §5): what each one feeds the network, what it trains and what it minimises.
 
 * ``mae``: masked-autoencoder pretraining of encoder + decoder (single images; ``mask_ratio`` 0 is plain
   full-image reconstruction).
@@ -107,7 +107,7 @@ class StageModule(nn.Module):
 
     def _unused(self, name: str) -> bool:
         """Parameters the stage's loss never reaches stay frozen (DDP refuses parameters without a gradient):
-        the CFM under the official attention (DESIGN 2.2) and the decoder in the align stage."""
+        the CFM under the official attention (docs/model.md §2) and the decoder in the align stage."""
         if self.model.config.attention == "official" and name.startswith("fusion.cross_model."):
             return True
         return self.stage == "align" and part_of(name) == "decoder"

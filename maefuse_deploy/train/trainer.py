@@ -49,7 +49,7 @@ STATE_VERSION = 1
 
 @dataclass
 class TrainOptions:
-    """Everything a run depends on. Defaults are the release's (DESIGN 2.5) where it has one."""
+    """Everything a run depends on. Defaults are the release's (docs/model.md §5) where it has one."""
 
     stage: str
     data: list[Path]
