@@ -4,7 +4,9 @@
 2. Reference rows: mean fusion ((IR + VIS grey) / 2) and max fusion on RoadScene test50, for every convention,
    evaluated end to end from PNG files the way ``maefuse-eval`` does.
 
-    .venv/bin/python benchmarks/metrics_reference.py [--data ../shared/data/ivif] [--out benchmarks/metrics.md]
+    .venv/bin/python benchmarks/metrics_reference.py [--data $MAEFUSE_DATA] [--out benchmarks/metrics.md]
+
+It needs RoadScene (not shipped, tests/data/SOURCES.md) and MSRS6 in the data folder.
 """
 
 from __future__ import annotations
@@ -120,7 +122,8 @@ def reference_section(roadscene: Path) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     here = Path(__file__).resolve().parent
-    parser.add_argument("--data", type=Path, default=here.parents[1] / "shared" / "data" / "ivif")
+    default_data = os.environ.get("MAEFUSE_DATA") or here.parents[1] / "shared" / "data" / "ivif"
+    parser.add_argument("--data", type=Path, default=Path(default_data), help="[default: $MAEFUSE_DATA, else %(default)s]")
     parser.add_argument("--out", type=Path, default=here / "metrics.md")
     args = parser.parse_args()
     started = time.perf_counter()

@@ -41,13 +41,13 @@ def invoke(args):
 
 
 @pytest.fixture(scope="module")
-def bench(ivif, tmp_path_factory):
+def bench(msrs, tmp_path_factory):
     """One CLI run over every backend kind, batches 1 and 2, on two real MSRS pairs; its JSON, markdown, plot."""
     out = tmp_path_factory.mktemp("bench")
     paths = {"json": out / "bench.json", "markdown": out / "bench.md", "plot": out / "bench.png"}
     result = invoke([
         "--latency", "--model", "maefuse-micro", "--backends", BACKENDS, "--batch", "1,2", "--iterations", "2",
-        "--warmup", "0", "--pairs", "2", "--pairs-dir", str(ivif / "MSRS6"), "--peak-tflops", "0.1",
+        "--warmup", "0", "--pairs", "2", "--pairs-dir", str(msrs), "--peak-tflops", "0.1",
         "--threads", "1", "--json", str(paths["json"]), "--markdown", str(paths["markdown"]),
         "--plot", str(paths["plot"]),
     ])
@@ -141,12 +141,12 @@ def test_markdown_and_plot_are_written(bench):
     assert paths["plot"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_release_style_uses_multihead_attention_and_equals_official_at_batch_1(ivif):
+def test_release_style_uses_multihead_attention_and_equals_official_at_batch_1(msrs):
     model = build_model(get_config("maefuse-micro"), seed=3)
     release = ReleaseStyleBackend(build_model(get_config("maefuse-micro"), seed=3))
     modules = [m for m in release.model.modules() if isinstance(m, nn.MultiheadAttention)]
     assert len(modules) == 2 and not any(m.batch_first for m in modules)
-    pairs = load_pairs(ivif / "MSRS6", 2)
+    pairs = load_pairs(msrs, 2)
     inputs = [prepare_pair(p.ir, p.vis, "official", (64, 64), 16)[:2] for p in pairs]
     ir = torch.from_numpy(np.stack([i for i, _ in inputs]))
     vis = torch.from_numpy(np.stack([v for _, v in inputs]))
@@ -156,16 +156,16 @@ def test_release_style_uses_multihead_attention_and_equals_official_at_batch_1(i
         assert (theirs - ours[k : k + 1]).abs().max().item() <= 1e-4
 
 
-def test_io_uint8_times_host_processing(ivif):
+def test_io_uint8_times_host_processing(msrs):
     result = invoke(["--latency", "--model", "maefuse-micro", "--backends", "torch", "--io", "uint8",
-                     "--iterations", "2", "--warmup", "0", "--pairs", "1", "--pairs-dir", str(ivif / "MSRS6"),
+                     "--iterations", "2", "--warmup", "0", "--pairs", "1", "--pairs-dir", str(msrs),
                      "--peak-tflops", "0.1", "--threads", "1"])
     assert result.exit_code == 0, result.output
     assert "pre ms" in result.output and "post ms" in result.output
 
 
-def test_stream_counts_every_frame(ivif):
-    pairs = load_pairs(ivif / "MSRS6", 2)
+def test_stream_counts_every_frame(msrs):
+    pairs = load_pairs(msrs, 2)
     fuser = Fuser(TorchBackend(build_model(get_config("maefuse-micro"), seed=0)), model_size=(64, 64))
     stream = run_stream("torch", fuser, [(p.ir, p.vis) for p in pairs], fps=20, duration=1.0, queue_size=2)
     assert stream.offered == 20

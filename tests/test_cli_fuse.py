@@ -22,17 +22,25 @@ from maefuse_deploy.runtime.files import SAMPLES_DIR
 from maefuse_deploy.runtime.fuser import Fuser
 from maefuse_deploy.train.evaluate import baseline
 
-NAMES = ["FLIR_00006", "FLIR_00018", "FLIR_00060"]
+NAMES = ["00537D", "00633D", "00881N"]
 
 
 @pytest.fixture
-def pairs(ivif, tmp_path):
-    """Three real RoadScene pairs copied into ir/ and vi/ folders the test may break."""
+def pairs(msrs, tmp_path):
+    """Three real MSRS pairs copied into ir/ and vi/ folders the test may break; the last one cropped to 500x329
+    (not a multiple of the patch size) and its VIS stored as JPEG, as cameras' files come."""
     for side in ("ir", "vi"):
         (tmp_path / side).mkdir()
-        for name in NAMES:
-            shutil.copy(ivif / "RoadScene" / side / f"{name}.jpg", tmp_path / side / f"{name}.jpg")
+        for name in NAMES[:2]:
+            shutil.copy(msrs / side / f"{name}.png", tmp_path / side / f"{name}.png")
+    cropped = {side: cv2.imread(str(msrs / side / f"{NAMES[2]}.png"))[40:369, 70:570] for side in ("ir", "vi")}
+    cv2.imwrite(str(tmp_path / "ir" / f"{NAMES[2]}.png"), cv2.cvtColor(cropped["ir"], cv2.COLOR_BGR2GRAY))
+    cv2.imwrite(str(tmp_path / "vi" / f"{NAMES[2]}.jpg"), cropped["vi"], [cv2.IMWRITE_JPEG_QUALITY, 95])
     return tmp_path
+
+
+def vis_file(pairs, name):
+    return next((pairs / "vi").glob(f"{name}.*"))
 
 
 def run(args):
@@ -47,7 +55,7 @@ def test_fuses_three_real_pairs_with_side_by_side(pairs):
     assert "RANDOM weights" in result.output
     for name in NAMES:
         fused = cv2.imread(str(out / f"{name}.png"))
-        source = cv2.imread(str(pairs / "vi" / f"{name}.jpg"))
+        source = cv2.imread(str(vis_file(pairs, name)))
         assert fused.shape == source.shape
         assert cv2.imread(str(out / f"{name}_sbs.png")).shape == (source.shape[0], 3 * source.shape[1], 3)
     assert sorted(p.name for p in out.iterdir()) == sorted([f"{n}.png" for n in NAMES] + [f"{n}_sbs.png" for n in
@@ -56,10 +64,10 @@ def test_fuses_three_real_pairs_with_side_by_side(pairs):
 
 def test_single_files_native_policy_and_tiff_output(pairs):
     out = pairs / "out"
-    result = run(["--ir", str(pairs / "ir" / "FLIR_00006.jpg"), "--vis", str(pairs / "vi" / "FLIR_00006.jpg"),
+    result = run(["--ir", str(pairs / "ir" / "00881N.png"), "--vis", str(pairs / "vi" / "00881N.jpg"),
                   "--out", str(out), "--checkpoint", "maefuse-micro", "--policy", "native", "--format", "tif"])
     assert result.exit_code == 0, result.output
-    assert cv2.imread(str(out / "FLIR_00006.tif")).shape == (329, 500, 3)
+    assert cv2.imread(str(out / "00881N.tif")).shape == (329, 500, 3)
 
 
 def test_default_run_fuses_the_shipped_samples(tmp_path):
@@ -106,15 +114,15 @@ def test_bad_input_fails_with_one_line_and_leaves_nothing(pairs, tmp_path, case)
         ir = pairs / "nowhere"
         expect = [str(ir), "fix:"]
     elif case == "unmatched":
-        (pairs / "vi" / "FLIR_00060.jpg").rename(pairs / "vi" / "FLIR_99999.jpg")
-        expect = ["FLIR_00060", "fix:"]
+        (pairs / "vi" / "00633D.png").rename(pairs / "vi" / "99999X.png")
+        expect = ["00633D", "fix:"]
     elif case == "sizes":
-        image = cv2.imread(str(pairs / "ir" / "FLIR_00060.jpg"))
-        cv2.imwrite(str(pairs / "ir" / "FLIR_00060.jpg"), cv2.resize(image, (300, 200)))
-        expect = ["FLIR_00060", "300x200", "--resize-ir"]
+        image = cv2.imread(str(pairs / "ir" / "00633D.png"))
+        cv2.imwrite(str(pairs / "ir" / "00633D.png"), cv2.resize(image, (300, 200)))
+        expect = ["00633D", "300x200", "--resize-ir"]
     elif case == "not-image":
-        (pairs / "ir" / "FLIR_00060.jpg").write_text("this is not a JPEG")
-        expect = [str(pairs / "ir" / "FLIR_00060.jpg"), "not a readable image"]
+        (pairs / "ir" / "00633D.png").write_text("this is not a PNG")
+        expect = [str(pairs / "ir" / "00633D.png"), "not a readable image"]
     elif case == "checkpoint":
         bad = tmp_path / "tiny.safetensors"
         save_checkpoint(build_model(get_config("maefuse-micro")), bad)
@@ -140,8 +148,8 @@ def test_console_script_exit_code_and_stderr(tmp_path):
 
 
 def test_video_pair_is_fused_frame_by_frame(pairs, tmp_path):
-    ir = cv2.imread(str(pairs / "ir" / "FLIR_00006.jpg"))
-    vis = cv2.imread(str(pairs / "vi" / "FLIR_00006.jpg"))
+    ir = cv2.imread(str(pairs / "ir" / "00537D.png"))
+    vis = cv2.imread(str(pairs / "vi" / "00537D.png"))
     size = (320, 240)
     paths = {}
     for role, image in (("ir", ir), ("vis", vis)):

@@ -25,10 +25,9 @@ def model():
 
 
 @pytest.fixture(scope="module")
-def real_pairs(ivif):
-    names = ["FLIR_00006", "FLIR_00018", "FLIR_04269"]
-    return [(cv2.imread(str(ivif / "RoadScene" / "ir" / f"{n}.jpg"), 0),
-             cv2.imread(str(ivif / "RoadScene" / "vi" / f"{n}.jpg"))) for n in names]
+def real_pairs(msrs):
+    names = ["00537D", "00633D", "01023N"]
+    return [(cv2.imread(str(msrs / "ir" / f"{n}.png"), 0), cv2.imread(str(msrs / "vi" / f"{n}.png"))) for n in names]
 
 
 @pytest.mark.parametrize("batch", [(1, 1, 1), (1, 2, 4)])

@@ -42,11 +42,26 @@ def released_script(ir_path, vis_path, network):
     return cv2.resize(bgr, (width, height), interpolation=cv2.INTER_CUBIC)
 
 
-@pytest.mark.parametrize("pair", [("RoadScene", "FLIR_00006.jpg"), ("RoadScene", "FLIR_04269.jpg"),
-                                  ("MSRS6", "00858N.png")])
-def test_official_policy_matches_the_released_script_on_real_pairs(ivif, pair):
-    folder, name = pair
-    ir_path, vis_path = ivif / folder / "ir" / name, ivif / folder / "vi" / name
+def cropped_pair(msrs, name, folder, box):
+    """A real MSRS pair cut to ``box`` (top, left, height, width) and written as PNG into ``folder``: sizes that
+    are neither 640x480 nor multiples of the patch size, like RoadScene's."""
+    top, left, height, width = box
+    paths = []
+    for side in ("ir", "vi"):
+        image = cv2.imread(str(msrs / side / f"{name}.png"), cv2.IMREAD_UNCHANGED)
+        (folder / side).mkdir(exist_ok=True)
+        paths.append(folder / side / f"{name}.png")
+        cv2.imwrite(str(paths[-1]), image[top : top + height, left : left + width])
+    return paths
+
+
+@pytest.mark.parametrize("name, box", [("00537D", (40, 70, 329, 500)), ("01023N", (0, 0, 371, 549)),
+                                       ("00858N", None)])
+def test_official_policy_matches_the_released_script_on_real_pairs(msrs, tmp_path, name, box):
+    if box is None:
+        ir_path, vis_path = msrs / "ir" / f"{name}.png", msrs / "vi" / f"{name}.png"
+    else:
+        ir_path, vis_path = cropped_pair(msrs, name, tmp_path, box)
     model = build_model(CONFIG_640, seed=3)
     fuser = Fuser(TorchBackend(model), policy="official", model_size=(640, 640))
     with torch.no_grad():
@@ -59,9 +74,10 @@ def test_official_policy_matches_the_released_script_on_real_pairs(ivif, pair):
     assert np.abs(ours[:, :, 0].astype(int) - ours[:, :, 2].astype(int)).mean() > 1
 
 
-def test_native_policy_keeps_size_and_pads_to_the_patch(ivif):
-    ir = cv2.imread(str(ivif / "RoadScene" / "ir" / "FLIR_00006.jpg"), cv2.IMREAD_GRAYSCALE)
-    vis = cv2.imread(str(ivif / "RoadScene" / "vi" / "FLIR_00006.jpg"))
+def test_native_policy_keeps_size_and_pads_to_the_patch(msrs, tmp_path):
+    ir_path, vis_path = cropped_pair(msrs, "00537D", tmp_path, (40, 70, 329, 500))
+    ir = cv2.imread(str(ir_path), cv2.IMREAD_GRAYSCALE)
+    vis = cv2.imread(str(vis_path))
     ir_net, vis_net, _ = prepare_pair(ir, vis, "native", (0, 0), 16)
     assert ir_net.shape == vis_net.shape == (3, 336, 512)  # 329x500 padded up to multiples of 16
     fused = Fuser(TorchBackend(build_model(get_config("maefuse-micro"), seed=0)), policy="native").fuse(ir, vis)
@@ -96,10 +112,9 @@ def test_pair_of_different_sizes_is_an_error_unless_resize_is_asked():
     assert context.original_size == (64, 80)
 
 
-def test_fuse_batch_equals_single_calls_and_accepts_tensors(ivif):
-    names = ["FLIR_00006.jpg", "FLIR_00018.jpg", "FLIR_00060.jpg", "FLIR_00122.jpg"]
-    pairs = [(cv2.imread(str(ivif / "RoadScene" / "ir" / n), 0), cv2.imread(str(ivif / "RoadScene" / "vi" / n)))
-             for n in names]
+def test_fuse_batch_equals_single_calls_and_accepts_tensors(msrs):
+    names = ["00537D.png", "00556D.png", "00858N.png", "00881N.png"]
+    pairs = [(cv2.imread(str(msrs / "ir" / n), 0), cv2.imread(str(msrs / "vi" / n))) for n in names]
     fuser = Fuser.from_checkpoint("maefuse-micro", batch_size=4)
     batched = fuser.fuse_batch(pairs)
     for (ir, vis), together in zip(pairs, batched, strict=True):

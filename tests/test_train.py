@@ -267,8 +267,8 @@ def test_test50_is_held_out_by_default(tmp_path: Path) -> None:
     assert len(select_pairs([data], holdout_default=False)[0]) == 10
 
 
-def test_roadscene_training_split_excludes_test50(ivif: Path) -> None:
-    root = ivif / "RoadScene"
+def test_roadscene_training_split_excludes_test50(roadscene: Path) -> None:
+    root = roadscene
     chosen, _ = select_pairs([root])
     assert len(chosen) == 171
     assert not {p.name for p in chosen} & set(read_names(root / "test50.txt"))

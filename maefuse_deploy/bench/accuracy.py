@@ -1,6 +1,6 @@
 """Accuracy of a benchmark row against the torch float32 reference, on real IR/VIS pairs.
 
-Inputs are real pairs (the MSRS smoke set in ../shared/data/ivif, else the shipped samples), never random tensors:
+Inputs are real pairs (``--pairs-dir``, else the samples shipped in the package), never random tensors:
 activations on real images decide whether a low-precision path holds up. Two measures per pair:
 
 * max abs error of the decoder output, (3, H, W) float32 in the normalised space (where the graph returns it);
@@ -28,8 +28,6 @@ from ..processing import finish_pair, ir_to_grey8, prepare_pair
 from ..runtime.files import SAMPLES_DIR
 from ..runtime.torch_backend import TorchBackend
 
-MSRS_DIR = Path(__file__).resolve().parents[3] / "shared" / "data" / "ivif" / "MSRS6"
-
 
 @dataclass
 class Pair:
@@ -41,8 +39,8 @@ class Pair:
 
 
 def default_pairs_dir() -> Path:
-    """MSRS6 where the shared data is present, else the samples shipped in the package."""
-    return MSRS_DIR if (MSRS_DIR / "ir").is_dir() else SAMPLES_DIR
+    """The samples shipped in the package: installed code reads nothing outside it."""
+    return SAMPLES_DIR
 
 
 def load_pairs(folder: Path, count: int, camera_size: tuple[int, int] | None = None) -> list[Pair]:

@@ -35,8 +35,8 @@ from .common import note, report_errors
 @click.option("--peak-tflops", help="peak matmul TFLOP/s for the floor: X for every precision, or "
               "float32=X,bfloat16=Y [default: measured]")
 @click.option("--pairs", type=int, default=6, show_default=True, help="real pairs fed to the calls and checked")
-@click.option("--pairs-dir", type=click.Path(path_type=Path), help="folder with ir/ and vi/ [default: MSRS6, else "
-              "the shipped samples]")
+@click.option("--pairs-dir", type=click.Path(path_type=Path), help="folder with ir/ and vi/ [default: the "
+              "3 samples shipped in the package]")
 @click.option("--threads", type=click.IntRange(min=1), help="CPU threads for torch and onnxruntime [default: theirs]")
 @click.option("--cuda-graph/--no-cuda-graph", default=True, show_default=True, help="torch and TensorRT on CUDA")
 @click.option("--fps", type=float, default=30.0, show_default=True)
