@@ -123,7 +123,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     here = Path(__file__).resolve().parent
     default_data = os.environ.get("MAEFUSE_DATA") or here.parents[1] / "shared" / "data" / "ivif"
-    parser.add_argument("--data", type=Path, default=Path(default_data), help="[default: $MAEFUSE_DATA, else %(default)s]")
+    parser.add_argument("--data", type=Path, default=Path(default_data), help="$MAEFUSE_DATA, else ../shared")
     parser.add_argument("--out", type=Path, default=here / "metrics.md")
     args = parser.parse_args()
     started = time.perf_counter()
