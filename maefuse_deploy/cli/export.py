@@ -2,30 +2,16 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
 
 from ..errors import InputError
 from ..export import ExportSpec, check_trt, export_onnx, parse_batch
+from ..export.presets import load_preset
 from ..model.checkpoint import file_sha256
 from ..runtime.sources import resolve_torch_model
 from .common import note, report_errors
-
-
-def preset_dirs() -> tuple[Path, ...]:
-    """export/ under the working directory, then the repository's own (read at call time: cwd may change)."""
-    return Path.cwd() / "export", Path(__file__).resolve().parents[2] / "export"
-
-
-def load_preset(name: str) -> dict:
-    for folder in preset_dirs():
-        path = folder / f"{name}.json"
-        if path.is_file():
-            return json.loads(path.read_text())
-    known = sorted({p.stem for folder in preset_dirs() if folder.is_dir() for p in folder.glob("*.json")})
-    raise InputError(f"unknown export preset {name!r}", fix=f"use one of {', '.join(known) or '(none found)'}")
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -43,7 +29,7 @@ def parse_size(text: str) -> tuple[int, int]:
               help="statically check an ONNX graph against TensorRT's parser")
 @click.option("--checkpoint", "-c", help="checkpoint file or config name (random weights) [default: built-in model]")
 @click.option("--config", help="model config name, when the checkpoint does not say")
-@click.option("--preset", help="a recipe from export/ (flags override it)")
+@click.option("--preset", help="a named recipe: ./export/NAME.json, else the package's presets (flags override it)")
 @click.option("--height", type=int, help="model grid height in pixels [default: the config's]")
 @click.option("--width", type=int, help="model grid width in pixels [default: the config's]")
 @click.option("--batch", help="static batch N [default 1]")
