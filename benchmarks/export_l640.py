@@ -18,11 +18,11 @@ import torch
 
 from maefuse_deploy.compare import psnr
 from maefuse_deploy.export import ExportSpec, export_onnx
-from maefuse_deploy.export.verify import network_inputs, sample_pairs
 from maefuse_deploy.model import build_model, get_config
 from maefuse_deploy.runtime.fuser import Fuser
 from maefuse_deploy.runtime.onnxruntime_backend import OnnxRuntimeBackend
 from maefuse_deploy.runtime.torch_backend import TorchBackend
+from maefuse_deploy.sample_pairs import as_arrays, load_pairs, network_inputs
 
 
 def timed(fn, iterations):
@@ -47,7 +47,7 @@ def main() -> None:
               "peak_rss_GiB_before_export": round(rss_before, 2),
               "peak_rss_GiB_after_export": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
               "torch_threads": torch.get_num_threads()}
-    pairs = sample_pairs()[:1]
+    pairs = as_arrays(load_pairs(count=1))
     ir, vis = network_inputs(pairs, (640, 640), 16)
     graph = OnnxRuntimeBackend(args.out / "l640.onnx")
     backends = {"onnxruntime fp32": lambda: graph.run(ir.numpy(), vis.numpy())}

@@ -13,7 +13,6 @@ import torch
 from click.testing import CliRunner
 from torch import nn
 
-from maefuse_deploy.bench.accuracy import load_pairs
 from maefuse_deploy.bench.flops import count_flops, measure_peak
 from maefuse_deploy.bench.release_style import ReleaseStyleBackend
 from maefuse_deploy.bench.settings import parse_peak, parse_resolution
@@ -24,6 +23,7 @@ from maefuse_deploy.model import build_model, get_config
 from maefuse_deploy.processing import prepare_pair
 from maefuse_deploy.runtime.fuser import Fuser
 from maefuse_deploy.runtime.torch_backend import TorchBackend
+from maefuse_deploy.sample_pairs import load_pairs
 
 BACKENDS = "release-style,torch,torch-bf16,onnxruntime,tensorrt"
 STATS = {"p50", "p90", "p99", "mean", "min", "max"}

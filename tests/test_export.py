@@ -198,3 +198,50 @@ def test_graph_over_the_protobuf_limit_is_written_with_external_data(model, tmp_
     assert path.stat().st_size < 200_000 < (tmp_path / "big.onnx.data").stat().st_size
     assert any("real pairs" in line for line in report.verification)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["big.onnx", "big.onnx.data"]
+
+
+def test_verification_is_a_value_and_the_comparator_carries_the_tolerances(model, tmp_path, real_pairs):
+    from maefuse_deploy.errors import VerificationError
+    from maefuse_deploy.export import Tolerances, compare, verify_graph
+
+    spec = ExportSpec(64, 64, batch=(1, 1, 2))
+    path = tmp_path / "m.onnx"
+    export_onnx(model, path, spec, verify=False)
+    found = verify_graph(path, model, spec, real_pairs)
+    assert not found.not_verified
+    assert [line.split(":")[0] for line in found.compared] == [
+        "real pairs, batch 1", "real pairs, batch 2", "random inputs, batch 1", "random inputs, batch 2",
+        "fused real pairs"]
+    strict = Tolerances.for_spec(spec)
+    assert (strict.decoder_max_abs, strict.min_psnr_db) == (1e-4, 45.0)
+    assert Tolerances.for_spec(ExportSpec(64, 64, precision="fp16")) == Tolerances(None, 40.0)
+    image = real_pairs[0][1]
+    assert "PSNR >= inf dB" in compare("same", [image], [image], strict)
+    off_by_a_lot = np.clip(image.astype(int) + 8, 0, 255).astype(np.uint8)  # about 30 dB
+    with pytest.raises(VerificationError, match="under 45 dB"):
+        compare("shifted", [off_by_a_lot], [image], strict)
+    decoded = np.zeros((1, 3, 4, 4), np.float32)
+    with pytest.raises(VerificationError, match=r"exceeds 0\.0001"):
+        compare("decoder", decoded + 2e-4, decoded, strict)
+    assert "max abs 2.00e-04" in compare("decoder", decoded + 2e-4, decoded, Tolerances(None, 40.0))
+
+
+def test_export_steps_import_each_other_without_a_cycle():
+    """Module-level and deferred imports alike: spec <- trace <- onnx_export -> verify, nothing back."""
+    import ast
+    from pathlib import Path
+
+    import maefuse_deploy.export as package
+
+    folder = Path(package.__file__).parent
+    imports = {}
+    for source in folder.glob("*.py"):
+        tree = ast.parse(source.read_text())
+        imports[source.stem] = {node.module.split(".")[0] for node in ast.walk(tree)
+                                if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module}
+    assert "onnx_export" not in imports["verify"] and "onnx_export" not in imports["trace"]
+
+    def reaches(start, goal, seen=()):
+        return any(n == goal or (n not in seen and reaches(n, goal, (*seen, n))) for n in imports.get(start, ()))
+
+    assert not [m for m in imports if m != "__init__" and reaches(m, m)]

@@ -16,53 +16,19 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 
 from ..checks import check_finite
 from ..compare import psnr
-from ..errors import InputError
-from ..io import find_pairs, read_image
-from ..processing import finish_pair, ir_to_grey8, prepare_pair
-from ..runtime.files import SAMPLES_DIR
+from ..processing import finish_pair, prepare_pair
 from ..runtime.torch_backend import TorchBackend
-
-
-@dataclass
-class Pair:
-    """A real pair as a camera delivers it: IR HxW uint8 grey, VIS HxWx3 uint8 BGR."""
-
-    name: str
-    ir: np.ndarray
-    vis: np.ndarray
+from ..sample_pairs import SAMPLES_DIR, Pair
 
 
 def default_pairs_dir() -> Path:
     """The samples shipped in the package: installed code reads nothing outside it."""
     return SAMPLES_DIR
-
-
-def load_pairs(folder: Path, count: int, camera_size: tuple[int, int] | None = None) -> list[Pair]:
-    """The first ``count`` pairs of ``folder`` (``ir/`` and ``vi/`` inside), resized (bilinear) to
-    ``camera_size`` (H, W) when given, for graphs that take frames of one fixed size.
-    """
-    if count < 1:
-        raise InputError(f"--pairs must be at least 1, got {count}")
-    pairs = []
-    for found in find_pairs(folder / "ir", folder / "vi")[:count]:
-        ir = read_image(found.ir, "IR")
-        vis = read_image(found.vis, "VIS")
-        if ir.dtype != np.uint8 or vis.dtype != np.uint8:
-            raise InputError(f"benchmark pair {found.name} is not 8-bit", fix="use 8-bit benchmark pairs")
-        ir = ir_to_grey8(ir)
-        vis = cv2.cvtColor(vis, cv2.COLOR_GRAY2BGR) if vis.ndim == 2 else vis[:, :, :3]
-        if camera_size is not None and ir.shape[:2] != camera_size:
-            size = (camera_size[1], camera_size[0])
-            ir = cv2.resize(ir, size, interpolation=cv2.INTER_LINEAR)
-            vis = cv2.resize(vis, size, interpolation=cv2.INTER_LINEAR)
-        pairs.append(Pair(found.name, np.ascontiguousarray(ir), np.ascontiguousarray(vis)))
-    return pairs
 
 
 @dataclass

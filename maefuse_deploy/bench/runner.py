@@ -30,7 +30,8 @@ from ..processing import PairContext, finish_pair, prepare_pair
 from ..runtime.backend import Backend
 from ..runtime.fuser import Fuser
 from ..runtime.torch_backend import TorchBackend
-from .accuracy import AccuracyTally, Pair, Reference, compute_reference, default_pairs_dir, load_pairs
+from ..sample_pairs import Pair, load_pairs
+from .accuracy import AccuracyTally, Reference, compute_reference, default_pairs_dir
 from .backends import BackendFactory, Skipped, inspect_model, row_precision
 from .flops import count_flops, floor_seconds, measure_peak
 from .machine import describe_machine

@@ -1,6 +1,18 @@
-"""ONNX export, FP16 graphs, in-graph processing, TensorRT compatibility checks and verification."""
+"""ONNX export in steps (spec, trace, verify, commit), FP16 graphs, in-graph processing, TensorRT checks."""
 
-from .onnx_export import ExportReport, ExportSpec, export_onnx, parse_batch
+from .onnx_export import ExportReport, export_onnx
+from .spec import ExportSpec, parse_batch
 from .trt_check import check_trt
+from .verify import Tolerances, Verification, compare, verify_graph
 
-__all__ = ["ExportReport", "ExportSpec", "check_trt", "export_onnx", "parse_batch"]
+__all__ = [
+    "ExportReport",
+    "ExportSpec",
+    "Tolerances",
+    "Verification",
+    "check_trt",
+    "compare",
+    "export_onnx",
+    "parse_batch",
+    "verify_graph",
+]

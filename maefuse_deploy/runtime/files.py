@@ -12,9 +12,10 @@ import numpy as np
 from ..errors import InputError
 from ..io import LOSSY_SUFFIXES, ImagePair, read_image, write_image
 from ..processing import ir_to_grey8, vis_to_bgr8
+from ..sample_pairs import SAMPLES_DIR
 from .fuser import Fuser
 
-SAMPLES_DIR = Path(__file__).resolve().parent.parent / "samples"
+__all__ = ["SAMPLES_DIR", "fuse_pairs", "output_suffix", "side_by_side"]
 
 
 def side_by_side(ir: np.ndarray, vis: np.ndarray, fused: np.ndarray) -> np.ndarray:
