@@ -16,6 +16,6 @@ out="${1:-/tmp/maefuse-bench-l640}"
 mkdir -p "$out"
 .venv/bin/maefuse-bench --latency --model maefuse-l640 \
     --backends release-style,torch,torch-bf16,onnxruntime \
-    --batch 1 --iterations 3 --warmup 0 --pairs 3 \
+    --batches 1 --iterations 3 --warmup 0 --pairs 3 \
     --peak-tflops float32=0.197,bfloat16=0.81 \
     --json "$out/cpu_l640.json" --markdown "$out/cpu_l640.md" --plot "$out/cpu_l640.png"

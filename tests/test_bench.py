@@ -46,7 +46,7 @@ def bench(msrs, tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
     paths = {"json": out / "bench.json", "markdown": out / "bench.md", "plot": out / "bench.png"}
     result = invoke([
-        "--latency", "--model", "maefuse-micro", "--backends", BACKENDS, "--batch", "1,2", "--iterations", "2",
+        "--latency", "--model", "maefuse-micro", "--backends", BACKENDS, "--batches", "1,2", "--iterations", "2",
         "--warmup", "0", "--pairs", "2", "--pairs-dir", str(msrs), "--peak-tflops", "0.1",
         "--threads", "1", "--json", str(paths["json"]), "--markdown", str(paths["markdown"]),
         "--plot", str(paths["plot"]),
@@ -197,7 +197,7 @@ def test_parsers():
 
 @pytest.mark.parametrize("args, expect", [
     (["--backends", "torch,warp"], "unknown backend 'warp'"),
-    (["--batch", "0"], "every batch size must be at least 1"),
+    (["--batches", "0"], "every batch size must be at least 1"),
     (["--resolution", "640"], "is not WIDTHxHEIGHT"),
     (["--resolution", "70x64"], "not a multiple of the patch size 16"),
     (["--model", "MISSING.pth"], "checkpoint not found"),

@@ -117,7 +117,7 @@ def run(args):
 
 def test_cli_export_prints_verification(tmp_path):
     out = tmp_path / "g.onnx"
-    result = run(["--onnx", str(out), "--checkpoint", "maefuse-micro", "--dynamic-batch", "1:2:3"])
+    result = run(["--onnx", str(out), "--model", "maefuse-micro", "--batch-range", "1:2:3"])
     assert result.exit_code == 0, result.output
     assert "verified: real pairs, batch 3" in result.output and out.is_file()
 
@@ -125,7 +125,7 @@ def test_cli_export_prints_verification(tmp_path):
 @pytest.mark.parametrize("case", ["missing-checkpoint", "wrong-checkpoint", "unwritable", "resolution", "opset"])
 def test_cli_bad_input_one_line_and_no_partial_file(tmp_path, case):
     out = tmp_path / "g.onnx"
-    args = ["--onnx", str(out), "--checkpoint", "maefuse-micro"]
+    args = ["--onnx", str(out), "--model", "maefuse-micro"]
     expect = ""
     if case == "missing-checkpoint":
         args[3] = str(tmp_path / "none.safetensors")

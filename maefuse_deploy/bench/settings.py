@@ -30,9 +30,9 @@ def parse_batches(text: str) -> tuple[int, ...]:
     try:
         batches = tuple(dict.fromkeys(int(part) for part in text.split(",") if part.strip()))
     except ValueError:
-        raise InputError(f"--batch {text!r} is not a list of integers", fix="e.g. --batch 1,4,8") from None
+        raise InputError(f"--batches {text!r} is not a list of integers", fix="e.g. --batches 1,4,8") from None
     if not batches or min(batches) < 1:
-        raise InputError(f"--batch {text!r}: every batch size must be at least 1", fix="e.g. --batch 1,4,8")
+        raise InputError(f"--batches {text!r}: every batch size must be at least 1", fix="e.g. --batches 1,4,8")
     return batches
 
 

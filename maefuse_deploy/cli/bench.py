@@ -13,25 +13,26 @@ from ..bench.report import check_plot_path, terminal_table, write_json, write_ma
 from ..bench.runner import run_benchmark
 from ..bench.settings import BACKENDS, BenchSettings, parse_backends, parse_batches, parse_peak, parse_resolution
 from .common import note, report_errors
+from .options import auto_device, batches_option, device_option, model_option
 
 
 @click.command(name="maefuse-bench", context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--latency", is_flag=True, help="per-pair latency table for every backend x batch")
 @click.option("--stream", is_flag=True, help="sustained run at --fps with bounded queues (camera-pipeline view)")
-@click.option("--model", "-m", help="checkpoint, config name (random weights), .onnx graph or TensorRT engine "
-              "[default: the built-in model]")
+@model_option("checkpoint, config name (random weights), .onnx graph or TensorRT engine [default: the built-in model]",
+              checkpoint_alias=False)
 @click.option("--config", help="model config name, when the checkpoint does not say")
 @click.option("--reference", help="torch weights for the float32 reference and the torch rows when --model is a "
               "graph or engine")
 @click.option("--backends", default="release-style,torch", show_default=True,
               help=f"comma list of {', '.join(BACKENDS)}")
-@click.option("--batch", "batches", default="1", show_default=True, help="comma list of batch sizes")
+@batches_option("1")
 @click.option("--iterations", type=int, default=10, show_default=True, help="timed calls per row")
 @click.option("--warmup", type=int, default=2, show_default=True, help="untimed calls after the first call")
 @click.option("--resolution", help="network input WIDTHxHEIGHT [default: the model's]")
 @click.option("--io", type=click.Choice(["float", "uint8"]), default="float", show_default=True,
               help="float: network on prepared tensors; uint8: from camera frames, processing included")
-@click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:1 ...")
+@device_option("cpu", "where every backend runs; auto is cuda where torch sees a GPU")
 @click.option("--peak-tflops", help="peak matmul TFLOP/s for the floor: X for every precision, or "
               "float32=X,bfloat16=Y [default: measured]")
 @click.option("--pairs", type=int, default=6, show_default=True, help="real pairs fed to the calls and checked")
@@ -61,7 +62,8 @@ def main(latency: bool, stream: bool, model: str | None, config: str | None, ref
         model=model, config=config, reference=reference, backends=parse_backends(backends),
         batches=parse_batches(batches), iterations=iterations, warmup=warmup,
         resolution=parse_resolution(resolution) if resolution else None, io=io,  # type: ignore[arg-type]
-        device=device, peak_flops=parse_peak(peak_tflops) if peak_tflops else {}, pairs=pairs, pairs_dir=pairs_dir,
+        device=auto_device(device), peak_flops=parse_peak(peak_tflops) if peak_tflops else {}, pairs=pairs,
+        pairs_dir=pairs_dir,
         cuda_graph=cuda_graph, threads=threads, latency=latency, stream=stream, fps=fps, duration=duration,
         queue=queue,
     )

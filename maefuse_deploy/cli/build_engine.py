@@ -9,10 +9,13 @@ import click
 
 from ..engine.build import BuildOptions, build_engine, prepare_build
 from .common import note, report_errors
+from .options import batch_range_option, device_option, model_option
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.argument("model", type=click.Path(path_type=Path))
+@click.argument("graph", type=click.Path(path_type=Path), required=False)
+@model_option("the .onnx graph written by maefuse-export --onnx (or give it as the positional GRAPH)",
+              checkpoint_alias=False)
 @click.option(
     "-o",
     "--output",
@@ -27,10 +30,10 @@ from .common import note, report_errors
     show_default=True,
     help="fp16: FP16 builder flag on TensorRT 10, or the FP16 graph (strongly typed) on TensorRT 11",
 )
-@click.option(
-    "--batch",
-    help="batch range MIN:OPT:MAX, or N for a fixed batch [default: the graph's batch (fixed, or the range "
-    "recorded by maefuse-export --dynamic-batch), else 1:1:8]",
+@batch_range_option(
+    "batch range of the optimisation profile, or N for a fixed batch [default: the graph's batch (fixed, or the "
+    "range recorded by maefuse-export --batch-range), else 1:1:8]",
+    batch_alias=True,
 )
 @click.option("--workspace", type=float, help="builder workspace limit in GiB [default: TensorRT's]")
 @click.option(
@@ -41,32 +44,38 @@ from .common import note, report_errors
 @click.option("--opt-level", type=int, help="builder optimisation level 0..5 [default: TensorRT's, 3]")
 @click.option("--hardware-compat", is_flag=True, help="run on any Ampere or newer GPU (may be slower)")
 @click.option("--version-compat", is_flag=True, help="run on later TensorRT versions (may be slower)")
-@click.option("--device", type=int, default=0, show_default=True, help="CUDA device to build on")
+@device_option("cuda", "the CUDA device to build on (auto and cuda mean cuda:0)")
 @report_errors
 def main(
-    model: Path,
+    graph: Path | None,
+    model: str | None,
     output: Path,
     precision: str,
-    batch: str | None,
+    batch_range: str | None,
     workspace: float | None,
     timing_cache: Path | None,
     opt_level: int | None,
     hardware_compat: bool,
     version_compat: bool,
-    device: int,
+    device: str,
 ) -> None:
-    """Build a TensorRT engine for this machine's GPU from MODEL.onnx (written by maefuse-export --onnx)."""
+    """Build a TensorRT engine for this machine's GPU from GRAPH.onnx (written by maefuse-export --onnx)."""
+    if (graph is None) == (model is None):
+        raise click.UsageError("give the graph once: as the positional GRAPH or as --model GRAPH.onnx")
+    if device == "cpu":
+        raise click.UsageError("TensorRT builds on a CUDA device: use --device cuda or cuda:N")
     options = BuildOptions(
         precision=precision,
-        batch=batch,
+        batch=batch_range,
         workspace_gib=workspace,
         timing_cache=timing_cache,
         opt_level=opt_level,
         hardware_compat=hardware_compat,
         version_compat=version_compat,
     )
-    plan = prepare_build(model, output, options)  # input mistakes first, before looking for TensorRT
-    result = build_engine(plan, device=device, stream=sys.stderr)
+    source = graph if graph is not None else Path(model)  # type: ignore[arg-type]
+    plan = prepare_build(source, output, options)  # input mistakes first, before looking for TensorRT
+    result = build_engine(plan, device=int(device.partition(":")[2] or 0), stream=sys.stderr)
     sidecar = result.sidecar
     for line in result.notes:
         note(f"note: {line}")

@@ -12,6 +12,7 @@ from ..export.presets import load_preset
 from ..model.checkpoint import file_sha256
 from ..runtime.sources import resolve_torch_model
 from .common import note, report_errors
+from .options import batch_range_option, model_option
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -27,20 +28,20 @@ def parse_size(text: str) -> tuple[int, int]:
 @click.option("--onnx", "onnx_out", type=click.Path(path_type=Path), help="write an ONNX graph here")
 @click.option("--check-trt", "trt_model", type=click.Path(path_type=Path),
               help="statically check an ONNX graph against TensorRT's parser")
-@click.option("--checkpoint", "-c", help="checkpoint file or config name (random weights) [default: built-in model]")
+@model_option("checkpoint file or config name (random weights) [default: built-in model]")
 @click.option("--config", help="model config name, when the checkpoint does not say")
 @click.option("--preset", help="a named recipe: ./export/NAME.json, else the package's presets (flags override it)")
 @click.option("--height", type=int, help="model grid height in pixels [default: the config's]")
 @click.option("--width", type=int, help="model grid width in pixels [default: the config's]")
-@click.option("--batch", help="static batch N [default 1]")
-@click.option("--dynamic-batch", help="MIN:OPT:MAX dynamic batch axis")
+@batch_range_option("N for a static batch, MIN:OPT:MAX for a dynamic batch axis [default: the preset's, else 1]",
+                    batch_alias=True, dynamic_alias=True)
 @click.option("--precision", type=click.Choice(["fp32", "fp16"]))
 @click.option("--io", type=click.Choice(["float", "uint8"]), help="uint8: pre/post-processing inside the graph")
 @click.option("--camera-size", help="WxH of uint8 frames (resized to the model grid in the graph)")
 @click.option("--opset", type=int, default=18, show_default=True)
 @click.option("--no-verify", is_flag=True, help="skip the onnxruntime verification against PyTorch")
 @report_errors
-def main(onnx_out, trt_model, checkpoint, config, preset, height, width, batch, dynamic_batch, precision, io,
+def main(onnx_out, trt_model, model, config, preset, height, width, batch_range, precision, io,
          camera_size, opset, no_verify) -> None:
     """Export MaeFuse to a verified ONNX graph, or check a graph for TensorRT."""
     if trt_model is not None:
@@ -61,12 +62,12 @@ def main(onnx_out, trt_model, checkpoint, config, preset, height, width, batch, 
     if onnx_out is None:
         raise click.UsageError("pass --onnx OUT.onnx or --check-trt MODEL.onnx")
     recipe = load_preset(preset) if preset else {}
-    resolved = resolve_torch_model(checkpoint, config)
-    model = resolved.model
+    resolved = resolve_torch_model(model, config)
+    network = resolved.model
     for warning in resolved.warnings:
         note(f"warning: {warning}")
-    default_h, default_w = model.config.img_size
-    batch_text = dynamic_batch or batch or str(recipe.get("batch", "1"))
+    default_h, default_w = network.config.img_size
+    batch_text = batch_range or str(recipe.get("batch", "1"))
     spec = ExportSpec(
         height=height or recipe.get("height", default_h),
         width=width or recipe.get("width", default_w),
@@ -80,7 +81,7 @@ def main(onnx_out, trt_model, checkpoint, config, preset, height, width, batch, 
     sha = file_sha256(resolved.path) if resolved.path else ""
     note(f"model: {resolved.description}")
     note(f"exporting {spec.width}x{spec.height}, batch {batch_text}, {spec.precision}, io {spec.io} ...")
-    report = export_onnx(model, onnx_out, spec, checkpoint_sha256=sha, verify=not no_verify)
+    report = export_onnx(network, onnx_out, spec, checkpoint_sha256=sha, verify=not no_verify)
     if report.fold_max_error is not None:
         click.echo(f"official fusion folded to one linear map: max |difference| {report.fold_max_error:.2e}")
     for line in report.checks:

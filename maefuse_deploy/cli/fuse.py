@@ -15,6 +15,7 @@ from ..runtime.fuser import BACKENDS, Fuser
 from ..runtime.sources import default_backend_for
 from ..runtime.video import fuse_video, is_video
 from .common import note, report_errors
+from .options import batch_size_option, device_option, model_option
 
 # The resize of the official policy, per config, as the code defines it.
 MODEL_SIZES = ", ".join(f"{c.img_size[1]}x{c.img_size[0]} for {name}" for name, c in CONFIGS.items())
@@ -25,17 +26,16 @@ MODEL_SIZES = ", ".join(f"{c.img_size[1]}x{c.img_size[0]} for {name}" for name, 
 @click.option("--vis", type=click.Path(path_type=Path), help="VIS image, folder or video (pairs matched by file stem)")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("fused"), show_default=True,
               help="output folder (images) or file (video)")
-@click.option("--checkpoint", "-c", help="checkpoint file, .onnx graph, engine, or a config name (random weights) "
-              "[default: the built-in model]")
-@click.option("--config", help="model config name, when the checkpoint does not say (needs --checkpoint)")
+@model_option("checkpoint file, .onnx graph, engine, or a config name (random weights) [default: the built-in model]")
+@click.option("--config", help="model config name, when the checkpoint does not say (needs --model)")
 @click.option("--backend", type=click.Choice(BACKENDS), help="[default: from the checkpoint's file type]")
-@click.option("--device", help="cpu, cuda, cuda:1 ... [default: cuda for TensorRT engines, else cpu]")
+@device_option("auto", "auto is cuda for TensorRT engines, else cpu")
 @click.option("--dtype", type=click.Choice(["float32", "float16", "bfloat16"]), default="float32", show_default=True)
 @click.option("--policy", type=click.Choice(POLICIES),
               help=f"official: the release's resize to the model size ({MODEL_SIZES}); native: pad to the patch size, "
               "no resize [default: the policy the checkpoint records its weights were trained for (config files and "
               "names: their config's); official for graphs and engines]")
-@click.option("--batch", "batch_size", type=click.IntRange(min=1), default=4, show_default=True)
+@batch_size_option(4, batch_alias=True)
 @click.option("--format", "fmt", default="png", show_default=True, help="output image format (png, tif, bmp, jpg)")
 @click.option("--lossy", is_flag=True, help="allow a lossy output format (jpg, webp)")
 @click.option("--side-by-side", is_flag=True, help="also write NAME_sbs: IR | VIS | fused")
@@ -45,10 +45,10 @@ def main(
     ir: Path | None,
     vis: Path | None,
     out: Path,
-    checkpoint: str | None,
+    model: str | None,
     config: str | None,
     backend: str | None,
-    device: str | None,
+    device: str,
     dtype: str,
     policy: str | None,
     batch_size: int,
@@ -65,9 +65,9 @@ def main(
         raise click.UsageError("pass both --ir and --vis (or neither, for the shipped samples)")
     video = is_video(ir) or is_video(vis)
     suffix = None if video else output_suffix(fmt, lossy)
-    if device is None:
-        device = "cuda" if (backend or default_backend_for(checkpoint)) == "tensorrt" else "cpu"
-    fuser = Fuser.from_checkpoint(checkpoint, backend, device=device, dtype=dtype, policy=policy, config=config,
+    if device == "auto":
+        device = "cuda" if (backend or default_backend_for(model)) == "tensorrt" else "cpu"
+    fuser = Fuser.from_checkpoint(model, backend, device=device, dtype=dtype, policy=policy, config=config,
                                   batch_size=batch_size)
     note(f"model: {fuser.description}")
     for warning in fuser.warnings:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import MISSING, fields
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -11,6 +13,15 @@ from ..train.losses import FUSION_LOSSES
 from ..train.stages import STAGES
 from ..train.trainer import AMP_MODES, SCHEDULES, TrainOptions, train
 from .common import note, report_errors
+from .options import batch_size_option, device_option
+
+# Each option's default is the TrainOptions field's: written once, in the dataclass.
+DEFAULTS: dict[str, Any] = {f.name: f.default for f in fields(TrainOptions) if f.default is not MISSING}
+
+
+def _default(name: str) -> dict[str, Any]:
+    """click keyword arguments showing the TrainOptions field ``name``'s default."""
+    return {"default": DEFAULTS[name], "show_default": True}
 
 
 def _betas(text: str) -> tuple[float, float]:
@@ -28,7 +39,7 @@ def _betas(text: str) -> tuple[float, float]:
 @click.option("--data", type=click.Path(path_type=Path), multiple=True, required=True,
               help="folder with ir/ and vi/ (pairs matched by file stem); repeat for several")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="run folder (model, checkpoints, logs)")
-@click.option("--config", "config", type=click.Choice(sorted(CONFIGS)), default="maefuse-tiny", show_default=True)
+@click.option("--config", "config", type=click.Choice(sorted(CONFIGS)), **_default("config"))
 @click.option("--init", type=click.Path(path_type=Path), help="start from these weights (e.g. the previous stage's "
               "model.safetensors, or an MAE checkpoint)")
 @click.option("--resume", is_flag=True, help="continue from OUT/checkpoints/last.*")
@@ -36,49 +47,49 @@ def _betas(text: str) -> tuple[float, float]:
 @click.option("--exclude", type=click.Path(path_type=Path), multiple=True, help="file of pair names never to use")
 @click.option("--use-test50", is_flag=True, help="do NOT hold out a data folder's test50.txt (held out by default)")
 @click.option("--val-split", type=click.Path(path_type=Path), help="file of pair names to validate on")
-@click.option("--val-count", type=click.IntRange(min=0), default=8, show_default=True,
+@click.option("--val-count", type=click.IntRange(min=0), **_default("val_count"),
               help="without --val-split: hold out the last N training names for validation")
-@click.option("--preprocess", type=click.Choice(["official", "native"]), default="official", show_default=True,
+@click.option("--preprocess", type=click.Choice(["official", "native"]), **_default("preprocess"),
               help="official: resize to the model size; native: pad to the patch size (ignored with --crop or "
               "--native-crops)")
-@click.option("--crop/--no-crop", default=False, show_default=True,
+@click.option("--crop/--no-crop", **_default("crop"),
               help="random model-size crops at a random scale between fit-to-size and native")
-@click.option("--native-crops", "native_tokens", type=click.IntRange(min=0), default=0, show_default=True,
+@click.option("--native-crops", "native_tokens", type=click.IntRange(min=0), **_default("native_tokens"),
               metavar="TOKENS", help="native-resolution crops, one random grid of at most TOKENS patches per batch "
               "(trains for the native policy; validation then runs on whole images at their own size)")
-@click.option("--native-positions", type=click.IntRange(min=0), default=64, show_default=True, metavar="N",
+@click.option("--native-positions", type=click.IntRange(min=0), **_default("native_positions"), metavar="N",
               help="with --native-crops: each batch's tokens start at a random row and column so every position of "
               "an N x N grid is trained (cover the largest frame the model will fuse: 64 = 1024x1024 pixels)")
-@click.option("--flip/--no-flip", default=False, show_default=True, help="random left-right flips")
+@click.option("--flip/--no-flip", **_default("flip"), help="random left-right flips")
 @click.option("--train", "train_parts", help="comma-separated parts to train: encoder, decoder, fusion "
               "[default: per stage: mae encoder,decoder; decoder decoder; align and fuse fusion]")
-@click.option("--mask-ratio", type=float, default=0.75, show_default=True, help="mae stage; 0 = plain reconstruction")
-@click.option("--edge-weight", type=click.FloatRange(min=0), default=0.0, show_default=True,
+@click.option("--mask-ratio", type=float, **_default("mask_ratio"), help="mae stage; 0 = plain reconstruction")
+@click.option("--edge-weight", type=click.FloatRange(min=0), **_default("edge_weight"),
               help="full-image reconstruction (decoder stage, mae with --mask-ratio 0): add this times the Sobel "
               "energy of the error to the pixel MSE, for sharper edges (0: the release's plain MSE)")
-@click.option("--loss", type=click.Choice(FUSION_LOSSES), default="sobel-laplacian", show_default=True,
+@click.option("--loss", type=click.Choice(FUSION_LOSSES), **_default("loss"),
               help="fuse stage: the release's Sobel+Laplacian loss, or the older intensity+gradient loss")
 @click.option("--steps", type=click.IntRange(min=1), help="optimiser steps (overrides --epochs)")
 @click.option("--epochs", type=click.IntRange(min=1), help="passes over the training data")
-@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True, help="per process")
-@click.option("--accum", type=click.IntRange(min=1), default=1, show_default=True, help="gradient accumulation steps")
-@click.option("--lr", type=float, default=1e-4, show_default=True)
-@click.option("--betas", default="0.9,0.95", show_default=True, help="AdamW betas")
-@click.option("--weight-decay", type=float, default=0.05, show_default=True,
+@batch_size_option(DEFAULTS["batch_size"], "pairs per optimiser step, per process")
+@click.option("--accum", type=click.IntRange(min=1), **_default("accum"), help="gradient accumulation steps")
+@click.option("--lr", type=float, **_default("lr"))
+@click.option("--betas", default=",".join(map(str, DEFAULTS["betas"])), show_default=True, help="AdamW betas")
+@click.option("--weight-decay", type=float, **_default("weight_decay"),
               help="on weight matrices; biases and 1-D parameters get none")
-@click.option("--warmup-steps", type=click.IntRange(min=0), default=0, show_default=True)
-@click.option("--schedule", type=click.Choice(SCHEDULES), default="constant", show_default=True)
-@click.option("--amp", type=click.Choice(AMP_MODES), default="auto", show_default=True,
+@click.option("--warmup-steps", type=click.IntRange(min=0), **_default("warmup_steps"))
+@click.option("--schedule", type=click.Choice(SCHEDULES), **_default("schedule"))
+@click.option("--amp", type=click.Choice(AMP_MODES), **_default("amp"),
               help="auto: bf16 (or fp16) on CUDA, float32 on CPU; bf16 also works on CPUs")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--checkpoint-every", type=click.IntRange(min=1), default=200, show_default=True, help="steps")
-@click.option("--val-every", type=click.IntRange(min=0), default=1, show_default=True,
+@click.option("--seed", type=int, **_default("seed"))
+@click.option("--checkpoint-every", type=click.IntRange(min=1), **_default("checkpoint_every"), help="steps")
+@click.option("--val-every", type=click.IntRange(min=0), **_default("val_every"),
               help="validate every N epochs (0: only at the end)")
-@click.option("--log-every", type=click.IntRange(min=1), default=10, show_default=True, help="steps per CSV row")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1 (torchrun: one per rank)")
-@click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True, help="data loader processes")
+@click.option("--log-every", type=click.IntRange(min=1), **_default("log_every"), help="steps per CSV row")
+@device_option(DEFAULTS["device"], "torchrun: one per rank")
+@click.option("--workers", type=click.IntRange(min=0), **_default("workers"), help="data loader processes")
 @click.option("--max-minutes", type=float, help="stop (with a checkpoint and model) after this much wall time")
-@click.option("--progress/--no-progress", default=True, show_default=True, help="progress bar")
+@click.option("--progress/--no-progress", **_default("progress"), help="progress bar")
 @report_errors
 def main(stage: str, data: tuple[Path, ...], out: Path, config: str, init: Path | None, resume: bool,
          split: Path | None, exclude: tuple[Path, ...], use_test50: bool, val_split: Path | None, val_count: int,

@@ -41,7 +41,7 @@ def parse_batch(text: str) -> tuple[int, int, int]:
         values = [int(part) for part in text.split(":")]
     except ValueError:
         raise InputError(
-            f"batch {text!r} is not N or MIN:OPT:MAX", fix="e.g. --batch 1 or --dynamic-batch 1:4:8"
+            f"batch {text!r} is not N or MIN:OPT:MAX", fix="e.g. --batch-range 1 or --batch-range 1:4:8"
         ) from None
     if len(values) == 1:
         values *= 3

@@ -51,7 +51,7 @@ def resolve_torch_model(
         name = config if isinstance(config, str) else config.name
         raise InputError(
             f"--config {name} without a checkpoint: the config only describes a checkpoint's weights",
-            fix=f"pass --checkpoint FILE with it, or --checkpoint {name} for random weights of that config",
+            fix=f"pass --model FILE with it, or --model {name} for random weights of that config",
         )
     if source is None:
         if DEFAULT_WEIGHTS.is_file():
@@ -65,7 +65,7 @@ def resolve_torch_model(
             model,
             warnings=[
                 f"{source} has random weights: the output shows the pipeline working, not a real fusion; "
-                "pass --checkpoint with trained weights"
+                "pass --model with trained weights"
             ],
         )
     path = Path(source)

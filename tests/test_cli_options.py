@@ -1,0 +1,102 @@
+"""One CLI vocabulary: every console script's shared options have the same names, types and meaning, and the old
+spellings still work with a deprecation note."""
+
+from __future__ import annotations
+
+import importlib
+import tomllib
+from pathlib import Path
+
+import click
+import pytest
+from click.testing import CliRunner
+
+from maefuse_deploy.cli.options import BatchesType, BatchRangeType, DeviceType
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPTS = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
+OLD_SPELLINGS = {"--checkpoint", "-c", "--batch", "--dynamic-batch"}
+
+
+def load(target: str) -> click.Command:
+    module, attribute = target.split(":")
+    return getattr(importlib.import_module(module), attribute)
+
+
+def shared_type_ok(option: click.Option) -> bool | None:
+    """None when ``option`` is not a shared one; else whether its name and type are the shared definition's."""
+    name = option.opts[0]
+    if name == "--model":
+        return option.name == "model" and option.type is click.STRING and "-m" in option.opts
+    if name == "--batch-size":
+        return option.name == "batch_size" and isinstance(option.type, click.IntRange) and option.type.min == 1
+    if name == "--batch-range":
+        return option.name == "batch_range" and isinstance(option.type, BatchRangeType)
+    if name == "--batches":
+        return option.name == "batches" and isinstance(option.type, BatchesType)
+    if name == "--device":
+        return option.name == "device" and isinstance(option.type, DeviceType)
+    return None
+
+
+@pytest.mark.parametrize("script", sorted(SCRIPTS))
+def test_every_command_uses_the_shared_options(script: str) -> None:
+    command = load(SCRIPTS[script])
+    options = [p for p in command.params if isinstance(p, click.Option)]
+    for option in options:
+        assert shared_type_ok(option) in (None, True), (script, option.opts, option.type)
+        visible = set(option.opts) & OLD_SPELLINGS
+        assert not visible or option.hidden, f"{script}: old spelling {visible} must be hidden (deprecated)"
+    names = {o.opts[0] for o in options if not o.hidden}
+    # What each command runs is named the same way, and every command that places work on a device says so alike.
+    if script in ("maefuse-fuse", "maefuse-export", "maefuse-bench", "maefuse-build-engine"):
+        assert "--model" in names, script
+    if script in ("maefuse-fuse", "maefuse-bench", "maefuse-build-engine", "maefuse-train"):
+        assert "--device" in names, script
+    for other in ("--batch", "--dynamic-batch", "--checkpoint"):
+        assert other not in names, (script, other)
+
+
+def test_the_shared_vocabulary_covers_the_commands() -> None:
+    seen = {o.opts[0] for target in SCRIPTS.values() for o in load(target).params if isinstance(o, click.Option)}
+    assert {"--model", "--batch-size", "--batch-range", "--batches", "--device"} <= seen
+
+
+def run(target: str, args: list[str]) -> tuple[int, list[str]]:
+    result = CliRunner().invoke(load(target), args)
+    return result.exit_code, result.stderr.splitlines()
+
+
+@pytest.mark.parametrize("value", ["gpu", "cuda:x", "cuda1", "tpu:0"])
+def test_a_bad_device_is_one_line_before_anything_loads(value: str) -> None:
+    code, lines = run(SCRIPTS["maefuse-fuse"], ["--device", value, "--model", "does-not-exist.safetensors"])
+    assert code == 1
+    assert lines == [f"error: --device {value!r} is not a device (fix: use auto, cpu, cuda or cuda:N)"]
+
+
+def test_old_spellings_still_work_with_a_deprecation_note(tmp_path: Path) -> None:
+    missing = str(tmp_path / "none.safetensors")
+    # maefuse-fuse: --checkpoint and --batch reach the library as --model and --batch-size.
+    code, lines = run(SCRIPTS["maefuse-fuse"], ["--checkpoint", missing, "--batch", "2", "--out", str(tmp_path)])
+    assert "note: --checkpoint is deprecated; use --model" in lines
+    assert "note: --batch is deprecated; use --batch-size" in lines
+    assert code == 1 and lines[-1].startswith("error:") and "none.safetensors" in lines[-1]
+    # maefuse-bench: --batch (the sweep) reaches parse_batches as --batches.
+    code, lines = run(SCRIPTS["maefuse-bench"], ["--latency", "--batch", "0", "--model", "maefuse-micro"])
+    assert "note: --batch is deprecated; use --batches" in lines
+    assert code == 1 and "every batch size must be at least 1" in lines[-1]
+    # maefuse-export: --dynamic-batch reaches parse_batch as --batch-range.
+    code, lines = run(SCRIPTS["maefuse-export"], ["--onnx", str(tmp_path / "g.onnx"), "--checkpoint", "maefuse-micro",
+                                                  "--dynamic-batch", "4:2:1"])
+    assert "note: --dynamic-batch is deprecated; use --batch-range" in lines
+    assert code == 1 and "1 <= MIN <= OPT <= MAX" in lines[-1] and not (tmp_path / "g.onnx").exists()
+    # maefuse-build-engine: --batch (the profile) and an integer --device; the graph as --model or positional.
+    engine = str(tmp_path / "g.engine")
+    code, lines = run(SCRIPTS["maefuse-build-engine"],
+                      ["--model", str(tmp_path / "g.onnx"), "-o", engine, "--batch", "1:2:4", "--device", "0"])
+    assert "note: --batch is deprecated; use --batch-range" in lines
+    assert "note: --device 0 is deprecated; use --device cuda:0" in lines
+    assert code == 1 and "g.onnx" in lines[-1]
+    code, lines = run(SCRIPTS["maefuse-build-engine"], [str(tmp_path / "g.onnx"), "-o", str(tmp_path / "g.engine"),
+                                                        "--batch-range", "nine"])
+    assert code == 1 and lines == ["error: --batch-range 'nine' is not N or MIN:OPT:MAX (fix: e.g. 1 or 1:4:8)"]
