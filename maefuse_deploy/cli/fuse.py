@@ -30,7 +30,10 @@ MODEL_SIZES = ", ".join(f"{c.img_size[1]}x{c.img_size[0]} for {name}" for name, 
 @click.option("--config", help="model config name, when the checkpoint does not say (needs --model)")
 @click.option("--backend", type=click.Choice(BACKENDS), help="[default: from the checkpoint's file type]")
 @device_option("auto", "auto is cuda for TensorRT engines, else cpu")
-@click.option("--dtype", type=click.Choice(["float32", "float16", "bfloat16"]), default="float32", show_default=True)
+@click.option("--dtype", type=click.Choice(["float32", "float16", "bfloat16", "int8"]), default="float32",
+              show_default=True, help="torch: the weights' dtype; openvino: float32, bfloat16 or int8 (quantized)")
+@click.option("--calibration", type=click.Path(path_type=Path), help="openvino --dtype int8: a folder of real pairs "
+              "(ir/ and vi/) to calibrate on")
 @click.option("--policy", type=click.Choice(POLICIES),
               help=f"official: the release's resize to the model size ({MODEL_SIZES}); native: pad to the patch size, "
               "no resize [default: the policy the checkpoint records its weights were trained for (config files and "
@@ -50,6 +53,7 @@ def main(
     backend: str | None,
     device: str,
     dtype: str,
+    calibration: Path | None,
     policy: str | None,
     batch_size: int,
     fmt: str,
@@ -67,8 +71,9 @@ def main(
     suffix = None if video else output_suffix(fmt, lossy)
     if device == "auto":
         device = "cuda" if (backend or default_backend_for(model)) == "tensorrt" else "cpu"
+    options = {"calibration": calibration} if calibration is not None else {}
     fuser = Fuser.from_checkpoint(model, backend, device=device, dtype=dtype, policy=policy, config=config,
-                                  batch_size=batch_size)
+                                  batch_size=batch_size, **options)
     note(f"model: {fuser.description}")
     for warning in fuser.warnings:
         note(f"warning: {warning}")

@@ -15,7 +15,8 @@ from ..processing import POLICIES, PairContext, Policy, finish_pair, ir_to_grey8
 from .backend import Backend
 from .sources import default_backend_for, resolve_torch_model
 
-BACKENDS = ("torch", "onnxruntime", "tensorrt")
+BACKENDS = ("torch", "onnxruntime", "openvino", "tensorrt")
+OPENVINO_PRECISIONS = {"float32": "fp32", "bfloat16": "bf16", "int8": "int8"}
 Image = Any  # numpy array (OpenCV layout) or torch tensor of the same layout
 
 
@@ -83,8 +84,9 @@ class Fuser:
         ``source=None`` takes the built-in default model. ``backend`` defaults to what the file is (.onnx:
         onnxruntime, .engine/.plan: tensorrt, else torch). ``policy=None`` takes the one the weights were trained
         for (their config's ``policy``; graphs and engines have a fixed size: official). ``options`` go to the
-        backend (torch: cuda_graph; onnxruntime: providers, threads, ...; tensorrt: cuda_graph, allow_incompatible,
-        ...).
+        backend (torch: cuda_graph; onnxruntime: providers, threads, ...; openvino: threads, calibration (a folder of
+        real pairs for int8); tensorrt: cuda_graph, allow_incompatible, ...). ``dtype`` is the torch dtype, or for
+        openvino the precision it runs the fp32 graph at (float32, bfloat16, int8).
         """
         backend = backend or default_backend_for(source)
         if backend not in BACKENDS:
@@ -110,6 +112,13 @@ class Fuser:
             from .onnxruntime_backend import OnnxRuntimeBackend
 
             runner = OnnxRuntimeBackend(source, device=device, **options)
+        elif backend == "openvino":
+            from ..backends.openvino import OpenVinoBackend
+
+            if dtype not in OPENVINO_PRECISIONS:
+                raise InputError(f"openvino runs float32, bfloat16 or int8, not {dtype}",
+                                 fix="pass --dtype float32, bfloat16 or int8")
+            runner = OpenVinoBackend(source, device=device, precision=OPENVINO_PRECISIONS[dtype], **options)
         else:
             from ..engine.trt_backend import TensorRTBackend
 

@@ -1,0 +1,1 @@
+"""Inference backends, one module per runtime."""

@@ -1,0 +1,202 @@
+"""OpenVINO backend: runs a graph exported by ``maefuse-export --onnx`` on the CPU (layouts: runtime/backend.py).
+
+OpenVINO reads our ONNX graphs directly and is built for this CPU's AVX-512 BF16/VNNI units. Three precisions:
+
+``fp32``  the graph as exported, every op in float32 (``INFERENCE_PRECISION_HINT=f32``).
+``bf16``  the same graph with OpenVINO's inference precision hint set to bf16: matmuls and convolutions run in
+          bfloat16 with float32 accumulation; the weights stay float32 in the file.
+``int8``  post-training quantization with NNCF (transformer preset: SmoothQuant, layer norms and softmax kept in
+          float) calibrated on real IR/VIS pairs prepared exactly as the runtime prepares them; everything NNCF
+          leaves unquantized runs in float32. Calibration runs the float32 graph once per pair, so it costs a few
+          calls at load time (and a few minutes for l640 on a 2-core CPU).
+
+Threads: ``threads`` sets ``INFERENCE_NUM_THREADS`` (default: OpenVINO's, one per core); the latency hint runs one
+request on all of them, which is what a camera pipeline calling ``run`` once per frame wants.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..contract import INPUT_IR, INPUT_VIS, GraphInfo
+from ..errors import InputError, UnavailableError
+from ..io import find_pairs, read_image
+from ..processing import ir_to_grey8, prepare_pair, vis_to_bgr8
+
+PRECISIONS = ("fp32", "bf16", "int8")
+DEFAULT_CALIBRATION_PAIRS = 8
+
+
+def import_openvino() -> Any:
+    """The ``openvino`` module, or an :class:`UnavailableError` saying how to install it."""
+    try:
+        import openvino
+    except ImportError as exc:
+        raise UnavailableError(f"OpenVINO is not available ({exc})",
+                               fix='pip install "maefuse-deploy[openvino]"') from exc
+    return openvino
+
+
+def read_graph_info(path: Path) -> tuple[GraphInfo, int | None]:
+    """The graph's maefuse metadata and its static batch (None: a dynamic batch axis)."""
+    import onnx
+
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # onnx raises protobuf's DecodeError and others for a damaged file
+        raise InputError(f"{path} is not a readable ONNX graph ({type(exc).__name__})",
+                         fix="re-export it with maefuse-export --onnx") from exc
+    info = GraphInfo.from_metadata({p.key: p.value for p in proto.metadata_props}, source=str(path))
+    dims = proto.graph.input[0].type.tensor_type.shape.dim if proto.graph.input else []
+    static_batch = dims[0].dim_value if dims and dims[0].HasField("dim_value") else None
+    return info, static_batch or None
+
+
+def load_calibration_pairs(folder: str | os.PathLike[str], count: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The first ``count`` pairs of ``folder`` (``ir/`` and ``vi/`` inside) as camera frames: IR HxW uint8 grey,
+    VIS HxWx3 uint8 BGR (OpenCV layout), in name order.
+    """
+    folder = Path(folder)
+    if count < 1:
+        raise InputError(f"calibration needs at least 1 pair, got {count}")
+    if not (folder / "ir").is_dir() or not (folder / "vi").is_dir():
+        raise InputError(f"calibration folder {folder} has no ir/ and vi/ subfolders",
+                         fix="pass a folder of registered pairs such as ../shared/data/ivif/RoadScene")
+    pairs = []
+    for found in find_pairs(folder / "ir", folder / "vi")[:count]:
+        pairs.append((read_image(found.ir, "IR"), read_image(found.vis, "VIS")))
+    return pairs
+
+
+class OpenVinoBackend:
+    """An OpenVINO compiled model over an exported graph; the graph's metadata says its size, io mode and batch.
+
+    ``calibration``: for ``int8``, real pairs as camera frames (OpenCV layout, what ``Fuser.fuse`` takes), or a
+    folder with ``ir/`` and ``vi/`` (``calibration_pairs`` of them are used). They are prepared the way this
+    graph is fed (float io: the official policy at the graph's size; uint8 io: frames at the camera size).
+    """
+
+    name = "openvino"
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        device: str = "cpu",
+        *,
+        precision: str = "fp32",
+        threads: int | None = None,
+        calibration: str | os.PathLike[str] | Sequence[tuple[np.ndarray, np.ndarray]] | None = None,
+        calibration_pairs: int = DEFAULT_CALIBRATION_PAIRS,
+    ) -> None:
+        path = Path(path)
+        if precision not in PRECISIONS:
+            raise InputError(f"unknown OpenVINO precision {precision!r}", fix=f"use one of {', '.join(PRECISIONS)}")
+        if device != "cpu":
+            raise InputError(f"the openvino backend runs on the CPU, not {device!r}", fix="pass --device cpu")
+        if not path.is_file():
+            raise InputError(f"ONNX graph not found: {path}", fix="export one with maefuse-export --onnx")
+        if precision == "int8" and calibration is None:
+            raise InputError("OpenVINO INT8 needs real calibration pairs",
+                             fix="pass a folder of registered pairs (ir/ and vi/), e.g. ../shared/data/ivif/RoadScene")
+        ov = import_openvino()
+        self.info, self.static_batch = read_graph_info(path)
+        if self.info.precision != "fp32":
+            raise InputError(f"{path} is a {self.info.precision} graph; OpenVINO takes the fp32 export and lowers "
+                             "the precision itself", fix="export with --precision fp32")
+        self.precision = precision
+        self.io = self.info.io  # type: ignore[assignment]
+        self.patch_size = int(self.info.config["patch_size"])
+        if self.io == "uint8":
+            self.input_size: tuple[int, int] | None = (self.info.camera_height, self.info.camera_width)
+        else:
+            self.input_size = (self.info.height, self.info.width)
+        self.max_batch = self.static_batch or int(self.info.batch.split(":")[-1])
+        self.quantize_s: float | None = None
+
+        core = ov.Core()
+        try:
+            model = core.read_model(str(path))
+        except Exception as exc:  # OpenVINO raises RuntimeError subclasses with multi-line text
+            raise InputError(f"OpenVINO cannot read {path}: {_first_line(exc)}", fix="re-export the graph") from exc
+        if precision == "int8":
+            frames = (load_calibration_pairs(calibration, calibration_pairs)  # type: ignore[arg-type]
+                      if isinstance(calibration, str | os.PathLike) else list(calibration)[:calibration_pairs])
+            start = time.perf_counter()
+            model = self._quantize(model, frames)
+            self.quantize_s = time.perf_counter() - start
+        config: dict[str, Any] = {
+            "PERFORMANCE_HINT": "LATENCY",
+            # int8: what NNCF left in float runs in float32, not the CPU plugin's choice.
+            "INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32",
+        }
+        if threads:
+            config["INFERENCE_NUM_THREADS"] = threads
+        try:
+            self.compiled = core.compile_model(model, "CPU", config)
+        except Exception as exc:
+            raise InputError(f"OpenVINO cannot compile {path} for the CPU: {_first_line(exc)}",
+                             fix="check that the CPU supports the precision (bf16 needs AVX-512 BF16 or AMX)") from exc
+        self.request = self.compiled.create_infer_request()
+
+    def _network_inputs(self, frames: list[tuple[np.ndarray, np.ndarray]]) -> list[dict[str, np.ndarray]]:
+        """Camera frames -> one feed per pair at batch 1, in this graph's io layout."""
+        import cv2
+
+        feeds = []
+        for index, (ir, vis) in enumerate(frames):
+            if self.io == "uint8":
+                assert self.input_size is not None
+                size = (self.input_size[1], self.input_size[0])
+                ir8 = cv2.resize(ir_to_grey8(ir), size, interpolation=cv2.INTER_LINEAR)
+                vis8 = vis_to_bgr8(vis)
+                vis8 = cv2.cvtColor(vis8, cv2.COLOR_GRAY2BGR) if vis8.ndim == 2 else vis8
+                feeds.append({INPUT_IR: ir8[None], INPUT_VIS: cv2.resize(vis8, size)[None]})
+            else:
+                assert self.input_size is not None
+                ir_net, vis_net, _ = prepare_pair(ir, vis, "official", self.input_size, self.patch_size,
+                                                  name=f"calibration pair {index}", resize=True)
+                feeds.append({INPUT_IR: ir_net[None], INPUT_VIS: vis_net[None]})
+        if self.static_batch and self.static_batch > 1:
+            feeds = [{k: np.repeat(v, self.static_batch, axis=0) for k, v in feed.items()} for feed in feeds]
+        return feeds
+
+    def _quantize(self, model: Any, frames: list[tuple[np.ndarray, np.ndarray]]) -> Any:
+        try:
+            import nncf
+        except ImportError as exc:
+            raise UnavailableError(f"NNCF is not available for OpenVINO INT8 ({exc})",
+                                   fix='pip install "maefuse-deploy[openvino]"') from exc
+        if not frames:
+            raise InputError("OpenVINO INT8 calibration found no pairs", fix="pass a folder with ir/ and vi/ pairs")
+        feeds = self._network_inputs(frames)
+        return nncf.quantize(
+            model,
+            nncf.Dataset(feeds),
+            model_type=nncf.ModelType.TRANSFORMER,
+            subset_size=len(feeds),
+        )
+
+    def run(self, ir: np.ndarray, vis: np.ndarray) -> np.ndarray:
+        count = ir.shape[0]
+        if self.static_batch and count < self.static_batch:
+            # A static-batch graph takes exactly its batch: pad with copies and drop them afterwards.
+            ir = np.concatenate([ir, np.repeat(ir[-1:], self.static_batch - count, axis=0)])
+            vis = np.concatenate([vis, np.repeat(vis[-1:], self.static_batch - count, axis=0)])
+        self.request.infer({INPUT_IR: np.ascontiguousarray(ir), INPUT_VIS: np.ascontiguousarray(vis)})
+        # The output tensor is the request's own buffer, overwritten by the next call: copy it out.
+        return np.array(self.request.get_output_tensor(0).data[:count], copy=True)
+
+    def close(self) -> None:
+        self.request = None
+        self.compiled = None
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [line for line in str(exc).strip().splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__

@@ -1,0 +1,117 @@
+"""OpenVINO backend conformance: the same real MSRS pairs through torch float32 and through the exported graph on
+OpenVINO at each precision, compared with explicit tolerances; the Fuser and maefuse-fuse on top; one-line errors.
+
+Tolerances (maefuse-micro, random weights, 64x64): fp32 is the same arithmetic in another order (decoder output
+within 1e-4); bf16 rounds matmul inputs to 8 mantissa bits (fused image >= 40 dB, the benchmark's accuracy class);
+int8 quantizes weights and activations (fused image >= 30 dB: random weights have no structure for SmoothQuant to
+exploit; trained weights do better).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from maefuse_deploy.bench.accuracy import load_pairs
+from maefuse_deploy.compare import psnr
+from maefuse_deploy.errors import InputError
+from maefuse_deploy.export import ExportSpec, export_onnx
+from maefuse_deploy.io import read_image
+from maefuse_deploy.runtime.backend import Backend
+from maefuse_deploy.runtime.fuser import Fuser
+from maefuse_deploy.runtime.sources import resolve_torch_model
+
+pytest.importorskip("openvino", reason='the openvino extra is not installed (pip install ".[openvino]")')
+
+from maefuse_deploy.backends.openvino import OpenVinoBackend
+
+MIN_PSNR = {"fp32": 80.0, "bf16": 40.0, "int8": 30.0}
+MAX_DECODER_ERR = {"fp32": 1e-4, "bf16": 0.05, "int8": 1.0}
+
+
+@pytest.fixture(scope="module")
+def graph(tmp_path_factory):
+    """maefuse-micro (random weights, seed 0) exported at 64x64 with a dynamic batch of 1..2."""
+    model = resolve_torch_model("maefuse-micro", None).model
+    path = tmp_path_factory.mktemp("ov") / "micro.onnx"
+    export_onnx(model, path, ExportSpec(height=64, width=64, batch=(1, 1, 2)), verify=False)
+    return path
+
+
+@pytest.fixture(scope="module")
+def pairs(ivif):
+    return [(p.ir, p.vis) for p in load_pairs(ivif / "MSRS6", 3)]
+
+
+@pytest.fixture(scope="module")
+def reference(pairs):
+    with Fuser.from_checkpoint("maefuse-micro", "torch", policy="official") as fuser:
+        return fuser.fuse_batch(pairs)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16", "int8"])
+def test_matches_torch_float32_on_real_pairs(graph, pairs, reference, ivif, precision):
+    backend = OpenVinoBackend(graph, precision=precision, calibration=ivif / "RoadScene", calibration_pairs=6)
+    assert isinstance(backend, Backend)
+    assert (backend.io, backend.input_size, backend.max_batch, backend.patch_size) == ("float", (64, 64), 2, 16)
+    with Fuser(backend, batch_size=2) as fuser:
+        fused = fuser.fuse_batch(pairs)  # batches of 2 then 1: both batch sizes the graph takes
+        alone = [fuser.fuse(ir, vis) for ir, vis in pairs[:1]]
+    worst = min(psnr(ours, ref) for ours, ref in zip(fused, reference, strict=True))
+    assert worst >= MIN_PSNR[precision], f"{precision}: worst fused PSNR {worst:.1f} dB"
+    # A pair's result does not depend on what it was batched with.
+    assert psnr(alone[0], fused[0]) >= 50.0
+    for (ir, _), out in zip(pairs, fused, strict=True):
+        assert out.shape == (*ir.shape[:2], 3) and out.dtype == np.uint8
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_decoder_output_within_tolerance(graph, pairs, precision):
+    from maefuse_deploy.processing import prepare_pair
+    from maefuse_deploy.runtime.torch_backend import TorchBackend
+
+    prepared = [prepare_pair(ir, vis, "official", (64, 64), 16) for ir, vis in pairs[:2]]
+    ir = np.stack([p[0] for p in prepared])
+    vis = np.stack([p[1] for p in prepared])
+    expected = TorchBackend(resolve_torch_model("maefuse-micro", None).model).run(ir, vis)
+    backend = OpenVinoBackend(graph, precision=precision)
+    first = backend.run(ir, vis)
+    again = backend.run(ir[:1], vis[:1])
+    assert first.shape == expected.shape and first.dtype == np.float32
+    assert float(np.abs(first - expected).max()) <= MAX_DECODER_ERR[precision]
+    # The returned array is the caller's: a later call does not overwrite an earlier result.
+    np.testing.assert_array_equal(backend.run(ir, vis), first)
+    assert float(np.abs(again[0] - first[0]).max()) <= MAX_DECODER_ERR[precision]
+
+
+def test_maefuse_fuse_with_openvino_bf16(graph, ivif, tmp_path):
+    from maefuse_deploy.cli.fuse import main as fuse_main
+
+    msrs = ivif / "MSRS6"
+    result = CliRunner().invoke(fuse_main, ["--ir", str(msrs / "ir"), "--vis", str(msrs / "vi"), "--out",
+                                            str(tmp_path / "out"), "-c", str(graph), "--backend", "openvino",
+                                            "--dtype", "bfloat16"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    written = sorted((tmp_path / "out").glob("*.png"))
+    assert len(written) == 6
+    image = read_image(written[0])
+    assert image.shape == (480, 640, 3)
+
+
+def test_bad_inputs_are_one_line_errors(graph, tmp_path):
+    corrupt = tmp_path / "corrupt.onnx"
+    corrupt.write_bytes(b"not a graph")
+    cases = [
+        (lambda: OpenVinoBackend(tmp_path / "missing.onnx"), "ONNX graph not found"),
+        (lambda: OpenVinoBackend(corrupt), "not a readable ONNX graph"),
+        (lambda: OpenVinoBackend(graph, precision="fp8"), "unknown OpenVINO precision"),
+        (lambda: OpenVinoBackend(graph, precision="int8"), "needs real calibration pairs"),
+        (lambda: OpenVinoBackend(graph, precision="int8", calibration=tmp_path), "has no ir/ and vi/"),
+        (lambda: OpenVinoBackend(graph, device="cuda"), "runs on the CPU"),
+        (lambda: Fuser.from_checkpoint(str(graph), "openvino", dtype="float16"), "not float16"),
+    ]
+    for build, expect in cases:
+        with pytest.raises(InputError) as info:
+            build()
+        assert expect in str(info.value) and "\n" not in str(info.value)
