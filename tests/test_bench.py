@@ -62,7 +62,7 @@ def rows_of(data, backend):
 def test_json_schema(bench):
     _, data, _ = bench
     assert set(data) == {"date", "command", "machine", "model", "settings", "flops", "peaks", "rows",
-                         "release_check", "stream", "notes"}
+                         "release_check", "stream", "notes", "fastest"}
     assert data["command"].startswith("maefuse-bench --latency --model maefuse-micro")
     machine = data["machine"]
     assert isinstance(machine["cpu"], str) and machine["cpu"]

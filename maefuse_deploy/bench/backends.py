@@ -26,6 +26,8 @@ from .settings import BenchSettings
 
 TORCH_DTYPES = {"torch": "float32", "torch-bf16": "bfloat16", "torch-fp16": "float16", "torch-compile": "float32",
                 "release-style": "float32"}
+OPENVINO_PRECISIONS = {"openvino": ("fp32", "float32"), "openvino-bf16": ("bf16", "bfloat16"),
+                       "openvino-int8": ("int8", "int8")}
 GRAPH_PRECISIONS = {"fp32": "float32", "fp16": "float16"}
 
 
@@ -105,6 +107,10 @@ def inspect_model(settings: BenchSettings) -> tuple[ModelUnderTest, MaeFuse | No
 def row_precision(name: str, mut: ModelUnderTest) -> str:
     if name in TORCH_DTYPES:
         return TORCH_DTYPES[name]
+    if name in OPENVINO_PRECISIONS:
+        return OPENVINO_PRECISIONS[name][1]
+    if name == "onnxruntime-int8":
+        return "int8"
     if name == "onnxruntime":
         precision = mut.graph.precision if mut.kind == "onnx" and mut.graph else "fp32"
         return GRAPH_PRECISIONS.get(precision, precision)
@@ -120,7 +126,8 @@ class BackendFactory:
     """
 
     def __init__(self, mut: ModelUnderTest, settings: BenchSettings, workdir: Path,
-                 model_size: tuple[int, int]) -> None:
+                 model_size: tuple[int, int], calibration_dir: Path) -> None:
+        self.calibration_dir = calibration_dir
         self.mut = mut
         self.settings = settings
         self.workdir = workdir
@@ -148,22 +155,68 @@ class BackendFactory:
             return ReleaseStyleBackend(self._torch_model(), device=device), []
         if name == "onnxruntime":
             return self._onnxruntime()
+        if name == "onnxruntime-int8":
+            return self._onnxruntime_int8()
+        if name in OPENVINO_PRECISIONS:
+            return self._openvino(OPENVINO_PRECISIONS[name][0])
         return self._tensorrt()
+
+    def _graph(self, runtime: str) -> tuple[str, list[str]]:
+        """The .onnx these rows run: the given graph, or one temporary fp32 export shared by every graph row."""
+        if self.mut.kind == "engine":
+            raise Skipped(f"--model is a TensorRT engine; {runtime} needs an .onnx graph")
+        if self.mut.kind == "torch":
+            fresh = self._exported is None
+            seconds = self._export()
+            return str(self._exported), [f"temporary fp32 ONNX exported in {seconds:.1f} s"] if fresh else []
+        assert self.mut.path is not None
+        return self.mut.path, []
 
     def _onnxruntime(self) -> tuple[Backend, list[str]]:
         from ..runtime.fuser import Fuser
 
-        notes = []
-        if self.mut.kind == "engine":
-            raise Skipped("--model is a TensorRT engine; onnxruntime needs an .onnx graph")
-        path = self.mut.path
-        if self.mut.kind == "torch":
-            seconds = self._export()
-            path = str(self._exported)
-            notes.append(f"temporary fp32 ONNX exported in {seconds:.1f} s")
+        path, notes = self._graph("onnxruntime")
         options: dict[str, Any] = {"threads": self.settings.threads} if self.settings.threads else {}
         fuser = Fuser.from_checkpoint(path, "onnxruntime", device=self.settings.device, **options)
         return fuser.backend, notes
+
+    def _fp32_graph(self, runtime: str) -> tuple[str, list[str]]:
+        path, notes = self._graph(runtime)
+        if self.mut.kind == "onnx" and self.mut.graph is not None and self.mut.graph.precision != "fp32":
+            raise Skipped(f"{runtime} lowers the precision itself from the fp32 graph; --model is "
+                          f"{self.mut.graph.precision}")
+        return path, notes
+
+    def _onnxruntime_int8(self) -> tuple[Backend, list[str]]:
+        from ..backends.onnxruntime_int8 import quantize_dynamic_int8
+        from ..runtime.fuser import Fuser
+
+        if torch.device(self.settings.device).type != "cpu":
+            raise Skipped("dynamic int8 (MatMulInteger) runs on onnxruntime's CPU provider: pass --device cpu")
+        path, notes = self._fp32_graph("onnxruntime int8")
+        quantized = self.workdir / "model-int8.onnx"
+        seconds = quantize_dynamic_int8(path, quantized)
+        notes.append(f"dynamic int8 quantization (weights per channel) in {seconds:.1f} s")
+        options: dict[str, Any] = {"threads": self.settings.threads} if self.settings.threads else {}
+        fuser = Fuser.from_checkpoint(str(quantized), "onnxruntime", device="cpu", **options)
+        return fuser.backend, notes
+
+    def _openvino(self, precision: str) -> tuple[Backend, list[str]]:
+        from ..backends.openvino import OpenVinoBackend, import_openvino
+
+        if torch.device(self.settings.device).type != "cpu":
+            raise Skipped("OpenVINO runs on the CPU here: pass --device cpu")
+        import_openvino()  # UnavailableError (a skipped row) before any export where the package is missing
+        path, notes = self._fp32_graph("openvino")
+        calibration = None
+        if precision == "int8":
+            calibration = self.calibration_dir
+            notes.append(f"NNCF int8, calibrated on {self.settings.calibration_pairs} real pairs from {calibration}")
+        backend = OpenVinoBackend(path, precision=precision, threads=self.settings.threads, calibration=calibration,
+                                  calibration_pairs=self.settings.calibration_pairs)
+        if backend.quantize_s is not None:
+            notes[-1] += f" in {backend.quantize_s:.1f} s"
+        return backend, notes
 
     def _export(self) -> float:
         """Export the torch model once to a temporary fp32 graph with a batch axis covering every row."""

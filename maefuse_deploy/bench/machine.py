@@ -12,8 +12,8 @@ from typing import Any
 
 import torch
 
-LIBRARIES = ("maefuse-deploy", "torch", "numpy", "onnx", "onnxruntime", "onnxruntime-gpu", "opencv-python-headless",
-             "tensorrt", "cuda-python")
+LIBRARIES = ("maefuse-deploy", "torch", "numpy", "onnx", "onnxruntime", "onnxruntime-gpu", "openvino", "nncf",
+             "opencv-python-headless", "tensorrt", "cuda-python")
 
 
 def cpu_model() -> str:
@@ -25,6 +25,32 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+def cpu_generation() -> str | None:
+    """``family F model M`` from /proc/cpuinfo. A cloud VM's model name is often just "AMD EPYC" while the host
+    behind it changes between machines of the same kind (family 25 is Zen 4, whose AVX-512 runs on 256-bit units;
+    family 26 is Zen 5, with full 512-bit units): recorded so that two tables from "the same machine" can be told apart.
+    """
+    fields: dict[str, str] = {}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() in ("cpu family", "model") and key.strip() not in fields:
+                fields[key.strip()] = value.strip()
+            if not line.strip():
+                break
+    except OSError:
+        return None
+    return f"family {fields['cpu family']} model {fields['model']}" if len(fields) == 2 else None
+
+
+def load_average() -> list[float] | None:
+    """1-, 5- and 15-minute load averages when the run started: above the core count, the machine was not quiet."""
+    try:
+        return [round(value, 2) for value in os.getloadavg()]
+    except OSError:
+        return None
 
 
 def usable_cores() -> int:
@@ -101,7 +127,9 @@ def describe_machine() -> dict[str, Any]:
     """Everything a reader needs to compare a table with theirs."""
     return {
         "cpu": cpu_model(),
+        "cpu_generation": cpu_generation(),
         "cores": usable_cores(),
+        "load_average": load_average(),
         "cpu_flags": cpu_flags(),
         "torch_threads": torch.get_num_threads(),
         "memory_gb": memory_total_gb(),

@@ -115,8 +115,21 @@ def terminal_table(result: BenchResult) -> str:
     return "\n".join(lines)
 
 
-def _summary_lines(result: BenchResult) -> list[str]:
+def _fastest_lines(result: BenchResult) -> list[str]:
+    """One line per accuracy class naming its fastest row: what a user runs the benchmark to learn."""
     lines = []
+    for best in result.fastest:
+        extras = [f"{_psnr(best['psnr_db'])} dB"] if best["psnr_db"] is not None else []
+        if best["floor_ratio"] is not None:
+            extras.append(f"{best['floor_ratio']:.2f}x floor")
+        lines.append(f"fastest, fused PSNR vs float32 {best['class']}: {best['backend']} batch {best['batch']} "
+                     f"({best['precision']}), p50 {_ms(best['p50_ms'])} ms per pair"
+                     + (f" ({', '.join(extras)})" if extras else ""))
+    return lines
+
+
+def _summary_lines(result: BenchResult) -> list[str]:
+    lines = _fastest_lines(result)
     rows = _measured(result)
     if any(r.latency_ms[key] is None for r in rows for key in PERCENTILE_MIN_SAMPLES):  # type: ignore[index]
         lines.append(" and ".join(f"{key} needs at least {count} timed calls" for key, count in
@@ -168,8 +181,12 @@ def markdown(result: BenchResult) -> str:
     lines = [
         f"- command: `{result.command}`" if result.command else "- command: (library call)",
         f"- date: {result.date}",
-        f"- machine: {machine['cpu']}, {machine['cores']} cores ({', '.join(machine['cpu_flags']) or 'no AVX'}), "
+        f"- machine: {machine['cpu']}"
+        + (f" ({machine['cpu_generation']})" if machine.get("cpu_generation") else "")
+        + f", {machine['cores']} cores ({', '.join(machine['cpu_flags']) or 'no AVX'}), "
         f"{machine['memory_gb']} GiB, torch threads {machine['torch_threads']}"
+        + (f", load average {' / '.join(f'{v:g}' for v in machine['load_average'])} at the start"
+           if machine.get("load_average") else "")
         + (f"; GPU {gpu['name']} ({gpu['memory_gb']} GiB, driver {gpu['driver']}, CUDA {gpu['cuda_runtime']})"
            if gpu else "; no GPU"),
         "- libraries: " + ", ".join(f"{name} {version}" for name, version in libs.items()),

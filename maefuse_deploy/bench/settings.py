@@ -11,9 +11,58 @@ import torch
 
 from ..errors import InputError
 
-BACKENDS = ("torch", "torch-bf16", "torch-fp16", "torch-compile", "onnxruntime", "tensorrt", "release-style")
+BACKENDS = ("release-style", "torch", "torch-bf16", "torch-fp16", "torch-compile", "onnxruntime", "onnxruntime-int8",
+            "openvino", "openvino-bf16", "openvino-int8", "tensorrt")
 PRECISIONS = ("float32", "bfloat16", "float16")
 IoMode = Literal["float", "uint8"]
+SHARED_IVIF = Path(__file__).resolve().parents[3] / "shared" / "data" / "ivif"
+DEFAULT_CALIBRATION_PAIRS = 8
+# Backends the default run (no --backends) leaves out although they could run, and why: listed as skipped rows.
+NOT_BY_DEFAULT = {
+    "cpu": {
+        "torch-fp16": "not run by default on a CPU: float16 has no native units here (emulated, slower than "
+                      "float32); name it in --backends to measure it",
+        "torch-compile": "not run by default: torch.compile takes minutes per input shape on a CPU; name it in "
+                         "--backends to measure it",
+    },
+    "cuda": {
+        "torch-compile": "not run by default: compilation takes minutes; name it in --backends to measure it",
+    },
+}
+CPU_ONLY = {
+    "onnxruntime-int8": "dynamic int8 (MatMulInteger) runs on onnxruntime's CPU provider: pass --device cpu",
+    "openvino": "OpenVINO runs on the CPU here: pass --device cpu",
+    "openvino-bf16": "OpenVINO runs on the CPU here: pass --device cpu",
+    "openvino-int8": "OpenVINO runs on the CPU here: pass --device cpu",
+}
+NEEDS_BF16 = ("torch-bf16", "openvino-bf16")
+
+
+def plan_backends(requested: tuple[str, ...] | None, device: str, cpu_flags: list[str]) -> list[tuple[str, str | None]]:
+    """Each backend row to report and, where it is not run, why: ``requested`` as given, or (None) every backend
+    that can run on ``device``, the others listed with the reason.
+    """
+    if requested is not None:
+        return [(name, None) for name in requested]
+    kind = torch.device(device).type
+    bf16 = bool({"avx512_bf16", "amx_bf16"} & set(cpu_flags))
+    plan: list[tuple[str, str | None]] = []
+    for name in BACKENDS:
+        reason = NOT_BY_DEFAULT.get(kind, {}).get(name)
+        if kind == "cuda" and name in CPU_ONLY:
+            reason = CPU_ONLY[name]
+        elif kind == "cpu" and name in NEEDS_BF16 and not bf16:
+            reason = "this CPU has no AVX-512 BF16 or AMX: bfloat16 would be emulated; name it in --backends"
+        plan.append((name, reason))
+    return plan
+
+
+def default_calibration_dir() -> Path | None:
+    """Real pairs for INT8 calibration: RoadScene where the shared data is present (the benchmark checks accuracy
+    on MSRS, so calibration and check never share a pair); None: calibrate on the benchmark's own pairs.
+    """
+    roadscene = SHARED_IVIF / "RoadScene"
+    return roadscene if (roadscene / "ir").is_dir() else None
 
 
 def parse_backends(text: str) -> tuple[str, ...]:
@@ -71,7 +120,7 @@ class BenchSettings:
     model: str | None = None
     config: str | None = None
     reference: str | None = None
-    backends: tuple[str, ...] = ("release-style", "torch")
+    backends: tuple[str, ...] | None = None  # None: every backend that can run on the device (plan_backends)
     batches: tuple[int, ...] = (1,)
     iterations: int = 10
     warmup: int = 2
@@ -82,7 +131,9 @@ class BenchSettings:
     pairs: int = 6
     pairs_dir: Path | None = None
     cuda_graph: bool = True
-    threads: int | None = None  # CPU threads of torch and onnxruntime (intra-op); None: their defaults
+    threads: int | None = None  # CPU threads of torch, onnxruntime and OpenVINO (intra-op); None: their defaults
+    calibration_dir: Path | None = None  # INT8 calibration pairs (ir/, vi/); None: default_calibration_dir()
+    calibration_pairs: int = DEFAULT_CALIBRATION_PAIRS
     stream: bool = False
     latency: bool = True
     fps: float = 30.0
@@ -90,7 +141,10 @@ class BenchSettings:
     queue: int = 2
 
     def validate(self) -> None:
-        parse_backends(",".join(self.backends))
+        if self.backends is not None:
+            parse_backends(",".join(self.backends))
+        if self.calibration_pairs < 1:
+            raise InputError(f"--calibration-pairs must be at least 1, got {self.calibration_pairs}")
         if self.config and not self.model:
             raise InputError(
                 f"--config {self.config} without --model: it only describes the weights of a --model checkpoint",

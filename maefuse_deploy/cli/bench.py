@@ -11,7 +11,16 @@ import click
 from ..atomic import check_writable
 from ..bench.report import check_plot_path, terminal_table, write_json, write_markdown, write_plot
 from ..bench.runner import run_benchmark
-from ..bench.settings import BACKENDS, BenchSettings, parse_backends, parse_batches, parse_peak, parse_resolution
+from ..bench.settings import (
+    BACKENDS,
+    DEFAULT_CALIBRATION_PAIRS,
+    BenchSettings,
+    parse_backends,
+    parse_batches,
+    parse_peak,
+    parse_resolution,
+)
+from ..errors import InputError
 from .common import note, report_errors
 from .options import auto_device, batches_option, device_option, model_option
 
@@ -24,8 +33,8 @@ from .options import auto_device, batches_option, device_option, model_option
 @click.option("--config", help="model config name, when the checkpoint does not say")
 @click.option("--reference", help="torch weights for the float32 reference and the torch rows when --model is a "
               "graph or engine")
-@click.option("--backends", default="release-style,torch", show_default=True,
-              help=f"comma list of {', '.join(BACKENDS)}")
+@click.option("--backends", help=f"comma list of {', '.join(BACKENDS)} [default: every backend that can run on "
+              "--device; the others are listed with the reason]")
 @batches_option("1")
 @click.option("--iterations", type=int, default=10, show_default=True, help="timed calls per row")
 @click.option("--warmup", type=int, default=2, show_default=True, help="untimed calls after the first call")
@@ -39,6 +48,11 @@ from .options import auto_device, batches_option, device_option, model_option
 @click.option("--pairs-dir", type=click.Path(path_type=Path), help="folder with ir/ and vi/ [default: the "
               "3 samples shipped in the package]")
 @click.option("--threads", type=click.IntRange(min=1), help="CPU threads for torch and onnxruntime [default: theirs]")
+@click.option("--calibration", "calibration_dir", type=click.Path(path_type=Path),
+              help="folder of real pairs (ir/, vi/) for openvino-int8 calibration [default: RoadScene where the "
+              "shared data is, else the benchmark pairs]")
+@click.option("--calibration-pairs", type=click.IntRange(min=1), default=DEFAULT_CALIBRATION_PAIRS,
+              show_default=True, help="pairs openvino-int8 calibrates on")
 @click.option("--cuda-graph/--no-cuda-graph", default=True, show_default=True, help="torch and TensorRT on CUDA")
 @click.option("--fps", type=float, default=30.0, show_default=True)
 @click.option("--duration", type=float, default=10.0, show_default=True, help="stream length in seconds")
@@ -48,8 +62,9 @@ from .options import auto_device, batches_option, device_option, model_option
 @click.option("--plot", "plot_path", type=click.Path(path_type=Path), help="PNG of the latency distributions")
 @report_errors
 def main(latency: bool, stream: bool, model: str | None, config: str | None, reference: str | None,
-         backends: str, batches: str, iterations: int, warmup: int, resolution: str | None, io: str, device: str,
-         peak_tflops: str | None, pairs: int, pairs_dir: Path | None, threads: int | None, cuda_graph: bool,
+         backends: str | None, batches: str, iterations: int, warmup: int, resolution: str | None, io: str, device: str,
+         peak_tflops: str | None, pairs: int, pairs_dir: Path | None, threads: int | None,
+         calibration_dir: Path | None, calibration_pairs: int, cuda_graph: bool,
          fps: float, duration: float, queue: int, json_path: Path | None, markdown_path: Path | None,
          plot_path: Path | None) -> None:
     """Benchmark MaeFuse backends: latency, throughput, memory, accuracy vs torch float32, ratio to the floor."""
@@ -59,12 +74,13 @@ def main(latency: bool, stream: bool, model: str | None, config: str | None, ref
         if path is not None:
             check_writable(path, option)
     settings = BenchSettings(
-        model=model, config=config, reference=reference, backends=parse_backends(backends),
+        model=model, config=config, reference=reference,
+        backends=parse_backends(backends) if backends is not None else None,
         batches=parse_batches(batches), iterations=iterations, warmup=warmup,
         resolution=parse_resolution(resolution) if resolution else None, io=io,  # type: ignore[arg-type]
         device=auto_device(device), peak_flops=parse_peak(peak_tflops) if peak_tflops else {}, pairs=pairs,
-        pairs_dir=pairs_dir,
-        cuda_graph=cuda_graph, threads=threads, latency=latency, stream=stream, fps=fps, duration=duration,
+        pairs_dir=pairs_dir, cuda_graph=cuda_graph, threads=threads, calibration_dir=calibration_dir,
+        calibration_pairs=calibration_pairs, latency=latency, stream=stream, fps=fps, duration=duration,
         queue=queue,
     )
     result = run_benchmark(settings, log=note, command=_command_line(click.get_current_context()))
@@ -72,6 +88,10 @@ def main(latency: bool, stream: bool, model: str | None, config: str | None, ref
     for path, writer in ((json_path, write_json), (markdown_path, write_markdown), (plot_path, write_plot)):
         if path is not None:
             click.echo(f"wrote {writer(result, path)}")
+    if latency and not any(row.status == "ok" for row in result.rows):
+        raise InputError("nothing was measured: every backend was skipped or failed (reasons above)",
+                         fix="name backends that run here with --backends, or pass --reference CHECKPOINT for "
+                         "the torch rows of a graph or engine")
     if any(row.status == "failed" for row in result.rows) or result.release_check["status"] == "FAILED":
         sys.exit(1)
 
