@@ -8,7 +8,7 @@ machine). Accuracy is the fused-image PSNR against torch float32 on real MSRS pa
 
 Usage: python benchmarks/l640_cpu_time.py OUT_DIR [--pairs 2] [--only NAME,NAME] [--calibration-pairs 4]
 Writes OUT_DIR/l640.onnx (kept for reruns), OUT_DIR/reference.npz and OUT_DIR/l640_cpu_time.json. Peak memory is
-the export (~7 GB); run nothing else heavy beside it.
+the export (~7 GB): a rerun with both files present starts without it. Run nothing else heavy beside it.
 """
 
 from __future__ import annotations
@@ -64,6 +64,7 @@ def main() -> None:
             decoded = [backend.run(ir[None], vis[None])[0] for ir, vis, _ in prepared]
             np.savez(reference_file, *decoded)
             model = backend.model
+            del backend
         if not graph.is_file():
             start = time.perf_counter()
             export_onnx(model, graph, ExportSpec(640, 640), verify=False)
