@@ -115,3 +115,20 @@ def test_bad_inputs_are_one_line_errors(graph, tmp_path):
         with pytest.raises(InputError) as info:
             build()
         assert expect in str(info.value) and "\n" not in str(info.value)
+
+
+def test_uint8_graph_matches_onnxruntime(pairs, tmp_path):
+    """A graph with the processing inside (camera frames in, fused BGR out) runs the same in OpenVINO."""
+    from maefuse_deploy.runtime.onnxruntime_backend import OnnxRuntimeBackend
+
+    model = resolve_torch_model("maefuse-micro", None).model
+    path = tmp_path / "micro-uint8.onnx"
+    export_onnx(model, path, ExportSpec(height=64, width=64, io="uint8", camera_size=(480, 640)), verify=False)
+    backend = OpenVinoBackend(path)
+    assert backend.io == "uint8" and backend.input_size == (480, 640)
+    reference = OnnxRuntimeBackend(path)
+    with Fuser(backend) as fuser, Fuser(reference) as expected:
+        for ir, vis in pairs[:2]:
+            ours, theirs = fuser.fuse(ir, vis), expected.fuse(ir, vis)
+            assert ours.dtype == np.uint8 and ours.shape == (480, 640, 3)
+            assert int(np.abs(ours.astype(int) - theirs).max()) <= 1
