@@ -7,14 +7,16 @@
 # names the fastest row with >= 40 dB. Target (issue 18): <= 4.0 s/pair at >= 40 dB.
 #
 # Cost on a quiet 2-core Zen 5 machine: about 10 minutes (export ~100 s, int8 quantization and calibration ~2 min,
-# 1 first call + 3 timed calls per row), peak memory ~7 GB (the export). Run it when nothing else uses the CPU: the
-# script records the load average at the start, and numbers taken above a load of ~0.5 are not speeds.
+# 1 first call + 3 timed calls per row), peak memory ~8 GB (the export, then NNCF calibration). Run it when nothing
+# else uses the CPU: the script records the load average at the start, and numbers taken above a load of ~0.5 are
+# not speeds.
 #
 # The floors are DESIGN 2.6's (197 GFLOP/s FP32, 810 GFLOP/s BF16, measured with torch's matmul); int8 rows are held
 # to the BF16 floor. onnxruntime (MLAS) and OpenVINO run FP32 at about twice MKL's rate on Zen 5 (MKL takes its
 # AVX2 path on AMD; see docs/cpu_inference.md), so their FP32 rows can sit below 1x of that floor.
 #
 # Usage: benchmarks/run_cpu_l640.sh [OUTPUT_DIR]   (default /tmp/maefuse-bench-l640)
+#        MODEL=maefuse-micro benchmarks/run_cpu_l640.sh /tmp/smoke   (a one-minute check that the script works)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out="${1:-/tmp/maefuse-bench-l640}"
@@ -22,7 +24,7 @@ mkdir -p "$out"
 echo "load average at the start: $(cut -d' ' -f1-3 /proc/loadavg) (2 cores; quiet means < 0.5)"
 grep -m1 -E '^cpu family' /proc/cpuinfo
 start=$(date +%s)
-.venv/bin/maefuse-bench --latency --model maefuse-l640 \
+.venv/bin/maefuse-bench --latency --model "${MODEL:-maefuse-l640}" \
     --batches 1 --iterations 3 --warmup 0 --pairs 3 --calibration-pairs 4 \
     --peak-tflops float32=0.197,bfloat16=0.81 \
     --json "$out/cpu_l640.json" --markdown "$out/cpu_l640.md" --plot "$out/cpu_l640.png"
