@@ -6,8 +6,9 @@ OpenVINO reads our ONNX graphs directly and is built for this CPU's AVX-512 BF16
 ``bf16``  the same graph with OpenVINO's inference precision hint set to bf16: matmuls and convolutions run in
           bfloat16 with float32 accumulation; the weights stay float32 in the file.
 ``int8``  post-training quantization with NNCF (transformer preset: SmoothQuant, layer norms and softmax kept in
-          float) calibrated on real IR/VIS pairs prepared exactly as the runtime prepares them; everything NNCF
-          leaves unquantized runs in float32. Calibration runs the float32 graph once per pair, so it costs a few
+          float) of the linear layers, calibrated on real IR/VIS pairs prepared exactly as the runtime prepares
+          them; attention's two activation x activation matmuls and everything else NNCF leaves unquantized run in
+          float32 (see activation_matmuls for why). Calibration runs the float32 graph once per pair, so it costs a few
           calls at load time (and a few minutes for l640 on a 2-core CPU).
 
 Threads: ``threads`` sets ``INFERENCE_NUM_THREADS`` (default: OpenVINO's, one per core); the latency hint runs one
@@ -56,6 +57,29 @@ def read_graph_info(path: Path) -> tuple[GraphInfo, int | None]:
     dims = proto.graph.input[0].type.tensor_type.shape.dim if proto.graph.input else []
     static_batch = dims[0].dim_value if dims and dims[0].HasField("dim_value") else None
     return info, static_batch or None
+
+
+def activation_matmuls(model: Any) -> list[str]:
+    """Names of the MatMuls whose two inputs are both activations: attention's Q x K^T and softmax x V.
+
+    NNCF would quantize them too, and to calibrate the second it keeps every layer's softmax output of a pair alive
+    at once (l640: 16 heads x 1600 x 1600 x 2 images x 4 bytes = 330 MB per layer, 24 layers): the l640 calibration
+    passed 14 GB before it was stopped. Left in float, the linear layers (four fifths of the FLOPs) are still int8.
+    """
+    names = []
+    for op in model.get_ordered_ops():
+        if op.get_type_name() != "MatMul":
+            continue
+        if not any(_is_weight(op.input_value(index).get_node()) for index in range(2)):
+            names.append(op.get_friendly_name())
+    return names
+
+
+def _is_weight(node: Any) -> bool:
+    # A weight reaches its MatMul as a Constant, possibly through a Convert, Transpose or Reshape.
+    while node.get_type_name() in ("Convert", "Transpose", "Reshape") and node.get_input_size():
+        node = node.input_value(0).get_node()
+    return bool(node.get_type_name() == "Constant")
 
 
 def load_calibration_pairs(folder: str | os.PathLike[str], count: int) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -180,6 +204,7 @@ class OpenVinoBackend:
             nncf.Dataset(feeds),
             model_type=nncf.ModelType.TRANSFORMER,
             subset_size=len(feeds),
+            ignored_scope=nncf.IgnoredScope(names=activation_matmuls(model), validate=False),
         )
 
     def run(self, ir: np.ndarray, vis: np.ndarray) -> np.ndarray:
