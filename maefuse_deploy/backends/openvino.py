@@ -17,6 +17,7 @@ request on all of them, which is what a camera pipeline calling ``run`` once per
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Sequence
@@ -199,13 +200,19 @@ class OpenVinoBackend:
         if not frames:
             raise InputError("OpenVINO INT8 calibration found no pairs", fix="pass a folder with ir/ and vi/ pairs")
         feeds = self._network_inputs(frames)
-        return nncf.quantize(
-            model,
-            nncf.Dataset(feeds),
-            model_type=nncf.ModelType.TRANSFORMER,
-            subset_size=len(feeds),
-            ignored_scope=nncf.IgnoredScope(names=activation_matmuls(model), validate=False),
-        )
+        logger = logging.getLogger("nncf")
+        saved = logger.level
+        logger.setLevel(logging.WARNING)  # one INFO line per ignored matmul (48 for l640); the progress bars stay
+        try:
+            return nncf.quantize(
+                model,
+                nncf.Dataset(feeds),
+                model_type=nncf.ModelType.TRANSFORMER,
+                subset_size=len(feeds),
+                ignored_scope=nncf.IgnoredScope(names=activation_matmuls(model), validate=False),
+            )
+        finally:
+            logger.setLevel(saved)
 
     def run(self, ir: np.ndarray, vis: np.ndarray) -> np.ndarray:
         count = ir.shape[0]
