@@ -7,9 +7,9 @@
 # names the fastest row with >= 40 dB. Target (issue 18): <= 4.0 s/pair at >= 40 dB.
 #
 # Cost on a quiet 2-core Zen 5 machine: about 10 minutes (export ~100 s, int8 quantization and calibration ~2 min,
-# 1 first call + 3 timed calls per row), peak memory ~8 GB (the export, then NNCF calibration). Run it when nothing
-# else uses the CPU: the script records the load average at the start, and numbers taken above a load of ~0.5 are
-# not speeds.
+# 1 first call + 3 timed calls per row), peak memory ~7 GB at the export and an estimated 9-11 GB during OpenVINO
+# int8's NNCF calibration (never completed on l640 yet: see docs/cpu_inference.md). Run it when nothing else uses
+# the CPU: the script records the load average at the start, and numbers taken above a load of ~0.5 are not speeds.
 #
 # The floors are DESIGN 2.6's (197 GFLOP/s FP32, 810 GFLOP/s BF16, measured with torch's matmul); int8 rows are held
 # to the BF16 floor. onnxruntime (MLAS) and OpenVINO run FP32 at about twice MKL's rate on Zen 5 (MKL takes its
