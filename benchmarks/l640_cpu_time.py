@@ -24,11 +24,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from maefuse_deploy.bench.accuracy import MSRS_DIR, load_pairs
-from maefuse_deploy.bench.settings import default_calibration_dir
 from maefuse_deploy.compare import psnr
 from maefuse_deploy.processing import finish_pair, prepare_pair
+from maefuse_deploy.sample_pairs import load_pairs
 
+IVIF = Path(__file__).resolve().parents[2] / "shared" / "data" / "ivif"  # the checkout's shared data
 CANDIDATES = ("onnxruntime", "onnxruntime-int8", "openvino", "openvino-bf16", "openvino-int8", "torch",
               "torch-bf16")
 
@@ -45,13 +45,15 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=2)
     parser.add_argument("--only", default=",".join(CANDIDATES))
     parser.add_argument("--calibration-pairs", type=int, default=4)
+    parser.add_argument("--pairs-dir", type=Path, default=IVIF / "MSRS6")
+    parser.add_argument("--calibration", type=Path, default=IVIF / "RoadScene")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(1)
     from maefuse_deploy.runtime.sources import resolve_torch_model
     from maefuse_deploy.runtime.torch_backend import TorchBackend
 
-    pairs = load_pairs(MSRS_DIR, args.pairs)
+    pairs = load_pairs(args.pairs_dir, args.pairs)
     prepared = [prepare_pair(p.ir, p.vis, "official", (640, 640), 16) for p in pairs]
     graph = args.out / "l640.onnx"
     reference_file = args.out / "reference.npz"
@@ -96,7 +98,7 @@ def main() -> None:
             from maefuse_deploy.backends.openvino import OpenVinoBackend
 
             precision = {"openvino": "fp32", "openvino-bf16": "bf16", "openvino-int8": "int8"}[name]
-            backend = OpenVinoBackend(graph, precision=precision, threads=1, calibration=default_calibration_dir(),
+            backend = OpenVinoBackend(graph, precision=precision, threads=1, calibration=args.calibration,
                                       calibration_pairs=args.calibration_pairs)
         load_s = time.perf_counter() - load
         worst, cpu_s, wall_s = float("inf"), [], []

@@ -23,9 +23,15 @@ out="${1:-/tmp/maefuse-bench-l640}"
 mkdir -p "$out"
 echo "load average at the start: $(cut -d' ' -f1-3 /proc/loadavg) (2 cores; quiet means < 0.5)"
 grep -m1 -E '^cpu family' /proc/cpuinfo
+# Accuracy on the MSRS pairs, int8 calibration on RoadScene: they never share a pair (shipped samples otherwise).
+ivif="$(cd .. && pwd)/shared/data/ivif"
+pairs=()
+if [ -d "$ivif/MSRS6/ir" ] && [ -d "$ivif/RoadScene/ir" ]; then
+  pairs=(--pairs-dir "$ivif/MSRS6" --calibration "$ivif/RoadScene")
+fi
 start=$(date +%s)
 .venv/bin/maefuse-bench --latency --model "${MODEL:-maefuse-l640}" \
-    --batches 1 --iterations 3 --warmup 0 --pairs 3 --calibration-pairs 4 \
+    --batches 1 --iterations 3 --warmup 0 --pairs 3 --calibration-pairs 4 "${pairs[@]}" \
     --peak-tflops float32=0.197,bfloat16=0.81 \
     --json "$out/cpu_l640.json" --markdown "$out/cpu_l640.md" --plot "$out/cpu_l640.png"
 echo "took $(( $(date +%s) - start )) s; load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from maefuse_deploy.bench.accuracy import load_pairs
 from maefuse_deploy.compare import psnr
 from maefuse_deploy.errors import InputError
 from maefuse_deploy.export import ExportSpec, export_onnx
@@ -21,6 +20,7 @@ from maefuse_deploy.io import read_image
 from maefuse_deploy.runtime.backend import Backend
 from maefuse_deploy.runtime.fuser import Fuser
 from maefuse_deploy.runtime.sources import resolve_torch_model
+from maefuse_deploy.sample_pairs import load_pairs
 
 pytest.importorskip("openvino", reason='the openvino extra is not installed (pip install ".[openvino]")')
 

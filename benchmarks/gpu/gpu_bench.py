@@ -36,12 +36,12 @@ import torch
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))  # run from a plain checkout (the GPU machine has no editable install)
 
-from maefuse_deploy.bench.accuracy import default_pairs_dir, load_pairs  # noqa: E402
 from maefuse_deploy.bench.flops import count_flops, floor_seconds, measure_peak  # noqa: E402
 from maefuse_deploy.compare import psnr  # noqa: E402
 from maefuse_deploy.processing import finish_pair, prepare_pair  # noqa: E402
 from maefuse_deploy.runtime.sources import resolve_torch_model  # noqa: E402
 from maefuse_deploy.runtime.torch_backend import TorchBackend  # noqa: E402
+from maefuse_deploy.sample_pairs import load_pairs  # noqa: E402
 
 DTYPES = ("float16", "bfloat16")
 MODES = ("eager", "cuda-graph", "compile")
@@ -114,7 +114,7 @@ class Run:
         assert model is not None
         self.config = model.config
         self.size = tuple(self.config.img_size)
-        pairs = load_pairs(Path(args.pairs_dir) if args.pairs_dir else default_pairs_dir(), self.plan["pairs"])
+        pairs = load_pairs(Path(args.pairs_dir) if args.pairs_dir else None, self.plan["pairs"])
         prepared = [prepare_pair(p.ir, p.vis, "official", self.size, self.config.patch_size) for p in pairs]
         self.contexts = [c for _, _, c in prepared]
         self.ir = torch.from_numpy(np.stack([a for a, _, _ in prepared]))
@@ -276,7 +276,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True, help="output folder for results.json and results.md")
     parser.add_argument("--dry-run", action="store_true", help="maefuse-micro on the CPU: every code path, fast")
-    parser.add_argument("--pairs-dir", help="folder with ir/ and vi/ [default: MSRS6, else the shipped samples]")
+    parser.add_argument("--pairs-dir", help="folder with ir/ and vi/ [default: the 3 shipped samples]")
     args = parser.parse_args()
     run = Run(args)
     run.torch_rows()

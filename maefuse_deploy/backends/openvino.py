@@ -28,8 +28,8 @@ import numpy as np
 
 from ..contract import INPUT_IR, INPUT_VIS, GraphInfo
 from ..errors import InputError, UnavailableError
-from ..io import find_pairs, read_image
 from ..processing import ir_to_grey8, prepare_pair, vis_to_bgr8
+from ..sample_pairs import as_arrays, load_pairs
 
 PRECISIONS = ("fp32", "bf16", "int8")
 DEFAULT_CALIBRATION_PAIRS = 8
@@ -93,10 +93,7 @@ def load_calibration_pairs(folder: str | os.PathLike[str], count: int) -> list[t
     if not (folder / "ir").is_dir() or not (folder / "vi").is_dir():
         raise InputError(f"calibration folder {folder} has no ir/ and vi/ subfolders",
                          fix="pass a folder of registered pairs such as ../shared/data/ivif/RoadScene")
-    pairs = []
-    for found in find_pairs(folder / "ir", folder / "vi")[:count]:
-        pairs.append((read_image(found.ir, "IR"), read_image(found.vis, "VIS")))
-    return pairs
+    return as_arrays(load_pairs(folder, count))
 
 
 class OpenVinoBackend:

@@ -211,7 +211,8 @@ class BackendFactory:
         calibration = None
         if precision == "int8":
             calibration = self.calibration_dir
-            notes.append(f"NNCF int8, calibrated on {self.settings.calibration_pairs} real pairs from {calibration}")
+            notes.append(f"NNCF int8, calibrated on up to {self.settings.calibration_pairs} real pairs from "
+                         f"{calibration}")
         backend = OpenVinoBackend(path, precision=precision, threads=self.settings.threads, calibration=calibration,
                                   calibration_pairs=self.settings.calibration_pairs)
         if backend.quantize_s is not None:

@@ -37,7 +37,7 @@ from .backends import BackendFactory, Skipped, inspect_model, row_precision
 from .flops import count_flops, floor_seconds, measure_peak
 from .machine import cpu_flags, describe_machine
 from .memory import PeakMemory
-from .settings import BenchSettings, default_calibration_dir, plan_backends
+from .settings import BenchSettings, plan_backends
 from .stream import StreamResult, run_stream
 from .timing import NetworkCall, PipelineCall, StageTimes, summarize
 
@@ -302,7 +302,11 @@ def _run(settings: BenchSettings, log: Callable[[str], None], command: str) -> B
     memory = PeakMemory(torch.device(settings.device) if torch.cuda.is_available() else torch.device("cpu"))
     rows: list[Row] = []
     streams: list[StreamResult] = []
-    calibration_dir = settings.calibration_dir or default_calibration_dir() or pairs_dir
+    calibration_dir = settings.calibration_dir or pairs_dir
+    if settings.calibration_dir is None and any(name.endswith("int8") for name, why in plan_backends(
+            settings.backends, settings.device, cpu_flags()) if why is None):
+        notes.append("int8 rows calibrate on the pairs they are checked on: their accuracy is optimistic "
+                     "(pass --calibration FOLDER with other pairs)")
     plan = plan_backends(settings.backends, settings.device, cpu_flags())
     with tempfile.TemporaryDirectory(prefix="maefuse-bench-") as workdir:
         factory = BackendFactory(mut, settings, Path(workdir), model_size, calibration_dir)

@@ -15,7 +15,6 @@ BACKENDS = ("release-style", "torch", "torch-bf16", "torch-fp16", "torch-compile
             "openvino", "openvino-bf16", "openvino-int8", "tensorrt")
 PRECISIONS = ("float32", "bfloat16", "float16")
 IoMode = Literal["float", "uint8"]
-SHARED_IVIF = Path(__file__).resolve().parents[3] / "shared" / "data" / "ivif"
 DEFAULT_CALIBRATION_PAIRS = 8
 # Backends the default run (no --backends) leaves out although they could run, and why: listed as skipped rows.
 NOT_BY_DEFAULT = {
@@ -55,14 +54,6 @@ def plan_backends(requested: tuple[str, ...] | None, device: str, cpu_flags: lis
             reason = "this CPU has no AVX-512 BF16 or AMX: bfloat16 would be emulated; name it in --backends"
         plan.append((name, reason))
     return plan
-
-
-def default_calibration_dir() -> Path | None:
-    """Real pairs for INT8 calibration: RoadScene where the shared data is present (the benchmark checks accuracy
-    on MSRS, so calibration and check never share a pair); None: calibrate on the benchmark's own pairs.
-    """
-    roadscene = SHARED_IVIF / "RoadScene"
-    return roadscene if (roadscene / "ir").is_dir() else None
 
 
 def parse_backends(text: str) -> tuple[str, ...]:
@@ -132,7 +123,7 @@ class BenchSettings:
     pairs_dir: Path | None = None
     cuda_graph: bool = True
     threads: int | None = None  # CPU threads of torch, onnxruntime and OpenVINO (intra-op); None: their defaults
-    calibration_dir: Path | None = None  # INT8 calibration pairs (ir/, vi/); None: default_calibration_dir()
+    calibration_dir: Path | None = None  # INT8 calibration pairs (ir/, vi/); None: the benchmark's own pairs
     calibration_pairs: int = DEFAULT_CALIBRATION_PAIRS
     stream: bool = False
     latency: bool = True

@@ -49,8 +49,8 @@ from .options import auto_device, batches_option, device_option, model_option
               "3 samples shipped in the package]")
 @click.option("--threads", type=click.IntRange(min=1), help="CPU threads for torch and onnxruntime [default: theirs]")
 @click.option("--calibration", "calibration_dir", type=click.Path(path_type=Path),
-              help="folder of real pairs (ir/, vi/) for openvino-int8 calibration [default: RoadScene where the "
-              "shared data is, else the benchmark pairs]")
+              help="folder of real pairs (ir/, vi/) for openvino-int8 calibration, other than --pairs-dir "
+              "[default: the benchmark's own pairs]")
 @click.option("--calibration-pairs", type=click.IntRange(min=1), default=DEFAULT_CALIBRATION_PAIRS,
               show_default=True, help="pairs openvino-int8 calibrates on")
 @click.option("--cuda-graph/--no-cuda-graph", default=True, show_default=True, help="torch and TensorRT on CUDA")
