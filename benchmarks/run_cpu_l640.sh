@@ -11,7 +11,7 @@
 # int8's NNCF calibration (never completed on l640 yet: see docs/cpu_inference.md). Run it when nothing else uses
 # the CPU: the script records the load average at the start, and numbers taken above a load of ~0.5 are not speeds.
 #
-# The floors are DESIGN 2.6's (197 GFLOP/s FP32, 810 GFLOP/s BF16, measured with torch's matmul); int8 rows are held
+# The floors are docs/model.md §6's (197 GFLOP/s FP32, 810 GFLOP/s BF16, measured with torch's matmul); int8 rows are held
 # to the BF16 floor. onnxruntime (MLAS) and OpenVINO run FP32 at about twice MKL's rate on Zen 5 (MKL takes its
 # AVX2 path on AMD; see docs/cpu_inference.md), so their FP32 rows can sit below 1x of that floor.
 #
