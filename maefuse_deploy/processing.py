@@ -41,10 +41,21 @@ def ir_to_grey8(image: np.ndarray) -> np.ndarray:
     if image.ndim == 3:
         image = cv2.cvtColor(image, cv2.COLOR_BGRA2GRAY if image.shape[2] == 4 else cv2.COLOR_BGR2GRAY)
     if image.dtype == np.uint16:
-        low, high = np.percentile(image, IR16_PERCENTILES)
-        scale = 255.0 / max(float(high - low), 1.0)
-        image = np.clip((image.astype(np.float32) - low) * scale + 0.5, 0, 255).astype(np.uint8)
+        low, high = ir16_range(image)
+        image = stretch_to_grey8(image, low, high)
     return np.ascontiguousarray(image)
+
+
+def ir16_range(image: np.ndarray) -> tuple[float, float]:
+    """The (low, high) a 16-bit IR frame is stretched between: its 0.5th and 99.5th percentiles."""
+    low, high = np.percentile(image, IR16_PERCENTILES)
+    return float(low), float(high)
+
+
+def stretch_to_grey8(image: np.ndarray, low: float, high: float) -> np.ndarray:
+    """HxW uint16 -> HxW uint8: linear from [low, high] to [0, 255], clipped (the 16-to-8-bit IR mapping)."""
+    scale = 255.0 / max(float(high - low), 1.0)
+    return np.clip((image.astype(np.float32) - low) * scale + 0.5, 0, 255).astype(np.uint8)
 
 
 def vis_to_bgr8(image: np.ndarray) -> np.ndarray:

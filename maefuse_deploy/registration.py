@@ -1,0 +1,182 @@
+"""IR-to-VIS registration: the calibration file (docs/streaming.md) and the warp applied to IR frames.
+
+The mapping takes IR pixel coordinates to VIS pixel coordinates (OpenCV's convention: pixel centres at integer
+coordinates, origin top-left). Applying it warps an IR frame (HxW or HxWxC, uint8 or uint16) into the VIS geometry
+(``vis_size``), so the pair that reaches the Fuser is aligned and the fused output is in the VIS geometry.
+Estimating a mapping lives in ``maefuse_deploy.stream.calibrate``; this module is the library layer below the
+runtime and only loads, saves, checks and applies one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import cv2
+import numpy as np
+
+from .atomic import atomic_path
+from .errors import InputError
+
+FORMAT_NAME = "maefuse-registration"
+FORMAT_VERSION = 1
+Model = Literal["homography", "affine"]
+MODELS: tuple[str, ...] = ("homography", "affine")
+
+
+@dataclass
+class Registration:
+    """A 3x3 IR-to-VIS mapping (float64, H[2,2] == 1) and the frame sizes it was estimated for ((width, height))."""
+
+    matrix: np.ndarray
+    ir_size: tuple[int, int]
+    vis_size: tuple[int, int]
+    model: Model = "homography"
+    method: str = "points"
+    residual_px: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        matrix = np.asarray(self.matrix, dtype=np.float64)
+        if matrix.shape != (3, 3) or not np.all(np.isfinite(matrix)):
+            raise InputError(f"a registration needs a finite 3x3 matrix, got shape {matrix.shape}")
+        if abs(matrix[2, 2]) < 1e-12:
+            raise InputError("registration matrix has H[2][2] == 0", fix="re-estimate it with maefuse-calibrate")
+        matrix = matrix / matrix[2, 2]
+        if abs(np.linalg.det(matrix)) < 1e-12:
+            raise InputError("registration matrix is singular", fix="re-estimate it with maefuse-calibrate")
+        if self.model not in MODELS:
+            raise InputError(f"unknown registration model {self.model!r}", fix=f"use one of {', '.join(MODELS)}")
+        if self.model == "affine":
+            if not np.allclose(matrix[2, :2], 0.0, atol=1e-12):
+                raise InputError("an affine registration must have the last row [0, 0, 1]")
+            matrix[2] = (0.0, 0.0, 1.0)
+        for name in ("ir_size", "vis_size"):
+            size = tuple(int(v) for v in getattr(self, name))
+            if len(size) != 2 or min(size) < 1:
+                raise InputError(f"registration {name} must be [width, height] > 0, got {getattr(self, name)}")
+            setattr(self, name, size)
+        self.matrix = matrix
+
+    # --- checking and applying -------------------------------------------------------------------------------
+
+    def check_sizes(self, ir_shape: tuple[int, ...], vis_shape: tuple[int, ...], where: str = "the stream") -> None:
+        """Raise unless the IR frame (HxW[xC]) and the VIS frame have the sizes this calibration was made for."""
+        ir_size = (int(ir_shape[1]), int(ir_shape[0]))
+        vis_size = (int(vis_shape[1]), int(vis_shape[0]))
+        if ir_size != self.ir_size or vis_size != self.vis_size:
+            raise InputError(
+                f"calibration is for IR {_wh(self.ir_size)} -> VIS {_wh(self.vis_size)} but {where} has IR "
+                f"{_wh(ir_size)} and VIS {_wh(vis_size)}",
+                fix="calibrate these cameras at these frame sizes (maefuse-calibrate)",
+            )
+
+    def warp(self, ir: np.ndarray) -> np.ndarray:
+        """IR frame (HxW or HxWxC, uint8/uint16, ``ir_size``) -> the same dtype at ``vis_size`` in VIS geometry.
+
+        Bilinear; VIS pixels the IR camera does not see are 0.
+        """
+        if (ir.shape[1], ir.shape[0]) != self.ir_size:
+            raise InputError(
+                f"IR frame is {ir.shape[1]}x{ir.shape[0]} but the calibration is for {_wh(self.ir_size)}",
+                fix="calibrate at this IR frame size (maefuse-calibrate)",
+            )
+        if self.model == "affine":
+            return cv2.warpAffine(ir, self.matrix[:2], self.vis_size, flags=cv2.INTER_LINEAR,
+                                  borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        return cv2.warpPerspective(ir, self.matrix, self.vis_size, flags=cv2.INTER_LINEAR,
+                                   borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+
+    def map_points(self, points: np.ndarray) -> np.ndarray:
+        """(N, 2) IR pixel coordinates -> (N, 2) VIS pixel coordinates, float64."""
+        return map_points(self.matrix, points)
+
+    def ir_corners_in_vis(self) -> np.ndarray:
+        """Where the IR frame's four corner pixels land in the VIS frame, (4, 2) float64."""
+        w, h = self.ir_size
+        return self.map_points(np.array([[0, 0], [w - 1, 0], [w - 1, h - 1], [0, h - 1]], dtype=np.float64))
+
+    # --- the file ----------------------------------------------------------------------------------------------
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "format": FORMAT_NAME,
+            "version": FORMAT_VERSION,
+            "homography": [[float(v) for v in row] for row in self.matrix],
+            "model": self.model,
+            "ir_size": list(self.ir_size),
+            "vis_size": list(self.vis_size),
+            "method": self.method,
+            "residual_px": round(float(self.residual_px), 4),
+            "created": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        }
+        data.update(self.extra)
+        return data
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write the calibration JSON atomically."""
+        path = Path(path)
+        with atomic_path(path) as tmp:
+            tmp.write_text(json.dumps(self.to_json(), indent=2) + "\n", encoding="utf-8")
+        return path
+
+
+def _wh(size: tuple[int, int]) -> str:
+    return f"{size[0]}x{size[1]}"
+
+
+def map_points(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """Apply a 3x3 projective matrix to (N, 2) points; returns (N, 2) float64."""
+    pts = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+    homogeneous = np.hstack([pts, np.ones((len(pts), 1))]) @ np.asarray(matrix, dtype=np.float64).T
+    return homogeneous[:, :2] / homogeneous[:, 2:3]
+
+
+def load_registration(path: str | os.PathLike[str]) -> Registration:
+    """Read a calibration JSON (docs/streaming.md); every malformed field is a one-line error naming the file."""
+    path = Path(path)
+    fix = "write it with maefuse-calibrate (format: docs/streaming.md)"
+    if not path.is_file():
+        raise InputError(f"calibration file not found: {path}", fix="check the path, or run maefuse-calibrate")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(f"calibration file {path} is not valid JSON: {exc}", fix=fix) from exc
+    if not isinstance(data, dict):
+        raise InputError(f"calibration file {path} must hold a JSON object", fix=fix)
+    if data.get("format", FORMAT_NAME) != FORMAT_NAME:
+        raise InputError(f"calibration file {path} has format {data.get('format')!r}, not {FORMAT_NAME!r}", fix=fix)
+    version = data.get("version", FORMAT_VERSION)
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise InputError(f"calibration file {path} has version {version!r}; this reader knows {FORMAT_VERSION}",
+                         fix="update maefuse-deploy")
+    missing = [key for key in ("homography", "ir_size", "vis_size") if key not in data]
+    if missing:
+        raise InputError(f"calibration file {path} lacks {', '.join(missing)}", fix=fix)
+    try:
+        matrix = np.array(data["homography"], dtype=np.float64)
+        ir_size = tuple(int(v) for v in data["ir_size"])
+        vis_size = tuple(int(v) for v in data["vis_size"])
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"calibration file {path} has a malformed field: {exc}", fix=fix) from exc
+    if matrix.shape != (3, 3) or len(ir_size) != 2 or len(vis_size) != 2:
+        raise InputError(
+            f"calibration file {path}: homography must be 3x3 and sizes [width, height], got {matrix.shape}", fix=fix
+        )
+    residual = data.get("residual_px", 0.0)
+    try:
+        return Registration(
+            matrix,
+            ir_size,  # type: ignore[arg-type]
+            vis_size,  # type: ignore[arg-type]
+            model=data.get("model", "homography"),
+            method=str(data.get("method", "unknown")),
+            residual_px=float(residual) if isinstance(residual, int | float) and math.isfinite(residual) else 0.0,
+        )
+    except InputError as exc:
+        raise InputError(f"calibration file {path}: {exc}") from exc
