@@ -88,13 +88,15 @@ class GstSource:
         self.nominal_fps: float | None = None
         self._index = 0
         self._ended = False
-        change = self._pipeline.set_state(gst.State.PLAYING)
-        if change == gst.StateChangeReturn.FAILURE:
+        # A live source (a camera, is-live=true) answers PAUSED with NO_PREROLL: it produces data only when playing.
+        paused = self._pipeline.set_state(gst.State.PAUSED)
+        playing = self._pipeline.set_state(gst.State.PLAYING)
+        if gst.StateChangeReturn.FAILURE in (paused, playing):
             error = _bus_error(self._pipeline, gst)
             self._pipeline.set_state(gst.State.NULL)
             raise InputError(f"{self.name} cannot start: {error or 'state change failed'}",
                              fix="check it with gst-launch-1.0")
-        self.live = change == gst.StateChangeReturn.NO_PREROLL
+        self.live = paused == gst.StateChangeReturn.NO_PREROLL
 
     def read(self) -> Frame | None:
         if self._ended:

@@ -138,18 +138,18 @@ class StreamStats:
 
 
 class _Rate:
-    def __init__(self) -> None:
-        self._times: deque[float] = deque(maxlen=256)
+    """Events per second over the last RATE_WINDOW_S (or since the start, when that is shorter)."""
+
+    def __init__(self, started: float) -> None:
+        self._started = started
+        self._times: deque[float] = deque(maxlen=4096)
 
     def tick(self, now: float, count: int = 1) -> None:
-        for _ in range(count):
-            self._times.append(now)
+        self._times.extend([now] * count)
 
     def value(self, now: float) -> float:
-        recent = [t for t in self._times if now - t <= RATE_WINDOW_S]
-        if len(recent) < 2:
-            return 0.0
-        return (len(recent) - 1) / max(recent[-1] - recent[0], 1e-6)
+        recent = sum(1 for t in self._times if now - t <= RATE_WINDOW_S)
+        return recent / max(min(RATE_WINDOW_S, now - self._started), 1e-3)
 
 
 class Pipeline:
@@ -216,7 +216,7 @@ class Pipeline:
         self._lock = threading.Lock()
         self._counts = {"read_ir": 0, "read_vis": 0, "paired": 0, "fused": 0, "written": 0, "late": 0}
         self._latencies: deque[float] = deque(maxlen=LATENCY_WINDOW)
-        self._rates = {"ir": _Rate(), "vis": _Rate(), "out": _Rate()}
+        self._rates = {role: _Rate(time.monotonic()) for role in ("ir", "vis", "out")}
         self._stop = threading.Event()
         self._done = threading.Event()
         self._error: BaseException | None = None
@@ -231,6 +231,7 @@ class Pipeline:
         if self._started is not None:
             raise InputError("this pipeline was already started", fix="create a new Pipeline")
         self._started = time.monotonic()
+        self._rates = {role: _Rate(self._started) for role in ("ir", "vis", "out")}
         targets: list[tuple[str, Callable[..., None], tuple[Any, ...]]] = [
             ("read-ir", self._read, ("ir",)), ("read-vis", self._read, ("vis",)),
             ("pair", self._pair, ()), ("fuse", self._fuse, ()),
@@ -350,8 +351,10 @@ class Pipeline:
 
     def _read(self, role: str) -> None:
         source, out = self._sources[role], self._queues[role]
+        # A push source is ended by stop(); what the host pushed before that still goes through.
+        endable = hasattr(source, "end")
         try:
-            while not self._stop.is_set():
+            while endable or not self._stop.is_set():
                 try:
                     frame = source.read()
                 except MaeFuseError as exc:
@@ -362,6 +365,9 @@ class Pipeline:
                     self.stop()
                     return
                 if frame is None:
+                    if self._counts[f"read_{role}"] == 0:
+                        raise InputError(f"{source.name} ended before its first frame",
+                                         fix="check that the source delivers video")
                     return
                 now = time.monotonic()
                 with self._lock:

@@ -154,23 +154,26 @@ class PushSource:
         self._index = 0
         self._ended = False
 
-    def push(self, image: np.ndarray, timestamp: float | None = None) -> None:
-        """Offer one frame (HxW or HxWx3, uint8/uint16); ``timestamp`` in seconds, default the monotonic clock."""
+    def push(self, image: np.ndarray, timestamp: float | None = None) -> bool:
+        """Offer one frame (HxW or HxWx3, uint8/uint16); ``timestamp`` in seconds, default the monotonic clock.
+
+        Returns False (and takes nothing) once the source has ended, e.g. because the pipeline was stopped.
+        """
         if not isinstance(image, np.ndarray) or image.ndim not in (2, 3):
             raise InputError(f"{self.name}: push() takes an HxW or HxWxC numpy image, got {type(image).__name__}")
         now = time.monotonic()
         with self._lock:
             if self._ended:
-                raise InputError(f"{self.name}: push() after end()", fix="create a new PushSource")
+                return False
             frame = Frame(_squeeze_grey(image), now if timestamp is None else float(timestamp), self._index, now)
             self._index += 1
         if self.policy == "block":
             self._queue.put(frame)
-            return
+            return True
         while True:
             try:
                 self._queue.put_nowait(frame)
-                return
+                return True
             except queue.Full:
                 try:
                     self._queue.get_nowait()

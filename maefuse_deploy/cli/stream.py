@@ -1,0 +1,113 @@
+"""maefuse-stream: fuse two live or recorded sources into a video, images, or a GStreamer pipeline."""
+
+from __future__ import annotations
+
+import signal
+import sys
+from pathlib import Path
+from types import FrameType
+
+import click
+
+from ..errors import MaeFuseError
+from ..processing import POLICIES as PROCESSING_POLICIES
+from ..registration import load_registration
+from ..runtime.fuser import BACKENDS, Fuser
+from ..runtime.sources import default_backend_for
+from ..stream.pipeline import PAIRINGS, POLICIES, Pipeline
+from .common import note, report_errors
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--ir", required=True, help="IR source: video file, /dev/videoN or index, rtsp:// or http:// URL, or a "
+              "GStreamer pipeline string (contains '!')")
+@click.option("--vis", required=True, help="VIS source (same kinds)")
+@click.option("--out", required=True, help="video file (.mp4, .mkv, .avi), folder (image sequence) or a GStreamer "
+              "pipeline string fed through appsrc")
+@click.option("--homography", type=click.Path(path_type=Path), help="IR-to-VIS calibration from maefuse-calibrate")
+@click.option("--pair", type=click.Choice(PAIRINGS), default="timestamp", show_default=True,
+              help="timestamp: nearest partner within the tolerance; index: frame n with frame n (lockstep files)")
+@click.option("--ir-offset-ms", type=float, default=0.0, show_default=True,
+              help="added to every IR timestamp before pairing (the IR camera's fixed delay, negated)")
+@click.option("--tolerance-ms", type=float, help="largest timestamp gap of a pair [default: half the slower "
+              "source's frame period]")
+@click.option("--policy", "queue_policy", type=click.Choice(POLICIES), default="auto", show_default=True,
+              help="full queues: drop-oldest (latency first) or block (lose nothing); auto: block for files, "
+              "drop-oldest when a source is live")
+@click.option("--queue", "queue_size", type=click.IntRange(min=1), default=4, show_default=True,
+              help="depth of each queue")
+@click.option("--max-latency-ms", type=float, help="drop pairs older than this before fusing them")
+@click.option("--side-by-side", is_flag=True, help="write IR | VIS | fused panels instead of the fused frame")
+@click.option("--lossless", is_flag=True, help="lossless video (FFV1; name the output .mkv)")
+@click.option("--fps", type=float, help="output frame rate [default: the VIS source's]")
+@click.option("--frames", "max_frames", type=click.IntRange(min=1), help="stop after this many pairs")
+@click.option("--raw-ir", is_flag=True, help="ask a V4L2 IR camera for raw (16-bit) frames")
+@click.option("--checkpoint", "-c", help="checkpoint, .onnx graph, engine or config name [default: built-in model]")
+@click.option("--config", help="model config name, when the checkpoint does not say")
+@click.option("--backend", type=click.Choice(BACKENDS), help="[default: from the checkpoint's file type]")
+@click.option("--device", help="cpu, cuda, cuda:1 ... [default: cuda for TensorRT engines, else cpu]")
+@click.option("--dtype", type=click.Choice(["float32", "float16", "bfloat16"]), default="float32", show_default=True)
+@click.option("--processing", type=click.Choice(PROCESSING_POLICIES),
+              help="pre/post-processing policy [default: what the weights were trained for]")
+@click.option("--batch", "batch_size", type=click.IntRange(min=1), default=4, show_default=True,
+              help="largest number of waiting pairs fused in one call")
+@click.option("--quiet", "-q", is_flag=True, help="no status line")
+@report_errors
+def main(ir: str, vis: str, out: str, homography: Path | None, pair: str, ir_offset_ms: float,
+         tolerance_ms: float | None, queue_policy: str, queue_size: int, max_latency_ms: float | None,
+         side_by_side: bool, lossless: bool, fps: float | None, max_frames: int | None, raw_ir: bool,
+         checkpoint: str | None, config: str | None, backend: str | None, device: str | None, dtype: str,
+         processing: str | None, batch_size: int, quiet: bool) -> None:
+    """Fuse an IR and a VIS stream live: pair by timestamp, register, fuse in batches, write."""
+    registration = load_registration(homography) if homography is not None else None
+    if device is None:
+        device = "cuda" if (backend or default_backend_for(checkpoint)) == "tensorrt" else "cpu"
+    fuser = Fuser.from_checkpoint(checkpoint, backend, device=device, dtype=dtype, policy=processing,  # type: ignore[arg-type]
+                                  config=config, batch_size=batch_size)
+    note(f"model: {fuser.description}")
+    for warning in fuser.warnings:
+        note(f"warning: {warning}")
+    with fuser:
+        pipeline = Pipeline(
+            fuser, ir, vis, sink=out, registration=registration, pair=pair,
+            tolerance=tolerance_ms / 1000.0 if tolerance_ms is not None else None, ir_offset=ir_offset_ms / 1000.0,
+            policy=queue_policy, queue_size=queue_size, max_latency_ms=max_latency_ms, side_by_side=side_by_side,
+            fps=fps, lossless=lossless, max_frames=max_frames, raw_ir=raw_ir,
+        )
+        signals: list[str] = []
+
+        def on_signal(number: int, _frame: FrameType | None) -> None:
+            signals.append(signal.Signals(number).name)
+            if len(signals) == 1:
+                pipeline.stop()  # drain what is queued, close the output
+            else:
+                pipeline.abort()
+
+        previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            note(f"streaming ({pipeline.policy}, pairing by {pair}) to {out}; Ctrl-C stops")
+            pipeline.start()
+            tty = sys.stderr.isatty()
+            while not pipeline.wait(0.5 if tty else 2.0):
+                if not quiet:
+                    click.echo(("\r" if tty else "") + pipeline.stats.line(), err=True, nl=not tty)
+            if tty and not quiet:
+                click.echo("", err=True)
+            try:
+                stats = pipeline.join()
+            except MaeFuseError:
+                # The output is closed and valid: say what it holds, then the one-line error.
+                click.echo(pipeline.stats.summary())
+                click.echo(f"wrote {pipeline.stats.written} fused frames to {out} before the error")
+                raise
+        finally:
+            for number, handler in previous.items():
+                signal.signal(number, handler)
+    if signals:
+        note(f"stopped on {signals[0]}")
+    click.echo(stats.summary())
+    click.echo(f"wrote {stats.written} fused frames to {out}")
+
+
+if __name__ == "__main__":
+    main()
