@@ -259,9 +259,9 @@ def test_gstreamer_live_videotestsrc_sources_and_appsrc_sink(fuser, tmp_path):
     assert len(read_video(out)) == stats.written
 
 
-def run_cli(args, **kwargs):
-    return subprocess.run([sys.executable, "-m", "maefuse_deploy.cli.stream", *args], capture_output=True,
-                          text=True, timeout=120, **kwargs)
+def run_cli(args):
+    """maefuse-stream in-process (the SIGINT test runs the real console process)."""
+    return CliRunner().invoke(stream_main, args, catch_exceptions=False)
 
 
 def test_sigint_mid_stream_leaves_a_playable_file_with_the_reported_frames(frames, tmp_path):
@@ -290,7 +290,7 @@ def test_sigint_mid_stream_leaves_a_playable_file_with_the_reported_frames(frame
 
 
 def one_line_error(result) -> str:
-    assert result.returncode == 1, result.stderr
+    assert result.exit_code == 1, result.output
     assert "Traceback" not in result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1, result.stderr

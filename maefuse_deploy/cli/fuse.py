@@ -10,6 +10,7 @@ from tqdm import tqdm
 from ..io import find_pairs
 from ..model.config import CONFIGS
 from ..processing import POLICIES
+from ..registration import load_registration
 from ..runtime.files import SAMPLES_DIR, fuse_pairs, output_suffix
 from ..runtime.fuser import BACKENDS, Fuser
 from ..runtime.sources import default_backend_for
@@ -43,6 +44,8 @@ MODEL_SIZES = ", ".join(f"{c.img_size[1]}x{c.img_size[0]} for {name}" for name, 
 @click.option("--lossy", is_flag=True, help="allow a lossy output format (jpg, webp)")
 @click.option("--side-by-side", is_flag=True, help="also write NAME_sbs: IR | VIS | fused")
 @click.option("--resize-ir", is_flag=True, help="resize an IR image to its VIS partner's size instead of failing")
+@click.option("--homography", type=click.Path(path_type=Path),
+              help="IR-to-VIS calibration (maefuse-calibrate): warp each IR image into the VIS geometry first")
 @report_errors
 def main(
     ir: Path | None,
@@ -60,6 +63,7 @@ def main(
     lossy: bool,
     side_by_side: bool,
     resize_ir: bool,
+    homography: Path | None,
 ) -> None:
     """Fuse registered infrared/visible pairs with MaeFuse."""
     if ir is None and vis is None:
@@ -68,6 +72,9 @@ def main(
     elif ir is None or vis is None:
         raise click.UsageError("pass both --ir and --vis (or neither, for the shipped samples)")
     video = is_video(ir) or is_video(vis)
+    registration = load_registration(homography) if homography is not None else None
+    if registration is not None and (video or resize_ir):
+        raise click.UsageError("--homography works on image pairs without --resize-ir; use maefuse-stream for videos")
     suffix = None if video else output_suffix(fmt, lossy)
     if device == "auto":
         device = "cuda" if (backend or default_backend_for(model)) == "tensorrt" else "cpu"
@@ -87,5 +94,5 @@ def main(
         pairs = find_pairs(ir, vis)
         with tqdm(total=len(pairs), desc="fusing", unit="pair") as bar:
             written = fuse_pairs(fuser, pairs, out, suffix=suffix or ".png", with_side_by_side=side_by_side,
-                                 resize=resize_ir, progress=bar.update)
+                                 resize=resize_ir, registration=registration, progress=bar.update)
     click.echo(f"wrote {len(written)} images for {len(pairs)} pairs to {out}/")

@@ -12,6 +12,7 @@ import numpy as np
 from ..errors import InputError
 from ..io import LOSSY_SUFFIXES, ImagePair, read_image, write_image
 from ..processing import ir_to_grey8, vis_to_bgr8
+from ..registration import Registration
 from ..sample_pairs import SAMPLES_DIR
 from .fuser import Fuser
 
@@ -55,9 +56,13 @@ def fuse_pairs(
     suffix: str = ".png",
     with_side_by_side: bool = False,
     resize: bool = False,
+    registration: Registration | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> list[Path]:
     """Fuse ``pairs`` in groups of ``fuser.batch_size`` and write ``out_dir/NAME{suffix}``.
+
+    ``registration`` (a calibration, ``maefuse-calibrate``) warps each IR image into its VIS partner's geometry
+    first; every pair must then have the calibration's IR and VIS sizes.
 
     All-or-nothing: if any pair fails (unreadable file, size mismatch), the files this call wrote are removed
     before the error propagates, so a folder is never left half fused.
@@ -68,6 +73,10 @@ def fuse_pairs(
         for start in range(0, len(pairs), fuser.batch_size):
             chunk = pairs[start : start + fuser.batch_size]
             images = [(read_image(p.ir, "IR"), read_image(p.vis, "VIS")) for p in chunk]
+            if registration is not None:
+                for pair, (ir, vis) in zip(chunk, images, strict=True):
+                    registration.check_sizes(ir.shape, vis.shape, f"pair {pair.name}")
+                images = [(registration.warp(ir), vis) for ir, vis in images]
             if resize:
                 images = [(_resize_to(ir, vis), vis) for ir, vis in images]
             for pair, (ir, vis) in zip(chunk, images, strict=True):
