@@ -170,7 +170,7 @@ def push_at_rate(sources, images, fps, count, stop_after=True):
         for n in range(count):
             time.sleep(max(0.0, start + n / fps - time.monotonic()))
             for source, pool in zip(sources, images, strict=True):
-                if not source.push(pool[n % len(pool)]):
+                if not source.push(pool[n % len(pool)], n / fps):
                     return  # the pipeline stopped
         if stop_after:
             for source in sources:
@@ -202,32 +202,38 @@ def test_push_sources_at_camera_rate_run_and_stop(fuser, frames):
 
 
 class SlowFuser:
-    """The real Fuser behind a fixed extra delay per call: a backend slower than the camera."""
+    """The real Fuser behind a fixed extra delay per call: a backend slower than the camera. Records each call's
+    duration (the service time) and when it ended."""
 
     def __init__(self, fuser, delay_s):
         self.fuser, self.delay_s, self.batch_size = fuser, delay_s, 1
+        self.calls: list[float] = []
 
     def fuse_batch(self, pairs):
+        start = time.monotonic()
         time.sleep(self.delay_s)
-        return self.fuser.fuse_batch(pairs)
+        fused = self.fuser.fuse_batch(pairs)
+        self.calls.append(time.monotonic() - start)
+        return fused
 
 
 def test_drop_policy_bounds_latency_and_counts_drops(fuser, frames):
     ir, vis = frames
-    delay, depth = 0.15, 2
-    ir_source, vis_source = PushSource("IR", fps=30), PushSource("VIS", fps=30)
-    pipeline = Pipeline(SlowFuser(fuser, delay), ir_source, vis_source, sink=lambda image, meta: None,
-                        policy="drop-oldest", queue_size=depth, pair="index")
+    depth = 2
+    slow = SlowFuser(fuser, 0.15)
+    ir_source, vis_source = PushSource("IR", fps=30, maxsize=1), PushSource("VIS", fps=30, maxsize=1)
+    pipeline = Pipeline(slow, ir_source, vis_source, sink=lambda image, meta: None, policy="drop-oldest",
+                        queue_size=depth)
     with pipeline:
         push_at_rate([ir_source, vis_source], [ir, vis], 30, 60).join()
-        assert pipeline.wait(30)
+        assert pipeline.wait(60)
     stats = pipeline.join()
     assert stats.dropped > 0 and stats.fused < 60
-    # Each pair waits behind at most `depth` queued pairs plus the one being fused; the IR/VIS queues in front
-    # hold at most `depth` frames each at 30 fps. Generous slack for a loaded 2-core machine.
-    service = delay + 0.2
-    bound = (depth + 1) * service + depth / 30 + 0.5
-    assert stats.latency_ms["max"] / 1000 <= bound, (stats.latency_ms, bound)
+    # A pair waits behind at most `depth` queued pairs and the one being fused; the push buffer and the IR/VIS
+    # queues in front hold at most 1 + depth frames at 30 fps. Slack for thread wake-ups on a loaded machine.
+    service = max(slow.calls)
+    bound = (depth + 1) * service + (1 + depth + 1) / 30 + 0.25
+    assert stats.latency_ms["max"] / 1000 <= bound, (stats.latency_ms, bound, slow.calls)
 
 
 def test_block_policy_loses_nothing(fuser, frames):
@@ -338,3 +344,17 @@ def test_truncated_video_keeps_a_valid_partial_output(frames, tmp_path):
     written = int(result.stdout.split("wrote ")[-1].split()[0])
     assert 0 < written < 40
     assert len(read_video(out)) == written
+
+
+def test_leaving_the_loop_early_stops_the_stream(fuser, frames, tmp_path):
+    ir, vis = frames
+    ir_path = write_video(tmp_path / "ir.mkv", ir[:30], 25)
+    vis_path = write_video(tmp_path / "vis.mkv", vis[:30], 25)
+    start = time.monotonic()
+    taken = []
+    for _fused, meta in stream(fuser, str(ir_path), str(vis_path), pair="index", queue_size=1):
+        taken.append(meta["vis_index"])
+        if len(taken) == 2:
+            break
+    assert taken == [0, 1] and time.monotonic() - start < 30
+    assert not [t for t in threading.enumerate() if t.name.startswith("maefuse-") and t.is_alive()]

@@ -256,8 +256,8 @@ class Pipeline:
     def abort(self) -> None:
         """Stop at once, discarding queued frames (a second Ctrl-C). The sink is still closed cleanly."""
         self.stop()
-        for name in ("ir", "vis", "pairs"):
-            self._queues[name].abort()
+        for q in self._queues.values():
+            q.abort()
 
     def wait(self, timeout: float | None = None) -> bool:
         """Wait until the pipeline has finished (True) or ``timeout`` passed (False)."""
