@@ -268,7 +268,8 @@ class Pipeline:
         if self._started is not None and not self._done.wait(timeout):
             raise InputError("the stream did not finish in time", fix="call stop() first")
         for thread in self._threads:
-            thread.join(timeout=2.0)
+            # Readers of a blocking source may sit in read() a while after stop(); later stages end promptly.
+            thread.join(timeout=10.0 if thread.name.startswith("maefuse-read") else 30.0)
         self._close_sources()
         if self._error is not None:
             raise self._error
