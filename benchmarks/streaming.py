@@ -27,7 +27,7 @@ from maefuse_deploy import Fuser
 from maefuse_deploy.registration import Registration
 from maefuse_deploy.stream import Pipeline, PushSource
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "ivif" / "MSRS6"
+DATA = Path(__file__).resolve().parents[1] / "tests" / "data" / "MSRS6"  # shipped with the repository
 DISTORTION = np.array([[0.92 * np.cos(0.035), -0.92 * np.sin(0.035), 30.0],
                        [0.92 * np.sin(0.035), 0.92 * np.cos(0.035), 18.0], [2e-6, -2e-6, 1.0]])
 

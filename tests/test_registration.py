@@ -31,9 +31,10 @@ def known_distortion() -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def msrs(ivif):
-    ir = cv2.imread(str(ivif / "MSRS6" / "ir" / f"{PAIR}.png"), cv2.IMREAD_GRAYSCALE)
-    vis = cv2.imread(str(ivif / "MSRS6" / "vi" / f"{PAIR}.png"))
+def pair(msrs):
+    """(IR, VIS, IR distorted by the known homography onto a 640x512 canvas)."""
+    ir = cv2.imread(str(msrs / "ir" / f"{PAIR}.png"), cv2.IMREAD_GRAYSCALE)
+    vis = cv2.imread(str(msrs / "vi" / f"{PAIR}.png"))
     distorted = cv2.warpPerspective(ir, known_distortion(), IR_CANVAS, flags=cv2.INTER_LINEAR)
     return ir, vis, distorted
 
@@ -82,8 +83,8 @@ def test_calibration_file_round_trip_and_one_line_errors(tmp_path):
         assert "\n" not in str(info.value) and "bad.json" in str(info.value)
 
 
-def test_cli_points_then_registered_fusion_matches_the_aligned_pair(msrs, tmp_path):
-    ir, vis, distorted = msrs
+def test_cli_points_then_registered_fusion_matches_the_aligned_pair(pair, tmp_path):
+    ir, vis, distorted = pair
     truth = np.linalg.inv(known_distortion())  # distorted IR -> VIS
     rng = np.random.default_rng(2)
     ir_points = rng.uniform([0, 0], IR_CANVAS, size=(8, 2))
@@ -115,8 +116,8 @@ def test_cli_points_then_registered_fusion_matches_the_aligned_pair(msrs, tmp_pa
     assert result.exit_code == 1 and "640x512" in result.output
 
 
-def test_automatic_calibration_from_a_real_pair_recovers_a_known_homography(msrs, tmp_path):
-    _, vis, distorted = msrs
+def test_automatic_calibration_from_a_real_pair_recovers_a_known_homography(pair, tmp_path):
+    _, vis, distorted = pair
     truth = np.linalg.inv(known_distortion())
     registration = from_frames([(distorted, vis)])
     error = corner_error(registration.matrix, truth, IR_CANVAS)
@@ -127,12 +128,12 @@ def test_automatic_calibration_from_a_real_pair_recovers_a_known_homography(msrs
     assert registration.method == "ecc-gradient"
 
 
-def test_cli_automatic_calibration_writes_json_and_preview(msrs, tmp_path):
-    _, vis, distorted = msrs
+def test_cli_automatic_calibration_writes_json_and_preview(pair, tmp_path):
+    _, vis, distorted = pair
     cv2.imwrite(str(tmp_path / "ir.png"), distorted)
     cv2.imwrite(str(tmp_path / "vis.png"), vis)
     result = CliRunner().invoke(calibrate_main, ["--ir", str(tmp_path / "ir.png"), "--vis", str(tmp_path / "vis.png"),
-                                                 "--model", "affine", "-o", str(tmp_path / "A.json"), "--preview",
+                                                 "--transform", "affine", "-o", str(tmp_path / "A.json"), "--preview",
                                                  str(tmp_path / "overlay.png")])
     assert result.exit_code == 0, result.output
     calibration = load_registration(tmp_path / "A.json")

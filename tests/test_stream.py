@@ -30,13 +30,18 @@ def fuser():
 
 
 @pytest.fixture(scope="module")
-def frames(ivif):
-    """Forty real RoadScene pairs at 128x96: IR as 3-channel grey (what a decoded video gives), VIS BGR."""
-    names = sorted(p.stem for p in (ivif / "RoadScene" / "ir").glob("*.jpg"))[:40]
-    ir = [cv2.resize(cv2.imread(str(ivif / "RoadScene" / "ir" / f"{n}.jpg")), SIZE, interpolation=cv2.INTER_AREA)
-          for n in names]
-    vis = [cv2.resize(cv2.imread(str(ivif / "RoadScene" / "vi" / f"{n}.jpg")), SIZE, interpolation=cv2.INTER_AREA)
-           for n in names]
+def frames(msrs):
+    """Forty distinct frames cut from the six real MSRS pairs (256x192 windows at different places, scaled to
+    128x96): IR as 3-channel grey (what a decoded video gives), VIS BGR; frame n of IR is registered to frame n
+    of VIS."""
+    names = sorted(p.stem for p in (msrs / "ir").glob("*.png"))
+    sources = [(cv2.imread(str(msrs / "ir" / f"{n}.png")), cv2.imread(str(msrs / "vi" / f"{n}.png"))) for n in names]
+    ir, vis = [], []
+    for k in range(40):
+        ir_full, vis_full = sources[k % len(sources)]
+        x, y = (k * 53) % (640 - 256), (k * 31) % (480 - 192)
+        for out, image in ((ir, ir_full), (vis, vis_full)):
+            out.append(cv2.resize(image[y : y + 192, x : x + 256], SIZE, interpolation=cv2.INTER_AREA))
     return ir, vis
 
 
@@ -140,7 +145,7 @@ def test_cli_index_pairing_equals_per_frame_fuse(fuser, frames, tmp_path):
     vis_path = write_video(tmp_path / "vis.mkv", vis[:12], 25)
     for out in (tmp_path / "seq", tmp_path / "fused.mkv"):
         result = CliRunner().invoke(stream_main, ["--ir", str(ir_path), "--vis", str(vis_path), "--out", str(out),
-                                                  "--pair", "index", "-c", "maefuse-micro", "--lossless", "-q"])
+                                                  "--pair", "index", "-m", "maefuse-micro", "--lossless", "-q"])
         assert result.exit_code == 0, result.output
         assert "wrote 12 fused frames" in result.output
         written = ([cv2.imread(str(p)) for p in sorted(out.glob("*.png"))] if out.is_dir() else read_video(out))
@@ -278,7 +283,8 @@ def test_sigint_mid_stream_leaves_a_playable_file_with_the_reported_frames(frame
     out = tmp_path / "out.mp4"
     process = subprocess.Popen(
         [sys.executable, "-m", "maefuse_deploy.cli.stream", "--ir", str(ir_path), "--vis", str(vis_path), "--out",
-         str(out), "-c", "maefuse-micro", "--batch", "2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+         str(out), "-m", "maefuse-micro", "--batch-size", "2"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert process.stderr is not None
     for line in process.stderr:  # wait until frames are being written
         if line.startswith("in ") and " fused 0 " not in line:
@@ -307,7 +313,7 @@ def test_bad_inputs_give_one_line_errors(frames, tmp_path):
     ir, vis = frames
     ir_path = write_video(tmp_path / "ir.mkv", ir[:5], 25)
     vis_path = write_video(tmp_path / "vis.mkv", vis[:5], 25)
-    common = ["-c", "maefuse-micro", "-q"]
+    common = ["-m", "maefuse-micro", "-q"]
     error = one_line_error(run_cli(["--ir", str(tmp_path / "nope.mp4"), "--vis", str(vis_path), "--out",
                                     str(tmp_path / "a.mp4"), *common]))
     assert "IR video not found" in error
@@ -337,7 +343,7 @@ def test_truncated_video_keeps_a_valid_partial_output(frames, tmp_path):
     data = ir_path.read_bytes()
     ir_path.write_bytes(data[: len(data) // 2])
     out = tmp_path / "out.mp4"
-    result = run_cli(["--ir", str(ir_path), "--vis", str(vis_path), "--out", str(out), "-c", "maefuse-micro",
+    result = run_cli(["--ir", str(ir_path), "--vis", str(vis_path), "--out", str(out), "-m", "maefuse-micro",
                       "--pair", "index", "-q"])
     error = one_line_error(result)
     assert "truncated" in error

@@ -31,7 +31,8 @@ def _size(text: str | None, option: str) -> tuple[int, int] | None:
               help="point pairs, one 'ir_x ir_y vis_x vis_y' line each: the exact least-squares mapping")
 @click.option("--ir-size", help="IR frame size WxH (with --points and no --ir frames)")
 @click.option("--vis-size", help="VIS frame size WxH (with --points and no --vis frames)")
-@click.option("--model", type=click.Choice(MODELS), default="homography", show_default=True)
+@click.option("--transform", "model", type=click.Choice(MODELS), default="homography", show_default=True,
+              help="the mapping's form (the file's 'model' field)")
 @click.option("--out", "-o", type=click.Path(path_type=Path), required=True, help="calibration JSON to write")
 @click.option("--preview", type=click.Path(path_type=Path), help="write a PNG: VIS with the registered IR edges in red")
 @report_errors

@@ -16,6 +16,7 @@ from ..runtime.fuser import BACKENDS, Fuser
 from ..runtime.sources import default_backend_for
 from ..stream.pipeline import PAIRINGS, POLICIES, Pipeline
 from .common import note, report_errors
+from .options import batch_size_option, device_option, model_option
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -42,27 +43,26 @@ from .common import note, report_errors
 @click.option("--fps", type=float, help="output frame rate [default: the VIS source's]")
 @click.option("--frames", "max_frames", type=click.IntRange(min=1), help="stop after this many pairs")
 @click.option("--raw-ir", is_flag=True, help="ask a V4L2 IR camera for raw (16-bit) frames")
-@click.option("--checkpoint", "-c", help="checkpoint, .onnx graph, engine or config name [default: built-in model]")
-@click.option("--config", help="model config name, when the checkpoint does not say")
-@click.option("--backend", type=click.Choice(BACKENDS), help="[default: from the checkpoint's file type]")
-@click.option("--device", help="cpu, cuda, cuda:1 ... [default: cuda for TensorRT engines, else cpu]")
+@model_option("checkpoint file, .onnx graph, engine, or a config name (random weights) [default: the built-in model]")
+@click.option("--config", help="model config name, when the checkpoint does not say (needs --model)")
+@click.option("--backend", type=click.Choice(BACKENDS), help="[default: from the model's file type]")
+@device_option("auto", "auto is cuda for TensorRT engines, else cpu")
 @click.option("--dtype", type=click.Choice(["float32", "float16", "bfloat16"]), default="float32", show_default=True)
 @click.option("--processing", type=click.Choice(PROCESSING_POLICIES),
               help="pre/post-processing policy [default: what the weights were trained for]")
-@click.option("--batch", "batch_size", type=click.IntRange(min=1), default=4, show_default=True,
-              help="largest number of waiting pairs fused in one call")
+@batch_size_option(4, "largest number of waiting pairs fused in one call", batch_alias=True)
 @click.option("--quiet", "-q", is_flag=True, help="no status line")
 @report_errors
 def main(ir: str, vis: str, out: str, homography: Path | None, pair: str, ir_offset_ms: float,
          tolerance_ms: float | None, queue_policy: str, queue_size: int, max_latency_ms: float | None,
          side_by_side: bool, lossless: bool, fps: float | None, max_frames: int | None, raw_ir: bool,
-         checkpoint: str | None, config: str | None, backend: str | None, device: str | None, dtype: str,
+         model: str | None, config: str | None, backend: str | None, device: str, dtype: str,
          processing: str | None, batch_size: int, quiet: bool) -> None:
     """Fuse an IR and a VIS stream live: pair by timestamp, register, fuse in batches, write."""
     registration = load_registration(homography) if homography is not None else None
-    if device is None:
-        device = "cuda" if (backend or default_backend_for(checkpoint)) == "tensorrt" else "cpu"
-    fuser = Fuser.from_checkpoint(checkpoint, backend, device=device, dtype=dtype, policy=processing,  # type: ignore[arg-type]
+    if device == "auto":
+        device = "cuda" if (backend or default_backend_for(model)) == "tensorrt" else "cpu"
+    fuser = Fuser.from_checkpoint(model, backend, device=device, dtype=dtype, policy=processing,  # type: ignore[arg-type]
                                   config=config, batch_size=batch_size)
     note(f"model: {fuser.description}")
     for warning in fuser.warnings:
