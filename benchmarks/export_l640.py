@@ -16,12 +16,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from maefuse_deploy.backends.onnxruntime import OnnxRuntimeBackend
+from maefuse_deploy.backends.torch import TorchBackend
 from maefuse_deploy.compare import psnr
 from maefuse_deploy.export import ExportSpec, export_onnx
 from maefuse_deploy.model import build_model, get_config
 from maefuse_deploy.runtime.fuser import Fuser
-from maefuse_deploy.runtime.onnxruntime_backend import OnnxRuntimeBackend
-from maefuse_deploy.runtime.torch_backend import TorchBackend
 from maefuse_deploy.sample_pairs import as_arrays, load_pairs, network_inputs
 
 

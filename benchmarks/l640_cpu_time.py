@@ -50,8 +50,8 @@ def main() -> None:
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(1)
-    from maefuse_deploy.runtime.sources import resolve_torch_model
-    from maefuse_deploy.runtime.torch_backend import TorchBackend
+    from maefuse_deploy.backends.torch import TorchBackend
+    from maefuse_deploy.model.sources import resolve_torch_model
 
     pairs = load_pairs(args.pairs_dir, args.pairs)
     prepared = [prepare_pair(p.ir, p.vis, "official", (640, 640), 16) for p in pairs]
@@ -83,12 +83,12 @@ def main() -> None:
             backend = TorchBackend(resolve_torch_model("maefuse-l640", None).model,
                                    dtype="bfloat16" if name == "torch-bf16" else "float32")
         elif name == "onnxruntime":
-            from maefuse_deploy.runtime.onnxruntime_backend import OnnxRuntimeBackend
+            from maefuse_deploy.backends.onnxruntime import OnnxRuntimeBackend
 
             backend = OnnxRuntimeBackend(graph, threads=1)
         elif name == "onnxruntime-int8":
+            from maefuse_deploy.backends.onnxruntime import OnnxRuntimeBackend
             from maefuse_deploy.backends.onnxruntime_int8 import quantize_dynamic_int8
-            from maefuse_deploy.runtime.onnxruntime_backend import OnnxRuntimeBackend
 
             quantized = args.out / "l640-int8.onnx"
             if not quantized.is_file():

@@ -1,20 +1,76 @@
 """Names shared by the exporter and the graph runtimes (onnxruntime, TensorRT).
 
-A graph's inputs are ``ir`` and ``vis`` and its output is ``fused`` (layouts: runtime/backend.py); its
-``metadata_props`` carry what a runtime needs to use it without extra flags.
+A graph's inputs are ``ir`` and ``vis`` and its output is ``fused`` (layouts: the io-mode contract in
+backends/base.py); its ``metadata_props`` carry what a runtime needs to use it without extra flags. A batch range is
+a :class:`BatchProfile` everywhere; it becomes text only in the metadata (``to_metadata``/``from_metadata``).
+This is the bottom module: export, engine and backends import it, it imports nothing of theirs.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+
+from .errors import InputError
 
 INPUT_IR = "ir"
 INPUT_VIS = "vis"
 OUTPUT_FUSED = "fused"
 
 META_PREFIX = "maefuse."
+
+_FIX = "give --batch as MIN:OPT:MAX with 1 <= MIN <= OPT <= MAX (e.g. 1:1:8), or one batch size N"
+
+
+@dataclass(frozen=True)
+class BatchProfile:
+    """One TensorRT optimisation profile over the batch axis; the engine accepts any batch in [min, max]."""
+
+    min: int
+    opt: int
+    max: int
+
+    def __post_init__(self) -> None:
+        values = (self.min, self.opt, self.max)
+        if any(isinstance(v, bool) or not isinstance(v, int) for v in values):
+            raise InputError(f"batch sizes must be integers, got {values}", fix=_FIX)
+        if self.min < 1:
+            raise InputError(f"batch sizes must be at least 1, got {self.min}:{self.opt}:{self.max}", fix=_FIX)
+        if not self.min <= self.opt <= self.max:
+            raise InputError(
+                f"batch profile {self.min}:{self.opt}:{self.max} is not ordered MIN <= OPT <= MAX", fix=_FIX
+            )
+
+    @property
+    def is_static(self) -> bool:
+        return self.min == self.max
+
+    def __str__(self) -> str:
+        return f"{self.min}:{self.opt}:{self.max}"
+
+    def to_dict(self) -> dict[str, int]:
+        return {"min": self.min, "opt": self.opt, "max": self.max}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> BatchProfile:
+        return cls(int(data["min"]), int(data["opt"]), int(data["max"]))
+
+
+def parse_batch_profile(text: str) -> BatchProfile:
+    """``"1:4:8"`` -> BatchProfile(1, 4, 8); ``"8"`` -> a static batch of 8 (8, 8, 8). The one batch-text parser:
+    command lines and graph metadata use the same form."""
+    parts = text.strip().split(":")
+    if len(parts) not in (1, 3):
+        raise InputError(f"cannot read --batch {text!r}", fix=_FIX)
+    try:
+        values = [int(part, 10) for part in parts]
+    except ValueError:
+        raise InputError(f"--batch {text!r} holds something that is not an integer", fix=_FIX) from None
+    if len(values) == 1:
+        values *= 3
+    return BatchProfile(*values)
 
 
 @dataclass(frozen=True)
@@ -32,7 +88,7 @@ class GraphInfo:
     policy: str
     checkpoint_sha256: str
     toolkit_version: str
-    batch: str = "1"  # static "N", or "MIN:OPT:MAX" for a dynamic batch axis
+    batch: BatchProfile = field(default_factory=lambda: BatchProfile(1, 1, 1))  # the range it was exported for
 
     def to_metadata(self) -> dict[str, str]:
         values = {
@@ -47,14 +103,12 @@ class GraphInfo:
             "policy": self.policy,
             "checkpoint_sha256": self.checkpoint_sha256,
             "toolkit_version": self.toolkit_version,
-            "batch": self.batch,
+            "batch": str(self.batch),
         }
         return {META_PREFIX + key: value for key, value in values.items()}
 
     @classmethod
     def from_metadata(cls, meta: dict[str, str], source: str = "graph") -> GraphInfo:
-        from .errors import InputError
-
         try:
             get = {key[len(META_PREFIX):]: value for key, value in meta.items() if key.startswith(META_PREFIX)}
             return cls(
@@ -69,9 +123,30 @@ class GraphInfo:
                 policy=get["policy"],
                 checkpoint_sha256=get.get("checkpoint_sha256", ""),
                 toolkit_version=get.get("toolkit_version", ""),
-                batch=get.get("batch", "1"),
+                batch=parse_batch_profile(get.get("batch", "1")),
             )
-        except (KeyError, ValueError) as exc:
+        except (KeyError, ValueError, InputError) as exc:
             raise InputError(
                 f"{source} has no maefuse metadata ({exc})", fix="export it with maefuse-export --onnx"
             ) from exc
+
+
+def read_graph_info(path: str | Path) -> tuple[GraphInfo, int | None]:
+    """The one reader of a graph file's maefuse metadata: (info, the static batch or None when it is dynamic).
+
+    Reads the ONNX protobuf without its weights (external data stays on disk).
+    """
+    import onnx
+
+    file = Path(path)
+    if not file.is_file():
+        raise InputError(f"ONNX graph not found: {file}", fix="export one with maefuse-export --onnx")
+    try:
+        proto = onnx.load(str(file), load_external_data=False)
+    except Exception as exc:  # onnx raises protobuf's DecodeError, OSError or ValueError for a damaged file
+        raise InputError(f"{file} is not a readable ONNX graph ({type(exc).__name__})",
+                         fix="re-export it with maefuse-export --onnx") from exc
+    info = GraphInfo.from_metadata({p.key: p.value for p in proto.metadata_props}, source=str(file))
+    dims = proto.graph.input[0].type.tensor_type.shape.dim if proto.graph.input else []
+    static_batch = dims[0].dim_value if dims and dims[0].HasField("dim_value") else None
+    return info, static_batch or None

@@ -37,7 +37,9 @@ IR16_PERCENTILES = (0.5, 99.5)
 
 
 def ir_to_grey8(image: np.ndarray) -> np.ndarray:
-    """IR image (HxW / HxWx3 / HxWx4, uint8 or uint16) -> HxW uint8 grey."""
+    """IR image (HxW / HxWx1 / HxWx3 / HxWx4, uint8 or uint16) -> HxW uint8 grey."""
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[:, :, 0]
     if image.ndim == 3:
         image = cv2.cvtColor(image, cv2.COLOR_BGRA2GRAY if image.shape[2] == 4 else cv2.COLOR_BGR2GRAY)
     if image.dtype == np.uint16:
@@ -95,6 +97,8 @@ def check_pair(ir: np.ndarray, vis: np.ndarray, name: str = "pair", resize: bool
     if ir.dtype not in (np.uint8, np.uint16) or vis.dtype not in (np.uint8, np.uint16):
         raise InputError(f"{name}: images must be uint8 or uint16, got {ir.dtype} and {vis.dtype}")
     for image, role in ((ir, "IR"), (vis, "VIS")):
+        if image.size == 0:
+            raise InputError(f"{name}: {role} is empty ({image.shape})", fix="check the source of the frame")
         if image.ndim == 3 and image.shape[2] not in (1, 3, 4):
             raise InputError(f"{name}: {role} has {image.shape[2]} channels", fix="use grey, BGR or BGRA")
     if ir.shape[:2] != vis.shape[:2] and not resize:

@@ -13,8 +13,9 @@ import torch
 from click.testing import CliRunner
 from torch import nn
 
+from maefuse_deploy.backends.release_style import ReleaseStyleBackend
+from maefuse_deploy.backends.torch import TorchBackend
 from maefuse_deploy.bench.flops import count_flops, measure_peak
-from maefuse_deploy.bench.release_style import ReleaseStyleBackend
 from maefuse_deploy.bench.settings import parse_peak, parse_resolution
 from maefuse_deploy.bench.stream import run_stream
 from maefuse_deploy.bench.timing import summarize
@@ -22,7 +23,6 @@ from maefuse_deploy.cli.bench import main as bench_main
 from maefuse_deploy.model import build_model, get_config
 from maefuse_deploy.processing import prepare_pair
 from maefuse_deploy.runtime.fuser import Fuser
-from maefuse_deploy.runtime.torch_backend import TorchBackend
 from maefuse_deploy.sample_pairs import load_pairs
 
 BACKENDS = "release-style,torch,torch-bf16,onnxruntime,tensorrt"
@@ -150,9 +150,9 @@ def test_release_style_uses_multihead_attention_and_equals_official_at_batch_1(m
     inputs = [prepare_pair(p.ir, p.vis, "official", (64, 64), 16)[:2] for p in pairs]
     ir = torch.from_numpy(np.stack([i for i, _ in inputs]))
     vis = torch.from_numpy(np.stack([v for _, v in inputs]))
-    ours = TorchBackend(model).run_tensor(ir, vis)  # official path, both pairs in one batch
+    ours = TorchBackend(model).run(ir, vis)  # official path, both pairs in one batch
     for k in range(2):
-        theirs = release.run_tensor(ir[k : k + 1], vis[k : k + 1])
+        theirs = release.run(ir[k : k + 1], vis[k : k + 1])
         assert (theirs - ours[k : k + 1]).abs().max().item() <= 1e-4
 
 

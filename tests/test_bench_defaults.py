@@ -15,7 +15,7 @@ from maefuse_deploy.bench.runner import Row, fastest_by_class
 from maefuse_deploy.bench.settings import BACKENDS, plan_backends
 from maefuse_deploy.cli.bench import main as bench_main
 from maefuse_deploy.export import ExportSpec, export_onnx
-from maefuse_deploy.runtime.sources import resolve_torch_model
+from maefuse_deploy.model.sources import resolve_torch_model
 
 HAS_OPENVINO = importlib.util.find_spec("openvino") is not None
 QUICK = ["--latency", "--iterations", "1", "--warmup", "0", "--pairs", "2", "--threads", "1",
@@ -71,7 +71,7 @@ def test_graph_as_model_is_measured_with_its_runtimes(micro_graph, ivif):
     assert "onnxruntime  " in result.output and "onnxruntime-int8" in result.output
     if HAS_OPENVINO:
         assert "openvino-bf16" in result.output.split("torch batch 1: skipped")[0]
-    assert "torch batch 1: skipped: --model is an onnx file: torch rows need weights" in result.output
+    assert "torch batch 1: skipped: --model is a graph file: torch rows need weights" in result.output
     assert "fastest, fused PSNR vs float32 accuracy unknown (no reference): " in result.output
     # With the weights as reference, the graph rows get accuracy columns.
     result = invoke(["--model", str(micro_graph), "--reference", "maefuse-micro", "--backends", "onnxruntime",

@@ -171,8 +171,8 @@ def test_static_batch_graph_takes_fewer_pairs(model, tmp_path, real_pairs):
 
 
 def test_requested_gpu_provider_that_fell_back_is_an_error(model, tmp_path):
+    from maefuse_deploy.backends.onnxruntime import OnnxRuntimeBackend
     from maefuse_deploy.errors import UnavailableError
-    from maefuse_deploy.runtime.onnxruntime_backend import OnnxRuntimeBackend
 
     path = tmp_path / "m.onnx"
     export_onnx(model, path, ExportSpec(64, 64), verify=False)
@@ -195,7 +195,9 @@ def test_graph_over_the_protobuf_limit_is_written_with_external_data(model, tmp_
     path = tmp_path / "big.onnx"
     report = export_onnx(model, path, ExportSpec(64, 64))
     assert report.external_data and (tmp_path / "big.onnx.data").is_file()
-    assert path.stat().st_size < 200_000 < (tmp_path / "big.onnx.data").stat().st_size
+    # The graph file keeps only structure (and the exporter's per-node provenance, which names timm's modules since
+    # the ViT blocks come from timm: ~4% longer); the weights are in the data file.
+    assert path.stat().st_size < 250_000 < (tmp_path / "big.onnx.data").stat().st_size
     assert any("real pairs" in line for line in report.verification)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["big.onnx", "big.onnx.data"]
 

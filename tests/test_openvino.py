@@ -17,9 +17,9 @@ from maefuse_deploy.compare import psnr
 from maefuse_deploy.errors import InputError
 from maefuse_deploy.export import ExportSpec, export_onnx
 from maefuse_deploy.io import read_image
+from maefuse_deploy.model.sources import resolve_torch_model
 from maefuse_deploy.runtime.backend import Backend
 from maefuse_deploy.runtime.fuser import Fuser
-from maefuse_deploy.runtime.sources import resolve_torch_model
 from maefuse_deploy.sample_pairs import load_pairs
 
 pytest.importorskip("openvino", reason='the openvino extra is not installed (pip install ".[openvino]")')
@@ -52,7 +52,7 @@ def reference(pairs):
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16", "int8"])
 def test_matches_torch_float32_on_real_pairs(graph, pairs, reference, ivif, precision):
-    backend = OpenVinoBackend(graph, precision=precision, calibration=ivif / "RoadScene", calibration_pairs=6)
+    backend = OpenVinoBackend(graph, precision=precision, calibration=ivif / "MSRS6", calibration_pairs=6)
     assert isinstance(backend, Backend)
     assert (backend.io, backend.input_size, backend.max_batch, backend.patch_size) == ("float", (64, 64), 2, 16)
     with Fuser(backend, batch_size=2) as fuser:
@@ -68,8 +68,8 @@ def test_matches_torch_float32_on_real_pairs(graph, pairs, reference, ivif, prec
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_decoder_output_within_tolerance(graph, pairs, precision):
+    from maefuse_deploy.backends.torch import TorchBackend
     from maefuse_deploy.processing import prepare_pair
-    from maefuse_deploy.runtime.torch_backend import TorchBackend
 
     prepared = [prepare_pair(ir, vis, "official", (64, 64), 16) for ir, vis in pairs[:2]]
     ir = np.stack([p[0] for p in prepared])
@@ -119,7 +119,7 @@ def test_bad_inputs_are_one_line_errors(graph, tmp_path):
 
 def test_uint8_graph_matches_onnxruntime(pairs, tmp_path):
     """A graph with the processing inside (camera frames in, fused BGR out) runs the same in OpenVINO."""
-    from maefuse_deploy.runtime.onnxruntime_backend import OnnxRuntimeBackend
+    from maefuse_deploy.backends.onnxruntime import OnnxRuntimeBackend
 
     model = resolve_torch_model("maefuse-micro", None).model
     path = tmp_path / "micro-uint8.onnx"

@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from maefuse_deploy import Fuser
+from maefuse_deploy.backends.torch import TorchBackend
 from maefuse_deploy.errors import InputError
 from maefuse_deploy.model import build_model, get_config
 from maefuse_deploy.processing import ir_to_grey8, prepare_pair
-from maefuse_deploy.runtime.torch_backend import TorchBackend
 
 MEAN = np.array([0.485, 0.456, 0.406])
 STD = np.array([0.229, 0.224, 0.225])

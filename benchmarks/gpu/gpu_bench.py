@@ -36,11 +36,11 @@ import torch
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))  # run from a plain checkout (the GPU machine has no editable install)
 
+from maefuse_deploy.backends.torch import TorchBackend  # noqa: E402
 from maefuse_deploy.bench.flops import count_flops, floor_seconds, measure_peak  # noqa: E402
 from maefuse_deploy.compare import psnr  # noqa: E402
+from maefuse_deploy.model.sources import resolve_torch_model  # noqa: E402
 from maefuse_deploy.processing import finish_pair, prepare_pair  # noqa: E402
-from maefuse_deploy.runtime.sources import resolve_torch_model  # noqa: E402
-from maefuse_deploy.runtime.torch_backend import TorchBackend  # noqa: E402
 from maefuse_deploy.sample_pairs import load_pairs  # noqa: E402
 
 DTYPES = ("float16", "bfloat16")
@@ -222,8 +222,8 @@ class Run:
         if reason is not None:
             self.skip("onnxruntime-gpu", "float16", "session", None, reason)
             return
+        from maefuse_deploy.backends.onnxruntime import OnnxRuntimeBackend
         from maefuse_deploy.export import ExportSpec, export_onnx
-        from maefuse_deploy.runtime.onnxruntime_backend import OnnxRuntimeBackend
 
         batches = self.plan["batches"]
         graph = self.out / "model-fp16.onnx"

@@ -1,4 +1,4 @@
-"""OpenVINO backend: runs a graph exported by ``maefuse-export --onnx`` on the CPU (layouts: runtime/backend.py).
+"""OpenVINO backend: runs a graph exported by ``maefuse-export --onnx`` on the CPU (layouts: backends/base.py).
 
 OpenVINO reads our ONNX graphs directly and is built for this CPU's AVX-512 BF16/VNNI units. Three precisions:
 
@@ -26,12 +26,14 @@ from typing import Any
 
 import numpy as np
 
-from ..contract import INPUT_IR, INPUT_VIS, GraphInfo
+from ..contract import INPUT_IR, INPUT_VIS, BatchProfile, read_graph_info
 from ..errors import InputError, UnavailableError
 from ..processing import ir_to_grey8, prepare_pair, vis_to_bgr8
 from ..sample_pairs import as_arrays, load_pairs
+from .base import BackendBase
 
 PRECISIONS = ("fp32", "bf16", "int8")
+DTYPE_PRECISIONS = {"float32": "fp32", "bfloat16": "bf16", "int8": "int8"}  # the registry's dtypes
 DEFAULT_CALIBRATION_PAIRS = 8
 
 
@@ -43,21 +45,6 @@ def import_openvino() -> Any:
         raise UnavailableError(f"OpenVINO is not available ({exc})",
                                fix='pip install "maefuse-deploy[openvino]"') from exc
     return openvino
-
-
-def read_graph_info(path: Path) -> tuple[GraphInfo, int | None]:
-    """The graph's maefuse metadata and its static batch (None: a dynamic batch axis)."""
-    import onnx
-
-    try:
-        proto = onnx.load(str(path), load_external_data=False)
-    except Exception as exc:  # onnx raises protobuf's DecodeError and others for a damaged file
-        raise InputError(f"{path} is not a readable ONNX graph ({type(exc).__name__})",
-                         fix="re-export it with maefuse-export --onnx") from exc
-    info = GraphInfo.from_metadata({p.key: p.value for p in proto.metadata_props}, source=str(path))
-    dims = proto.graph.input[0].type.tensor_type.shape.dim if proto.graph.input else []
-    static_batch = dims[0].dim_value if dims and dims[0].HasField("dim_value") else None
-    return info, static_batch or None
 
 
 def activation_matmuls(model: Any) -> list[str]:
@@ -96,7 +83,7 @@ def load_calibration_pairs(folder: str | os.PathLike[str], count: int) -> list[t
     return as_arrays(load_pairs(folder, count))
 
 
-class OpenVinoBackend:
+class OpenVinoBackend(BackendBase):
     """An OpenVINO compiled model over an exported graph; the graph's metadata says its size, io mode and batch.
 
     ``calibration``: for ``int8``, real pairs as camera frames (OpenCV layout, what ``Fuser.fuse`` takes), or a
@@ -105,6 +92,7 @@ class OpenVinoBackend:
     """
 
     name = "openvino"
+    native = "numpy"
 
     def __init__(
         self,
@@ -138,7 +126,10 @@ class OpenVinoBackend:
             self.input_size: tuple[int, int] | None = (self.info.camera_height, self.info.camera_width)
         else:
             self.input_size = (self.info.height, self.info.width)
-        self.max_batch = self.static_batch or int(self.info.batch.split(":")[-1])
+        self.model_size = (self.info.height, self.info.width)
+        # A static-batch graph takes exactly its batch (the base pads); a dynamic one the range it was exported for.
+        batch = self.static_batch
+        self.profile = BatchProfile(batch, batch, batch) if batch else self.info.batch
         self.quantize_s: float | None = None
 
         core = ov.Core()
@@ -165,6 +156,17 @@ class OpenVinoBackend:
             raise InputError(f"OpenVINO cannot compile {path} for the CPU: {_first_line(exc)}",
                              fix="check that the CPU supports the precision (bf16 needs AVX-512 BF16 or AMX)") from exc
         self.request = self.compiled.create_infer_request()
+        self.description = (f"openvino {precision}: {path} (io {self.io}, {self.info.width}x{self.info.height}, "
+                            f"batch {self.profile})")
+        if self.quantize_s is not None:
+            self.build_notes = (f"NNCF int8, calibrated on {len(frames)} real pairs in {self.quantize_s:.1f} s",)
+
+    @classmethod
+    def open(cls, source: str | os.PathLike[str] | None, *, device: str = "cpu", dtype: str | None = None,
+             config: str | None = None, **options: Any) -> OpenVinoBackend:
+        if source is None:
+            raise InputError("the openvino backend needs a graph", fix="pass the fp32 .onnx path")
+        return cls(source, device, precision=DTYPE_PRECISIONS[dtype or "float32"], **options)
 
     def _network_inputs(self, frames: list[tuple[np.ndarray, np.ndarray]]) -> list[dict[str, np.ndarray]]:
         """Camera frames -> one feed per pair at batch 1, in this graph's io layout."""
@@ -211,15 +213,12 @@ class OpenVinoBackend:
         finally:
             logger.setLevel(saved)
 
-    def run(self, ir: np.ndarray, vis: np.ndarray) -> np.ndarray:
-        count = ir.shape[0]
-        if self.static_batch and count < self.static_batch:
-            # A static-batch graph takes exactly its batch: pad with copies and drop them afterwards.
-            ir = np.concatenate([ir, np.repeat(ir[-1:], self.static_batch - count, axis=0)])
-            vis = np.concatenate([vis, np.repeat(vis[-1:], self.static_batch - count, axis=0)])
+    def _run_impl(self, ir: np.ndarray, vis: np.ndarray) -> np.ndarray:
+        if self.request is None:
+            raise InputError(f"the {self.name} backend is closed", fix="open a new one")
         self.request.infer({INPUT_IR: np.ascontiguousarray(ir), INPUT_VIS: np.ascontiguousarray(vis)})
         # The output tensor is the request's own buffer, overwritten by the next call: copy it out.
-        return np.array(self.request.get_output_tensor(0).data[:count], copy=True)
+        return np.array(self.request.get_output_tensor(0).data, copy=True)
 
     def close(self) -> None:
         self.request = None

@@ -19,10 +19,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..backends.torch import TorchBackend
 from ..checks import check_finite
 from ..compare import psnr
 from ..processing import finish_pair, prepare_pair
-from ..runtime.torch_backend import TorchBackend
 from ..sample_pairs import SAMPLES_DIR, Pair
 
 

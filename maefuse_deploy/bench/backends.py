@@ -1,8 +1,11 @@
-"""The model under test and each benchmark row's backend, built from it.
+"""The model under test and each benchmark row's backend, opened through the backend registry.
 
 ``--model`` may be a torch source (checkpoint or config name), an .onnx graph or a TensorRT engine; it is
-inspected before anything runs so that an unreadable file is a one-line error. A backend that cannot run here
-(no TensorRT, no GPU, no exporter, no torch weights for a graph) raises :class:`Skipped` with the reason.
+inspected before anything runs so that an unreadable file is a one-line error. Each row names a registry entry
+(backends/registry.py); what it opens follows from what the entry needs: torch weights (the model, or
+``--reference`` for graphs and engines), a graph (the model, or a temporary export of the torch model) or an
+engine. A row that cannot run here (no TensorRT, no GPU, no exporter, no weights for a graph) raises
+:class:`Skipped` with the reason.
 """
 
 from __future__ import annotations
@@ -12,22 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import torch
-
-from ..contract import GraphInfo
-from ..errors import InputError
+from ..backends import BackendBase, entry_for, get_entry, open_backend
+from ..contract import GraphInfo, read_graph_info
 from ..model.config import MaeFuseConfig, get_config
 from ..model.maefuse import MaeFuse
-from ..runtime.backend import Backend
-from ..runtime.sources import ENGINE_SUFFIXES, GRAPH_SUFFIXES, resolve_torch_model
-from ..runtime.torch_backend import TorchBackend
-from .release_style import ReleaseStyleBackend
+from ..model.sources import resolve_torch_model
 from .settings import BenchSettings
 
-TORCH_DTYPES = {"torch": "float32", "torch-bf16": "bfloat16", "torch-fp16": "float16", "torch-compile": "float32",
-                "release-style": "float32"}
-OPENVINO_PRECISIONS = {"openvino": ("fp32", "float32"), "openvino-bf16": ("bf16", "bfloat16"),
-                       "openvino-int8": ("int8", "int8")}
 GRAPH_PRECISIONS = {"fp32": "float32", "fp16": "float16"}
 
 
@@ -37,39 +31,13 @@ class Skipped(Exception):
 
 @dataclass
 class ModelUnderTest:
-    kind: Literal["torch", "onnx", "engine"]
+    kind: Literal["weights", "graph", "engine"]  # the registry's ``needs`` of the file given as --model
     description: str
     path: str | None  # the graph or engine file
     torch_source: str | None  # what torch rows load: the model itself, or --reference for graphs and engines
     config: MaeFuseConfig | None
     graph: GraphInfo | None
     max_batch: int | None = None
-
-
-def _kind(source: str | None) -> Literal["torch", "onnx", "engine"]:
-    suffix = Path(source).suffix.lower() if source else ""
-    if suffix in GRAPH_SUFFIXES:
-        return "onnx"
-    if suffix in ENGINE_SUFFIXES:
-        return "engine"
-    return "torch"
-
-
-def _graph_info(path: str) -> tuple[GraphInfo, int | None]:
-    import onnx
-
-    file = Path(path)
-    if not file.is_file():
-        raise InputError(f"ONNX graph not found: {file}", fix="export one with maefuse-export --onnx")
-    try:
-        proto = onnx.load(str(file), load_external_data=False)
-    except Exception as exc:  # onnx raises protobuf's DecodeError and others for a damaged file
-        raise InputError(f"{file} is not a readable ONNX graph ({type(exc).__name__})",
-                         fix="re-export it with maefuse-export --onnx") from exc
-    info = GraphInfo.from_metadata({p.key: p.value for p in proto.metadata_props}, source=str(file))
-    dims = proto.graph.input[0].type.tensor_type.shape.dim if proto.graph.input else []
-    static_batch = dims[0].dim_value if dims and dims[0].HasField("dim_value") else None
-    return info, static_batch or int(info.batch.split(":")[-1])
 
 
 def _engine_info(path: str) -> tuple[GraphInfo, int]:
@@ -85,42 +53,40 @@ def inspect_model(settings: BenchSettings) -> tuple[ModelUnderTest, MaeFuse | No
     Returns the loaded float32 module for a torch source (it becomes the reference, then is dropped).
     """
     source = settings.model or settings.config
-    kind = _kind(source)
-    if kind == "torch":
+    kind = entry_for(source).needs
+    if kind == "weights":
         resolved = resolve_torch_model(source, settings.config)
         model = resolved.model
         assert model is not None
-        return ModelUnderTest("torch", resolved.description, None, source, model.config, None), model
+        return ModelUnderTest("weights", resolved.description, None, source, model.config, None), model
     assert source is not None
-    info, max_batch = _graph_info(source) if kind == "onnx" else _engine_info(source)
+    if kind == "graph":
+        info, static_batch = read_graph_info(source)
+        max_batch = static_batch or info.batch.max
+    else:
+        info, max_batch = _engine_info(source)
     config = MaeFuseConfig.from_dict(info.config)
     if settings.config:
         config = get_config(settings.config)
     model = None
     if settings.reference:
-        resolved = resolve_torch_model(settings.reference, settings.config)
-        model = resolved.model
+        model = resolve_torch_model(settings.reference, settings.config).model
     description = f"{kind}: {source} ({info.precision}, io {info.io}, {info.width}x{info.height}, batch {info.batch})"
     return ModelUnderTest(kind, description, source, settings.reference, config, info, max_batch), model
 
 
 def row_precision(name: str, mut: ModelUnderTest) -> str:
-    if name in TORCH_DTYPES:
-        return TORCH_DTYPES[name]
-    if name in OPENVINO_PRECISIONS:
-        return OPENVINO_PRECISIONS[name][1]
-    if name == "onnxruntime-int8":
-        return "int8"
-    if name == "onnxruntime":
-        precision = mut.graph.precision if mut.kind == "onnx" and mut.graph else "fp32"
-        return GRAPH_PRECISIONS.get(precision, precision)
-    if name == "tensorrt" and mut.kind == "engine" and mut.graph:
+    """The precision a row computes in: a weights entry's dtype, or what the graph or engine was made in."""
+    entry = get_entry(name)
+    if entry.dtypes:
+        return entry.dtypes[0]
+    if mut.kind == entry.needs and mut.graph is not None:
         return GRAPH_PRECISIONS.get(mut.graph.precision, mut.graph.precision)
-    return "float16"
+    return "float32" if entry.needs == "graph" else "float16"  # a temporary fp32 export; engines are FP16 builds
 
 
 class BackendFactory:
-    """Builds each row's backend from the model under test; raises :class:`Skipped` where one cannot run here.
+    """Opens each row's backend from the model under test; raises :class:`Skipped` where one cannot run here.
 
     Torch rows load their own copy of the weights: a backend casts its module in place, so rows cannot share one.
     """
@@ -134,90 +100,53 @@ class BackendFactory:
         self.model_size = model_size
         self._exported: Path | None = None
 
-    def _torch_model(self) -> MaeFuse:
-        if self.mut.torch_source is None and self.mut.kind != "torch":
-            raise Skipped(f"--model is an {self.mut.kind} file: torch rows need weights (pass --reference CHECKPOINT)")
-        model = resolve_torch_model(self.mut.torch_source, self.settings.config).model
-        assert model is not None
-        return model
-
-    def build(self, name: str) -> tuple[Backend, list[str]]:
+    def build(self, name: str) -> tuple[BackendBase, list[str]]:
+        entry = get_entry(name)
         device = self.settings.device
-        if name in ("torch", "torch-bf16", "torch-fp16", "torch-compile"):
-            cuda_graph = self.settings.cuda_graph and torch.device(device).type == "cuda" and name != "torch-compile"
-            backend = TorchBackend(self._torch_model(), device=device, dtype=TORCH_DTYPES[name], cuda_graph=cuda_graph)
-            notes = ["CUDA graphs"] if cuda_graph else []
-            if name == "torch-compile":
-                # Compilation itself happens on the first call of each input shape: it shows in first_call_s.
-                backend.model = torch.compile(backend.model)  # type: ignore[assignment]
-            return backend, notes
-        if name == "release-style":
-            return ReleaseStyleBackend(self._torch_model(), device=device), []
-        if name == "onnxruntime":
-            return self._onnxruntime()
-        if name == "onnxruntime-int8":
-            return self._onnxruntime_int8()
-        if name in OPENVINO_PRECISIONS:
-            return self._openvino(OPENVINO_PRECISIONS[name][0])
-        return self._tensorrt()
-
-    def _graph(self, runtime: str) -> tuple[str, list[str]]:
-        """The .onnx these rows run: the given graph, or one temporary fp32 export shared by every graph row."""
-        if self.mut.kind == "engine":
-            raise Skipped(f"--model is a TensorRT engine; {runtime} needs an .onnx graph")
-        if self.mut.kind == "torch":
-            fresh = self._exported is None
-            seconds = self._export()
-            return str(self._exported), [f"temporary fp32 ONNX exported in {seconds:.1f} s"] if fresh else []
-        assert self.mut.path is not None
-        return self.mut.path, []
-
-    def _onnxruntime(self) -> tuple[Backend, list[str]]:
-        from ..runtime.fuser import Fuser
-
-        path, notes = self._graph("onnxruntime")
-        options: dict[str, Any] = {"threads": self.settings.threads} if self.settings.threads else {}
-        fuser = Fuser.from_checkpoint(path, "onnxruntime", device=self.settings.device, **options)
-        return fuser.backend, notes
-
-    def _fp32_graph(self, runtime: str) -> tuple[str, list[str]]:
-        path, notes = self._graph(runtime)
-        if self.mut.kind == "onnx" and self.mut.graph is not None and self.mut.graph.precision != "fp32":
-            raise Skipped(f"{runtime} lowers the precision itself from the fp32 graph; --model is "
-                          f"{self.mut.graph.precision}")
-        return path, notes
-
-    def _onnxruntime_int8(self) -> tuple[Backend, list[str]]:
-        from ..backends.onnxruntime_int8 import quantize_dynamic_int8
-        from ..runtime.fuser import Fuser
-
-        if torch.device(self.settings.device).type != "cpu":
-            raise Skipped("dynamic int8 (MatMulInteger) runs on onnxruntime's CPU provider: pass --device cpu")
-        path, notes = self._fp32_graph("onnxruntime int8")
-        quantized = self.workdir / "model-int8.onnx"
-        seconds = quantize_dynamic_int8(path, quantized)
-        notes.append(f"dynamic int8 quantization (weights per channel) in {seconds:.1f} s")
-        options: dict[str, Any] = {"threads": self.settings.threads} if self.settings.threads else {}
-        fuser = Fuser.from_checkpoint(str(quantized), "onnxruntime", device="cpu", **options)
-        return fuser.backend, notes
-
-    def _openvino(self, precision: str) -> tuple[Backend, list[str]]:
-        from ..backends.openvino import OpenVinoBackend, import_openvino
-
-        if torch.device(self.settings.device).type != "cpu":
-            raise Skipped("OpenVINO runs on the CPU here: pass --device cpu")
-        import_openvino()  # UnavailableError (a skipped row) before any export where the package is missing
-        path, notes = self._fp32_graph("openvino")
-        calibration = None
-        if precision == "int8":
-            calibration = self.calibration_dir
-            notes.append(f"NNCF int8, calibrated on up to {self.settings.calibration_pairs} real pairs from "
-                         f"{calibration}")
-        backend = OpenVinoBackend(path, precision=precision, threads=self.settings.threads, calibration=calibration,
-                                  calibration_pairs=self.settings.calibration_pairs)
-        if backend.quantize_s is not None:
-            notes[-1] += f" in {backend.quantize_s:.1f} s"
+        if device.partition(":")[0] not in entry.devices:
+            where = " or ".join(entry.devices)
+            raise Skipped(f"{entry.summary} ({name}) run on {where}: pass --device {entry.devices[0]}")
+        if entry.graph_precisions and self.mut.kind == "graph" and self.mut.graph is not None \
+                and self.mut.graph.precision not in entry.graph_precisions:
+            raise Skipped(f"{name} lowers the precision itself from a {'/'.join(entry.graph_precisions)} graph; "
+                          f"--model is {self.mut.graph.precision}")
+        notes: list[str] = []
+        source = self._source(entry.needs, notes)
+        options: dict[str, Any] = {}
+        if "cuda_graph" in entry.options and device.startswith("cuda") and self.settings.cuda_graph:
+            options["cuda_graph"] = True
+            notes.append("CUDA graphs")
+        if "threads" in entry.options and self.settings.threads:
+            options["threads"] = self.settings.threads
+        if "calibration" in entry.options and entry.dtypes[:1] == ("int8",):
+            options["calibration"] = self.calibration_dir
+            options["calibration_pairs"] = self.settings.calibration_pairs
+        config = self.settings.config if entry.needs == "weights" else None
+        backend = open_backend(name, source, device=device, config=config, **options)
+        notes.extend(backend.build_notes)
         return backend, notes
+
+    def _source(self, needs: str, notes: list[str]) -> str | None:
+        mut = self.mut
+        if needs == "weights":
+            if mut.torch_source is None and mut.kind != "weights":
+                article = "an" if mut.kind == "engine" else "a"
+                raise Skipped(f"--model is {article} {mut.kind} file: torch rows need weights "
+                              "(pass --reference CHECKPOINT)")
+            return mut.torch_source
+        if needs == "engine":
+            if mut.kind != "engine":
+                raise Skipped("tensorrt needs an engine: build one with maefuse-build-engine and pass it as --model")
+            return mut.path
+        if mut.kind == "engine":
+            raise Skipped("--model is a TensorRT engine; a graph backend needs an .onnx graph")
+        if mut.kind == "graph":
+            return mut.path
+        fresh = self._exported is None
+        seconds = self._export()
+        if fresh:
+            notes.append(f"temporary fp32 ONNX exported in {seconds:.1f} s")
+        return str(self._exported)
 
     def _export(self) -> float:
         """Export the torch model once to a temporary fp32 graph with a batch axis covering every row."""
@@ -232,21 +161,9 @@ class BackendFactory:
             spec = ExportSpec(height=self.model_size[0], width=self.model_size[1],
                               batch=(min(batches), min(batches), max(batches)))
             target = self.workdir / "model.onnx"
+            model = resolve_torch_model(self.mut.torch_source, self.settings.config).model
+            assert model is not None
             # The bench measures this graph's accuracy itself on real pairs, so the exporter's own check is skipped.
-            export_onnx(self._torch_model(), target, spec, verify=False)
+            export_onnx(model, target, spec, verify=False)
             self._exported = target
         return time.perf_counter() - start
-
-    def _tensorrt(self) -> tuple[Backend, list[str]]:
-        from ..engine import availability
-
-        availability.import_tensorrt()  # UnavailableError with the reason where TensorRT is missing
-        if torch.device(self.settings.device).type != "cuda":
-            raise Skipped("TensorRT runs on a CUDA GPU: pass --device cuda")
-        if self.mut.kind != "engine":
-            raise Skipped("tensorrt needs an engine: build one with maefuse-build-engine and pass it as --model")
-        from ..runtime.fuser import Fuser
-
-        fuser = Fuser.from_checkpoint(self.mut.path, "tensorrt", device=self.settings.device,
-                                      cuda_graph=self.settings.cuda_graph)
-        return fuser.backend, []

@@ -24,13 +24,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..backends import BackendBase as Backend
+from ..backends.torch import TorchBackend
 from ..checks import check_finite
 from ..errors import InputError, MaeFuseError, NonFiniteError, UnavailableError
 from ..model.config import MaeFuseConfig
 from ..processing import PairContext, finish_pair, prepare_pair
-from ..runtime.backend import Backend
 from ..runtime.fuser import Fuser
-from ..runtime.torch_backend import TorchBackend
 from ..sample_pairs import Pair, load_pairs
 from .accuracy import AccuracyTally, Reference, compute_reference, default_pairs_dir
 from .backends import BackendFactory, Skipped, inspect_model, row_precision

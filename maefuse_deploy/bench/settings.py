@@ -9,10 +9,10 @@ from typing import Literal
 
 import torch
 
+from ..backends.registry import backend_names, get_entry
 from ..errors import InputError
 
-BACKENDS = ("release-style", "torch", "torch-bf16", "torch-fp16", "torch-compile", "onnxruntime", "onnxruntime-int8",
-            "openvino", "openvino-bf16", "openvino-int8", "tensorrt")
+BACKENDS = backend_names()  # every registry entry, variants included
 PRECISIONS = ("float32", "bfloat16", "float16")
 IoMode = Literal["float", "uint8"]
 DEFAULT_CALIBRATION_PAIRS = 8
@@ -28,12 +28,6 @@ NOT_BY_DEFAULT = {
         "torch-compile": "not run by default: compilation takes minutes; name it in --backends to measure it",
     },
 }
-CPU_ONLY = {
-    "onnxruntime-int8": "dynamic int8 (MatMulInteger) runs on onnxruntime's CPU provider: pass --device cpu",
-    "openvino": "OpenVINO runs on the CPU here: pass --device cpu",
-    "openvino-bf16": "OpenVINO runs on the CPU here: pass --device cpu",
-    "openvino-int8": "OpenVINO runs on the CPU here: pass --device cpu",
-}
 NEEDS_BF16 = ("torch-bf16", "openvino-bf16")
 
 
@@ -48,8 +42,9 @@ def plan_backends(requested: tuple[str, ...] | None, device: str, cpu_flags: lis
     plan: list[tuple[str, str | None]] = []
     for name in BACKENDS:
         reason = NOT_BY_DEFAULT.get(kind, {}).get(name)
-        if kind == "cuda" and name in CPU_ONLY:
-            reason = CPU_ONLY[name]
+        devices = get_entry(name).devices
+        if kind not in devices:
+            reason = f"runs on {' or '.join(d.upper() for d in devices)} only: pass --device {devices[0]}"
         elif kind == "cpu" and name in NEEDS_BF16 and not bf16:
             reason = "this CPU has no AVX-512 BF16 or AMX: bfloat16 would be emulated; name it in --backends"
         plan.append((name, reason))

@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..backends import BackendBase as Backend
 from ..processing import PairContext, Policy, finish_pair, prepare_pair
-from ..runtime.backend import Backend
 
 STAGES = ("pre", "h2d", "compute", "d2h", "post", "total")
 
@@ -59,9 +59,8 @@ def summarize(values: Sequence[float]) -> dict[str, float | None]:
 
 
 def has_tensor_path(backend: Any) -> bool:
-    """Whether ``backend`` takes torch tensors (``run_tensor``) so its transfers can be timed apart."""
-    device = getattr(backend, "device", None)
-    return callable(getattr(backend, "run_tensor", None)) and isinstance(device, torch.device)
+    """Whether ``backend`` computes on torch tensors on a device of its own, so its transfers can be timed apart."""
+    return isinstance(backend.tensor_device, torch.device)
 
 
 class NetworkCall:
@@ -72,7 +71,7 @@ class NetworkCall:
     def __init__(self, backend: Backend) -> None:
         self.backend = backend
         self.tensor_path = has_tensor_path(backend)
-        self.device: torch.device = getattr(backend, "device", None) if self.tensor_path else torch.device("cpu")
+        self.device: torch.device = backend.tensor_device if self.tensor_path else torch.device("cpu")
         self._pinned: dict[tuple[str, tuple[int, ...]], torch.Tensor] = {}
 
     def __call__(self, ir: np.ndarray, vis: np.ndarray) -> tuple[np.ndarray, StageTimes]:
@@ -85,7 +84,7 @@ class NetworkCall:
             return self._cuda(ir, vis)
         start = time.perf_counter()
         ir_t, vis_t = torch.from_numpy(ir), torch.from_numpy(vis)
-        out_t = self.backend.run_tensor(ir_t, vis_t)  # type: ignore[attr-defined]
+        out_t = self.backend.run(ir_t, vis_t)
         computed = time.perf_counter()
         out = out_t.numpy()
         return out, StageTimes(total=time.perf_counter() - start, compute=computed - start)
@@ -110,7 +109,7 @@ class NetworkCall:
         ir_dev = ir_host.to(self.device, non_blocking=True)
         vis_dev = vis_host.to(self.device, non_blocking=True)
         events[1].record(stream)
-        out_dev = self.backend.run_tensor(ir_dev, vis_dev)  # type: ignore[attr-defined]
+        out_dev = self.backend.run(ir_dev, vis_dev)
         events[2].record(stream)
         out_host = self._pinned_like("out", tuple(out_dev.shape), out_dev.dtype)
         out_host.copy_(out_dev, non_blocking=True)

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import click
 
-from ..model.checkpoint import file_sha256, load_checkpoint, save_checkpoint
+from ..hashing import file_sha256
+from ..model.checkpoint import load_checkpoint, save_checkpoint
 from .common import note, report_errors
 
 

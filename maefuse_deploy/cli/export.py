@@ -9,8 +9,8 @@ import click
 from ..errors import InputError
 from ..export import ExportSpec, check_trt, export_onnx, parse_batch
 from ..export.presets import load_preset
-from ..model.checkpoint import file_sha256
-from ..runtime.sources import resolve_torch_model
+from ..hashing import file_sha256
+from ..model.sources import resolve_torch_model
 from .common import note, report_errors
 from .options import batch_range_option, model_option
 

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import cast
 
 import click
 from tqdm import tqdm
 
+from ..backends import FUSER_BACKENDS
 from ..io import find_pairs
 from ..model.config import CONFIGS
-from ..processing import POLICIES
+from ..processing import POLICIES, Policy
 from ..registration import load_registration
 from ..runtime.files import SAMPLES_DIR, fuse_pairs, output_suffix
-from ..runtime.fuser import BACKENDS, Fuser
-from ..runtime.sources import default_backend_for
+from ..runtime.fuser import Fuser
 from ..runtime.video import fuse_video, is_video
 from .common import note, report_errors
 from .options import batch_size_option, device_option, model_option
@@ -29,8 +30,8 @@ MODEL_SIZES = ", ".join(f"{c.img_size[1]}x{c.img_size[0]} for {name}" for name, 
               help="output folder (images) or file (video)")
 @model_option("checkpoint file, .onnx graph, engine, or a config name (random weights) [default: the built-in model]")
 @click.option("--config", help="model config name, when the checkpoint does not say (needs --model)")
-@click.option("--backend", type=click.Choice(BACKENDS), help="[default: from the checkpoint's file type]")
-@device_option("auto", "auto is cuda for TensorRT engines, else cpu")
+@click.option("--backend", type=click.Choice(FUSER_BACKENDS), help="[default: from the checkpoint's file type]")
+@device_option("auto", "auto is cuda when a GPU is visible (TensorRT engines: cuda), else cpu")
 @click.option("--dtype", type=click.Choice(["float32", "float16", "bfloat16", "int8"]), default="float32",
               show_default=True, help="torch: the weights' dtype; openvino: float32, bfloat16 or int8 (quantized)")
 @click.option("--calibration", type=click.Path(path_type=Path), help="openvino --dtype int8: a folder of real pairs "
@@ -76,11 +77,9 @@ def main(
     if registration is not None and (video or resize_ir):
         raise click.UsageError("--homography works on image pairs without --resize-ir; use maefuse-stream for videos")
     suffix = None if video else output_suffix(fmt, lossy)
-    if device == "auto":
-        device = "cuda" if (backend or default_backend_for(model)) == "tensorrt" else "cpu"
     options = {"calibration": calibration} if calibration is not None else {}
-    fuser = Fuser.from_checkpoint(model, backend, device=device, dtype=dtype, policy=policy, config=config,
-                                  batch_size=batch_size, **options)
+    fuser = Fuser.open(model, backend, device=device, dtype=dtype, policy=cast(Policy | None, policy), config=config,
+                       batch_size=batch_size, **options)
     note(f"model: {fuser.description}")
     for warning in fuser.warnings:
         note(f"warning: {warning}")

@@ -150,9 +150,9 @@ def device_option(default: str | None, help: str) -> Callable[[F], F]:
 
 def auto_device(device: str) -> str:
     """``auto`` -> ``cuda`` where torch sees a GPU, else ``cpu``; other values unchanged. For the commands whose
-    library does not resolve ``auto`` itself yet (the backends' own resolver is being added, issue 11)."""
+    library does not resolve ``auto`` itself; the one resolver is maefuse_deploy.backends.resolve_device."""
     if device != "auto":
         return device
-    import torch
+    from ..backends.devices import resolve_device
 
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    return resolve_device("auto")

@@ -9,11 +9,11 @@ from types import FrameType
 
 import click
 
+from ..backends import FUSER_BACKENDS
 from ..errors import MaeFuseError
 from ..processing import POLICIES as PROCESSING_POLICIES
 from ..registration import load_registration
-from ..runtime.fuser import BACKENDS, Fuser
-from ..runtime.sources import default_backend_for
+from ..runtime.fuser import Fuser
 from ..stream.pipeline import PAIRINGS, POLICIES, Pipeline
 from .common import note, report_errors
 from .options import batch_size_option, device_option, model_option
@@ -45,7 +45,7 @@ from .options import batch_size_option, device_option, model_option
 @click.option("--raw-ir", is_flag=True, help="ask a V4L2 IR camera for raw (16-bit) frames")
 @model_option("checkpoint file, .onnx graph, engine, or a config name (random weights) [default: the built-in model]")
 @click.option("--config", help="model config name, when the checkpoint does not say (needs --model)")
-@click.option("--backend", type=click.Choice(BACKENDS), help="[default: from the model's file type]")
+@click.option("--backend", type=click.Choice(FUSER_BACKENDS), help="[default: from the model's file type]")
 @device_option("auto", "auto is cuda for TensorRT engines, else cpu")
 @click.option("--dtype", type=click.Choice(["float32", "float16", "bfloat16"]), default="float32", show_default=True)
 @click.option("--processing", type=click.Choice(PROCESSING_POLICIES),
@@ -60,9 +60,7 @@ def main(ir: str, vis: str, out: str, homography: Path | None, pair: str, ir_off
          processing: str | None, batch_size: int, quiet: bool) -> None:
     """Fuse an IR and a VIS stream live: pair by timestamp, register, fuse in batches, write."""
     registration = load_registration(homography) if homography is not None else None
-    if device == "auto":
-        device = "cuda" if (backend or default_backend_for(model)) == "tensorrt" else "cpu"
-    fuser = Fuser.from_checkpoint(model, backend, device=device, dtype=dtype, policy=processing,  # type: ignore[arg-type]
+    fuser = Fuser.open(model, backend, device=device, dtype=dtype, policy=processing,  # type: ignore[arg-type]
                                   config=config, batch_size=batch_size)
     note(f"model: {fuser.description}")
     for warning in fuser.warnings:

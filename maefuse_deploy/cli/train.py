@@ -40,8 +40,9 @@ def _betas(text: str) -> tuple[float, float]:
               help="folder with ir/ and vi/ (pairs matched by file stem); repeat for several")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="run folder (model, checkpoints, logs)")
 @click.option("--config", "config", type=click.Choice(sorted(CONFIGS)), **_default("config"))
-@click.option("--init", type=click.Path(path_type=Path), help="start from these weights (e.g. the previous stage's "
-              "model.safetensors, or an MAE checkpoint)")
+@click.option("--init", type=click.Path(path_type=Path),
+              help="start from these weights (e.g. the previous stage's model.safetensors, an MAE checkpoint, or "
+              "timm:vit_large_patch16_224.mae for timm's upstream MAE-Large encoder)")
 @click.option("--resume", is_flag=True, help="continue from OUT/checkpoints/last.*")
 @click.option("--split", type=click.Path(path_type=Path), help="file of pair names to train on")
 @click.option("--exclude", type=click.Path(path_type=Path), multiple=True, help="file of pair names never to use")

@@ -9,9 +9,12 @@ Precision, by TensorRT version (docs/architecture.md §6):
 
 - FP16 graph (metadata precision fp16, from ``maefuse-export --precision fp16``): strongly typed network on every
   version; the graph's casts decide, LayerNorm/Softmax stay FP32 as exported.
-- FP32 graph, ``--precision fp16``, TensorRT 10.x: the FP16 builder flag, with LayerNorm (``Normalization``),
-  Softmax and Reduce layers constrained to FP32 (preferred, so a missing FP32 kernel cannot fail the build).
-- FP32 graph, ``--precision fp16``, TensorRT 11+: refused; 11 has no FP16 flag and builds strongly typed only.
+- FP32 graph, ``--precision fp16``, TensorRT 10.0-10.11: the FP16 builder flag, with the Softmax and Reduce layers
+  whose outputs are float constrained to FP32 (preferred, so a missing FP32 kernel cannot fail the build).
+  Normalization layers are left alone: they already compute in FP32, and constraining them only adds casts; shape
+  and integer reductions are left alone too (constraining them logs errors).
+- FP32 graph, ``--precision fp16``, TensorRT 10.12+ and 11+: refused with the fix (export the FP16 graph): 10.12
+  deprecates the per-layer precision calls the flag path needs, and 11 has no FP16 flag at all.
 - ``--precision fp32``: FP32 graph only, TF32 off, so "fp32" means FP32 arithmetic.
 """
 
@@ -23,23 +26,28 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from types import ModuleType
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from .. import __version__
 from ..atomic import atomic_path
+from ..contract import BatchProfile, parse_batch_profile
 from ..errors import InputError
+from ..hashing import file_sha256
 from . import availability
 from .cuda import checked
 from .errors import EngineError
 from .layers import AttentionReport, attention_report
 from .onnx_info import OnnxGraph, profile_shapes, read_graph
-from .profiles import BatchProfile, parse_batch
 from .progress import ProgressLine, Spinner
-from .sidecar import AMPERE, Sidecar, file_sha256, sidecar_path, version_triplet, write_sidecar
+from .sidecar import AMPERE, Sidecar, sidecar_path, version_parts, write_sidecar
+
+if TYPE_CHECKING:  # checked against tensorrt-stubs (.ci/typecheck); imported for real only in build_engine
+    import tensorrt
 
 # For a dynamic-batch graph that does not record its range: latency first (OPT 1), batches up to 8 accepted.
 DEFAULT_DYNAMIC_BATCH = BatchProfile(1, 1, 8)
@@ -48,7 +56,8 @@ TYPING_STRONG = "strongly-typed"
 TYPING_FP16_FLAG = "fp16-flag"
 TYPING_FP32 = "fp32"
 # Layer types kept in FP32 under the TensorRT 10 FP16 flag: FP16 overflows in their reductions on ViT-L.
-_FP32_LAYER_TYPES = ("NORMALIZATION", "SOFTMAX", "REDUCE")
+_FP32_LAYER_TYPES = ("SOFTMAX", "REDUCE")
+LAST_FP16_FLAG_VERSION = (10, 11)  # 10.12 deprecates ILayer.precision / set_output_type
 
 
 @dataclass(frozen=True)
@@ -128,11 +137,11 @@ def choose_typing(tensorrt_version: str, has_fp16_flag: bool, precision: str, pl
         return TYPING_STRONG
     if precision == "fp32":
         return TYPING_FP32
-    if has_fp16_flag:
+    if has_fp16_flag and version_parts(tensorrt_version)[:2] <= LAST_FP16_FLAG_VERSION:
         return TYPING_FP16_FLAG
     raise InputError(
-        f"TensorRT {tensorrt_version} builds strongly typed networks only, so --precision fp16 needs the FP16 graph "
-        f"(metadata precision fp16); {plan.onnx_path} is an FP32 graph",
+        f"TensorRT {tensorrt_version} builds --precision fp16 from the FP16 graph (metadata precision fp16): its "
+        f"FP16 flag path is deprecated or gone; {plan.onnx_path} is an FP32 graph",
         fix=f"export it with maefuse-export --onnx OUT.onnx --precision fp16 (same --config/--io as "
         f"{plan.onnx_path.name}) and build from that, or use --precision fp32",
     )
@@ -159,8 +168,9 @@ def build_engine(plan: BuildPlan, *, device: int = 0, stream: TextIO | None = No
             f"cannot create {plan.engine_path.parent}: {exc.strerror or exc}", fix="choose a writable output folder"
         ) from exc
 
-    with open(plan.log_path, "w", encoding="utf-8") as log_file:
-        logger = _make_logger(trt, log_file)
+    logger = availability.shared_logger(trt)
+    build_log = BuildLog(trt)
+    with open(plan.log_path, "w", encoding="utf-8") as log_file, logger.router.attached(build_log.sink(log_file)):
         builder = trt.Builder(logger)
         network = builder.create_network(_network_flags(trt, typing_mode))
         parser = trt.OnnxParser(network, logger)
@@ -183,7 +193,7 @@ def build_engine(plan: BuildPlan, *, device: int = 0, stream: TextIO | None = No
             config.set_flag(trt.BuilderFlag.FP16)
             config.set_flag(trt.BuilderFlag.PREFER_PRECISION_CONSTRAINTS)
             kept = _keep_fp32(trt, network)
-            notes.append(f"FP16 builder flag; {kept} LayerNorm/Softmax/Reduce layers constrained to FP32")
+            notes.append(f"FP16 builder flag; {kept} Softmax/Reduce layers constrained to FP32")
         elif typing_mode == TYPING_FP32 and hasattr(trt.BuilderFlag, "TF32"):
             config.clear_flag(trt.BuilderFlag.TF32)  # "fp32" means FP32 products, not TF32
         if options.hardware_compat:
@@ -192,11 +202,8 @@ def build_engine(plan: BuildPlan, *, device: int = 0, stream: TextIO | None = No
             config.set_flag(trt.BuilderFlag.VERSION_COMPATIBLE)
         # Detailed verbosity puts layer types and tactics into the inspector output (the attention report).
         config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
-        profile = builder.create_optimization_profile()
-        for name, (lo, opt, hi) in plan.shapes.items():
-            profile.set_shape(name, lo, opt, hi)
-        config.add_optimization_profile(profile)
-        cache = _attach_timing_cache(config, options.timing_cache, notes)
+        add_profile(builder, config, plan)
+        _attach_timing_cache(config, options.timing_cache, notes)
 
         line = ProgressLine(stream, f"building {plan.engine_path.name}")
         monitor = None
@@ -209,7 +216,7 @@ def build_engine(plan: BuildPlan, *, device: int = 0, stream: TextIO | None = No
         build_seconds = time.monotonic() - started
         if serialized is None:
             line.close("build failed")
-            detail = "; ".join(logger.errors[-3:]) or "no error reported"
+            detail = "; ".join(build_log.errors[-3:]) or "no error reported"
             raise EngineError(
                 f"TensorRT could not build an engine from {plan.onnx_path}: {detail}",
                 fix=f"read {plan.log_path}; a larger --workspace or a lower --opt-level can help",
@@ -217,8 +224,7 @@ def build_engine(plan: BuildPlan, *, device: int = 0, stream: TextIO | None = No
         line.close(f"built {plan.engine_path.name}")
 
         if options.timing_cache is not None:
-            with atomic_path(options.timing_cache) as tmp:
-                tmp.write_bytes(memoryview(cache.serialize()))
+            save_timing_cache(config, options.timing_cache)
         info_json = _layer_information(trt, logger, serialized, options.version_compat)
 
     report = attention_report(info_json)
@@ -263,7 +269,7 @@ def build_engine(plan: BuildPlan, *, device: int = 0, stream: TextIO | None = No
 
 
 def _resolve_profile(graph: OnnxGraph, batch: str | BatchProfile | None) -> BatchProfile:
-    requested = parse_batch(batch) if isinstance(batch, str) else batch
+    requested = parse_batch_profile(batch) if isinstance(batch, str) else batch
     static = graph.static_batch
     if static is None:
         return requested or _declared_range(graph) or DEFAULT_DYNAMIC_BATCH
@@ -277,12 +283,7 @@ def _resolve_profile(graph: OnnxGraph, batch: str | BatchProfile | None) -> Batc
 
 def _declared_range(graph: OnnxGraph) -> BatchProfile | None:
     """The MIN:OPT:MAX the exporter recorded for a dynamic batch (``maefuse-export --dynamic-batch``), if any."""
-    if ":" not in graph.info.batch:
-        return None
-    try:
-        return parse_batch(graph.info.batch)
-    except InputError:
-        return None  # unreadable metadata: the default range still builds a working engine
+    return None if graph.info.batch.is_static else graph.info.batch
 
 
 def _check_writable(path: Path, what: str) -> None:
@@ -302,25 +303,49 @@ def _check_writable(path: Path, what: str) -> None:
 def _network_flags(trt: ModuleType, typing_mode: str) -> int:
     # TensorRT 11 is always strongly typed (the flag is deprecated and ignored); 10.x needs the flag.
     flag = getattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)
-    if typing_mode == TYPING_STRONG and flag is not None and version_triplet(trt.__version__)[0] < 11:
+    if typing_mode == TYPING_STRONG and flag is not None and version_parts(trt.__version__)[0] < 11:
         return 1 << int(flag)
     return 0
 
 
-def _keep_fp32(trt: ModuleType, network: Any) -> int:
+def _keep_fp32(trt: ModuleType, network: tensorrt.INetworkDefinition) -> int:
     kinds = {getattr(trt.LayerType, name) for name in _FP32_LAYER_TYPES if hasattr(trt.LayerType, name)}
     kept = 0
+    floats = {trt.float32, trt.float16}
     for index in range(network.num_layers):
         layer = network.get_layer(index)
-        if layer.type in kinds:
-            layer.precision = trt.float32
-            for output in range(layer.num_outputs):
-                layer.set_output_type(output, trt.float32)
-            kept += 1
+        if layer.type not in kinds:
+            continue
+        outputs = [layer.get_output(i) for i in range(layer.num_outputs)]
+        if not outputs or any(o.dtype not in floats or getattr(o, "is_shape_tensor", False) for o in outputs):
+            continue  # shape or integer reductions: a float constraint on them is an error in TensorRT's log
+        layer.precision = trt.float32
+        for output in range(layer.num_outputs):
+            layer.set_output_type(output, trt.float32)
+        kept += 1
     return kept
 
 
-def _attach_timing_cache(config: Any, path: Path | None, notes: list[str]) -> Any:
+def save_timing_cache(config: tensorrt.IBuilderConfig, path: Path) -> None:
+    """Write the cache the build used and filled: ``config.get_timing_cache()``, not the object passed in.
+
+    A file written meanwhile (another build sharing the cache) is merged in with ``combine(ignore_mismatch=True)``,
+    which keeps what fits this TensorRT and GPU and drops the rest instead of failing.
+    """
+    cache = config.get_timing_cache()
+    previous = path.read_bytes() if path.is_file() else b""
+    if previous:
+        try:
+            older = config.create_timing_cache(previous)
+        except (RuntimeError, TypeError, ValueError):
+            older = None  # unreadable: this build's cache replaces it
+        if older is not None:
+            cache.combine(older, ignore_mismatch=True)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(memoryview(cache.serialize()))
+
+
+def _attach_timing_cache(config: tensorrt.IBuilderConfig, path: Path | None, notes: list[str]) -> None:
     blob = path.read_bytes() if path is not None and path.is_file() else b""
     if blob:
         try:
@@ -329,13 +354,11 @@ def _attach_timing_cache(config: Any, path: Path | None, notes: list[str]) -> An
             cache = None
         if cache is not None and config.set_timing_cache(cache, False):
             notes.append(f"timing cache {path} loaded")
-            return cache
+            return
         notes.append(f"timing cache {path} was written by another TensorRT or GPU; started an empty one")
     elif path is not None:
         notes.append(f"timing cache {path} did not exist; it is created now")
-    cache = config.create_timing_cache(b"")
-    config.set_timing_cache(cache, False)
-    return cache
+    config.set_timing_cache(config.create_timing_cache(b""), False)
 
 
 def _layer_information(trt: ModuleType, logger: Any, serialized: Any, version_compat: bool) -> str:
@@ -350,33 +373,50 @@ def _layer_information(trt: ModuleType, logger: Any, serialized: Any, version_co
     return inspector.get_engine_information(trt.LayerInformationFormat.JSON)
 
 
-def _make_logger(trt: ModuleType, log_file: TextIO) -> Any:
-    info_level = int(trt.ILogger.Severity.INFO)
-    error_levels = {int(trt.ILogger.Severity.ERROR), int(trt.ILogger.Severity.INTERNAL_ERROR)}
+class BuildLog:
+    """One build's sink on the shared TensorRT logger: INFO and above to the build log, errors kept for messages."""
 
-    class BuildLogger(trt.ILogger):
-        """Writes TensorRT's messages (INFO and above) to the build log; keeps errors for the one-line message."""
+    def __init__(self, trt: ModuleType) -> None:
+        self.info_level = int(trt.ILogger.Severity.INFO)
+        self.error_levels = {int(trt.ILogger.Severity.ERROR), int(trt.ILogger.Severity.INTERNAL_ERROR)}
+        self.errors: list[str] = []
+        self._lock = threading.Lock()  # the builder logs from several threads
 
-        def __init__(self) -> None:
-            trt.ILogger.__init__(self)
-            self.errors: list[str] = []
-            self._lock = threading.Lock()  # the builder logs from several threads
-
-        def log(self, severity: Any, msg: str) -> None:
-            level = int(severity)
+    def sink(self, log_file: TextIO) -> Callable[[int, str, str], None]:
+        def write(level: int, name: str, message: str) -> None:
             # TensorRT objects may still log from their destructors after the build log is closed.
-            if level > info_level or log_file.closed:
+            if level > self.info_level or log_file.closed:
                 return
             with self._lock:
-                log_file.write(f"[{getattr(severity, 'name', severity)}] {msg}\n")
-                if level in error_levels:
-                    self.errors.append(" ".join(msg.split()))
+                log_file.write(f"[{name}] {message}\n")
+                if level in self.error_levels:
+                    self.errors.append(" ".join(message.split()))
 
-    return BuildLogger()
+        return write
+
+
+def add_profile(builder: tensorrt.Builder, config: tensorrt.IBuilderConfig, plan: BuildPlan) -> None:
+    """The batch profile of ``plan`` on ``config``; TensorRT's refusals become one-line errors with the fix."""
+    profile = builder.create_optimization_profile()
+    for name, (lo, opt, hi) in plan.shapes.items():
+        try:
+            profile.set_shape(name, lo, opt, hi)  # type: ignore[arg-type]  # the bindings take tuples as Dims
+        except (RuntimeError, TypeError, ValueError) as exc:  # the bindings raise for shapes the input rejects
+            raise EngineError(
+                f"TensorRT refused the shapes {lo} / {opt} / {hi} for input {name!r} of {plan.onnx_path} "
+                f"({' '.join(str(exc).split()) or type(exc).__name__})",
+                fix="re-export the graph with maefuse-export --onnx, or pick another --batch",
+            ) from exc
+    if config.add_optimization_profile(profile) < 0:
+        raise EngineError(
+            f"TensorRT rejected the batch profile {plan.profile} for {plan.onnx_path} (add_optimization_profile "
+            "returned -1: the shapes do not fit the network's inputs)",
+            fix=f"pick a --batch range the graph accepts (its batch axis: {plan.graph.static_batch or 'dynamic'})",
+        )
 
 
 def _make_monitor(trt: ModuleType, line: ProgressLine) -> Any:
-    class BuildMonitor(trt.IProgressMonitor):
+    class BuildMonitor(trt.IProgressMonitor):  # type: ignore[name-defined]
         def __init__(self) -> None:
             trt.IProgressMonitor.__init__(self)
 

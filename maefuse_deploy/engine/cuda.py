@@ -2,21 +2,72 @@
 
 Every binding returns a tuple whose first item is a ``cudaError_t``; :func:`checked` turns a failure into an
 :class:`EngineError` naming the call, and returns the remaining items (None, one value, or a tuple).
+
+:class:`CudaRuntime` names every part of ``cuda.bindings.runtime`` this package uses. The type checker (.ci/run)
+checks the real module against it (availability.py assigns one to the other), with stubs generated from the
+installed cuda-bindings, so a call the bindings do not have is a type error, not a crash on the first GPU run.
 """
 
 from __future__ import annotations
 
-from types import ModuleType
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Protocol
 
-from .availability import cuda_error_name
 from .errors import EngineError
 
+CudaCall = Callable[..., Any]  # every binding returns (cudaError_t, *values)
 
-def checked(cudart: ModuleType, result: tuple, what: str) -> Any:
+
+class CudaRuntime(Protocol):
+    """The parts of ``cuda.bindings.runtime`` used here (module objects satisfy protocols structurally)."""
+
+    cudaError_t: Any
+    cudaMemcpyKind: Any
+    cudaStreamCaptureMode: Any
+    cudaStreamNonBlocking: int
+    cudaEventDisableTiming: int
+    cudaEventCreateWithFlags: CudaCall
+    cudaEventDestroy: CudaCall
+    cudaEventRecord: CudaCall
+    cudaFree: CudaCall
+    cudaFreeHost: CudaCall
+    cudaGetDeviceCount: CudaCall
+    cudaGetDeviceProperties: CudaCall
+    cudaGetErrorName: CudaCall
+    cudaGetLastError: CudaCall
+    cudaGraphDestroy: CudaCall
+    cudaGraphExecDestroy: CudaCall
+    cudaGraphInstantiate: CudaCall
+    cudaGraphLaunch: CudaCall
+    cudaMalloc: CudaCall
+    cudaMallocHost: CudaCall
+    cudaMemcpyAsync: CudaCall
+    cudaSetDevice: CudaCall
+    cudaStreamBeginCapture: CudaCall
+    cudaStreamCreateWithFlags: CudaCall
+    cudaStreamDestroy: CudaCall
+    cudaStreamEndCapture: CudaCall
+    cudaStreamSynchronize: CudaCall
+    cudaStreamWaitEvent: CudaCall
+
+
+def checked(cudart: CudaRuntime, result: tuple[Any, ...], what: str) -> Any:
     err, *values = result
     if err != cudart.cudaError_t.cudaSuccess:
         raise EngineError(f"CUDA failed {what}: {cuda_error_name(cudart, err)}", fix="check the GPU with nvidia-smi")
     if not values:
         return None
     return values[0] if len(values) == 1 else tuple(values)
+
+def cuda_error_name(cudart: CudaRuntime, err: Any) -> str:
+    try:
+        name = cudart.cudaGetErrorName(err)[1]
+    except Exception:  # an error while naming an error must not hide the original one
+        return str(err)
+    return text(name)
+
+def text(value: Any) -> str:
+    """A C string from the bindings (bytes with a NUL terminator, or str) as a Python str."""
+    if isinstance(value, (bytes, bytearray)):
+        value = bytes(value).split(b"\0", 1)[0].decode("utf-8", "replace")
+    return str(value).strip()

@@ -1,6 +1,6 @@
 """What the engine builder needs to know about an exported graph, read on the CPU without its weights.
 
-The layouts are the backend contract (runtime/backend.py): ``float`` io takes ``ir`` and ``vis`` as (B, 3, H, W);
+The layouts are the backend contract (backends/base.py): ``float`` io takes ``ir`` and ``vis`` as (B, 3, H, W);
 ``uint8`` io takes ``ir`` as (B, H, W) and ``vis`` as (B, H, W, 3). Only the batch axis may be dynamic.
 """
 
@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from ..contract import INPUT_IR, INPUT_VIS, OUTPUT_FUSED, GraphInfo
+from ..contract import INPUT_IR, INPUT_VIS, OUTPUT_FUSED, BatchProfile, GraphInfo
 from ..errors import InputError
-from .profiles import BatchProfile
 
 _EXPORT_FIX = "export the graph with maefuse-export --onnx"
 
@@ -49,8 +49,8 @@ class OnnxGraph:
     @property
     def input_size(self) -> tuple[int, int]:
         """(H, W) of the images one run takes: the model grid for float io, the camera size for uint8 io."""
-        shape = self.inputs[INPUT_IR].shape
-        return (int(shape[2]), int(shape[3])) if self.info.io == "float" else (int(shape[1]), int(shape[2]))
+        shape = _static(self.inputs[INPUT_IR].shape)
+        return (shape[2], shape[3]) if self.info.io == "float" else (shape[1], shape[2])
 
 
 def read_graph(path: str | Path) -> OnnxGraph:
@@ -101,12 +101,17 @@ def profile_shapes(
     """(min, opt, max) shapes of each input for one optimisation profile."""
     shapes = {}
     for name, spec in graph.inputs.items():
-        rest = tuple(int(d) for d in spec.shape[1:])  # _check_layout guarantees static non-batch axes
+        rest = _static(spec.shape)[1:]
         shapes[name] = ((profile.min, *rest), (profile.opt, *rest), (profile.max, *rest))
     return shapes
 
 
-def _spec(value) -> TensorSpec:
+def _static(shape: tuple[int | None, ...]) -> tuple[int, ...]:
+    """The shape with its batch axis as 0 when dynamic; _check_layout guarantees the other axes are static."""
+    return tuple(0 if d is None else d for d in shape)
+
+
+def _spec(value: Any) -> TensorSpec:
     tensor_type = value.type.tensor_type
     dims = tuple(d.dim_value if d.HasField("dim_value") else None for d in tensor_type.shape.dim)
     return TensorSpec(value.name, _ONNX_DTYPES.get(tensor_type.elem_type, f"onnx-type-{tensor_type.elem_type}"), dims)

@@ -8,7 +8,6 @@ user gets one line naming both sides instead of a TensorRT deserialisation failu
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -17,9 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from ..atomic import atomic_path
+from ..contract import BatchProfile
 from ..errors import InputError
+from ..hashing import file_sha256
 from .errors import EngineCompatibilityError
-from .profiles import BatchProfile
 
 SIDECAR_FORMAT = 1
 # Hardware-compatible plans (HardwareCompatibilityLevel.AMPERE_PLUS) run on compute capability 8.0 and newer.
@@ -156,20 +156,11 @@ def read_sidecar(engine_path: str | os.PathLike[str]) -> Sidecar:
         raise InputError(f"engine sidecar {path} is incomplete or malformed ({exc!r})", fix=rebuild) from exc
 
 
-def file_sha256(path: str | os.PathLike[str], chunk_size: int = 1 << 20) -> str:
-    """SHA-256 of a file, read in chunks so multi-GB weight files never sit in memory."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk_size):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def version_triplet(version: str) -> tuple[int, int, int]:
-    """``"10.3.0.26"`` -> (10, 3, 0); missing parts count as 0, so ``"11.1"`` -> (11, 1, 0)."""
-    numbers = [int(n) for n in re.findall(r"\d+", version)[:3]]
-    numbers += [0] * (3 - len(numbers))
-    return numbers[0], numbers[1], numbers[2]
+def version_parts(version: str) -> tuple[int, int, int, int]:
+    """``"10.3.0.26"`` -> (10, 3, 0, 26): major, minor, patch, build; missing parts count as 0 (``"11.1"``)."""
+    numbers = [int(n) for n in re.findall(r"\d+", version)[:4]]
+    numbers += [0] * (4 - len(numbers))
+    return numbers[0], numbers[1], numbers[2], numbers[3]
 
 
 def check_compatibility(
@@ -182,9 +173,9 @@ def check_compatibility(
 ) -> list[str]:
     """Decide whether the engine may run on ``runtime``; return notes for the user, raise if it may not.
 
-    - other TensorRT version (major.minor.patch): refused, unless the engine was built version-compatible, the
-      override is asked for, and this TensorRT is not older than the builder (TensorRT never loads plans from a
-      newer version);
+    - other TensorRT version (major.minor.patch.build, as TensorRT's own check): refused, unless the engine was
+      built version-compatible, the override is asked for, and this TensorRT is not older than the builder
+      (TensorRT never loads plans from a newer version);
     - other GPU architecture (compute capability): refused, unless the engine was built hardware-compatible
       (Ampere and newer), this GPU is compute capability 8.0 or newer, and the override is asked for;
     - same architecture, other GPU model: runs, with a note that the tactics were timed on the other model;
@@ -196,7 +187,8 @@ def check_compatibility(
     notes: list[str] = []
     problems: list[str] = []
 
-    built, here = version_triplet(sidecar.tensorrt_version), version_triplet(runtime.tensorrt_version)
+    # All four parts, build number included: TensorRT's own plan check refuses a plan from another build.
+    built, here = version_parts(sidecar.tensorrt_version), version_parts(runtime.tensorrt_version)
     if built != here:
         what = (
             f"engine {engine} was built with TensorRT {sidecar.tensorrt_version} but this machine has TensorRT "

@@ -16,7 +16,7 @@ import onnx
 import torch
 
 from .. import __version__
-from ..contract import INPUT_IR, INPUT_VIS, OUTPUT_FUSED, GraphInfo
+from ..contract import INPUT_IR, INPUT_VIS, OUTPUT_FUSED, BatchProfile, GraphInfo
 from ..errors import VerificationError
 from ..model.maefuse import MaeFuse
 from .graph import FloatGraph, InGraphProcessing, exportable
@@ -31,7 +31,7 @@ def graph_info(model: MaeFuse, spec: ExportSpec, checkpoint_sha256: str = "") ->
     return GraphInfo(
         config=model.config.to_dict(), attention=model.config.attention, io=spec.io, precision=spec.precision,
         height=spec.height, width=spec.width, camera_height=camera[0], camera_width=camera[1], policy="official",
-        checkpoint_sha256=checkpoint_sha256, toolkit_version=__version__, batch=":".join(map(str, spec.batch)),
+        checkpoint_sha256=checkpoint_sha256, toolkit_version=__version__, batch=BatchProfile(*spec.batch),
     )
 
 

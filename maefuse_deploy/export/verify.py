@@ -16,13 +16,13 @@ import cv2
 import numpy as np
 import torch
 
+from ..backends.onnxruntime import OnnxRuntimeBackend
+from ..backends.torch import TorchBackend
 from ..checks import check_finite
 from ..compare import psnr
 from ..errors import InputError, VerificationError
 from ..model.maefuse import MaeFuse
 from ..runtime.fuser import Fuser
-from ..runtime.onnxruntime_backend import OnnxRuntimeBackend
-from ..runtime.torch_backend import TorchBackend
 from ..sample_pairs import as_arrays, batches, load_pairs, network_inputs
 from .spec import ExportSpec
 

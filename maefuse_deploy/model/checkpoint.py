@@ -14,7 +14,6 @@ Pickled files are read with ``torch.load(weights_only=True)``: tensors and conta
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import re
@@ -61,16 +60,37 @@ class LoadReport:
         return text
 
 
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 22), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+TIMM_PREFIX = "timm:"
+
+
+def read_timm_state(name: str) -> StateDict:
+    """The encoder weights of timm model ``name`` (e.g. ``vit_large_patch16_224.mae``, timm's upstream MAE-Large).
+
+    timm downloads the pretrained weights where its hub is reachable (else its own error, in one line). Its ViT
+    keys are the MAE release's (``patch_embed``, ``blocks``, ``norm``, ``cls_token``, ``pos_embed``), so the
+    result loads as an upstream MAE file; the classifier head is not created (``num_classes=0``).
+    """
+    import timm
+
+    try:
+        model = timm.create_model(name, pretrained=True, num_classes=0)
+    except Exception as exc:  # timm raises RuntimeError for unknown names, others for failed downloads
+        first = " ".join(str(exc).split()) or type(exc).__name__
+        raise CheckpointError(
+            f"timm cannot create {name!r} with pretrained weights ({first[:200]})",
+            fix="check the name (timm.list_models('*mae*')) and that the Hugging Face hub is reachable, "
+            "or pass a downloaded checkpoint file",
+        ) from exc
+    return {key: value.detach().clone() for key, value in model.state_dict().items()}
 
 
 def read_state(path: str | os.PathLike[str], trust_pickle: bool = False) -> tuple[StateDict, dict[str, str]]:
-    """Read every tensor of a checkpoint file. Returns (state dict, safetensors metadata or {})."""
+    """Read every tensor of a checkpoint file, or of ``timm:MODEL`` (see :func:`read_timm_state`).
+
+    Returns (state dict, safetensors metadata or {}).
+    """
+    if str(path).startswith(TIMM_PREFIX):
+        return read_timm_state(str(path)[len(TIMM_PREFIX):]), {}
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}", fix="check the path or name a config")

@@ -69,6 +69,7 @@ class FusionLayer(nn.Module):
         dim = config.embed_dim
         self.attention = config.attention
         self.grid = config.grid
+        self.pos_embed: torch.Tensor
         self.register_buffer("pos_embed", sincos_2d(dim, *config.grid)[None])
         self.cross_model = FusionAttention(dim, config.fusion_num_heads)
         self.merge_model = FusionAttention(dim, config.fusion_num_heads)

@@ -61,7 +61,8 @@ def build_model(config: MaeFuseConfig, seed: int | None = None) -> MaeFuse:
                 nn.init.zeros_(module.bias)
             elif isinstance(module, nn.Conv2d) and name.endswith("patch_embed.proj"):
                 nn.init.xavier_uniform_(module.weight.view(module.weight.shape[0], -1))
-                nn.init.zeros_(module.bias)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
     finally:
         if seed is not None:
             torch.random.set_rng_state(generator_state)

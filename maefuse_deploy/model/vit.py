@@ -1,4 +1,4 @@
-"""The MAE ViT encoder and decoder (plain modules, timm's parameter names, one forward path that exports).
+"""The MAE ViT encoder and decoder, built from timm's ``Block`` and ``PatchEmbed`` (so key names are timm's).
 
 Tensors: images are (B, C, H, W) float, ImageNet-normalised; token sequences are (B, N, D) with N = rows*cols in
 row-major order.
@@ -6,75 +6,58 @@ row-major order.
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
-import torch.nn.functional as F
+from timm.layers import Attention as TimmAttention
+from timm.layers import PatchEmbed
+from timm.models.vision_transformer import Block
 from torch import nn
 
 from .config import MaeFuseConfig
 from .posembed import sincos_2d
 
 
-class Attention(nn.Module):
-    """Multi-head self-attention with a fused qkv projection (timm's ``attn.qkv`` / ``attn.proj`` layout)."""
+class Attention(TimmAttention):
+    """timm's attention (fused ``qkv``, ``proj``), with the explicit path MaeFuse exports.
 
-    def __init__(self, dim: int, num_heads: int) -> None:
-        super().__init__()
-        self.num_heads = num_heads
-        self.head_dim = dim // num_heads
-        self.scale = self.head_dim**-0.5
-        self.qkv = nn.Linear(dim, dim * 3)
-        self.proj = nn.Linear(dim, dim)
-        # Eager runs use SDPA (flash / memory-efficient kernels). Export switches to the explicit form, with the
-        # scale applied to Q before the first MatMul: the pattern TensorRT fuses into one attention kernel.
-        self.fused = True
+    Eager runs take timm's fused path (SDPA: flash / memory-efficient kernels). Export switches ``fused_attn`` off
+    (:func:`maefuse_deploy.model.maefuse.set_fused_attention`): timm's explicit form scales Q before ``Q @ K^T`` (the
+    pattern TensorRT fuses into one attention kernel), and here the softmax runs in float32 whatever the graph's
+    precision, since an FP16 exp/sum over 1600 keys loses too much.
+    """
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        batch, tokens, dim = x.shape
+    @property
+    def fused(self) -> bool:
+        return bool(self.fused_attn)
+
+    @fused.setter
+    def fused(self, value: bool) -> None:
+        self.fused_attn = value  # type: ignore[misc]  # Final in timm for TorchScript; switched for export only
+
+    def forward(
+        self, x: torch.Tensor, attn_mask: torch.Tensor | None = None, is_causal: bool = False
+    ) -> torch.Tensor:
+        if self.fused_attn or attn_mask is not None or is_causal:
+            return super().forward(x, attn_mask=attn_mask, is_causal=is_causal)
+        batch, tokens, _ = x.shape
         qkv = self.qkv(x).reshape(batch, tokens, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)
-        if self.fused:
-            x = F.scaled_dot_product_attention(q, k, v)
-        else:
-            attn = (q * self.scale) @ k.transpose(-2, -1)
-            # Softmax in float32 whatever the graph's precision: FP16 exp/sum over 1600 keys loses too much.
-            x = attn.float().softmax(dim=-1).to(v.dtype) @ v
-        return self.proj(x.transpose(1, 2).reshape(batch, tokens, dim))
+        attn = (q * self.scale) @ k.transpose(-2, -1)
+        x = attn.float().softmax(dim=-1).to(v.dtype) @ v
+        return self.proj(x.transpose(1, 2).reshape(batch, tokens, self.attn_dim))
 
 
-class Mlp(nn.Module):
-    def __init__(self, dim: int, hidden: int) -> None:
-        super().__init__()
-        self.fc1 = nn.Linear(dim, hidden)
-        self.act = nn.GELU()  # exact erf GELU, as MAE
-        self.fc2 = nn.Linear(hidden, dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(self.act(self.fc1(x)))
+def mae_block(dim: int, num_heads: int, mlp_ratio: float, eps: float) -> Block:
+    """timm's pre-norm transformer block (norm1, attn, norm2, mlp) as MAE builds it: qkv bias, exact GELU."""
+    return Block(dim, num_heads, mlp_ratio, qkv_bias=True, norm_layer=partial(nn.LayerNorm, eps=eps),  # type: ignore[arg-type]
+                     act_layer=nn.GELU, attn_layer=Attention)
 
 
-class Block(nn.Module):
-    """Pre-norm transformer block (norm1, attn, norm2, mlp)."""
-
-    def __init__(self, dim: int, num_heads: int, mlp_ratio: float, eps: float) -> None:
-        super().__init__()
-        self.norm1 = nn.LayerNorm(dim, eps=eps)
-        self.attn = Attention(dim, num_heads)
-        self.norm2 = nn.LayerNorm(dim, eps=eps)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.norm1(x))
-        return x + self.mlp(self.norm2(x))
-
-
-class PatchEmbed(nn.Module):
-    def __init__(self, patch_size: int, in_chans: int, dim: int) -> None:
-        super().__init__()
-        self.proj = nn.Conv2d(in_chans, dim, kernel_size=patch_size, stride=patch_size)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, C, H, W) -> (B, H/p * W/p, D)."""
-        return self.proj(x).flatten(2).transpose(1, 2)
+def mae_patch_embed(patch_size: int, in_chans: int, dim: int) -> PatchEmbed:
+    """timm's patch embedding for any image size that is a multiple of the patch: (B, C, H, W) -> (B, N, D)."""
+    return PatchEmbed(img_size=None, patch_size=patch_size, in_chans=in_chans, embed_dim=dim,
+                          strict_img_size=False)
 
 
 Origin = tuple[int, int]  # (row, column) position of a grid's first token; (0, 0) except in training crops
@@ -103,17 +86,19 @@ class MaskedAutoencoder(nn.Module):
         self.patch_size = config.patch_size
         self.grid = config.grid
         rows, cols = config.grid
-        self.patch_embed = PatchEmbed(config.patch_size, config.in_chans, config.embed_dim)
+        self.patch_embed = mae_patch_embed(config.patch_size, config.in_chans, config.embed_dim)
+        self.pos_embed: torch.Tensor
         self.register_buffer("pos_embed", sincos_2d(config.embed_dim, rows, cols)[None])
         self.blocks = nn.ModuleList(
-            Block(config.embed_dim, config.num_heads, config.mlp_ratio, config.norm_eps)
+            mae_block(config.embed_dim, config.num_heads, config.mlp_ratio, config.norm_eps)
             for _ in range(config.depth)
         )
         self.norm = nn.LayerNorm(config.embed_dim, eps=config.norm_eps)
         self.decoder_embed = nn.Linear(config.embed_dim, config.decoder_embed_dim)
+        self.decoder_pos_embed: torch.Tensor
         self.register_buffer("decoder_pos_embed", sincos_2d(config.decoder_embed_dim, rows, cols)[None])
         self.decoder_blocks = nn.ModuleList(
-            Block(config.decoder_embed_dim, config.decoder_num_heads, config.mlp_ratio, config.norm_eps)
+            mae_block(config.decoder_embed_dim, config.decoder_num_heads, config.mlp_ratio, config.norm_eps)
             for _ in range(config.decoder_depth)
         )
         self.decoder_norm = nn.LayerNorm(config.decoder_embed_dim, eps=config.norm_eps)

@@ -9,123 +9,97 @@ from typing import Any
 
 import numpy as np
 
-from ..checks import check_finite, cuda_index
+from ..backends import BackendBase, is_tensor, open_backend
+from ..checks import check_finite
 from ..errors import InputError
-from ..processing import POLICIES, PairContext, Policy, finish_pair, ir_to_grey8, prepare_pair
-from .backend import Backend
-from .sources import default_backend_for, resolve_torch_model
+from ..processing import POLICIES, PairContext, Policy, check_pair, finish_pair, ir_to_grey8, prepare_pair
 
-BACKENDS = ("torch", "onnxruntime", "openvino", "tensorrt")
-OPENVINO_PRECISIONS = {"float32": "fp32", "bfloat16": "bf16", "int8": "int8"}
 Image = Any  # numpy array (OpenCV layout) or torch tensor of the same layout
 
 
-def _to_numpy(image: Image) -> tuple[np.ndarray, bool]:
+def _to_numpy(image: Image) -> np.ndarray:
     if isinstance(image, np.ndarray):
-        return image, False
-    if type(image).__module__.startswith("torch"):
-        return image.detach().cpu().numpy(), True
+        return image
+    if is_tensor(image):
+        return image.detach().cpu().numpy()
     raise InputError(f"expected a numpy array or torch tensor, got {type(image).__name__}")
+
+
+def _result_device(ir: Image, vis: Image) -> Any:
+    """Where a pair's result goes: None for numpy callers, else the device of the caller's tensor (VIS first)."""
+    for image in (vis, ir):
+        if is_tensor(image):
+            return image.device
+    return None
 
 
 class Fuser:
     """Fuses registered IR/VIS pairs.
 
-    Images in and out follow OpenCV: uint8 (or uint16) HxW grey or HxWx3 BGR numpy arrays (torch tensors of the
-    same layout are accepted and returned as tensors). The output has the VIS's size; it is BGR for a colour VIS
-    and grey for a grey one. Pre/post-processing (``policy``) is shared by all backends; graphs exported with
-    in-graph processing (``io == "uint8"``) do it on the device instead.
+    Images in and out follow OpenCV: uint8 (or uint16) HxW grey or HxWx3 BGR numpy arrays. Torch tensors of the
+    same layout are accepted: a pair with a tensor gets a tensor back, on the device of the caller's VIS tensor
+    (or IR tensor when only the IR is one); an all-numpy pair gets numpy. The output has the VIS's size; it is BGR
+    for a colour VIS and grey for a grey one. Pre/post-processing (``policy``) is shared by all backends; graphs
+    exported with in-graph processing (``io == "uint8"``) do it on the device instead.
     """
 
     def __init__(
         self,
-        backend: Backend,
+        backend: BackendBase,
         *,
-        policy: Policy = "official",
+        policy: Policy | None = None,
         model_size: tuple[int, int] | None = None,
-        description: str = "",
-        warnings: Sequence[str] = (),
+        description: str | None = None,
+        warnings: Sequence[str] | None = None,
         batch_size: int = 8,
     ) -> None:
-        if policy not in POLICIES:
-            raise InputError(f"unknown policy {policy!r}", fix=f"use one of {', '.join(POLICIES)}")
+        chosen = policy or backend.default_policy
+        if chosen not in POLICIES:
+            raise InputError(f"unknown policy {chosen!r}", fix=f"use one of {', '.join(POLICIES)}")
         if batch_size < 1:
             raise InputError(f"batch size must be at least 1, got {batch_size}")
         self.backend = backend
-        self.policy: Policy = policy
-        self.model_size = model_size or backend.input_size
-        if self.model_size is None and policy == "official" and backend.io == "float":
+        self.policy: Policy = "native" if chosen == "native" else "official"
+        self.model_size = model_size or backend.input_size or backend.model_size
+        if self.model_size is None and self.policy == "official" and backend.io == "float":
             raise InputError("the official policy needs a model size", fix="pass model_size=(H, W)")
-        if policy == "native" and backend.input_size is not None and backend.io == "float":
+        if self.policy == "native" and backend.input_size is not None and backend.io == "float":
             raise InputError(
                 f"{backend.name} graph has a fixed {backend.input_size[1]}x{backend.input_size[0]} grid; the native "
                 "policy needs any size",
                 fix="use the official policy, or export a graph at the camera size",
             )
-        self.description = description
-        self.warnings = list(warnings)
+        self.description = backend.description if description is None else description
+        self.warnings = list(backend.warnings if warnings is None else warnings)
+        # One backend call per batch: the backend would split a larger one anyway.
         self.batch_size = min(batch_size, backend.max_batch or batch_size)
 
     @classmethod
-    def from_checkpoint(
+    def open(
         cls,
         source: str | os.PathLike[str] | None = None,
         backend: str | None = None,
         *,
-        device: str = "cpu",
-        dtype: str = "float32",
+        device: str | None = "auto",
+        dtype: str | None = None,
         policy: Policy | None = None,
         config: str | None = None,
         batch_size: int = 8,
         **options: Any,
     ) -> Fuser:
-        """Build a Fuser from a checkpoint, a config name (random weights), an .onnx graph or an engine.
+        """A Fuser over any model: a checkpoint, a config name (random weights), an .onnx graph or an engine.
 
-        ``source=None`` takes the built-in default model. ``backend`` defaults to what the file is (.onnx:
-        onnxruntime, .engine/.plan: tensorrt, else torch). ``policy=None`` takes the one the weights were trained
-        for (their config's ``policy``; graphs and engines have a fixed size: official). ``options`` go to the
-        backend (torch: cuda_graph; onnxruntime: providers, threads, ...; openvino: threads, calibration (a folder of
-        real pairs for int8); tensorrt: cuda_graph, allow_incompatible, ...). ``dtype`` is the torch dtype, or for
-        openvino the precision it runs the fp32 graph at (float32, bfloat16, int8).
+        ``source=None`` takes the built-in default model. ``backend`` defaults to what the file is (the registry's
+        suffixes: .onnx -> onnxruntime, .engine/.plan -> tensorrt, else torch). ``device="auto"`` is cuda when a
+        GPU is visible, else cpu (TensorRT: cuda). ``dtype`` applies to torch weights (default float32); graphs and
+        engines run in the precision they were made in. ``policy=None`` takes the one the weights were trained for
+        (graphs and engines have a fixed size: official). ``options`` go to the backend (its registry entry lists
+        them: torch cuda_graph; onnxruntime threads, allow_fallback, ...; tensorrt cuda_graph, pool_size, ...).
         """
-        backend = backend or default_backend_for(source)
-        if backend not in BACKENDS:
-            raise InputError(f"unknown backend {backend!r}", fix=f"use one of {', '.join(BACKENDS)}")
-        if backend == "torch":
-            from .torch_backend import TorchBackend
+        runner = open_backend(backend, source, device=device, dtype=dtype, config=config, **options)
+        return cls(runner, policy=policy, batch_size=batch_size)
 
-            resolved = resolve_torch_model(source, config)
-            model = resolved.model
-            assert model is not None
-            runner: Backend = TorchBackend(model, device=device, dtype=dtype, **options)
-            return cls(
-                runner,
-                policy=policy or model.config.policy,  # type: ignore[arg-type]
-                model_size=model.config.img_size,
-                description=resolved.description,
-                warnings=resolved.warnings,
-                batch_size=batch_size,
-            )
-        if source is None:
-            raise InputError(f"the {backend} backend needs a model file", fix="pass the .onnx graph or engine path")
-        if backend == "onnxruntime":
-            from .onnxruntime_backend import OnnxRuntimeBackend
-
-            runner = OnnxRuntimeBackend(source, device=device, **options)
-        elif backend == "openvino":
-            from ..backends.openvino import OpenVinoBackend
-
-            if dtype not in OPENVINO_PRECISIONS:
-                raise InputError(f"openvino runs float32, bfloat16 or int8, not {dtype}",
-                                 fix="pass --dtype float32, bfloat16 or int8")
-            runner = OpenVinoBackend(source, device=device, precision=OPENVINO_PRECISIONS[dtype], **options)
-        else:
-            from ..engine.trt_backend import TensorRTBackend
-
-            if not device.startswith("cuda"):
-                raise InputError(f"TensorRT engines run on a CUDA device, not {device!r}", fix="pass device='cuda'")
-            runner = TensorRTBackend(source, device=cuda_index(device) or 0, **options)
-        return cls(runner, policy=policy or "official", description=f"{backend}: {source}", batch_size=batch_size)
+    from_checkpoint = open  # the earlier name, kept for existing callers
 
     def fuse(self, ir: Image, vis: Image) -> Image:
         """Fuse one pair. See the class docstring for layouts."""
@@ -133,15 +107,12 @@ class Fuser:
 
     def fuse_batch(self, pairs: Sequence[tuple[Image, Image]], names: Sequence[str] | None = None) -> list[Image]:
         """Fuse many pairs, ``batch_size`` at a time; each result equals what :meth:`fuse` gives for the pair."""
-        arrays, as_tensor = [], []
-        for ir, vis in pairs:
-            ir_array, was_tensor = _to_numpy(ir)
-            arrays.append((ir_array, _to_numpy(vis)[0]))
-            as_tensor.append(was_tensor)
+        arrays = [(_to_numpy(ir), _to_numpy(vis)) for ir, vis in pairs]
+        devices = [_result_device(ir, vis) for ir, vis in pairs]
         labels = list(names) if names is not None else [f"pair {i}" for i in range(len(arrays))]
         run = self._run_in_graph if self.backend.io == "uint8" else self._run_float
         results = run(arrays, labels)
-        return [_as_tensor(r) if tensor else r for r, tensor in zip(results, as_tensor, strict=True)]
+        return [r if device is None else _as_tensor(r, device) for r, device in zip(results, devices, strict=True)]
 
     def _run_float(self, pairs: list[tuple[np.ndarray, np.ndarray]], labels: list[str]) -> list[np.ndarray]:
         model_size = self.model_size or (0, 0)
@@ -169,10 +140,10 @@ class Fuser:
         assert size is not None
         irs, viss = [], []
         for (ir, vis), label in zip(pairs, labels, strict=True):
+            check_pair(ir, vis, label)
             if ir.dtype != np.uint8 or vis.dtype != np.uint8:
                 raise InputError(f"{label}: the {self.backend.name} graph takes uint8 frames (in-graph processing)")
-            if ir.ndim == 3:
-                ir = ir_to_grey8(ir)
+            ir = ir_to_grey8(ir)  # HxW, HxWx1, BGR or BGRA -> HxW grey, as on the host path
             if vis.ndim != 3 or vis.shape[2] != 3:
                 raise InputError(f"{label}: the in-graph path takes a 3-channel BGR VIS frame, got {vis.shape}")
             if ir.shape[:2] != size or vis.shape[:2] != size:
@@ -199,7 +170,7 @@ class Fuser:
         self.close()
 
 
-def _as_tensor(image: np.ndarray) -> Any:
+def _as_tensor(image: np.ndarray, device: Any) -> Any:
     import torch
 
-    return torch.from_numpy(np.ascontiguousarray(image))
+    return torch.from_numpy(np.ascontiguousarray(image)).to(device)

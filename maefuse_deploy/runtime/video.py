@@ -56,7 +56,7 @@ def fuse_video(
             )
         frames = 0
         with atomic_path(out_path) as tmp:
-            writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*codec), fps, (width, height))
+            writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter.fourcc(*codec), fps, (width, height))
             if not writer.isOpened():
                 raise InputError(f"cannot write video {out_path} with codec {codec}", fix="use a .mp4 or .avi name")
             try:

@@ -1,4 +1,4 @@
-"""Where a Fuser's weights come from: a file, a config name, or the built-in default."""
+"""Where torch weights come from: a checkpoint file, a config name (random weights), or the built-in default."""
 
 from __future__ import annotations
 
@@ -7,16 +7,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import InputError
-from ..model.checkpoint import load_checkpoint
-from ..model.config import CONFIGS, MaeFuseConfig
-from ..model.maefuse import MaeFuse, build_model
+from .checkpoint import load_checkpoint
+from .config import CONFIGS, MaeFuseConfig
+from .maefuse import MaeFuse, build_model
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 DEFAULT_WEIGHTS = WEIGHTS_DIR / "maefuse-tiny.safetensors"
 DEFAULT_CONFIG = "maefuse-tiny"
 RANDOM_SEED = 0
-GRAPH_SUFFIXES = (".onnx",)
-ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
 
 
 @dataclass
@@ -27,16 +25,6 @@ class ModelSource:
     model: MaeFuse | None = None
     path: Path | None = None
     warnings: list[str] = field(default_factory=list)
-
-
-def default_backend_for(source: str | os.PathLike[str] | None) -> str:
-    if source is not None:
-        suffix = Path(source).suffix.lower()
-        if suffix in GRAPH_SUFFIXES:
-            return "onnxruntime"
-        if suffix in ENGINE_SUFFIXES:
-            return "tensorrt"
-    return "torch"
 
 
 def resolve_torch_model(

@@ -1,22 +1,24 @@
-"""onnxruntime backend: runs a graph exported by ``maefuse-export --onnx`` (layouts: runtime/backend.py)."""
+"""onnxruntime backend: runs a graph exported by ``maefuse-export --onnx`` (layouts: backends/base.py)."""
 
 from __future__ import annotations
 
 import os
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from ..checks import cuda_index
-from ..contract import INPUT_IR, INPUT_VIS, OUTPUT_FUSED, GraphInfo
+from ..contract import INPUT_IR, INPUT_VIS, OUTPUT_FUSED, BatchProfile, GraphInfo
 from ..errors import InputError, UnavailableError
+from .base import BackendBase
 
 OPTIMIZATION_LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED",
                        "all": "ORT_ENABLE_ALL"}
 
 
-class OnnxRuntimeBackend:
+class OnnxRuntimeBackend(BackendBase):
     """An onnxruntime session over an exported graph; the graph's metadata says its size, io mode and batch.
 
     ``device="cuda[:N]"`` asks for the CUDA execution provider; onnxruntime silently falls back to CPU when it
@@ -25,6 +27,7 @@ class OnnxRuntimeBackend:
     """
 
     name = "onnxruntime"
+    native = "numpy"
 
     def __init__(
         self,
@@ -49,7 +52,7 @@ class OnnxRuntimeBackend:
         options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, OPTIMIZATION_LEVELS[optimization_level])
         if threads:
             options.intra_op_num_threads = threads
-        wanted = ["CPUExecutionProvider"]
+        wanted: list[Any] = ["CPUExecutionProvider"]
         if device_id is not None:
             wanted = [("CUDAExecutionProvider", {"device_id": device_id}), "CPUExecutionProvider"]
         try:
@@ -64,28 +67,35 @@ class OnnxRuntimeBackend:
         if device_id is not None and "CUDAExecutionProvider" not in self.providers and not allow_fallback:
             raise UnavailableError(
                 f"onnxruntime fell back to {', '.join(self.providers)} for {path}: the CUDA provider did not load",
-                fix="install onnxruntime-gpu with a matching CUDA/cuDNN, or pass --device cpu",
+                fix="install onnxruntime-gpu (pip install 'maefuse-deploy[gpu]') with a matching CUDA/cuDNN, or "
+                "pass --device cpu",
             )
         self.io_binding = io_binding and "CUDAExecutionProvider" in self.providers
         meta = self.session.get_modelmeta().custom_metadata_map
         self.info = GraphInfo.from_metadata(meta, source=str(path))
-        self.io = self.info.io
+        self.io = "uint8" if self.info.io == "uint8" else "float"
         self.patch_size = int(self.info.config["patch_size"])
         if self.io == "uint8":
-            self.input_size: tuple[int, int] | None = (self.info.camera_height, self.info.camera_width)
+            self.input_size = (self.info.camera_height, self.info.camera_width)
         else:
             self.input_size = (self.info.height, self.info.width)
+        self.model_size = (self.info.height, self.info.width)
         batch_dim = self.session.get_inputs()[0].shape[0]
-        self.static_batch = batch_dim if isinstance(batch_dim, int) else None
-        self.max_batch = self.static_batch or int(self.info.batch.split(":")[-1])
+        # A static-batch graph takes exactly its batch (the base pads); a dynamic one the range it was exported for.
+        self.profile = BatchProfile(batch_dim, batch_dim, batch_dim) if isinstance(batch_dim, int) else self.info.batch
+        self.description = (f"onnxruntime: {path} ({self.info.precision}, io {self.io}, "
+                            f"{self.info.width}x{self.info.height}, batch {self.profile})")
 
-    def run(self, ir: np.ndarray, vis: np.ndarray) -> np.ndarray:
-        count = ir.shape[0]
-        if self.static_batch and count < self.static_batch:
-            # A static-batch graph takes exactly its batch: pad with copies and drop them afterwards.
-            repeat = np.repeat(ir[-1:], self.static_batch - count, axis=0)
-            ir = np.concatenate([ir, repeat])
-            vis = np.concatenate([vis, np.repeat(vis[-1:], self.static_batch - count, axis=0)])
+    @classmethod
+    def open(cls, source: str | os.PathLike[str] | None, *, device: str = "cpu", dtype: str | None = None,
+             config: str | None = None, **options: Any) -> OnnxRuntimeBackend:
+        if source is None:
+            raise InputError("the onnxruntime backend needs a graph", fix="pass the .onnx path")
+        return cls(source, device, **options)
+
+    def _run_impl(self, ir: np.ndarray, vis: np.ndarray) -> np.ndarray:
+        if self.session is None:
+            raise InputError(f"the {self.name} backend is closed", fix="open a new one")
         feeds = {INPUT_IR: np.ascontiguousarray(ir), INPUT_VIS: np.ascontiguousarray(vis)}
         if self.io_binding:
             binding = self.session.io_binding()
@@ -93,10 +103,8 @@ class OnnxRuntimeBackend:
                 binding.bind_cpu_input(name, value)
             binding.bind_output(OUTPUT_FUSED, "cuda")
             self.session.run_with_iobinding(binding)
-            out = binding.copy_outputs_to_cpu()[0]
-        else:
-            out = self.session.run([OUTPUT_FUSED], feeds)[0]
-        return out[:count]
+            return binding.copy_outputs_to_cpu()[0]
+        return self.session.run([OUTPUT_FUSED], feeds)[0]
 
     def close(self) -> None:
-        self.session = None  # type: ignore[assignment]
+        self.session = None

@@ -15,15 +15,20 @@ At batch 1 its output equals our ``official`` path within float rounding, which 
 
 from __future__ import annotations
 
-import numpy as np
+import os
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..contract import BatchProfile
 from ..model.fusion import FusionAttention
 from ..model.maefuse import MaeFuse
+from ..model.sources import resolve_torch_model
 from ..model.vit import Attention, Block, grid_positions, unpatchify
-from ..runtime.torch_backend import resolve_device
+from .base import BackendBase
+from .devices import resolve_device
 
 
 def _release_attention(attn: Attention, x: torch.Tensor) -> torch.Tensor:
@@ -36,7 +41,7 @@ def _release_attention(attn: Attention, x: torch.Tensor) -> torch.Tensor:
 
 def _release_blocks(blocks: nn.ModuleList, x: torch.Tensor) -> torch.Tensor:
     for block in blocks:
-        assert isinstance(block, Block)
+        assert isinstance(block, Block) and isinstance(block.attn, Attention)
         x = x + _release_attention(block.attn, block.norm1(x))
         x = x + block.mlp(block.norm2(x))
     return x
@@ -84,32 +89,43 @@ class ReleaseStyleModel(nn.Module):
         return unpatchify(decoded, grid, self.model.config.patch_size)
 
 
-class ReleaseStyleBackend:
-    """The Backend protocol (runtime/backend.py, ``float`` io) over :class:`ReleaseStyleModel`.
+class ReleaseStyleBackend(BackendBase):
+    """:class:`ReleaseStyleModel` behind the backend base (float io, float32; layouts: backends/base.py).
 
-    The release fuses one pair per call, so a batch runs pair by pair: its output never depends on the batch.
+    The release fuses one pair per call, so the profile is a batch of one and the base runs a batch pair by pair:
+    its output never depends on the batch.
     """
 
     name = "release-style"
-    io = "float"
-    input_size = None
-    max_batch = 1
+    native = "torch"
+    profile = BatchProfile(1, 1, 1)
 
-    def __init__(self, model: MaeFuse, device: str | torch.device = "cpu") -> None:
-        self.device = resolve_device(device)
+    def __init__(self, model: MaeFuse, device: str = "cpu", *, description: str = "") -> None:
+        self.device = torch.device(resolve_device(device))
         self.model = ReleaseStyleModel(model.float()).to(self.device).eval().requires_grad_(False)
         self.patch_size = model.config.patch_size
         self.config = model.config
+        self.model_size = model.config.img_size
+        self.default_policy = model.config.policy
+        self.description = description or f"release-style: {model.config.name}"
 
-    def run_tensor(self, ir: torch.Tensor, vis: torch.Tensor) -> torch.Tensor:
-        """(B, 3, H, W) normalised tensors on any device -> (B, 3, H, W) float32 on this backend's device."""
+    @classmethod
+    def open(cls, source: str | os.PathLike[str] | None, *, device: str = "cpu", dtype: str | None = None,
+             config: str | None = None, **options: Any) -> ReleaseStyleBackend:
+        resolved = resolve_torch_model(source, config)
+        assert resolved.model is not None
+        return cls(resolved.model, device, description=f"release-style: {resolved.description}", **options)
+
+    @property
+    def tensor_device(self) -> torch.device:
+        return self.device
+
+    def _run_impl(self, ir: torch.Tensor, vis: torch.Tensor) -> torch.Tensor:
+        """(1, 3, H, W) normalised tensors on any device -> (1, 3, H, W) float32 on this backend's device."""
         ir = ir.to(device=self.device, dtype=torch.float32, non_blocking=True)
         vis = vis.to(device=self.device, dtype=torch.float32, non_blocking=True)
         with torch.no_grad():
-            return torch.cat([self.model(ir[k : k + 1], vis[k : k + 1]) for k in range(ir.shape[0])])
-
-    def run(self, ir: np.ndarray, vis: np.ndarray) -> np.ndarray:
-        return self.run_tensor(torch.from_numpy(ir), torch.from_numpy(vis)).cpu().numpy()
+            return self.model(ir, vis)
 
     def close(self) -> None:
         """Nothing to release: the weights go with the object."""

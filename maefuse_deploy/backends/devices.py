@@ -1,0 +1,34 @@
+"""Device names: ``auto`` (the default of every command), ``cpu``, ``cuda``, ``cuda:N``."""
+
+from __future__ import annotations
+
+import re
+
+from ..errors import InputError, UnavailableError
+
+DEVICE_HELP = "auto (cuda when a GPU is visible, else cpu), cpu, cuda or cuda:N"
+_DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
+
+
+def cuda_visible() -> bool:
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
+def resolve_device(device: str | None = "auto") -> str:
+    """``auto``/None -> ``cuda`` when torch sees a GPU, else ``cpu``; other names are checked and returned.
+
+    A one-line :class:`InputError` for a name that is not a device, :class:`UnavailableError` for ``cuda`` on a
+    machine without a GPU (asking for a GPU and silently getting the CPU would hide a broken install).
+    """
+    name = str(device if device is not None else "auto").strip().lower()
+    if not _DEVICE.match(name):
+        raise InputError(f"unknown device {device!r}", fix=f"use {DEVICE_HELP}")
+    if name == "auto":
+        return "cuda" if cuda_visible() else "cpu"
+    if name.startswith("cuda") and not cuda_visible():
+        raise UnavailableError(
+            f"device {name} requested but torch sees no CUDA GPU", fix="use --device cpu (or auto) or a GPU machine"
+        )
+    return name

@@ -1,0 +1,141 @@
+"""Every backend by name: the model files it opens, its devices, dtypes and options, and how to open it.
+
+Fuser, the CLIs' choices and defaults, and ``maefuse-bench`` all read this table; there is no other list of
+backends. Variants (``torch-bf16``, ``torch-compile``, ...) are entries with preset options. Adding a backend is one
+:class:`BackendEntry` line here and a small class on :class:`~maefuse_deploy.backends.base.BackendBase` (see its
+docstring). Openers are ``"module:Class"`` strings imported on use, so an optional library (TensorRT, OpenVINO) is
+only needed by the backend that uses it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from ..errors import InputError
+from .base import BackendBase
+from .devices import resolve_device
+
+Needs = Literal["weights", "graph", "engine"]
+
+
+@dataclass(frozen=True)
+class BackendEntry:
+    name: str
+    needs: Needs  # what the backend opens: torch weights (checkpoint/config name), an ONNX graph, an engine
+    suffixes: tuple[str, ...]  # model-file suffixes that pick this backend by default (first entry wins)
+    devices: tuple[str, ...]  # device types it runs on ("cpu", "cuda")
+    dtypes: tuple[str, ...]  # compute dtypes of a weights backend (first = default); (): the file decides
+    options: tuple[str, ...]  # keyword options its opener accepts besides device/dtype/config
+    opener: str  # "module:Class" with a classmethod ``open(source, *, device, dtype, config, **options)``
+    preset: dict[str, Any] = field(default_factory=dict)  # options fixed by a variant entry
+    summary: str = ""
+    graph_precisions: tuple[str, ...] = ()  # graph backends that lower the precision themselves: the graphs they take
+
+    def load(self) -> type[BackendBase]:
+        module, _, attribute = self.opener.partition(":")
+        return getattr(importlib.import_module(module, __package__), attribute)
+
+
+_TORCH_OPTIONS = ("cuda_graph",)
+_OPENVINO_OPTIONS = ("threads", "calibration", "calibration_pairs")
+REGISTRY: dict[str, BackendEntry] = {
+    entry.name: entry
+    for entry in (
+        BackendEntry("torch", "weights", (), ("cpu", "cuda"), ("float32", "float16", "bfloat16"),
+                     (*_TORCH_OPTIONS, "compile"), ".torch:TorchBackend", summary="PyTorch eager SDPA"),
+        BackendEntry("torch-bf16", "weights", (), ("cpu", "cuda"), ("bfloat16",), _TORCH_OPTIONS,
+                     ".torch:TorchBackend", summary="PyTorch in bfloat16"),
+        BackendEntry("torch-fp16", "weights", (), ("cuda", "cpu"), ("float16",), _TORCH_OPTIONS,
+                     ".torch:TorchBackend", summary="PyTorch in float16"),
+        BackendEntry("torch-compile", "weights", (), ("cpu", "cuda"), ("float32",), (), ".torch:TorchBackend",
+                     preset={"compile": True}, summary="torch.compile (compiles on each shape's first call)"),
+        BackendEntry("release-style", "weights", (), ("cpu", "cuda"), ("float32",), (),
+                     ".release_style:ReleaseStyleBackend", summary="the released inference code's forward pass"),
+        BackendEntry("onnxruntime", "graph", (".onnx",), ("cpu", "cuda"), (),
+                     ("threads", "optimization_level", "allow_fallback", "io_binding"),
+                     ".onnxruntime:OnnxRuntimeBackend", summary="an exported graph in onnxruntime"),
+        BackendEntry("onnxruntime-int8", "graph", (), ("cpu",), ("int8",), ("threads",),
+                     ".onnxruntime_int8:OnnxRuntimeInt8Backend", graph_precisions=("fp32",),
+                     summary="onnxruntime on the graph's dynamic int8 quantization"),
+        BackendEntry("openvino", "graph", (), ("cpu",), ("float32", "bfloat16", "int8"), _OPENVINO_OPTIONS,
+                     ".openvino:OpenVinoBackend", graph_precisions=("fp32",), summary="OpenVINO on the CPU"),
+        BackendEntry("openvino-bf16", "graph", (), ("cpu",), ("bfloat16",), _OPENVINO_OPTIONS,
+                     ".openvino:OpenVinoBackend", graph_precisions=("fp32",), summary="OpenVINO, bf16 hint"),
+        BackendEntry("openvino-int8", "graph", (), ("cpu",), ("int8",), _OPENVINO_OPTIONS,
+                     ".openvino:OpenVinoBackend", graph_precisions=("fp32",),
+                     summary="OpenVINO on NNCF int8 (calibrated on real pairs)"),
+        BackendEntry("tensorrt", "engine", (".engine", ".plan", ".trt"), ("cuda",), (),
+                     ("cuda_graph", "allow_incompatible", "pool_size", "onnx_path"),
+                     ".tensorrt:TensorRTBackend", summary="TensorRT engines"),
+    )
+}
+# What --backend offers; the others are bench variants.
+FUSER_BACKENDS = ("torch", "onnxruntime", "openvino", "tensorrt")
+
+
+def backend_names() -> tuple[str, ...]:
+    return tuple(REGISTRY)
+
+
+def get_entry(name: str) -> BackendEntry:
+    if name not in REGISTRY:
+        raise InputError(f"unknown backend {name!r}", fix=f"use one of {', '.join(REGISTRY)}")
+    return REGISTRY[name]
+
+
+def entry_for(source: str | os.PathLike[str] | None) -> BackendEntry:
+    """The backend a model file opens with by default: by suffix, else torch (checkpoints, config names)."""
+    suffix = Path(source).suffix.lower() if source is not None else ""
+    for entry in REGISTRY.values():
+        if suffix and suffix in entry.suffixes:
+            return entry
+    return REGISTRY["torch"]
+
+
+def default_device(backend: str | None, source: str | os.PathLike[str] | None) -> str:
+    """``auto`` resolved for a backend: a CUDA-only backend asks for cuda (and says so where there is none)."""
+    entry = get_entry(backend) if backend else entry_for(source)
+    return "cuda" if entry.devices == ("cuda",) else resolve_device("auto")
+
+
+def open_backend(
+    name: str | None,
+    source: str | os.PathLike[str] | None,
+    *,
+    device: str | None = "auto",
+    dtype: str | None = None,
+    config: str | None = None,
+    **options: Any,
+) -> BackendBase:
+    """Open backend ``name`` (None: the one ``source``'s suffix calls for) on ``device`` in ``dtype``.
+
+    Checks the device type, dtype and option names against the entry first, so a wrong combination is a one-line
+    error before any weights load. ``dtype`` applies to weights backends; graphs and engines carry their own.
+    """
+    entry = get_entry(name) if name else entry_for(source)
+    device = default_device(entry.name, source) if device in (None, "auto") else resolve_device(device)
+    kind = device.partition(":")[0]
+    if kind not in entry.devices:
+        raise InputError(f"the {entry.name} backend runs on {' or '.join(entry.devices)}, not {device}",
+                         fix=f"pass --device {entry.devices[0]}")
+    if entry.dtypes:
+        dtype = dtype or entry.dtypes[0]
+        if dtype not in entry.dtypes:
+            raise InputError(f"the {entry.name} backend computes in {', '.join(entry.dtypes)}, not {dtype}",
+                             fix=f"use --dtype {entry.dtypes[0]}")
+    else:
+        dtype = None  # a graph or engine computes in the precision it was exported or built in
+    unknown = sorted(set(options) - set(entry.options))
+    if unknown:
+        raise InputError(f"the {entry.name} backend has no option {unknown[0]!r}",
+                         fix=f"its options are {', '.join(entry.options) or 'none'}")
+    if entry.needs != "weights" and source is None:
+        raise InputError(f"the {entry.name} backend needs a model file ({entry.needs})",
+                         fix=f"pass a {'/'.join(entry.suffixes)} file")
+    backend = entry.load().open(source, device=device, dtype=dtype, config=config, **entry.preset, **options)
+    backend.name = entry.name
+    return backend
