@@ -49,7 +49,7 @@ class OnnxRuntimeInt8Backend(OnnxRuntimeBackend):
              config: str | None = None, **options: Any) -> OnnxRuntimeInt8Backend:
         if source is None:
             raise InputError("the onnxruntime-int8 backend needs an fp32 graph", fix="pass the .onnx path")
-        info, _ = read_graph_info(source)
+        info, _ = read_graph_info(Path(source))
         if info.precision != "fp32":
             raise InputError(f"{source} is a {info.precision} graph; int8 quantization starts from the fp32 export",
                              fix="export with --precision fp32")
