@@ -138,7 +138,7 @@ class Run:
         backend = TorchBackend(model, device=self.device)
         fused = []
         for k in range(self.ir.shape[0]):
-            decoded = backend.run_tensor(self.ir[k : k + 1], self.vis[k : k + 1]).cpu().numpy()[0]
+            decoded = backend.run(self.ir[k : k + 1], self.vis[k : k + 1]).cpu().numpy()[0]
             fused.append(finish_pair(decoded, self.contexts[k], "official"))
         backend.close()
         return fused
@@ -211,7 +211,7 @@ class Run:
                     compiled = torch.compile(backend.model, backend="eager" if self.args.dry_run else "inductor")
                     backend.model = compiled  # type: ignore[assignment]
                 for batch in self.plan["batches"]:
-                    self.measure("torch", dtype, mode, batch, backend.run_tensor)
+                    self.measure("torch", dtype, mode, batch, backend.run)
                 backend.close()
                 del backend
                 if self.device.type == "cuda":
