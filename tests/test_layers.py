@@ -14,7 +14,7 @@ LAYERS = {
     "bench": 5, "export": 5, "train": 5, "stream": 5, "serve": 5,
     "runtime": 4,
     "backends": 3,
-    "engine": 2, "model": 2, "processing": 2, "io": 2, "metrics": 2, "sample_pairs": 2,
+    "engine": 2, "model": 2, "processing": 2, "registration": 2, "io": 2, "metrics": 2, "sample_pairs": 2,
     "contract": 1, "errors": 1, "atomic": 1, "compare": 1, "hashing": 1, "checks": 1,
 }
 
