@@ -40,10 +40,19 @@ def parse_size(text: str) -> tuple[int, int]:
 @click.option("--camera-size", help="WxH of uint8 frames (resized to the model grid in the graph)")
 @click.option("--opset", type=int, default=18, show_default=True)
 @click.option("--no-verify", is_flag=True, help="skip the onnxruntime verification against PyTorch")
+@click.option("--triton", "triton_repo", type=click.Path(path_type=Path),
+              help="write a Triton model repository here (from --triton-from, or from the graph --onnx writes)")
+@click.option("--triton-from", type=click.Path(path_type=Path), help="the .onnx graph or built engine for --triton")
+@click.option("--triton-name", default="maefuse", show_default=True, help="model name in the Triton repository")
 @report_errors
 def main(onnx_out, trt_model, model, config, preset, height, width, batch_range, precision, io,
-         camera_size, opset, no_verify) -> None:
+         camera_size, opset, no_verify, triton_repo, triton_from, triton_name) -> None:
     """Export MaeFuse to a verified ONNX graph, or check a graph for TensorRT."""
+    if triton_repo is not None and onnx_out is None:
+        if triton_from is None:
+            raise click.UsageError("--triton needs --triton-from MODEL.onnx|ENGINE, or --onnx OUT.onnx to export first")
+        export_triton(triton_repo, triton_from, triton_name)
+        return
     if trt_model is not None:
         if not trt_model.is_file():
             raise InputError(f"ONNX graph not found: {trt_model}", fix="check the path")
@@ -97,3 +106,12 @@ def main(onnx_out, trt_model, model, config, preset, height, width, batch_range,
     size = report.size_bytes / 2**20
     data = " + external data" if report.external_data else ""
     click.echo(f"wrote {onnx_out} ({size:.1f} MiB{data}) in {report.seconds:.1f} s")
+    if triton_repo is not None:
+        export_triton(triton_repo, triton_from or onnx_out, triton_name)
+
+
+def export_triton(repository: Path, source: Path, name: str) -> None:
+    from ..serve.repository import export_repository
+
+    folder = export_repository(source, repository, name=name)
+    click.echo(f"wrote Triton model repository {folder} (config.pbtxt + version 1) from {source}")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import click
 from tqdm import tqdm
@@ -47,6 +47,8 @@ MODEL_SIZES = ", ".join(f"{c.img_size[1]}x{c.img_size[0]} for {name}" for name, 
 @click.option("--resize-ir", is_flag=True, help="resize an IR image to its VIS partner's size instead of failing")
 @click.option("--homography", type=click.Path(path_type=Path),
               help="IR-to-VIS calibration (maefuse-calibrate): warp each IR image into the VIS geometry first")
+@click.option("--server", help="fuse on a Triton server (maefuse-serve) at http://HOST:PORT or grpc://HOST:PORT, "
+              "with the server's model, instead of in this process")
 @report_errors
 def main(
     ir: Path | None,
@@ -65,6 +67,7 @@ def main(
     side_by_side: bool,
     resize_ir: bool,
     homography: Path | None,
+    server: str | None,
 ) -> None:
     """Fuse registered infrared/visible pairs with MaeFuse."""
     if ir is None and vis is None:
@@ -77,9 +80,13 @@ def main(
     if registration is not None and (video or resize_ir):
         raise click.UsageError("--homography works on image pairs without --resize-ir; use maefuse-stream for videos")
     suffix = None if video else output_suffix(fmt, lossy)
-    options = {"calibration": calibration} if calibration is not None else {}
-    fuser = Fuser.open(model, backend, device=device, dtype=dtype, policy=cast(Policy | None, policy), config=config,
-                       batch_size=batch_size, **options)
+    if server is not None:
+        fuser = remote_fuser(server, batch_size, model=model, config=config, backend=backend, policy=policy,
+                             device=None if device == "auto" else device, calibration=calibration)
+    else:
+        options = {"calibration": calibration} if calibration is not None else {}
+        fuser = Fuser.open(model, backend, device=device, dtype=dtype, policy=cast(Policy | None, policy),
+                           config=config, batch_size=batch_size, **options)
     note(f"model: {fuser.description}")
     for warning in fuser.warnings:
         note(f"warning: {warning}")
@@ -95,3 +102,13 @@ def main(
             written = fuse_pairs(fuser, pairs, out, suffix=suffix or ".png", with_side_by_side=side_by_side,
                                  resize=resize_ir, registration=registration, progress=bar.update)
     click.echo(f"wrote {len(written)} images for {len(pairs)} pairs to {out}/")
+
+
+def remote_fuser(url: str, batch_size: int, **local_only: str | None) -> Any:
+    """A RemoteFuser for --server; the model options belong to the server, so giving them here is an error."""
+    from ..serve.client import RemoteFuser
+
+    given = [f"--{name}" for name, value in local_only.items() if value is not None]
+    if given:
+        raise click.UsageError(f"{', '.join(given)} choose a local model; with --server the server's model is used")
+    return RemoteFuser(url, batch_size=batch_size)

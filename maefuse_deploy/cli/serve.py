@@ -1,0 +1,51 @@
+"""maefuse-serve: serve the Fuser from a Triton Inference Server (PyTriton), HTTP + gRPC + metrics."""
+
+from __future__ import annotations
+
+import click
+
+from ..processing import POLICIES
+from ..runtime.fuser import BACKENDS, Fuser
+from ..runtime.sources import default_backend_for
+from ..serve.server import ServeSettings, serve
+from .common import note, report_errors
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--checkpoint", "-c", help="checkpoint file, .onnx graph, engine, or a config name (random weights) "
+              "[default: the built-in model]")
+@click.option("--config", help="model config name, when the checkpoint does not say")
+@click.option("--backend", type=click.Choice(BACKENDS), help="[default: from the checkpoint's file type]")
+@click.option("--device", help="cpu, cuda, cuda:1 ... [default: cuda for TensorRT engines, else cpu]")
+@click.option("--dtype", type=click.Choice(["float32", "float16", "bfloat16"]), default="float32", show_default=True)
+@click.option("--policy", type=click.Choice(POLICIES), help="[default: what the weights were trained for]")
+@click.option("--max-batch", type=click.IntRange(min=1), default=8, show_default=True,
+              help="largest batch Triton forms (capped by the backend's own largest batch)")
+@click.option("--queue-delay-us", type=click.IntRange(min=0), default=2000, show_default=True,
+              help="how long Triton may hold a request to fill a batch (microseconds)")
+@click.option("--host", default="127.0.0.1", show_default=True, help="address to listen on (0.0.0.0: all)")
+@click.option("--http-port", type=click.IntRange(1, 65535), default=8000, show_default=True)
+@click.option("--grpc-port", type=click.IntRange(1, 65535), default=8001, show_default=True)
+@click.option("--metrics-port", type=click.IntRange(1, 65535), default=8002, show_default=True)
+@click.option("--model-name", default="maefuse", show_default=True)
+@click.option("--exit-timeout", type=click.IntRange(min=0), default=30, show_default=True,
+              help="on SIGTERM, seconds in-flight requests may take to finish")
+@click.option("--verbose", "-v", count=True, help="Triton's verbose log level")
+@report_errors
+def main(checkpoint: str | None, config: str | None, backend: str | None, device: str | None, dtype: str,
+         policy: str | None, max_batch: int, queue_delay_us: int, host: str, http_port: int, grpc_port: int,
+         metrics_port: int, model_name: str, exit_timeout: int, verbose: int) -> None:
+    """Serve MaeFuse from a real Triton Inference Server until SIGTERM/SIGINT (which drain in-flight requests)."""
+    if device is None:
+        device = "cuda" if (backend or default_backend_for(checkpoint)) == "tensorrt" else "cpu"
+    fuser = Fuser.from_checkpoint(checkpoint, backend, device=device, dtype=dtype, policy=policy, config=config,
+                                  batch_size=max_batch)
+    note(f"model: {fuser.description} (policy {fuser.policy}, batch {fuser.batch_size})")
+    for warning in fuser.warnings:
+        note(f"warning: {warning}")
+    settings = ServeSettings(host=host, http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port,
+                             model_name=model_name, max_batch=fuser.batch_size, queue_delay_us=queue_delay_us,
+                             exit_timeout_s=exit_timeout, log_verbose=verbose)
+    with fuser:
+        serve(fuser, settings, on_ready=lambda line: note(f"ready: {line}"))
+    note("stopped: in-flight requests drained")
