@@ -53,7 +53,7 @@ try:
 except ImportError:
     _needed('tritonclient is not installed (fix: pip install -e ".[client]")')
 
-from maefuse_deploy.serve.client import RemoteFuser  # noqa: E402
+from maefuse_deploy.serve.client import RemoteFuser, server_message  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -248,6 +248,8 @@ def test_malformed_request_gets_a_clear_error_and_the_server_keeps_serving(serve
     with client, pytest.raises(Exception) as caught:
         client.infer(MODEL, inputs)
     assert re.search(expect, str(caught.value)), str(caught.value)
+    line = server_message(caught.value)  # what RemoteFuser and maefuse-fuse --server print: one line
+    assert re.search(expect, line) and "\n" not in line, line
     _good_request_still_served(server, small_pairs, fuser)
 
 

@@ -12,6 +12,7 @@ the client, decides the batch (requests from many cameras share it). Wire layout
 from __future__ import annotations
 
 import queue
+import re
 from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlparse
@@ -51,11 +52,21 @@ def request_arrays(ir: np.ndarray, vis: np.ndarray) -> tuple[str, np.ndarray, np
 
 
 def server_message(exc: BaseException) -> str:
-    """The useful line of a Triton error: PyTriton forwards the model's traceback; its last line says what."""
+    """The useful line of a Triton error, for one-line reports.
+
+    Triton's own refusals (type, shape) are one line; a refusal from the model comes as PyTriton's forwarded
+    traceback, whose exception line (``maefuse_deploy.errors.InputError: ...``) says what, followed by the stub's
+    ``At:`` frames.
+    """
     text = exc.message() if hasattr(exc, "message") and callable(exc.message) else str(exc)
     lines = [line.strip() for line in str(text).splitlines() if line.strip()]
-    last = lines[-1] if lines else type(exc).__name__
-    return last.removeprefix("maefuse_deploy.errors.")
+    raised = [line for line in lines if _EXCEPTION_LINE.match(line)]
+    line = raised[-1] if raised else (lines[0] if lines else type(exc).__name__)
+    return _REQUEST_ID.sub("", line).removeprefix("maefuse_deploy.errors.")
+
+
+_EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception): ")
+_REQUEST_ID = re.compile(r"\[request id: [^\]]*\] ")
 
 
 class RemoteFuser:
