@@ -12,6 +12,7 @@ import os
 import re
 import signal
 import socket
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -123,6 +124,17 @@ def test_server_is_live_ready_and_reports_its_model(server):
     status, metrics = server.get("/metrics", server.metrics_port)
     assert status == 200 and f'model="{MODEL}"' in metrics  # PyTriton restricts the index API: metrics list it
     assert "ready: serving 'maefuse'" in log_text(server)
+
+
+def test_a_port_in_use_is_refused_in_one_line():
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        result = subprocess.run([str(SERVE_BIN), "-c", "maefuse-micro", "--http-port", str(port), "--grpc-port",
+                                 str(free_ports(1)[0])], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1
+    assert f"error: cannot listen for HTTP on 127.0.0.1:{port}: Address already in use" in result.stderr
 
 
 @pytest.mark.parametrize("protocol", ["http", "grpc"])

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
 import sysconfig
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -133,6 +134,7 @@ def serve(
     ``on_ready`` receives a one-line description of the endpoints once Triton reports the model ready.
     """
     triton_module = _import_pytriton()
+    from pytriton.exceptions import PyTritonError
     from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
 
     if not settings.log_verbose:
@@ -143,6 +145,8 @@ def serve(
     if settings.queue_delay_us < 0:
         raise InputError(f"queue delay must be >= 0 microseconds, got {settings.queue_delay_us}")
     preferred = preferred_batch_sizes(fuser, max_batch)
+    for role, port in (("HTTP", settings.http_port), ("gRPC", settings.grpc_port), ("metrics", settings.metrics_port)):
+        check_port_free(settings.host, port, role)
     python_library_environment()
     config = triton_module.TritonConfig(
         http_address=settings.host,
@@ -193,8 +197,22 @@ def serve(
             triton.serve()
     except KeyboardInterrupt:
         pass  # a signal during start-up: the context manager has already stopped Triton
+    except (TimeoutError, PyTritonError) as exc:
+        raise UnavailableError(f"Triton did not start serving: {exc}", fix="read Triton's log lines above") from exc
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def check_port_free(host: str, port: int, role: str) -> None:
+    """Refuse a port something already listens on: Triton would fail to bind it and PyTriton would then wait for
+    readiness from whatever holds it."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise InputError(f"cannot listen for {role} on {host}:{port}: {exc.strerror or exc}",
+                             fix=f"pick a free port (--{role.lower()}-port) or stop what holds it") from exc
 
 
 def _raise_keyboard_interrupt(signum: int, frame: Any) -> None:
