@@ -5,12 +5,14 @@
 Server: ``maefuse-serve`` from the serving venv on free loopback ports, built-in model, max batch 8; C client
 threads, each with its own RemoteFuser sending one pair per request, back to back. Direct: one in-process Fuser
 (what an embedding camera pipeline runs), C pairs per ``fuse_batch`` call (C cameras' frames fused together);
-a request's latency is its call's. Inputs: real MSRS 640x480 pairs (or crops of them).
+a request's latency is its call's. Inputs: real MSRS 640x480 pairs (or crops of them). Each line
+ends with the 1-minute load average (the machine is shared).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import threading
 import time
@@ -90,25 +92,25 @@ def main() -> None:
     size = f"{pairs[0][1].shape[1]}x{pairs[0][1].shape[0]}"
     print(f"torch threads {torch.get_num_threads()}, {len(pairs)} MSRS pairs at {size}, {args.requests} requests "
           "per level")
-    with Fuser.from_checkpoint(None) as fuser:
-        fuser.fuse_batch(pairs[:2])  # warm-up
-        for concurrency in args.concurrency:
-            latencies, seconds = direct_calls(fuser, pairs, concurrency, args.requests)
-            print(f"direct  c={concurrency}: {summarise(latencies, seconds)}", flush=True)
-    with tempfile.TemporaryDirectory() as folder, ServerProcess(
+    # Direct and server rows of one concurrency run back to back, so both see the same load on a shared machine.
+    with Fuser.from_checkpoint(None) as fuser, tempfile.TemporaryDirectory() as folder, ServerProcess(
         Path(folder) / "serve.log", ["--max-batch", "8", "--queue-delay-us", str(args.queue_delay_us)]
     ) as server:
         server.wait_ready()
         url = server.grpc_url if args.protocol == "grpc" else server.http_url
+        fuser.fuse_batch(pairs[:2])  # warm-up, both sides
         with RemoteFuser(url) as warm:
             warm.fuse_batch(pairs[:2])
         for concurrency in args.concurrency:
+            latencies, seconds = direct_calls(fuser, pairs, concurrency, args.requests)
+            print(f"direct  c={concurrency}: {summarise(latencies, seconds)}  load {os.getloadavg()[0]:.0f}",
+                  flush=True)
             count, executions = server.metric("nv_inference_count"), server.metric("nv_inference_exec_count")
             latencies, seconds = through_server(url, pairs, concurrency, args.requests)
             count = server.metric("nv_inference_count") - count
             executions = server.metric("nv_inference_exec_count") - executions
-            print(f"server  c={concurrency}: {summarise(latencies, seconds)}  mean batch {count / executions:.2f}",
-                  flush=True)
+            print(f"server  c={concurrency}: {summarise(latencies, seconds)}  load {os.getloadavg()[0]:.0f}  "
+                  f"mean batch {count / executions:.2f}", flush=True)
 
 
 if __name__ == "__main__":

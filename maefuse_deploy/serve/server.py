@@ -16,6 +16,7 @@ import os
 import signal
 import socket
 import sysconfig
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -166,7 +167,13 @@ def serve(
 
     # SIGTERM (docker stop, Kubernetes) takes PyTriton's SIGINT path: Triton stops taking requests, waits up to
     # exit_timeout_s for those in flight, and the model is unloaded.
-    previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    stop_asked = threading.Event()
+
+    def ask_to_stop(signum: int, frame: Any) -> None:
+        stop_asked.set()
+        raise KeyboardInterrupt
+
+    previous = {sig: signal.signal(sig, ask_to_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         with triton_module.Triton(config=config) as triton:
             triton.bind(
@@ -200,7 +207,11 @@ def serve(
     except (TimeoutError, PyTritonError) as exc:
         raise UnavailableError(f"Triton did not start serving: {exc}", fix="read Triton's log lines above") from exc
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if not stop_asked.is_set():  # PyTriton's serve() also returns when tritonserver or the proxy model died
+        raise UnavailableError("Triton stopped serving on its own: the server or its Python backend exited",
+                               fix="read Triton's log lines above")
 
 
 def check_port_free(host: str, port: int, role: str) -> None:
@@ -213,7 +224,3 @@ def check_port_free(host: str, port: int, role: str) -> None:
         except OSError as exc:
             raise InputError(f"cannot listen for {role} on {host}:{port}: {exc.strerror or exc}",
                              fix=f"pick a free port (--{role.lower()}-port) or stop what holds it") from exc
-
-
-def _raise_keyboard_interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt
