@@ -86,15 +86,18 @@ def main() -> None:
     parser.add_argument("--crop", help="HxW crop of the 640x480 pairs (default: full frames)")
     parser.add_argument("--protocol", choices=["http", "grpc"], default="grpc")
     parser.add_argument("--queue-delay-us", type=int, default=2000)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads, direct and server alike")
     args = parser.parse_args()
     crop = tuple(int(v) for v in args.crop.split("x")) if args.crop else None
     pairs = load_pairs(crop)  # type: ignore[arg-type]
     size = f"{pairs[0][1].shape[1]}x{pairs[0][1].shape[0]}"
+    torch.set_num_threads(args.threads)
     print(f"torch threads {torch.get_num_threads()}, {len(pairs)} MSRS pairs at {size}, {args.requests} requests "
           "per level")
     # Direct and server rows of one concurrency run back to back, so both see the same load on a shared machine.
     with Fuser.from_checkpoint(None) as fuser, tempfile.TemporaryDirectory() as folder, ServerProcess(
-        Path(folder) / "serve.log", ["--max-batch", "8", "--queue-delay-us", str(args.queue_delay_us)]
+        Path(folder) / "serve.log", ["--max-batch", "8", "--queue-delay-us", str(args.queue_delay_us),
+                                    "--threads", str(args.threads)]
     ) as server:
         server.wait_ready()
         url = server.grpc_url if args.protocol == "grpc" else server.http_url

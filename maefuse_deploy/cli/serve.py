@@ -7,7 +7,7 @@ import click
 from ..processing import POLICIES
 from ..runtime.fuser import BACKENDS, Fuser
 from ..runtime.sources import default_backend_for
-from ..serve.server import ServeSettings, serve
+from ..serve.server import ServeSettings, serve, set_torch_threads
 from .common import note, report_errors
 
 
@@ -30,12 +30,17 @@ from .common import note, report_errors
 @click.option("--model-name", default="maefuse", show_default=True)
 @click.option("--exit-timeout", type=click.IntRange(min=0), default=30, show_default=True,
               help="on SIGTERM, seconds in-flight requests may take to finish")
+@click.option("--threads", type=click.IntRange(min=1),
+              help="torch intra-op threads on CPU [default: torch's]; on a shared CPU, 1 avoids threads waiting on "
+              "each other (benchmarks/serving.md)")
 @click.option("--verbose", "-v", count=True, help="Triton's verbose log level")
 @report_errors
 def main(checkpoint: str | None, config: str | None, backend: str | None, device: str | None, dtype: str,
          policy: str | None, max_batch: int, queue_delay_us: int, host: str, http_port: int, grpc_port: int,
-         metrics_port: int, model_name: str, exit_timeout: int, verbose: int) -> None:
+         metrics_port: int, model_name: str, exit_timeout: int, threads: int | None, verbose: int) -> None:
     """Serve MaeFuse from a real Triton Inference Server until SIGTERM/SIGINT (which drain in-flight requests)."""
+    if threads is not None:
+        set_torch_threads(threads)
     if device is None:
         device = "cuda" if (backend or default_backend_for(checkpoint)) == "tensorrt" else "cpu"
     fuser = Fuser.from_checkpoint(checkpoint, backend, device=device, dtype=dtype, policy=policy, config=config,

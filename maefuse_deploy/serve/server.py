@@ -100,6 +100,13 @@ def fuse_requests(fuser: Fuser, requests: Sequence[Any]) -> list[dict[str, np.nd
     return responses
 
 
+def set_torch_threads(count: int) -> None:
+    """torch's intra-op threads for this process (the CPU backends' matrix products)."""
+    import torch
+
+    torch.set_num_threads(count)
+
+
 def python_library_environment(environ: dict[str, str] | None = None) -> str | None:
     """Put this interpreter's libpython directory first on ``LD_LIBRARY_PATH`` for the processes Triton starts.
 
