@@ -26,7 +26,7 @@ from maefuse_deploy.io import read_image
 from maefuse_deploy.serve.client import RemoteFuser
 from maefuse_deploy.serve.process import ServerProcess
 
-MSRS = Path(__file__).resolve().parents[2] / "shared" / "data" / "ivif" / "MSRS6"
+MSRS = Path(__file__).resolve().parents[1] / "tests" / "data" / "MSRS6"  # the six shipped MSRS pairs
 
 
 def load_pairs(crop: tuple[int, int] | None) -> list[tuple[np.ndarray, np.ndarray]]:

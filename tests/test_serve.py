@@ -15,8 +15,8 @@ import socket
 import subprocess
 import threading
 import time
-from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -27,14 +27,11 @@ from maefuse_deploy.errors import InputError, UnavailableError
 from maefuse_deploy.io import read_image
 from maefuse_deploy.serve.process import ServerProcess, free_ports, serve_executable
 
-REPO = Path(__file__).resolve().parents[1]
-ROADSCENE = REPO.parent / "shared" / "data" / "ivif" / "RoadScene"
-MSRS = REPO.parent / "shared" / "data" / "ivif" / "MSRS6"
-
 START_TIMEOUT_S = 180
 MODEL = "maefuse"
-# Real pairs of three sizes: MSRS 640x480 and two RoadScene frames of odd sizes (native policy pads them).
-PAIRS = [(MSRS, "00537D.png"), (ROADSCENE, "FLIR_00006.jpg"), (ROADSCENE, "FLIR_00018.jpg")]
+# Real pairs of three sizes: a whole MSRS 640x480 pair and two crops of odd sizes (the native policy pads them).
+PAIRS = [("00537D.png", None), ("00556D.png", (slice(0, 329), slice(0, 500))),
+         ("00858N.png", (slice(7, 329), slice(11, 489)))]
 LOAD_CLIENTS, LOAD_REQUESTS = 8, 25
 
 
@@ -83,8 +80,12 @@ def fuser():
 
 
 @pytest.fixture(scope="module")
-def real_pairs(ivif):
-    return [(read_image(folder / "ir" / name, "IR"), read_image(folder / "vi" / name, "VIS")) for folder, name in PAIRS]
+def real_pairs(msrs):
+    pairs = []
+    for name, crop in PAIRS:
+        ir, vis = read_image(msrs / "ir" / name, "IR"), read_image(msrs / "vi" / name, "VIS")
+        pairs.append((ir[crop].copy(), vis[crop].copy()) if crop else (ir, vis))
+    return pairs
 
 
 @pytest.fixture(scope="module")
@@ -131,7 +132,7 @@ def test_a_port_in_use_is_refused_in_one_line():
         holder.bind(("127.0.0.1", 0))
         holder.listen()
         port = holder.getsockname()[1]
-        result = subprocess.run([str(SERVE_BIN), "-c", "maefuse-micro", "--http-port", str(port), "--grpc-port",
+        result = subprocess.run([str(SERVE_BIN), "--model", "maefuse-micro", "--http-port", str(port), "--grpc-port",
                                  str(free_ports(1)[0])], capture_output=True, text=True, timeout=120)
     assert result.returncode == 1
     assert f"error: cannot listen for HTTP on 127.0.0.1:{port}: Address already in use" in result.stderr
@@ -160,21 +161,22 @@ def test_16_bit_ir_and_grey_vis_fuse_as_the_fuser_does(server, fuser, small_pair
         assert a.shape == b.shape and np.array_equal(a, b)
 
 
-def test_fuse_cli_with_server_writes_what_a_local_run_writes(server, tmp_path, fuser):
+def test_fuse_cli_with_server_writes_what_a_local_run_writes(server, tmp_path, fuser, msrs):
     for role in ("ir", "vi"):
         (tmp_path / role).mkdir()
-        for name in ("FLIR_00006", "FLIR_00018"):
-            (tmp_path / role / f"{name}.jpg").write_bytes((ROADSCENE / role / f"{name}.jpg").read_bytes())
+        for name in ("00633D", "01023N"):  # 2 of the shipped pairs, cropped to an odd size to keep it quick
+            image = read_image(msrs / role / f"{name}.png", role)
+            cv2.imwrite(str(tmp_path / role / f"{name}.png"), image[:200, :296])
     result = CliRunner().invoke(fuse_main, ["--ir", str(tmp_path / "ir"), "--vis", str(tmp_path / "vi"), "--out",
                                             str(tmp_path / "out"), "--server", server.grpc_url])
     assert result.exit_code == 0, result.output
-    for name in ("FLIR_00006", "FLIR_00018"):
-        want = fuser.fuse(read_image(tmp_path / "ir" / f"{name}.jpg", "IR"),
-                          read_image(tmp_path / "vi" / f"{name}.jpg", "VIS"))
+    for name in ("00633D", "01023N"):
+        want = fuser.fuse(read_image(tmp_path / "ir" / f"{name}.png", "IR"),
+                          read_image(tmp_path / "vi" / f"{name}.png", "VIS"))
         assert np.array_equal(read_image(tmp_path / "out" / f"{name}.png", "fused"), want)
     bad = CliRunner().invoke(fuse_main, ["--ir", str(tmp_path / "ir"), "--vis", str(tmp_path / "vi"), "--out",
-                                         str(tmp_path / "out2"), "--server", server.grpc_url, "-c", "x.onnx"])
-    assert bad.exit_code != 0 and "--checkpoint" in bad.output
+                                         str(tmp_path / "out2"), "--server", server.grpc_url, "--model", "x.onnx"])
+    assert bad.exit_code != 0 and "--model" in bad.output
 
 
 def test_load_8_clients_x_25_requests_all_correct_batched_and_memory_stable(server, fuser, small_pairs):

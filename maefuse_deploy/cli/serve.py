@@ -9,14 +9,14 @@ from ..runtime.fuser import BACKENDS, Fuser
 from ..runtime.sources import default_backend_for
 from ..serve.server import ServeSettings, serve, set_torch_threads
 from .common import note, report_errors
+from .options import device_option, model_option
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--checkpoint", "-c", help="checkpoint file, .onnx graph, engine, or a config name (random weights) "
-              "[default: the built-in model]")
+@model_option("checkpoint file, .onnx graph, engine, or a config name (random weights) [default: the built-in model]")
 @click.option("--config", help="model config name, when the checkpoint does not say")
 @click.option("--backend", type=click.Choice(BACKENDS), help="[default: from the checkpoint's file type]")
-@click.option("--device", help="cpu, cuda, cuda:1 ... [default: cuda for TensorRT engines, else cpu]")
+@device_option("auto", "auto is cuda for TensorRT engines, else cpu")
 @click.option("--dtype", type=click.Choice(["float32", "float16", "bfloat16"]), default="float32", show_default=True)
 @click.option("--policy", type=click.Choice(POLICIES), help="[default: what the weights were trained for]")
 @click.option("--max-batch", type=click.IntRange(min=1), default=8, show_default=True,
@@ -35,15 +35,15 @@ from .common import note, report_errors
               "each other (benchmarks/serving.md)")
 @click.option("--verbose", "-v", count=True, help="Triton's verbose log level")
 @report_errors
-def main(checkpoint: str | None, config: str | None, backend: str | None, device: str | None, dtype: str,
+def main(model: str | None, config: str | None, backend: str | None, device: str, dtype: str,
          policy: str | None, max_batch: int, queue_delay_us: int, host: str, http_port: int, grpc_port: int,
          metrics_port: int, model_name: str, exit_timeout: int, threads: int | None, verbose: int) -> None:
     """Serve MaeFuse from a real Triton Inference Server until SIGTERM/SIGINT (which drain in-flight requests)."""
     if threads is not None:
         set_torch_threads(threads)
-    if device is None:
-        device = "cuda" if (backend or default_backend_for(checkpoint)) == "tensorrt" else "cpu"
-    fuser = Fuser.from_checkpoint(checkpoint, backend, device=device, dtype=dtype, policy=policy, config=config,
+    if device == "auto":
+        device = "cuda" if (backend or default_backend_for(model)) == "tensorrt" else "cpu"
+    fuser = Fuser.from_checkpoint(model, backend, device=device, dtype=dtype, policy=policy, config=config,
                                   batch_size=max_batch)
     note(f"model: {fuser.description} (policy {fuser.policy}, batch {fuser.batch_size})")
     for warning in fuser.warnings:
