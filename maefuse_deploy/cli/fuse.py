@@ -104,7 +104,7 @@ def main(
     click.echo(f"wrote {len(written)} images for {len(pairs)} pairs to {out}/")
 
 
-def remote_fuser(url: str, batch_size: int, **local_only: str | None) -> Any:
+def remote_fuser(url: str, batch_size: int, **local_only: object) -> Any:
     """A RemoteFuser for --server; the model options belong to the server, so giving them here is an error."""
     from ..serve.client import RemoteFuser
 
