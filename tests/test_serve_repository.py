@@ -16,8 +16,7 @@ import pytest
 from click.testing import CliRunner
 
 from maefuse_deploy.cli.export import main as export_main
-from maefuse_deploy.contract import GraphInfo
-from maefuse_deploy.engine.profiles import BatchProfile
+from maefuse_deploy.contract import BatchProfile, GraphInfo
 from maefuse_deploy.engine.sidecar import Sidecar, file_sha256, write_sidecar
 from maefuse_deploy.errors import InputError
 from maefuse_deploy.export import ExportSpec, export_onnx

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import click
 
-from ..processing import POLICIES
-from ..runtime.fuser import BACKENDS, Fuser
-from ..runtime.sources import default_backend_for
+from ..backends import FUSER_BACKENDS
+from ..processing import POLICIES, Policy
+from ..runtime.fuser import Fuser
 from ..serve.server import ServeSettings, serve, set_torch_threads
 from .common import note, report_errors
 from .options import device_option, model_option
@@ -15,7 +17,7 @@ from .options import device_option, model_option
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @model_option("checkpoint file, .onnx graph, engine, or a config name (random weights) [default: the built-in model]")
 @click.option("--config", help="model config name, when the checkpoint does not say")
-@click.option("--backend", type=click.Choice(BACKENDS), help="[default: from the checkpoint's file type]")
+@click.option("--backend", type=click.Choice(FUSER_BACKENDS), help="[default: from the checkpoint's file type]")
 @device_option("auto", "auto is cuda for TensorRT engines, else cpu")
 @click.option("--dtype", type=click.Choice(["float32", "float16", "bfloat16"]), default="float32", show_default=True)
 @click.option("--policy", type=click.Choice(POLICIES), help="[default: what the weights were trained for]")
@@ -41,9 +43,7 @@ def main(model: str | None, config: str | None, backend: str | None, device: str
     """Serve MaeFuse from a real Triton Inference Server until SIGTERM/SIGINT (which drain in-flight requests)."""
     if threads is not None:
         set_torch_threads(threads)
-    if device == "auto":
-        device = "cuda" if (backend or default_backend_for(model)) == "tensorrt" else "cpu"
-    fuser = Fuser.from_checkpoint(model, backend, device=device, dtype=dtype, policy=policy, config=config,
+    fuser = Fuser.open(model, backend, device=device, dtype=dtype, policy=cast(Policy | None, policy), config=config,
                                   batch_size=max_batch)
     note(f"model: {fuser.description} (policy {fuser.policy}, batch {fuser.batch_size})")
     for warning in fuser.warnings:

@@ -23,9 +23,9 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..backends.registry import get_entry
 from ..contract import INPUT_IR, INPUT_VIS, OUTPUT_FUSED, GraphInfo
 from ..errors import InputError
-from ..runtime.sources import ENGINE_SUFFIXES, GRAPH_SUFFIXES
 
 # ONNX TensorProto element types -> Triton data types (those an exported MaeFuse graph can carry).
 ONNX_TO_TRITON = {1: "TYPE_FP32", 2: "TYPE_UINT8", 4: "TYPE_UINT16", 6: "TYPE_INT32", 7: "TYPE_INT64", 10: "TYPE_FP16",
@@ -73,7 +73,7 @@ def describe_onnx(path: str | os.PathLike[str]) -> RepositoryModel:
     shapes = {v.name: _onnx_dims(v) for v in [*values, *graph.graph.output]}
     types = {v.name: _onnx_type(v, path) for v in [*values, *graph.graph.output]}
     batch_dynamic = all(shape[0] == -1 for shape in shapes.values())
-    low, opt, high = _profile(info.batch)
+    low, opt, high = info.batch.min, info.batch.opt, info.batch.max
     return _model("onnxruntime_onnx", info, [v.name for v in values], [v.name for v in graph.graph.output], shapes,
                   types, batch_dynamic, (low, opt, high), str(path))
 
@@ -109,11 +109,12 @@ def describe_engine(path: str | os.PathLike[str]) -> RepositoryModel:
 
 def describe(path: str | os.PathLike[str]) -> RepositoryModel:
     suffix = Path(path).suffix.lower()
-    if suffix in GRAPH_SUFFIXES:
+    if suffix in get_entry("onnxruntime").suffixes:
         return describe_onnx(path)
-    if suffix in ENGINE_SUFFIXES:
+    if suffix in get_entry("tensorrt").suffixes:
         return describe_engine(path)
-    raise InputError(f"{os.fspath(path)} is neither an .onnx graph nor an engine ({', '.join(ENGINE_SUFFIXES)})",
+    engines = ", ".join(get_entry("tensorrt").suffixes)
+    raise InputError(f"{os.fspath(path)} is neither an .onnx graph nor an engine ({engines})",
                      fix="pass the graph from maefuse-export --onnx or the engine from maefuse-build-engine")
 
 
@@ -136,7 +137,7 @@ def render_config(
     lines.append(f"instance_group [ {{ count: {instances} kind: KIND_GPU }} ]")
     info = model.info
     provenance = {"maefuse_io": info.io, "maefuse_precision": info.precision, "maefuse_policy": info.policy,
-                  "maefuse_checkpoint_sha256": info.checkpoint_sha256, "maefuse_batch": info.batch}
+                  "maefuse_checkpoint_sha256": info.checkpoint_sha256, "maefuse_batch": str(info.batch)}
     lines.append("parameters [")
     lines.append(",\n".join(f'  {{ key: "{key}" value: {{ string_value: "{value}" }} }}'
                             for key, value in provenance.items()))
@@ -223,11 +224,6 @@ def _model(platform: str, info: GraphInfo, inputs: list[str], outputs: list[str]
 
     return RepositoryModel(platform, max_batch, preferred, tuple(tensor(n) for n in inputs),
                            tuple(tensor(n) for n in outputs), info)
-
-
-def _profile(batch: str) -> tuple[int, int, int]:
-    parts = [int(p) for p in batch.split(":")]
-    return (parts[0], parts[0], parts[0]) if len(parts) == 1 else (parts[0], parts[1], parts[2])
 
 
 def _onnx_dims(value: object) -> tuple[int, ...]:
