@@ -1,4 +1,5 @@
-"""maefuse-export: ONNX graphs (--onnx) and TensorRT compatibility checks (--check-trt)."""
+"""maefuse-export: ONNX graphs (--onnx), AOTInductor packages for the C++ runtime (--aoti) and TensorRT compatibility
+checks (--check-trt)."""
 
 from __future__ import annotations
 
@@ -26,6 +27,8 @@ def parse_size(text: str) -> tuple[int, int]:
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--onnx", "onnx_out", type=click.Path(path_type=Path), help="write an ONNX graph here")
+@click.option("--aoti", "aoti_out", type=click.Path(path_type=Path),
+              help="write an AOTInductor package (.pt2) for the C++ runtime, uint8 io at --camera-size (docs/cpp.md)")
 @click.option("--check-trt", "trt_model", type=click.Path(path_type=Path),
               help="statically check an ONNX graph against TensorRT's parser")
 @model_option("checkpoint file or config name (random weights) [default: built-in model]")
@@ -45,7 +48,7 @@ def parse_size(text: str) -> tuple[int, int]:
 @click.option("--triton-from", type=click.Path(path_type=Path), help="the .onnx graph or built engine for --triton")
 @click.option("--triton-name", default="maefuse", show_default=True, help="model name in the Triton repository")
 @report_errors
-def main(onnx_out, trt_model, model, config, preset, height, width, batch_range, precision, io,
+def main(onnx_out, aoti_out, trt_model, model, config, preset, height, width, batch_range, precision, io,
          camera_size, opset, no_verify, triton_repo, triton_from, triton_name) -> None:
     """Export MaeFuse to a verified ONNX graph, or check a graph for TensorRT."""
     if triton_repo is not None and onnx_out is None:
@@ -68,8 +71,11 @@ def main(onnx_out, trt_model, model, config, preset, height, width, batch_range,
         if not result.ok:
             raise SystemExit(1)
         return
+    if aoti_out is not None:
+        _export_aoti(aoti_out, model, config, camera_size)
+        return
     if onnx_out is None:
-        raise click.UsageError("pass --onnx OUT.onnx or --check-trt MODEL.onnx")
+        raise click.UsageError("pass --onnx OUT.onnx, --aoti OUT.pt2 or --check-trt MODEL.onnx")
     recipe = load_preset(preset) if preset else {}
     resolved = resolve_torch_model(model, config)
     network = resolved.model
@@ -115,3 +121,17 @@ def export_triton(repository: Path, source: Path, name: str) -> None:
 
     folder = export_repository(source, repository, name=name)
     click.echo(f"wrote Triton model repository {folder} (config.pbtxt + version 1) from {source}")
+
+
+def _export_aoti(out: Path, model: str | None, config: str | None, camera_size: str | None) -> None:
+    from ..export.aoti import export_aoti
+
+    resolved = resolve_torch_model(model, config)
+    for warning in resolved.warnings:
+        note(f"warning: {warning}")
+    size = parse_size(camera_size) if camera_size else tuple(resolved.model.config.img_size)
+    note(f"model: {resolved.description}")
+    note(f"compiling {size[1]}x{size[0]} uint8 io with AOTInductor for this CPU (a minute or two) ...")
+    sha = file_sha256(resolved.path) if resolved.path else ""
+    report = export_aoti(resolved.model, out, size, checkpoint_sha256=sha)
+    click.echo(f"wrote {out} ({report.size_bytes / 2**20:.1f} MiB) in {report.seconds:.0f} s")

@@ -59,16 +59,30 @@ class FloatGraph(nn.Module):
         return self.model(ir, vis).float()
 
 
+# OpenCV's 8-bit colour conversions in 14-bit fixed point (its RGB2YCrCb_i / YCrCb2RGB_i / RGB2GRAY tables), so
+# that the graph lands within a grey level of the host path: the constants as OpenCV stores them, and Cr/Cb taken
+# from the rounded Y as OpenCV does (the decimal constants and an unrounded Y cost up to 2 grey levels in B).
+_Q = 16384.0
+_R2Y, _G2Y, _B2Y = 4899 / _Q, 9617 / _Q, 1868 / _Q
+_CR, _CB = 11682 / _Q, 9241 / _Q
+_CR2R, _CR2G, _CB2G, _CB2B = 22987 / _Q, 11698 / _Q, 5636 / _Q, 29049 / _Q
+
+
+def grey_of(rgb: torch.Tensor) -> torch.Tensor:
+    """(B, 3, H, W) float RGB 0-255 -> (B, 1, H, W) float grey, OpenCV's RGB2GRAY weights (unrounded)."""
+    return _R2Y * rgb[:, 0:1] + _G2Y * rgb[:, 1:2] + _B2Y * rgb[:, 2:3]
+
+
 def _bgr_to_ycrcb(bgr: torch.Tensor) -> torch.Tensor:
-    """(B, 3, H, W) float BGR 0-255 -> (B, 3, H, W) float Y, Cr, Cb with OpenCV's 8-bit constants."""
+    """(B, 3, H, W) float BGR 0-255 -> (B, 3, H, W) float Y (rounded), Cr, Cb with OpenCV's 8-bit constants."""
     b, g, r = bgr[:, 0:1], bgr[:, 1:2], bgr[:, 2:3]
-    y = 0.299 * r + 0.587 * g + 0.114 * b
-    return torch.cat([y, (r - y) * 0.713 + 128.0, (b - y) * 0.564 + 128.0], dim=1)
+    y = (_R2Y * r + _G2Y * g + _B2Y * b).round()
+    return torch.cat([y, (r - y) * _CR + 128.0, (b - y) * _CB + 128.0], dim=1)
 
 
 def _ycrcb_to_bgr(ycrcb: torch.Tensor) -> torch.Tensor:
     y, cr, cb = ycrcb[:, 0:1], ycrcb[:, 1:2] - 128.0, ycrcb[:, 2:3] - 128.0
-    return torch.cat([y + 1.773 * cb, y - 0.714 * cr - 0.344 * cb, y + 1.403 * cr], dim=1)
+    return torch.cat([y + _CB2B * cb, y - _CR2G * cr - _CB2G * cb, y + _CR2R * cr], dim=1)
 
 
 def _cubic(t: torch.Tensor, a: float = -0.75) -> torch.Tensor:
@@ -128,7 +142,7 @@ class InGraphProcessing(nn.Module):
         ir_net = (ir / 255.0 - self.mean) / self.std
         vis_net = (ycrcb[:, 0:1] / 255.0 - self.mean) / self.std
         rgb = ((self.network(ir_net, vis_net) * self.std + self.mean) * 255.0).clamp(0, 255).floor()
-        grey = (0.299 * rgb[:, 0:1] + 0.587 * rgb[:, 1:2] + 0.114 * rgb[:, 2:3]).round()
+        grey = grey_of(rgb).round()
         bgr = _ycrcb_to_bgr(torch.cat([grey, ycrcb[:, 1:]], dim=1)).round().clamp(0, 255)
         if self.resizes:
             bgr = self.up_rows @ bgr @ self.up_cols

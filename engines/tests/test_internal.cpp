@@ -1,0 +1,196 @@
+// Library internals without a model: 16-bit IR gain, VIS pixel formats, the registration warp, sidecar rules.
+#include "internal.hpp"
+
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+using namespace maefuse::detail;
+
+namespace {
+
+int failures = 0;
+#define EXPECT(cond, ...)                                                          \
+    do {                                                                           \
+        if (!(cond)) {                                                             \
+            ++failures;                                                            \
+            std::fprintf(stderr, "FAILED %s:%d: %s: ", __FILE__, __LINE__, #cond); \
+            std::fprintf(stderr, __VA_ARGS__);                                     \
+            std::fprintf(stderr, "\n");                                            \
+        }                                                                          \
+    } while (0)
+
+maefuse_frame frame(const void* data, int w, int h, maefuse_format f) {
+    maefuse_frame fr{};
+    fr.data = data;
+    fr.width = w;
+    fr.height = h;
+    fr.format = f;
+    return fr;
+}
+
+// numpy: np.percentile(ramp, (0.5, 99.5)) of 0, 3, ..., 2997 is 14.985 and 2982.015; the stretch maps v to
+// clip((v - low) * 255 / (high - low) + 0.5, 0, 255) truncated.
+int ir16() {
+    std::vector<uint16_t> ramp(1000);
+    for (int i = 0; i < 1000; ++i) ramp[i] = static_cast<uint16_t>(3 * i);
+    std::vector<uint8_t> grey;
+    ir_to_grey8(frame(ramp.data(), 1000, 1, MAEFUSE_FORMAT_GRAY16), grey);
+    const double low = 14.985, high = 2982.015;
+    for (int i : {0, 4, 5, 100, 500, 994, 995, 999}) {
+        const double want = std::floor(std::min(255.0, std::max(0.0, (3 * i - low) * 255.0 / (high - low) + 0.5)));
+        EXPECT(std::abs(grey[i] - want) <= 0.0, "pixel %d: %d, want %.0f", i, grey[i], want);
+    }
+    EXPECT(grey[0] == 0 && grey[999] == 255, "ends %d %d", grey[0], grey[999]);
+    return failures;
+}
+
+int vis_formats() {
+    const uint8_t bgrx[8] = {10, 20, 30, 99, 40, 50, 60, 99};
+    const uint8_t rgb[6] = {30, 20, 10, 60, 50, 40};
+    const uint8_t grey[2] = {7, 200};
+    std::vector<uint8_t> out;
+    vis_to_bgr(frame(bgrx, 2, 1, MAEFUSE_FORMAT_BGRX), out);
+    EXPECT(out == std::vector<uint8_t>({10, 20, 30, 40, 50, 60}), "BGRX");
+    vis_to_bgr(frame(rgb, 2, 1, MAEFUSE_FORMAT_RGB), out);
+    EXPECT(out == std::vector<uint8_t>({10, 20, 30, 40, 50, 60}), "RGB");
+    vis_to_bgr(frame(grey, 2, 1, MAEFUSE_FORMAT_GRAY8), out);
+    EXPECT(out == std::vector<uint8_t>({7, 7, 7, 200, 200, 200}), "GRAY8");
+    // NV12 mid grey (Y 126, U = V = 128) -> 128 in all channels (BT.601 limited range); pure Y ramps stay grey.
+    std::vector<uint8_t> nv12(4 * 2 + 4 * 1, 128);
+    for (int i = 0; i < 8; ++i) nv12[i] = 126;
+    vis_to_bgr(frame(nv12.data(), 4, 2, MAEFUSE_FORMAT_NV12), out);
+    for (uint8_t v : out) EXPECT(std::abs(int(v) - 128) <= 1, "NV12 grey -> %d", v);
+    // 16 is black and 235 white in limited range.
+    for (int i = 0; i < 8; ++i) nv12[i] = i < 4 ? 16 : 235;
+    vis_to_bgr(frame(nv12.data(), 4, 2, MAEFUSE_FORMAT_NV12), out);
+    EXPECT(out[0] == 0 && out[3 * 4] == 255, "NV12 black/white -> %d %d", out[0], out[12]);
+    return failures;
+}
+
+int warp() {
+    const int w = 8, h = 6;
+    std::vector<uint8_t> ir(w * h), out(w * h);
+    for (int i = 0; i < w * h; ++i) ir[i] = static_cast<uint8_t>(5 * i);
+    const double identity[9] = {1, 0, 0, 0, 1, 0, 0, 0, 1};
+    warp_grey(make_registration(identity, w, h, w, h), ir.data(), out.data());
+    EXPECT(out == ir, "identity warp changed the frame");
+    // IR pixel (x, y) lands at VIS (x + 2, y + 1): VIS (x, y) shows IR (x - 2, y - 1), 0 where IR has nothing.
+    const double shift[9] = {1, 0, 2, 0, 1, 1, 0, 0, 1};
+    warp_grey(make_registration(shift, w, h, w, h), ir.data(), out.data());
+    for (int y = 0; y < h; ++y)
+        for (int x = 0; x < w; ++x) {
+            const int want = (x >= 2 && y >= 1) ? ir[(y - 1) * w + (x - 2)] : 0;
+            EXPECT(out[y * w + x] == want, "shift at %d,%d: %d want %d", x, y, out[y * w + x], want);
+        }
+    // Half-pixel shift: the average of two neighbours.
+    const double half[9] = {1, 0, 0.5, 0, 1, 0, 0, 0, 1};
+    warp_grey(make_registration(half, w, h, w, h), ir.data(), out.data());
+    EXPECT(out[2 * w + 3] == std::lround((ir[2 * w + 2] + ir[2 * w + 3]) / 2.0), "half shift %d", out[2 * w + 3]);
+    // Scale 2x into a larger VIS frame: VIS (2x, 2y) shows IR (x, y).
+    const double scale[9] = {2, 0, 0, 0, 2, 0, 0, 0, 1};
+    std::vector<uint8_t> big(2 * w * 2 * h);
+    warp_grey(make_registration(scale, w, h, 2 * w, 2 * h), ir.data(), big.data());
+    EXPECT(big[(2 * 3) * 2 * w + 2 * 5] == ir[3 * w + 5], "scale %d vs %d", big[(6) * 2 * w + 10], ir[3 * w + 5]);
+    return failures;
+}
+
+void expect_incompatible(const SidecarFacts& s, const MachineFacts& m, bool allow, const std::string& needle) {
+    try {
+        check_compatibility(s, m, allow, "model.engine");
+        EXPECT(false, "accepted, expected a refusal mentioning %s", needle.c_str());
+    } catch (const Failure& e) {
+        std::printf("refused: %s\n", e.what());
+        EXPECT(e.status == MAEFUSE_ERROR_INCOMPATIBLE, "status %d", e.status);
+        EXPECT(std::string(e.what()).find(needle) != std::string::npos, "message lacks %s", needle.c_str());
+    }
+}
+
+int sidecar_rules() {
+    SidecarFacts s;
+    s.tensorrt_version = "10.16.0";
+    s.gpu_name = "NVIDIA A100-SXM4-80GB";
+    s.cc_major = 8;
+    s.cc_minor = 0;
+    s.onnx_path = "export/model.onnx";
+    MachineFacts m;
+    m.tensorrt_version = "10.16.0";
+    m.has_gpu = true;
+    m.gpu_name = "NVIDIA A100-PCIE-40GB";
+    m.cc_major = 8;
+    m.cc_minor = 0;
+    auto notes = check_compatibility(s, m, false, "model.engine");
+    EXPECT(notes.size() == 1 && notes[0].find("same architecture") != std::string::npos, "same-arch note");
+    m.gpu_name = "NVIDIA H100 80GB HBM3";
+    m.cc_major = 9;
+    expect_incompatible(s, m, false, "not built with --hardware-compat");
+    s.hardware_compat = true;
+    expect_incompatible(s, m, false, "allow_incompatible can override");
+    notes = check_compatibility(s, m, true, "model.engine");
+    EXPECT(notes.size() == 1 && notes[0].find("hardware-compatible") != std::string::npos, "hw-compat note");
+    m.cc_major = 7;
+    m.cc_minor = 5;
+    expect_incompatible(s, m, true, "8.0 or newer");
+    m.cc_major = 8;
+    m.cc_minor = 0;
+    m.tensorrt_version = "10.15.1";
+    expect_incompatible(s, m, true, "not built with --version-compat");
+    s.version_compat = true;
+    expect_incompatible(s, m, true, "which is older");
+    m.tensorrt_version = "10.17.0";
+    expect_incompatible(s, m, false, "--version-compat, so allow_incompatible");
+    notes = check_compatibility(s, m, true, "model.engine");
+    EXPECT(!notes.empty() && notes.back().find("version-compatible engine") != std::string::npos, "version note");
+    m.has_gpu = false;
+    m.gpu_problem = "cudaErrorNoDevice: no CUDA-capable device is detected";
+    expect_incompatible(s, m, true, "no usable CUDA GPU");
+    return failures;
+}
+
+int calibration_errors() {
+    const auto dir = std::filesystem::temp_directory_path();
+    auto write = [&](const std::string& name, const std::string& text) {
+        const auto path = (dir / name).string();
+        std::ofstream(path) << text;
+        return path;
+    };
+    auto refuse = [&](const std::string& path, const std::string& needle) {
+        try {
+            load_registration(path);
+            EXPECT(false, "%s accepted", path.c_str());
+        } catch (const Failure& e) {
+            std::printf("refused: %s\n", e.what());
+            EXPECT(e.status == MAEFUSE_ERROR_CALIBRATION && std::string(e.what()).find(needle) != std::string::npos,
+                   "message lacks %s", needle.c_str());
+        }
+    };
+    refuse("/nonexistent/cal.json", "not found");
+    refuse(write("maefuse-cal-a.json", "{not json"), "not valid JSON");
+    refuse(write("maefuse-cal-b.json", R"({"homography": [[1,0,0],[0,1,0],[0,0,1]], "ir_size": [640, 480]})"),
+           "lacks vis_size");
+    refuse(write("maefuse-cal-c.json",
+                 R"({"homography": [[1,2,0],[2,4,0],[0,0,1]], "ir_size": [640,480], "vis_size": [640,480]})"),
+           "singular");
+    refuse(write("maefuse-cal-d.json", R"({"format": "other", "homography": []})"), "format");
+    const Registration r = load_registration(write(
+        "maefuse-cal-e.json", R"({"format": "maefuse-registration", "version": 1, "homography": [[2,0,4],[0,2,2],[0,0,2]],
+        "ir_size": [320, 256], "vis_size": [640, 512], "model": "homography"})"));
+    EXPECT(r.ir_to_vis[0] == 1 && r.ir_to_vis[2] == 2 && r.ir_width == 320 && r.vis_height == 512, "normalised");
+    return failures;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    const std::string which = argc > 1 ? argv[1] : "";
+    if (which == "ir16") return ir16();
+    if (which == "vis_formats") return vis_formats();
+    if (which == "warp") return warp();
+    if (which == "sidecar_rules") return sidecar_rules();
+    if (which == "calibration_errors") return calibration_errors();
+    std::fprintf(stderr, "unknown case %s\n", which.c_str());
+    return 2;
+}
