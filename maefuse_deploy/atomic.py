@@ -1,48 +1,120 @@
-"""Write files so that a crash or an error never leaves a half-written result behind."""
+"""Write files so that a crash or an error never leaves a half-written result behind.
+
+Every temporary file the toolkit writes is named ``.maefuse-tmp-<pid>-<random>-<final name>`` and sits beside its
+final name (same folder, same filesystem, so the final rename is atomic). The prefix and the writer's process id
+let a later run recognise -- and remove -- what a killed run left behind, without touching anything else.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 from .errors import InputError
 
+TEMP_PREFIX = ".maefuse-tmp-"
+_TEMP_NAME = re.compile(re.escape(TEMP_PREFIX) + r"(\d+)-")
 
-@contextlib.contextmanager
-def atomic_path(target: str | os.PathLike[str], suffix: str | None = None) -> Iterator[Path]:
-    """Yield a temporary path beside ``target``; rename it onto ``target`` only if the block succeeds.
 
-    The temporary name keeps ``target``'s suffix (or ``suffix``) so that writers which pick a format by extension
-    (OpenCV, onnx) behave as they would for the real name.
+def _umask() -> int:
+    """The process umask, read without changing it where /proc allows (os.umask alone must set it to read it)."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def new_temp_file(target: str | os.PathLike[str], suffix: str | None = None) -> Path:
+    """Create an empty temporary file beside ``target`` (creating its folder) and return its path.
+
+    The name keeps ``target``'s suffix (or ``suffix``) so that writers which pick a format by extension (OpenCV,
+    onnx) behave as they would for the real name. Its permissions are those of an ordinary new file (0666 less
+    the umask: 0644 by default), not mkstemp's 0600, so the renamed result is readable like any other output.
     """
     target = Path(target)
     parent = target.parent if str(target.parent) else Path(".")
+    stem = target.name if suffix is None else target.stem + suffix
     try:
         parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(
-            prefix=f".{target.name}.", suffix=suffix if suffix is not None else target.suffix, dir=parent
-        )
+        fd, name = tempfile.mkstemp(prefix=f"{TEMP_PREFIX}{os.getpid()}-", suffix=f"-{stem}", dir=parent)
     except OSError as exc:
         raise InputError(
             f"cannot write {target}: {exc.strerror or exc}", fix="choose a writable output folder"
         ) from exc
-    os.close(fd)
-    tmp = Path(tmp_name)
+    try:
+        os.fchmod(fd, 0o666 & ~_umask())
+    finally:
+        os.close(fd)
+    return Path(name)
+
+
+def move_into_place(tmp: Path, target: str | os.PathLike[str]) -> None:
+    """Rename ``tmp`` onto ``target`` (atomically); a failure names the target and removes ``tmp``."""
+    try:
+        os.replace(tmp, target)
+    except OSError as exc:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise InputError(
+            f"cannot write {target}: {exc.strerror or exc}",
+            fix="name a file (not a folder) in a writable folder",
+        ) from exc
+
+
+@contextlib.contextmanager
+def atomic_path(target: str | os.PathLike[str], suffix: str | None = None) -> Iterator[Path]:
+    """Yield a temporary path beside ``target``; rename it onto ``target`` only if the block succeeds."""
+    tmp = new_temp_file(target, suffix)
     try:
         yield tmp
-        try:
-            os.replace(tmp, target)
-        except OSError as exc:  # e.g. the target is a folder: the work is done but cannot be put in place
-            raise InputError(
-                f"cannot write {target}: {exc.strerror or exc}", fix="name a file (not a folder) in a writable folder"
-            ) from exc
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
         raise
+    # Some writers replace the file instead of filling it (safetensors creates its own, 0600): set the mode again.
+    with contextlib.suppress(OSError):
+        os.chmod(tmp, 0o666 & ~_umask())
+    move_into_place(tmp, target)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by someone else
+        return True
+    return True
+
+
+def remove_leftovers(folder: str | os.PathLike[str]) -> list[Path]:
+    """Delete the temporary files that dead toolkit processes left in ``folder``; return what was removed.
+
+    Only names with our prefix whose writer process no longer exists are touched: files in progress (in this
+    process or a concurrent run) and every other file stay.
+    """
+    folder = Path(folder)
+    removed: list[Path] = []
+    if not folder.is_dir():
+        return removed
+    for entry in folder.iterdir():
+        match = _TEMP_NAME.match(entry.name)
+        if match is None or not entry.is_file() or entry.is_symlink():
+            continue
+        pid = int(match.group(1))
+        if pid == os.getpid() or _process_alive(pid):
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            entry.unlink()
+            removed.append(entry)
+    return removed
 
 
 def check_writable(target: str | os.PathLike[str], what: str = "output") -> None:

@@ -111,7 +111,7 @@ class GraphInfo:
     def from_metadata(cls, meta: dict[str, str], source: str = "graph") -> GraphInfo:
         try:
             get = {key[len(META_PREFIX):]: value for key, value in meta.items() if key.startswith(META_PREFIX)}
-            return cls(
+            info = cls(
                 config=json.loads(get["config"]),
                 attention=get["attention"],
                 io=get["io"],
@@ -125,10 +125,28 @@ class GraphInfo:
                 toolkit_version=get.get("toolkit_version", ""),
                 batch=parse_batch_profile(get.get("batch", "1")),
             )
-        except (KeyError, ValueError, InputError) as exc:
+        except (KeyError, ValueError, TypeError, InputError) as exc:
             raise InputError(
                 f"{source} has no maefuse metadata ({exc})", fix="export it with maefuse-export --onnx"
             ) from exc
+        return info.check(source)
+
+    def check(self, source: str = "graph") -> GraphInfo:
+        """Refuse metadata whose values cannot describe a graph (a hand-edited or corrupted file). The batch range
+        is advisory (the graph's own batch axis decides) and is left to its readers."""
+        problems = []
+        patch = self.config.get("patch_size") if isinstance(self.config, dict) else None
+        if not isinstance(patch, int) or isinstance(patch, bool) or patch < 1:
+            problems.append(f"config patch_size {patch!r}")
+        if self.io not in ("float", "uint8"):
+            problems.append(f"io {self.io!r}")
+        for name in ("height", "width", "camera_height", "camera_width"):
+            if getattr(self, name) < 1:
+                problems.append(f"{name} {getattr(self, name)}")
+        if problems:
+            raise InputError(f"{source} has invalid maefuse metadata: {', '.join(problems)}",
+                             fix="re-export it with maefuse-export --onnx")
+        return self
 
 
 def read_graph_info(path: str | Path) -> tuple[GraphInfo, int | None]:

@@ -3,6 +3,10 @@
 Every failure a user can cause (a missing file, a wrong checkpoint, an engine for another GPU) is raised as a
 :class:`MaeFuseError` whose message is one line naming the file and the fix. The CLI prints that line and exits
 with ``exit_code``; library callers can catch the class.
+
+Exit codes of every command: 0 success; 1 a MaeFuseError (bad input, checkpoint, failed verification); 2 a
+usage error (click: unknown option, missing argument); 3 a missing optional dependency or device
+(:class:`UnavailableError`: TensorRT, a CUDA GPU); 130 interrupted (Ctrl-C).
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ class CheckpointError(MaeFuseError):
 class UnavailableError(MaeFuseError):
     """An optional dependency or device (TensorRT, a CUDA GPU) is not present."""
 
-    exit_code = 2
+    exit_code = 3  # distinct from click's usage errors (2)
 
 
 class VerificationError(MaeFuseError):

@@ -7,6 +7,7 @@ dtype uint8 or uint16, exactly as stored in the file.
 from __future__ import annotations
 
 import os
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,17 +19,100 @@ from .errors import InputError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".pnm")
 LOSSY_SUFFIXES = (".jpg", ".jpeg", ".webp")
+# What maefuse-fuse can write: formats OpenCV encodes losslessly for 8-bit grey and BGR (plus the lossy ones,
+# allowed with --lossy). PGM/PPM are left out: each takes only one of grey or colour.
+OUTPUT_FORMATS = ("png", "tif", "tiff", "bmp", "jpg", "jpeg", "webp")
+# Largest image (width x height) read by default: 100 megapixels (e.g. 10000x10000). One such pair and its
+# float copies through the pipeline stay within a few GiB, so a default run fits a 24 GiB machine with room for
+# a batch; raise it with max_pixels= (maefuse-fuse --max-pixels).
+DEFAULT_MAX_PIXELS = 100_000_000
 
 
-def read_image(path: str | os.PathLike[str], role: str = "image") -> np.ndarray:
-    """Read ``path`` unchanged (bit depth and channels as stored). ``role`` names it in errors ("IR", "VIS")."""
+def header_size(data: bytes | memoryview) -> tuple[int, int] | None:
+    """(width, height) from a PNG, JPEG or BMP header without decoding the pixels; None for other formats.
+
+    Reads only the first bytes (PNG: IHDR; BMP: the info header) or walks the JPEG marker segments to the first
+    start-of-frame. A header that cannot be parsed gives None: the decoder then reports the file as unreadable.
+    """
+    if data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) >= 24 and data[12:16] == b"IHDR":
+        width, height = struct.unpack(">II", data[16:24])
+        return width, height
+    if data[:2] == b"BM" and len(data) >= 26:
+        width, height = struct.unpack("<ii", data[18:26])
+        return abs(width), abs(height)
+    if data[:2] == b"\xff\xd8":
+        position = 2
+        while position + 4 <= len(data):
+            if data[position] != 0xFF:
+                return None
+            marker = data[position + 1]
+            if marker == 0xFF:  # fill byte
+                position += 1
+                continue
+            if marker in (0x01, *range(0xD0, 0xD8)):  # markers without a length
+                position += 2
+                continue
+            (length,) = struct.unpack(">H", data[position + 2 : position + 4])
+            # Start of frame: every SOFn except DHT (C4), JPG (C8) and DAC (CC).
+            if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+                if position + 9 > len(data):
+                    return None
+                height, width = struct.unpack(">HH", data[position + 5 : position + 9])
+                return width, height
+            position += 2 + length
+    return None
+
+
+def check_pixels(width: int, height: int, path: Path, role: str, max_pixels: int | None) -> None:
+    """Refuse an image larger than ``max_pixels`` (None: no cap) before anything decodes it."""
+    if max_pixels is not None and width * height > max_pixels:
+        raise InputError(
+            f"{role} image {path} is {width}x{height} ({width * height / 1e6:.0f} megapixels), over the "
+            f"{max_pixels / 1e6:.0f}-megapixel limit",
+            fix="check the file (a corrupt or hostile header?), or raise the limit with --max-pixels",
+        )
+
+
+def image_size(
+    path: str | os.PathLike[str], role: str = "image", max_pixels: int | None = DEFAULT_MAX_PIXELS
+) -> tuple[int, int] | None:
+    """(width, height) of an image file from its header (PNG, JPEG, BMP), checked against ``max_pixels``.
+
+    None when the format has no header this reads (TIFF, WebP, PNM: OpenCV's own pixel limit applies to them).
+    """
+    path = Path(path)
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(1 << 20)  # JPEG metadata segments may come before the frame header
+    except OSError as exc:
+        raise InputError(f"{role} file cannot be read: {path}: {exc.strerror or exc}", fix="check the path") from exc
+    size = header_size(head)
+    if size is not None:
+        check_pixels(*size, path, role, max_pixels)
+    return size
+
+
+def read_image(
+    path: str | os.PathLike[str], role: str = "image", max_pixels: int | None = DEFAULT_MAX_PIXELS
+) -> np.ndarray:
+    """Read ``path`` unchanged (bit depth and channels as stored). ``role`` names it in errors ("IR", "VIS").
+
+    An image whose header declares more than ``max_pixels`` pixels is refused before it is decoded, so a small
+    file that claims a huge size cannot exhaust memory.
+    """
     path = Path(path)
     if not path.exists():
         raise InputError(f"{role} file not found: {path}", fix="check the path")
     if not path.is_file():
         raise InputError(f"{role} path is not a file: {path}", fix="pass an image file or use a folder argument")
     data = np.fromfile(path, dtype=np.uint8)
-    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    size = header_size(memoryview(data))
+    if size is not None:
+        check_pixels(*size, path, role, max_pixels)
+    try:
+        image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    except cv2.error:  # OpenCV refuses some malformed files (or sizes over its own limit) by raising
+        image = None
     if image is None:
         raise InputError(
             f"{role} file is not a readable image: {path}",
@@ -47,16 +131,28 @@ def read_image(path: str | os.PathLike[str], role: str = "image") -> np.ndarray:
     return image
 
 
+def encode_image(path: str | os.PathLike[str], image: np.ndarray, jpeg_quality: int = 95) -> np.ndarray:
+    """Encode ``image`` (HxW or HxWx3 BGR, uint8) in the format ``path``'s suffix names; the file's bytes."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix.lstrip(".") not in OUTPUT_FORMATS:
+        raise InputError(
+            f"unknown output image format {suffix!r} for {path}", fix=f"use one of {', '.join(OUTPUT_FORMATS)}"
+        )
+    params = [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality] if suffix in (".jpg", ".jpeg") else []
+    try:
+        ok, encoded = cv2.imencode(suffix, image, params)
+    except cv2.error:
+        ok = False
+    if not ok:
+        raise InputError(f"OpenCV could not encode {path}", fix="use .png output")
+    return encoded
+
+
 def write_image(path: str | os.PathLike[str], image: np.ndarray, jpeg_quality: int = 95) -> Path:
     """Encode ``image`` (HxW or HxWx3 BGR, uint8) by ``path``'s suffix and write it atomically."""
     path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix not in IMAGE_SUFFIXES:
-        raise InputError(f"unknown output image format {suffix!r} for {path}", fix="use .png, .tif, .bmp or .jpg")
-    params = [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality] if suffix in (".jpg", ".jpeg") else []
-    ok, encoded = cv2.imencode(suffix, image, params)
-    if not ok:
-        raise InputError(f"OpenCV could not encode {path}", fix="use .png output")
+    encoded = encode_image(path, image, jpeg_quality)
     with atomic_path(path) as tmp:
         encoded.tofile(tmp)
     return path

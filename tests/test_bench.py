@@ -46,7 +46,7 @@ def bench(msrs, tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
     paths = {"json": out / "bench.json", "markdown": out / "bench.md", "plot": out / "bench.png"}
     result = invoke([
-        "--latency", "--model", "maefuse-micro", "--backends", BACKENDS, "--batches", "1,2", "--iterations", "2",
+        "--latency", "--model", "random:maefuse-micro", "--backends", BACKENDS, "--batches", "1,2", "--iterations", "2",
         "--warmup", "0", "--pairs", "2", "--pairs-dir", str(msrs), "--peak-tflops", "0.1",
         "--threads", "1", "--json", str(paths["json"]), "--markdown", str(paths["markdown"]),
         "--plot", str(paths["plot"]),
@@ -63,7 +63,7 @@ def test_json_schema(bench):
     _, data, _ = bench
     assert set(data) == {"date", "command", "machine", "model", "settings", "flops", "peaks", "rows",
                          "release_check", "stream", "notes", "fastest"}
-    assert data["command"].startswith("maefuse-bench --latency --model maefuse-micro")
+    assert data["command"].startswith("maefuse-bench --latency --model random:maefuse-micro")
     machine = data["machine"]
     assert isinstance(machine["cpu"], str) and machine["cpu"]
     assert isinstance(machine["cores"], int) and machine["cores"] >= 1
@@ -157,7 +157,7 @@ def test_release_style_uses_multihead_attention_and_equals_official_at_batch_1(m
 
 
 def test_io_uint8_times_host_processing(msrs):
-    result = invoke(["--latency", "--model", "maefuse-micro", "--backends", "torch", "--io", "uint8",
+    result = invoke(["--latency", "--model", "random:maefuse-micro", "--backends", "torch", "--io", "uint8",
                      "--iterations", "2", "--warmup", "0", "--pairs", "1", "--pairs-dir", str(msrs),
                      "--peak-tflops", "0.1", "--threads", "1"])
     assert result.exit_code == 0, result.output
@@ -211,7 +211,7 @@ def test_bad_arguments_give_one_line_errors(tmp_path, args, expect):
         (tmp_path / name).write_bytes(b"not a model")
     args = [str(tmp_path / a) if a.startswith(("MISSING", "UNREADABLE")) else a for a in args]
     if "--model" not in args:
-        args = ["--model", "maefuse-micro", *args]
+        args = ["--model", "random:maefuse-micro", *args]
     if expect != "nothing to measure":
         args = ["--latency", *args]
     result = invoke([*args, "--iterations", "1", "--warmup", "0", "--pairs", "1"])

@@ -28,7 +28,7 @@ def invoke(args):
 
 @pytest.fixture(scope="module")
 def micro_graph(tmp_path_factory):
-    model = resolve_torch_model("maefuse-micro", None).model
+    model = resolve_torch_model("random:maefuse-micro", None).model
     path = tmp_path_factory.mktemp("graph") / "micro.onnx"
     export_onnx(model, path, ExportSpec(height=64, width=64, batch=(1, 1, 2)), verify=False)
     return path
@@ -36,7 +36,7 @@ def micro_graph(tmp_path_factory):
 
 def test_default_run_measures_every_backend_that_runs_here(ivif, tmp_path):
     out = tmp_path / "bench.json"
-    result = invoke(["--model", "maefuse-micro", "--pairs-dir", str(ivif / "MSRS6"), *QUICK, "--json", str(out)])
+    result = invoke(["--model", "random:maefuse-micro", "--pairs-dir", str(ivif / "MSRS6"), *QUICK, "--json", str(out)])
     assert result.exit_code == 0, result.output
     data = json.loads(out.read_text())
     rows = {row["backend"]: row for row in data["rows"]}
@@ -74,7 +74,7 @@ def test_graph_as_model_is_measured_with_its_runtimes(micro_graph, ivif):
     assert "torch batch 1: skipped: --model is a graph file: torch rows need weights" in result.output
     assert "fastest, fused PSNR vs float32 accuracy unknown (no reference): " in result.output
     # With the weights as reference, the graph rows get accuracy columns.
-    result = invoke(["--model", str(micro_graph), "--reference", "maefuse-micro", "--backends", "onnxruntime",
+    result = invoke(["--model", str(micro_graph), "--reference", "random:maefuse-micro", "--backends", "onnxruntime",
                      "--pairs-dir", str(ivif / "MSRS6"), *QUICK])
     assert result.exit_code == 0, result.output
     assert "fastest, fused PSNR vs float32 >= 40 dB: onnxruntime batch 1" in result.output

@@ -50,7 +50,7 @@ def run(args):
 def test_fuses_three_real_pairs_with_side_by_side(pairs):
     out = pairs / "out"
     result = run(["--ir", str(pairs / "ir"), "--vis", str(pairs / "vi"), "--out", str(out),
-                  "--model", "maefuse-micro", "--side-by-side", "--batch-size", "2"])
+                  "--model", "random:maefuse-micro", "--side-by-side", "--batch-size", "2"])
     assert result.exit_code == 0, result.output
     assert "RANDOM weights" in result.output
     for name in NAMES:
@@ -65,7 +65,7 @@ def test_fuses_three_real_pairs_with_side_by_side(pairs):
 def test_single_files_native_policy_and_tiff_output(pairs):
     out = pairs / "out"
     result = run(["--ir", str(pairs / "ir" / "00881N.png"), "--vis", str(pairs / "vi" / "00881N.jpg"),
-                  "--out", str(out), "--model", "maefuse-micro", "--policy", "native", "--format", "tif"])
+                  "--out", str(out), "--model", "random:maefuse-micro", "--policy", "native", "--format", "tif"])
     assert result.exit_code == 0, result.output
     assert cv2.imread(str(out / "00881N.tif")).shape == (329, 500, 3)
 
@@ -107,7 +107,7 @@ def assert_one_line_error(result, *fragments):
 def test_bad_input_fails_with_one_line_and_leaves_nothing(pairs, tmp_path, case):
     out = pairs / "out"
     ir, vis = pairs / "ir", pairs / "vi"
-    checkpoint = "maefuse-micro"
+    checkpoint = "random:maefuse-micro"
     expect = []
     extra = []
     if case == "missing":
@@ -160,7 +160,7 @@ def test_video_pair_is_fused_frame_by_frame(pairs, tmp_path):
         writer.release()
     out = tmp_path / "fused.avi"
     result = run(["--ir", str(paths["ir"]), "--vis", str(paths["vis"]), "--out", str(out),
-                  "--model", "maefuse-micro"])
+                  "--model", "random:maefuse-micro"])
     assert result.exit_code == 0, result.output
     capture = cv2.VideoCapture(str(out))
     frames = 0

@@ -82,12 +82,12 @@ def test_old_spellings_still_work_with_a_deprecation_note(tmp_path: Path) -> Non
     assert "note: --batch is deprecated; use --batch-size" in lines
     assert code == 1 and lines[-1].startswith("error:") and "none.safetensors" in lines[-1]
     # maefuse-bench: --batch (the sweep) reaches parse_batches as --batches.
-    code, lines = run(SCRIPTS["maefuse-bench"], ["--latency", "--batch", "0", "--model", "maefuse-micro"])
+    code, lines = run(SCRIPTS["maefuse-bench"], ["--latency", "--batch", "0", "--model", "random:maefuse-micro"])
     assert "note: --batch is deprecated; use --batches" in lines
     assert code == 1 and "every batch size must be at least 1" in lines[-1]
     # maefuse-export: --dynamic-batch reaches parse_batch as --batch-range.
-    code, lines = run(SCRIPTS["maefuse-export"], ["--onnx", str(tmp_path / "g.onnx"), "--checkpoint", "maefuse-micro",
-                                                  "--dynamic-batch", "4:2:1"])
+    code, lines = run(SCRIPTS["maefuse-export"], ["--onnx", str(tmp_path / "g.onnx"), "--checkpoint",
+                                                  "random:maefuse-micro", "--dynamic-batch", "4:2:1"])
     assert "note: --dynamic-batch is deprecated; use --batch-range" in lines
     assert code == 1 and "1 <= MIN <= OPT <= MAX" in lines[-1] and not (tmp_path / "g.onnx").exists()
     # maefuse-build-engine: --batch (the profile) and an integer --device; the graph as --model or positional.

@@ -32,7 +32,7 @@ def test_require_names_what_is_missing(monkeypatch):
     with pytest.raises(UnavailableError) as info:
         availability.require()
     text = str(info.value)
-    assert info.value.exit_code == 2
+    assert info.value.exit_code == 3
     assert "TensorRT is not available" in text and "cuda-python is not available" in text
     assert 'pip install "maefuse-deploy[trt-cu12]"' in text and "[trt-cu13]" in text
     assert "\n" not in text
@@ -49,7 +49,7 @@ def test_backend_without_tensorrt(monkeypatch, tmp_path):
     write_sidecar(engine, make_sidecar())
     with pytest.raises(UnavailableError) as info:
         TensorRTBackend(engine)
-    assert info.value.exit_code == 2
+    assert info.value.exit_code == 3
     backend = TensorRTBackend.__new__(TensorRTBackend)
     backend._pool = None
     backend.close()  # close on a half-built backend is harmless
@@ -80,18 +80,18 @@ def test_cli_input_errors_come_before_availability(monkeypatch, tmp_path):
     assert opt.exit_code == 1 and "outside 0..5" in opt.output
 
 
-def test_cli_without_tensorrt_exits_2(monkeypatch, tmp_path):
+def test_cli_without_tensorrt_exits_3(monkeypatch, tmp_path):
     block_tensorrt(monkeypatch)
     onnx_path = write_graph(tmp_path / "g.onnx")
     result = run_cli([str(onnx_path), "-o", str(tmp_path / "m.engine")])
-    assert result.exit_code == 2
+    assert result.exit_code == 3
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: TensorRT is not available")
     assert 'pip install "maefuse-deploy[trt-cu12]"' in lines[0]
     assert not (tmp_path / "m.engine").exists() and not (tmp_path / "m.engine.json").exists()
 
 
-def test_cli_exit_code_2_in_a_real_process(tmp_path):
+def test_cli_exit_code_3_in_a_real_process(tmp_path):
     onnx_path = write_graph(tmp_path / "g.onnx")
     code = (
         "import sys\n"
@@ -107,7 +107,7 @@ def test_cli_exit_code_2_in_a_real_process(tmp_path):
         env=subprocess_env(),
         timeout=120,
     )
-    assert proc.returncode == 2, proc.stderr
+    assert proc.returncode == 3, proc.stderr
     assert proc.stderr.startswith("error: TensorRT is not available") and proc.stderr.count("\n") == 1
     assert proc.stdout == ""
 

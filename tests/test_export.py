@@ -59,7 +59,7 @@ def test_onnxruntime_fuser_gives_the_torch_images(model, tmp_path, real_pairs):
     path = tmp_path / "m.onnx"
     export_onnx(model, path, ExportSpec(64, 64, batch=(1, 2, 4)), verify=False)
     graph_fuser = Fuser.from_checkpoint(path)
-    torch_fuser = Fuser.from_checkpoint("maefuse-micro")
+    torch_fuser = Fuser.from_checkpoint("random:maefuse-micro")
     torch_fuser.backend.model.load_state_dict(model.state_dict())
     for (_, vis), ours, theirs in zip(real_pairs, graph_fuser.fuse_batch(real_pairs),
                                        torch_fuser.fuse_batch(real_pairs), strict=True):
@@ -89,7 +89,7 @@ def test_uint8_graph_on_real_pairs_is_within_the_documented_difference(model, tm
     export_onnx(model, path, spec, verify=False)
     graph_fuser = Fuser.from_checkpoint(path)
     assert graph_fuser.backend.io == "uint8" and graph_fuser.backend.input_size == (120, 160)
-    torch_fuser = Fuser.from_checkpoint("maefuse-micro")
+    torch_fuser = Fuser.from_checkpoint("random:maefuse-micro")
     torch_fuser.backend.model.load_state_dict(model.state_dict())
     for ir, vis in real_pairs:
         ir, vis = cv2.resize(ir, (160, 120)), cv2.resize(vis, (160, 120))
@@ -117,7 +117,7 @@ def run(args):
 
 def test_cli_export_prints_verification(tmp_path):
     out = tmp_path / "g.onnx"
-    result = run(["--onnx", str(out), "--model", "maefuse-micro", "--batch-range", "1:2:3"])
+    result = run(["--onnx", str(out), "--model", "random:maefuse-micro", "--batch-range", "1:2:3"])
     assert result.exit_code == 0, result.output
     assert "verified: real pairs, batch 3" in result.output and out.is_file()
 
@@ -125,7 +125,7 @@ def test_cli_export_prints_verification(tmp_path):
 @pytest.mark.parametrize("case", ["missing-checkpoint", "wrong-checkpoint", "unwritable", "resolution", "opset"])
 def test_cli_bad_input_one_line_and_no_partial_file(tmp_path, case):
     out = tmp_path / "g.onnx"
-    args = ["--onnx", str(out), "--model", "maefuse-micro"]
+    args = ["--onnx", str(out), "--model", "random:maefuse-micro"]
     expect = ""
     if case == "missing-checkpoint":
         args[3] = str(tmp_path / "none.safetensors")

@@ -33,7 +33,7 @@ MAX_DECODER_ERR = {"fp32": 1e-4, "bf16": 0.05, "int8": 1.0}
 @pytest.fixture(scope="module")
 def graph(tmp_path_factory):
     """maefuse-micro (random weights, seed 0) exported at 64x64 with a dynamic batch of 1..2."""
-    model = resolve_torch_model("maefuse-micro", None).model
+    model = resolve_torch_model("random:maefuse-micro", None).model
     path = tmp_path_factory.mktemp("ov") / "micro.onnx"
     export_onnx(model, path, ExportSpec(height=64, width=64, batch=(1, 1, 2)), verify=False)
     return path
@@ -46,7 +46,7 @@ def pairs(ivif):
 
 @pytest.fixture(scope="module")
 def reference(pairs):
-    with Fuser.from_checkpoint("maefuse-micro", "torch", policy="official") as fuser:
+    with Fuser.from_checkpoint("random:maefuse-micro", "torch", policy="official") as fuser:
         return fuser.fuse_batch(pairs)
 
 
@@ -74,7 +74,7 @@ def test_decoder_output_within_tolerance(graph, pairs, precision):
     prepared = [prepare_pair(ir, vis, "official", (64, 64), 16) for ir, vis in pairs[:2]]
     ir = np.stack([p[0] for p in prepared])
     vis = np.stack([p[1] for p in prepared])
-    expected = TorchBackend(resolve_torch_model("maefuse-micro", None).model).run(ir, vis)
+    expected = TorchBackend(resolve_torch_model("random:maefuse-micro", None).model).run(ir, vis)
     backend = OpenVinoBackend(graph, precision=precision)
     first = backend.run(ir, vis)
     again = backend.run(ir[:1], vis[:1])
@@ -121,7 +121,7 @@ def test_uint8_graph_matches_onnxruntime(pairs, tmp_path):
     """A graph with the processing inside (camera frames in, fused BGR out) runs the same in OpenVINO."""
     from maefuse_deploy.backends.onnxruntime import OnnxRuntimeBackend
 
-    model = resolve_torch_model("maefuse-micro", None).model
+    model = resolve_torch_model("random:maefuse-micro", None).model
     path = tmp_path / "micro-uint8.onnx"
     export_onnx(model, path, ExportSpec(height=64, width=64, io="uint8", camera_size=(480, 640)), verify=False)
     backend = OpenVinoBackend(path)

@@ -88,7 +88,7 @@ def test_grey_vis_gives_grey_output_and_bgra_is_accepted():
     rng = np.random.default_rng(0)
     ir = rng.integers(0, 256, (70, 90), dtype=np.uint8)
     vis = rng.integers(0, 256, (70, 90), dtype=np.uint8)
-    fuser = Fuser.from_checkpoint("maefuse-micro")
+    fuser = Fuser.from_checkpoint("random:maefuse-micro")
     assert fuser.fuse(ir, vis).shape == (70, 90)
     bgra = rng.integers(0, 256, (70, 90, 4), dtype=np.uint8)
     assert fuser.fuse(ir, bgra).shape == (70, 90, 3)
@@ -115,7 +115,7 @@ def test_pair_of_different_sizes_is_an_error_unless_resize_is_asked():
 def test_fuse_batch_equals_single_calls_and_accepts_tensors(msrs):
     names = ["00537D.png", "00556D.png", "00858N.png", "00881N.png"]
     pairs = [(cv2.imread(str(msrs / "ir" / n), 0), cv2.imread(str(msrs / "vi" / n))) for n in names]
-    fuser = Fuser.from_checkpoint("maefuse-micro", batch_size=4)
+    fuser = Fuser.from_checkpoint("random:maefuse-micro", batch_size=4)
     batched = fuser.fuse_batch(pairs)
     for (ir, vis), together in zip(pairs, batched, strict=True):
         alone = fuser.fuse(ir, vis)

@@ -213,7 +213,7 @@ def test_item08_percentiles_need_enough_samples(tmp_path: Path) -> None:
     # A 3-call benchmark shows '-' for p90/p99 in its tables and says why.
     path = tmp_path / "bench.md"
     result = CliRunner().invoke(bench_main, [
-        "--latency", "--model", "maefuse-micro", "--backends", "torch", "--iterations", "3", "--warmup", "0",
+        "--latency", "--model", "random:maefuse-micro", "--backends", "torch", "--iterations", "3", "--warmup", "0",
         "--pairs", "1", "--pairs-dir", str(SAMPLES_DIR), "--peak-tflops", "0.1", "--threads", "1",
         "--markdown", str(path),
     ])
@@ -289,7 +289,7 @@ def test_item06_eval_csv_onto_a_folder_fails_before_evaluating(tmp_path: Path) -
 
 def test_item06_bad_device_strings_are_one_line_errors(tmp_path: Path) -> None:
     out = tmp_path / "fused"
-    line = one_error_line(CliRunner().invoke(fuse_main, ["--checkpoint", "maefuse-micro", "--device", "bogus",
+    line = one_error_line(CliRunner().invoke(fuse_main, ["--checkpoint", "random:maefuse-micro", "--device", "bogus",
                                                          "--out", str(out)]))
     assert "bogus" in line and not out.exists()
     data = write_pairs(tmp_path / "d", [f"p{k}" for k in range(4)])

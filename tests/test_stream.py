@@ -25,7 +25,7 @@ SIZE = (128, 96)  # (W, H): small frames keep the random-weights maefuse-micro f
 
 @pytest.fixture(scope="module")
 def fuser():
-    with Fuser.from_checkpoint("maefuse-micro", batch_size=4) as f:
+    with Fuser.from_checkpoint("random:maefuse-micro", batch_size=4) as f:
         yield f
 
 
@@ -145,7 +145,7 @@ def test_cli_index_pairing_equals_per_frame_fuse(fuser, frames, tmp_path):
     vis_path = write_video(tmp_path / "vis.mkv", vis[:12], 25)
     for out in (tmp_path / "seq", tmp_path / "fused.mkv"):
         result = CliRunner().invoke(stream_main, ["--ir", str(ir_path), "--vis", str(vis_path), "--out", str(out),
-                                                  "--pair", "index", "-m", "maefuse-micro", "--lossless", "-q"])
+                                                  "--pair", "index", "-m", "random:maefuse-micro", "--lossless", "-q"])
         assert result.exit_code == 0, result.output
         assert "wrote 12 fused frames" in result.output
         written = ([cv2.imread(str(p)) for p in sorted(out.glob("*.png"))] if out.is_dir() else read_video(out))
@@ -283,7 +283,7 @@ def test_sigint_mid_stream_leaves_a_playable_file_with_the_reported_frames(frame
     out = tmp_path / "out.mp4"
     process = subprocess.Popen(
         [sys.executable, "-m", "maefuse_deploy.cli.stream", "--ir", str(ir_path), "--vis", str(vis_path), "--out",
-         str(out), "-m", "maefuse-micro", "--batch-size", "2"],
+         str(out), "-m", "random:maefuse-micro", "--batch-size", "2"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert process.stderr is not None
     for line in process.stderr:  # wait until frames are being written
@@ -313,7 +313,7 @@ def test_bad_inputs_give_one_line_errors(frames, tmp_path):
     ir, vis = frames
     ir_path = write_video(tmp_path / "ir.mkv", ir[:5], 25)
     vis_path = write_video(tmp_path / "vis.mkv", vis[:5], 25)
-    common = ["-m", "maefuse-micro", "-q"]
+    common = ["-m", "random:maefuse-micro", "-q"]
     error = one_line_error(run_cli(["--ir", str(tmp_path / "nope.mp4"), "--vis", str(vis_path), "--out",
                                     str(tmp_path / "a.mp4"), *common]))
     assert "IR video not found" in error
@@ -343,7 +343,7 @@ def test_truncated_video_keeps_a_valid_partial_output(frames, tmp_path):
     data = ir_path.read_bytes()
     ir_path.write_bytes(data[: len(data) // 2])
     out = tmp_path / "out.mp4"
-    result = run_cli(["--ir", str(ir_path), "--vis", str(vis_path), "--out", str(out), "-m", "maefuse-micro",
+    result = run_cli(["--ir", str(ir_path), "--vis", str(vis_path), "--out", str(out), "-m", "random:maefuse-micro",
                       "--pair", "index", "-q"])
     error = one_line_error(result)
     assert "truncated" in error

@@ -109,8 +109,8 @@ class Run:
         self.out = Path(args.out)
         self.out.mkdir(parents=True, exist_ok=True)
         config_name = self.plan["config"]
-        self.model_source = config_name
-        model = resolve_torch_model(config_name, None).model
+        self.model_source = f"random:{config_name}"  # the config's network with random weights (seed 0)
+        model = resolve_torch_model(self.model_source, None).model
         assert model is not None
         self.config = model.config
         self.size = tuple(self.config.img_size)

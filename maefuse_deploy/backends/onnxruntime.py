@@ -79,12 +79,23 @@ class OnnxRuntimeBackend(BackendBase):
             self.input_size = (self.info.camera_height, self.info.camera_width)
         else:
             self.input_size = (self.info.height, self.info.width)
+        self._check_inputs(path)
         self.model_size = (self.info.height, self.info.width)
         batch_dim = self.session.get_inputs()[0].shape[0]
         # A static-batch graph takes exactly its batch (the base pads); a dynamic one the range it was exported for.
         self.profile = BatchProfile(batch_dim, batch_dim, batch_dim) if isinstance(batch_dim, int) else self.info.batch
         self.description = (f"onnxruntime: {path} ({self.info.precision}, io {self.io}, "
                             f"{self.info.width}x{self.info.height}, batch {self.profile})")
+
+    def _check_inputs(self, path: Path) -> None:
+        """The graph's own input shapes must be what its metadata promises (else every run would fail)."""
+        height, width = self.input_size or (0, 0)
+        expected = {INPUT_IR: [height, width], INPUT_VIS: [height, width, 3]} if self.io == "uint8" else {
+            INPUT_IR: [3, height, width], INPUT_VIS: [3, height, width]}
+        found = {i.name: list(i.shape[1:]) for i in self.session.get_inputs()}
+        if found != expected:
+            raise InputError(f"graph {path} takes inputs {found} but its metadata says {expected}",
+                             fix="re-export the graph with maefuse-export --onnx")
 
     @classmethod
     def open(cls, source: str | os.PathLike[str] | None, *, device: str = "cpu", dtype: str | None = None,
@@ -104,7 +115,11 @@ class OnnxRuntimeBackend(BackendBase):
             binding.bind_output(OUTPUT_FUSED, "cuda")
             self.session.run_with_iobinding(binding)
             return binding.copy_outputs_to_cpu()[0]
-        return self.session.run([OUTPUT_FUSED], feeds)[0]
+        try:
+            return self.session.run([OUTPUT_FUSED], feeds)[0]
+        except Exception as exc:  # onnxruntime's own exception types: a graph that cannot run these inputs
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise InputError(f"onnxruntime cannot run the graph: {first}", fix="re-export the graph") from exc
 
     def close(self) -> None:
         self.session = None

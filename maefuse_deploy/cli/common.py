@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import sys
+import warnings
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -19,6 +20,7 @@ def report_errors(command: F) -> F:
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        warnings.showwarning = _show_warning
         try:
             return command(*args, **kwargs)
         except MaeFuseError as exc:
@@ -29,6 +31,11 @@ def report_errors(command: F) -> F:
             sys.exit(130)
 
     return wrapper  # type: ignore[return-value]
+
+
+def _show_warning(message: Warning | str, *_args: Any, **_kwargs: Any) -> None:
+    """Library warnings (a frame resized to fit a graph, ...) as one ``warning: ...`` line, without source lines."""
+    click.echo(f"warning: {message}", err=True)
 
 
 def note(message: str) -> None:

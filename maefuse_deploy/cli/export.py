@@ -10,6 +10,7 @@ import click
 from ..errors import InputError
 from ..export import ExportSpec, check_trt, export_onnx, parse_batch
 from ..export.presets import load_preset
+from ..export.sizing import check_graph_size, frame_size, grid_for
 from ..hashing import file_sha256
 from ..model.sources import resolve_torch_model
 from .common import note, report_errors
@@ -41,6 +42,9 @@ def parse_size(text: str) -> tuple[int, int]:
 @click.option("--precision", type=click.Choice(["fp32", "fp16"]))
 @click.option("--io", type=click.Choice(["float", "uint8"]), help="uint8: pre/post-processing inside the graph")
 @click.option("--camera-size", help="WxH of uint8 frames (resized to the model grid in the graph)")
+@click.option("--size-from", type=click.Path(path_type=Path),
+              help="a sample camera frame: the grid is its size (rounded to the patch size), and --camera-size for "
+              "uint8 graphs")
 @click.option("--opset", type=int, default=18, show_default=True)
 @click.option("--no-verify", is_flag=True, help="skip the onnxruntime verification against PyTorch")
 @click.option("--triton", "triton_repo", type=click.Path(path_type=Path),
@@ -49,7 +53,7 @@ def parse_size(text: str) -> tuple[int, int]:
 @click.option("--triton-name", default="maefuse", show_default=True, help="model name in the Triton repository")
 @report_errors
 def main(onnx_out, aoti_out, trt_model, model, config, preset, height, width, batch_range, precision, io,
-         camera_size, opset, no_verify, triton_repo, triton_from, triton_name) -> None:
+         camera_size, size_from, opset, no_verify, triton_repo, triton_from, triton_name) -> None:
     """Export MaeFuse to a verified ONNX graph, or check a graph for TensorRT."""
     if triton_repo is not None and onnx_out is None:
         if triton_from is None:
@@ -82,6 +86,14 @@ def main(onnx_out, aoti_out, trt_model, model, config, preset, height, width, ba
     for warning in resolved.warnings:
         note(f"warning: {warning}")
     default_h, default_w = network.config.img_size
+    camera = frame_size(size_from) if size_from is not None else parse_size(camera_size) if camera_size else None
+    if size_from is not None and not camera_size and (io or recipe.get("io")) == "uint8":
+        camera_size = f"{camera[1]}x{camera[0]}"
+    if camera is not None and not (height or width) and (size_from is not None or network.config.policy == "native"):
+        # The grid is the camera frame itself (rounded to the patch size): no resize for a native model.
+        height, width = grid_for(camera, network.config.patch_size)
+    check_graph_size(network.config.policy, network.config.name,
+                     bool(height or width or "height" in recipe or "width" in recipe))
     batch_text = batch_range or str(recipe.get("batch", "1"))
     spec = ExportSpec(
         height=height or recipe.get("height", default_h),
@@ -96,6 +108,8 @@ def main(onnx_out, aoti_out, trt_model, model, config, preset, height, width, ba
     sha = file_sha256(resolved.path) if resolved.path else ""
     note(f"model: {resolved.description}")
     note(f"exporting {spec.width}x{spec.height}, batch {batch_text}, {spec.precision}, io {spec.io} ...")
+    note(f"the graph bakes in a {spec.width}x{spec.height} grid (metadata: policy official, height, width): frames of "
+         f"another size are resized to it; {network.config.name} was trained for the {network.config.policy} policy")
     report = export_onnx(network, onnx_out, spec, checkpoint_sha256=sha, verify=not no_verify)
     if report.fold_max_error is not None:
         click.echo(f"official fusion folded to one linear map: max |difference| {report.fold_max_error:.2e}")

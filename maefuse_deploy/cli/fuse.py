@@ -9,13 +9,13 @@ import click
 from tqdm import tqdm
 
 from ..backends import FUSER_BACKENDS
-from ..io import find_pairs
+from ..io import DEFAULT_MAX_PIXELS, OUTPUT_FORMATS
 from ..model.config import CONFIGS
 from ..processing import POLICIES, Policy
 from ..registration import load_registration
-from ..runtime.files import SAMPLES_DIR, fuse_pairs, output_suffix
+from ..runtime.files import SAMPLES_DIR, fuse_pairs, plan_fuse_job
 from ..runtime.fuser import Fuser
-from ..runtime.video import fuse_video, is_video
+from ..runtime.video import fuse_video, is_video, plan_video
 from .common import note, report_errors
 from .options import batch_size_option, device_option, model_option
 
@@ -27,8 +27,10 @@ MODEL_SIZES = ", ".join(f"{c.img_size[1]}x{c.img_size[0]} for {name}" for name, 
 @click.option("--ir", type=click.Path(path_type=Path), help="IR image, folder or video [default: shipped samples]")
 @click.option("--vis", type=click.Path(path_type=Path), help="VIS image, folder or video (pairs matched by file stem)")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("fused"), show_default=True,
-              help="output folder (images) or file (video)")
-@model_option("checkpoint file, .onnx graph, engine, or a config name (random weights) [default: the built-in model]")
+              help="output folder, one image file for one pair (fused.png), or a video file")
+@click.option("--overwrite", is_flag=True, help="replace output files that already exist (refused by default)")
+@model_option("checkpoint file, .onnx graph, engine, a trained model's name (maefuse-tiny), or random:CONFIG for "
+              "random weights [default: the built-in model]")
 @click.option("--config", help="model config name, when the checkpoint does not say (needs --model)")
 @click.option("--backend", type=click.Choice(FUSER_BACKENDS), help="[default: from the checkpoint's file type]")
 @device_option("auto", "auto is cuda when a GPU is visible (TensorRT engines: cuda), else cpu")
@@ -41,7 +43,8 @@ MODEL_SIZES = ", ".join(f"{c.img_size[1]}x{c.img_size[0]} for {name}" for name, 
               "no resize [default: the policy the checkpoint records its weights were trained for (config files and "
               "names: their config's); official for graphs and engines]")
 @batch_size_option(4, batch_alias=True)
-@click.option("--format", "fmt", default="png", show_default=True, help="output image format (png, tif, bmp, jpg)")
+@click.option("--format", "fmt", type=click.Choice(OUTPUT_FORMATS, case_sensitive=False),
+              help="output image format [default: png, or --out's suffix]")
 @click.option("--lossy", is_flag=True, help="allow a lossy output format (jpg, webp)")
 @click.option("--side-by-side", is_flag=True, help="also write NAME_sbs: IR | VIS | fused")
 @click.option("--resize-ir", is_flag=True, help="resize an IR image to its VIS partner's size instead of failing")
@@ -49,11 +52,15 @@ MODEL_SIZES = ", ".join(f"{c.img_size[1]}x{c.img_size[0]} for {name}" for name, 
               help="IR-to-VIS calibration (maefuse-calibrate): warp each IR image into the VIS geometry first")
 @click.option("--server", help="fuse on a Triton server (maefuse-serve) at http://HOST:PORT or grpc://HOST:PORT, "
               "with the server's model, instead of in this process")
+@click.option("--max-pixels", type=click.IntRange(min=1), default=DEFAULT_MAX_PIXELS, show_default=True,
+              help="refuse images larger than this (read from the file header before decoding)")
+@click.option("--strict", is_flag=True, help="videos: truncated or unequal-length inputs are errors, not warnings")
 @report_errors
 def main(
     ir: Path | None,
     vis: Path | None,
     out: Path,
+    overwrite: bool,
     model: str | None,
     config: str | None,
     backend: str | None,
@@ -62,12 +69,14 @@ def main(
     calibration: Path | None,
     policy: str | None,
     batch_size: int,
-    fmt: str,
+    fmt: str | None,
     lossy: bool,
     side_by_side: bool,
     resize_ir: bool,
     homography: Path | None,
     server: str | None,
+    max_pixels: int,
+    strict: bool,
 ) -> None:
     """Fuse registered infrared/visible pairs with MaeFuse."""
     if ir is None and vis is None:
@@ -79,7 +88,13 @@ def main(
     registration = load_registration(homography) if homography is not None else None
     if registration is not None and (video or resize_ir):
         raise click.UsageError("--homography works on image pairs without --resize-ir; use maefuse-stream for videos")
-    suffix = None if video else output_suffix(fmt, lossy)
+    # Every input and output is checked before the model loads: a bad pair or an existing output costs nothing.
+    if video:
+        video_job = plan_video(ir, vis, out if out.suffix else out / f"{Path(vis).stem}_fused.mp4",
+                               overwrite=overwrite)
+    else:
+        job = plan_fuse_job(ir, vis, out, fmt=fmt, allow_lossy=lossy, with_side_by_side=side_by_side,
+                            overwrite=overwrite, max_pixels=max_pixels)
     if server is not None:
         fuser = remote_fuser(server, batch_size, model=model, config=config, backend=backend, policy=policy,
                              device=None if device == "auto" else device, calibration=calibration)
@@ -92,16 +107,21 @@ def main(
         note(f"warning: {warning}")
     with fuser:
         if video:
-            target = out if out.suffix else out / f"{Path(vis).stem}_fused.mp4"
             with tqdm(desc="fusing frames", unit="frame") as bar:
-                frames = fuse_video(fuser, ir, vis, target, progress=bar.update)
-            click.echo(f"wrote {frames} fused frames to {target}")
+                result = fuse_video(fuser, video_job, strict=strict, progress=bar.update)
+            for problem in result.problems:
+                note(f"warning: {problem}")
+            click.echo(f"wrote {_count(result.frames, 'fused frame')} to {video_job.out}")
             return
-        pairs = find_pairs(ir, vis)
-        with tqdm(total=len(pairs), desc="fusing", unit="pair") as bar:
-            written = fuse_pairs(fuser, pairs, out, suffix=suffix or ".png", with_side_by_side=side_by_side,
-                                 resize=resize_ir, registration=registration, progress=bar.update)
-    click.echo(f"wrote {len(written)} images for {len(pairs)} pairs to {out}/")
+        with tqdm(total=len(job.pairs), desc="fusing", unit="pair") as bar:
+            fuse_pairs(fuser, job, resize=resize_ir, registration=registration, progress=bar.update)
+    extra = f" and {_count(len(job.side_by_side), 'side-by-side')}" if job.side_by_side else ""
+    where = job.fused[0] if len(job.fused) == 1 else f"{job.folder}/"
+    click.echo(f"wrote {_count(len(job.fused), 'fused image')}{extra} for {_count(len(job.pairs), 'pair')} to {where}")
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}{'' if number == 1 else 's'}"
 
 
 def remote_fuser(url: str, batch_size: int, **local_only: object) -> Any:

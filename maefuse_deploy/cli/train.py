@@ -41,18 +41,20 @@ def _betas(text: str) -> tuple[float, float]:
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="run folder (model, checkpoints, logs)")
 @click.option("--config", "config", type=click.Choice(sorted(CONFIGS)), **_default("config"))
 @click.option("--init", type=click.Path(path_type=Path),
-              help="start from these weights (e.g. the previous stage's model.safetensors, an MAE checkpoint, or "
-              "timm:vit_large_patch16_224.mae for timm's upstream MAE-Large encoder)")
+              help="start from these weights (e.g. the previous stage's model.safetensors, an MAE checkpoint, "
+              "maefuse-tiny: the built-in model, or timm:vit_large_patch16_224.mae for timm's upstream MAE-Large "
+              "encoder)")
 @click.option("--resume", is_flag=True, help="continue from OUT/checkpoints/last.*")
+@click.option("--overwrite", is_flag=True, help="start afresh in an OUT that holds a previous run, replacing it")
 @click.option("--split", type=click.Path(path_type=Path), help="file of pair names to train on")
 @click.option("--exclude", type=click.Path(path_type=Path), multiple=True, help="file of pair names never to use")
 @click.option("--use-test50", is_flag=True, help="do NOT hold out a data folder's test50.txt (held out by default)")
 @click.option("--val-split", type=click.Path(path_type=Path), help="file of pair names to validate on")
 @click.option("--val-count", type=click.IntRange(min=0), **_default("val_count"),
               help="without --val-split: hold out the last N training names for validation")
-@click.option("--preprocess", type=click.Choice(["official", "native"]), **_default("preprocess"),
+@click.option("--preprocess", type=click.Choice(["official", "native"]),
               help="official: resize to the model size; native: pad to the patch size (ignored with --crop or "
-              "--native-crops)")
+              "--native-crops) [default: the policy the --init weights were trained for; official without --init]")
 @click.option("--crop/--no-crop", **_default("crop"),
               help="random model-size crops at a random scale between fit-to-size and native")
 @click.option("--native-crops", "native_tokens", type=click.IntRange(min=0), **_default("native_tokens"),
@@ -92,9 +94,9 @@ def _betas(text: str) -> tuple[float, float]:
 @click.option("--max-minutes", type=float, help="stop (with a checkpoint and model) after this much wall time")
 @click.option("--progress/--no-progress", **_default("progress"), help="progress bar")
 @report_errors
-def main(stage: str, data: tuple[Path, ...], out: Path, config: str, init: Path | None, resume: bool,
+def main(stage: str, data: tuple[Path, ...], out: Path, config: str, init: Path | None, resume: bool, overwrite: bool,
          split: Path | None, exclude: tuple[Path, ...], use_test50: bool, val_split: Path | None, val_count: int,
-         preprocess: str, crop: bool, native_tokens: int, native_positions: int,
+         preprocess: str | None, crop: bool, native_tokens: int, native_positions: int,
          flip: bool, train_parts: str | None, mask_ratio: float,
          edge_weight: float, loss: str,
          steps: int | None, epochs: int | None, batch_size: int, accum: int, lr: float, betas: str,
@@ -105,7 +107,8 @@ def main(stage: str, data: tuple[Path, ...], out: Path, config: str, init: Path 
     with --init pointing at the previous stage's OUT/model.safetensors. Several GPUs: torchrun --nproc_per_node N
     $(which maefuse-train) ..."""
     options = TrainOptions(
-        stage=stage, data=list(data), out=out, config=config, init=init, resume=resume, split=split,
+        stage=stage, data=list(data), out=out, config=config, init=init, resume=resume,
+        overwrite=overwrite, split=split,
         exclude=list(exclude), holdout_default=not use_test50, val_split=val_split, val_count=val_count,
         preprocess=preprocess, crop=crop, native_tokens=native_tokens,
         native_positions=native_positions, flip=flip,

@@ -152,7 +152,7 @@ def read_sidecar(engine_path: str | os.PathLike[str]) -> Sidecar:
         )
     try:
         return Sidecar.from_dict(data)
-    except (KeyError, TypeError, ValueError, IndexError) as exc:
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
         raise InputError(f"engine sidecar {path} is incomplete or malformed ({exc!r})", fix=rebuild) from exc
 
 

@@ -30,6 +30,7 @@ from .structural import ssim_gaussian
 
 _T = TypeVar("_T")
 _R = TypeVar("_R")
+SIDE_BY_SIDE = "_sbs"
 _WANG: dict[str, Any] = {"c1": (0.01 * 255.0) ** 2, "c2": (0.03 * 255.0) ** 2, "padding": "valid"}
 
 
@@ -128,6 +129,9 @@ def match_fused(
         return [Triple(fused.stem, fused, pairs[0].ir, pairs[0].vis)], 1
     images = images_by_stem(fused, role)
     by_stem = {pair.name: pair for pair in pairs}
+    # maefuse-fuse --side-by-side writes NAME_sbs (IR | VIS | fused) beside NAME: not a fused image, skipped.
+    images = {stem: path for stem, path in images.items()
+              if not (stem.endswith(SIDE_BY_SIDE) and stem not in by_stem and stem[: -len(SIDE_BY_SIDE)] in images)}
     orphans = sorted(set(images) - set(by_stem))
     if orphans:
         shown = ", ".join(orphans[:5]) + (f" and {len(orphans) - 5} more" if len(orphans) > 5 else "")

@@ -292,6 +292,13 @@ def load_checkpoint(
             config = config.replace(policy=stored_config.policy)
     elif config is None:
         config = infer_config(state, layout)
+    released = layout == "released-fused"
+    if layout not in ("released-mae", "upstream-mae"):
+        # Shapes first, on a skeleton without memory: a config that lies (a forged header asking for a huge
+        # network) is refused before anything is allocated.
+        with torch.device("meta"):
+            expected = MaeFuse(config).state_dict()
+        _check_strict(_rename(expected, to_ours=False) if released else expected, state, path, config)
     model = build_model(config)
     report = LoadReport(path=str(path), layout=layout)
     if layout in ("released-mae", "upstream-mae"):
@@ -304,9 +311,6 @@ def load_checkpoint(
             )
         _load_partial_mae(model, state, layout, report)
         return model, report
-    expected = model.state_dict()
-    released = layout == "released-fused"
-    _check_strict(_rename(expected, to_ours=False) if released else expected, state, path, config)
     model.load_state_dict(_rename(state, to_ours=True) if released else state, strict=True)
     report.loaded = len(state)
     return model.eval(), report

@@ -98,9 +98,33 @@ class MaeFuseConfig:
         if unknown:
             raise CheckpointError(f"unknown model config fields {unknown}", fix="use a config of this version")
         values = dict(data)
-        if "img_size" in values:
-            values["img_size"] = tuple(values["img_size"])
-        return cls(**values)
+        problems = []
+        for spec in dataclasses.fields(cls):
+            if spec.name not in values:
+                continue
+            value = values[spec.name]
+            if spec.name == "img_size":
+                ok = isinstance(value, list | tuple) and len(value) == 2 and all(_positive_int(v) for v in value)
+                if ok:
+                    values["img_size"] = tuple(value)
+            elif spec.type == "int":
+                ok = _positive_int(value)
+            elif spec.type == "float":
+                ok = isinstance(value, int | float) and not isinstance(value, bool) and 0 < value < float("inf")
+            else:
+                ok = isinstance(value, str)
+            if not ok:
+                problems.append(f"{spec.name}={value!r}")
+        if problems:
+            raise CheckpointError(f"invalid model config values {', '.join(problems)}", fix="re-save the checkpoint")
+        try:
+            return cls(**values)
+        except (TypeError, ValueError) as exc:
+            raise CheckpointError(f"invalid model config ({exc})", fix="re-save the checkpoint") from exc
+
+
+def _positive_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
 CONFIGS: dict[str, MaeFuseConfig] = {

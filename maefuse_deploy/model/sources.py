@@ -15,6 +15,9 @@ WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 DEFAULT_WEIGHTS = WEIGHTS_DIR / "maefuse-tiny.safetensors"
 DEFAULT_CONFIG = "maefuse-tiny"
 RANDOM_SEED = 0
+RANDOM_PREFIX = "random:"  # "random:maefuse-tiny": a config's network with random weights (tests, demos)
+# Model names that mean trained weights shipped with the package.
+TRAINED_MODELS = {DEFAULT_CONFIG: DEFAULT_WEIGHTS}
 
 
 @dataclass
@@ -27,40 +30,62 @@ class ModelSource:
     warnings: list[str] = field(default_factory=list)
 
 
+def trained_weights(source: str | os.PathLike[str]) -> Path:
+    """A trained model's name (``maefuse-tiny``) -> its shipped weights file; any other source as a path."""
+    name = str(source)
+    if name in TRAINED_MODELS and not Path(name).exists():
+        return TRAINED_MODELS[name]
+    return Path(source)
+
+
 def resolve_torch_model(
     source: str | os.PathLike[str] | None, config: MaeFuseConfig | str | None = None
 ) -> ModelSource:
-    """A checkpoint path, a config name (random weights) or None (the shipped default) -> a MaeFuse module.
+    """A checkpoint path, a trained model's name, ``random:CONFIG`` or None (the built-in model) -> a MaeFuse module.
 
-    ``config`` names the config of a checkpoint that does not record one; with no checkpoint it would be silently
-    ignored, so it is refused.
+    A model name means trained weights (``maefuse-tiny``: the built-in ones); random weights are asked for
+    explicitly (``random:maefuse-micro``) so that nobody gets them by accident. ``config`` names the config of a
+    checkpoint that does not record one; with no checkpoint it would be silently ignored, so it is refused.
     """
     if source is None and config is not None:
         name = config if isinstance(config, str) else config.name
         raise InputError(
             f"--config {name} without a checkpoint: the config only describes a checkpoint's weights",
-            fix=f"pass --model FILE with it, or --model {name} for random weights of that config",
+            fix=f"pass --model FILE with it, or --model {RANDOM_PREFIX}{name} for random weights of that config",
         )
-    if source is None:
-        if DEFAULT_WEIGHTS.is_file():
-            model, report = load_checkpoint(DEFAULT_WEIGHTS)
-            return ModelSource(f"built-in {model.config.name} ({DEFAULT_WEIGHTS.name})", model, DEFAULT_WEIGHTS)
-        source = DEFAULT_CONFIG
-    if str(source) in CONFIGS:
-        model = build_model(CONFIGS[str(source)], seed=RANDOM_SEED)
+    name = str(source) if source is not None else DEFAULT_CONFIG
+    if name in TRAINED_MODELS and not Path(name).exists():
+        weights = TRAINED_MODELS[name]
+        if not weights.is_file():
+            raise InputError(f"the built-in weights {weights} are missing", fix="reinstall maefuse-deploy")
+        model, report = load_checkpoint(weights)
+        return ModelSource(f"built-in {model.config.name} ({weights.name})", model, weights)
+    if name.startswith(RANDOM_PREFIX):
+        config_name = name[len(RANDOM_PREFIX) :]
+        if config_name not in CONFIGS:
+            raise InputError(f"unknown model config {config_name!r} in {name!r}",
+                             fix=f"use random:{' or random:'.join(sorted(CONFIGS))}")
+        model = build_model(CONFIGS[config_name], seed=RANDOM_SEED)
         return ModelSource(
-            f"{source} with RANDOM weights (seed {RANDOM_SEED})",
+            f"{config_name} with RANDOM weights (seed {RANDOM_SEED})",
             model,
             warnings=[
-                f"{source} has random weights: the output shows the pipeline working, not a real fusion; "
+                f"{config_name} has random weights: the output shows the pipeline working, not a real fusion; "
                 "pass --model with trained weights"
             ],
         )
-    path = Path(source)
+    if name in CONFIGS and not Path(name).exists():
+        raise InputError(
+            f"{name} is a model configuration without shipped trained weights",
+            fix=f"pass a checkpoint file, a trained model ({', '.join(TRAINED_MODELS)}), or {RANDOM_PREFIX}{name} "
+            "for random weights",
+        )
+    path = Path(name)
     if not path.exists():
         raise InputError(
             f"checkpoint not found: {path}",
-            fix=f"pass a checkpoint file, or one of the configs {', '.join(sorted(CONFIGS))}",
+            fix=f"pass a checkpoint file, a trained model ({', '.join(TRAINED_MODELS)}), or random:CONFIG for "
+            f"random weights ({', '.join(sorted(CONFIGS))})",
         )
     model, report = load_checkpoint(path, config)
     return ModelSource(report.summary(), model, path)

@@ -3,14 +3,26 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Sequence
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from ..atomic import move_into_place, new_temp_file, remove_leftovers
 from ..errors import InputError
-from ..io import LOSSY_SUFFIXES, ImagePair, read_image, write_image
+from ..io import (
+    DEFAULT_MAX_PIXELS,
+    LOSSY_SUFFIXES,
+    OUTPUT_FORMATS,
+    ImagePair,
+    encode_image,
+    find_pairs,
+    image_size,
+    read_image,
+)
 from ..processing import ir_to_grey8, vis_to_bgr8
 from ..registration import Registration
 from ..sample_pairs import SAMPLES_DIR
@@ -40,7 +52,11 @@ def side_by_side(ir: np.ndarray, vis: np.ndarray, fused: np.ndarray) -> np.ndarr
 
 
 def output_suffix(fmt: str, allow_lossy: bool) -> str:
-    suffix = "." + fmt.lower().lstrip(".")
+    """``"png"`` -> ``".png"``, refusing what maefuse-fuse cannot write (checked before any model loads)."""
+    name = fmt.lower().lstrip(".")
+    if name not in OUTPUT_FORMATS:
+        raise InputError(f"unknown output format {fmt!r}", fix=f"use one of {', '.join(OUTPUT_FORMATS)}")
+    suffix = "." + name
     if suffix in LOSSY_SUFFIXES and not allow_lossy:
         raise InputError(
             f"{fmt} is lossy and would alter the fused pixels", fix="use png/tif/bmp, or pass --lossy to allow it"
@@ -48,31 +64,126 @@ def output_suffix(fmt: str, allow_lossy: bool) -> str:
     return suffix
 
 
+@dataclass(frozen=True)
+class FuseJob:
+    """A checked plan: which pairs are fused into which files. Nothing has been written when it exists."""
+
+    pairs: list[ImagePair]
+    folder: Path  # where the outputs land
+    fused: list[Path]  # one per pair
+    side_by_side: list[Path]  # one per pair, or empty
+    overwrite: bool
+    max_pixels: int | None
+
+    @property
+    def outputs(self) -> list[Path]:
+        return [*self.fused, *self.side_by_side]
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
+
+
+def plan_fuse_job(
+    ir: str | os.PathLike[str],
+    vis: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    fmt: str | None = None,
+    allow_lossy: bool = False,
+    with_side_by_side: bool = False,
+    overwrite: bool = False,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+) -> FuseJob:
+    """Pair the inputs and decide every output path, refusing before anything is loaded or written:
+
+    - an output folder that is, contains or lies inside an IR/VIS input folder (its files would mix with, or
+      replace, the sources), or an output file that is an input;
+    - outputs that already exist, unless ``overwrite`` (a run never replaces what it did not create unasked);
+    - an unknown or (without ``allow_lossy``) lossy format; an image whose header declares more than
+      ``max_pixels`` pixels.
+
+    ``out`` is a folder, or for a single pair a file name with an image suffix (``--out fused.png``), whose
+    suffix is then the format (``fmt`` must agree or be None). ``fmt=None`` means png for a folder.
+    """
+    pairs = find_pairs(ir, vis)
+    out = Path(out)
+    out_suffix = out.suffix.lower().lstrip(".")
+    as_file = out_suffix in OUTPUT_FORMATS and not out.is_dir()
+    if as_file:
+        if len(pairs) != 1:
+            raise InputError(
+                f"--out {out} names one image file but there are {len(pairs)} pairs", fix="pass an output folder"
+            )
+        if fmt is not None and fmt.lower().lstrip(".") != out_suffix:
+            raise InputError(f"--out {out} is a .{out_suffix} file but --format is {fmt}", fix="pass only one of them")
+        suffix = output_suffix(out_suffix, allow_lossy)
+        folder = out.parent if str(out.parent) else Path(".")
+        fused = [out]
+        side_by_side = [folder / f"{out.stem}_sbs{suffix}"] if with_side_by_side else []
+    else:
+        suffix = output_suffix(fmt or "png", allow_lossy)
+        folder = out
+        fused = [out / f"{pair.name}{suffix}" for pair in pairs]
+        side_by_side = [out / f"{pair.name}_sbs{suffix}" for pair in pairs] if with_side_by_side else []
+    resolved_folder = folder.resolve()
+    for source, role in ((Path(ir), "IR"), (Path(vis), "VIS")):
+        if source.is_dir():
+            source = source.resolve()
+            if _inside(resolved_folder, source) or _inside(source, resolved_folder):
+                raise InputError(
+                    f"output folder {folder} overlaps the {role} input folder {source}",
+                    fix="write the fused images to a folder of their own (--out)",
+                )
+    inputs = {p.resolve() for pair in pairs for p in (pair.ir, pair.vis)}
+    outputs = [*fused, *side_by_side]
+    for target in outputs:
+        if target.resolve() in inputs:
+            raise InputError(f"output {target} is one of the input images", fix="choose another --out")
+        if target.is_dir():
+            raise InputError(f"output {target} is a folder", fix="move it away or choose another --out")
+    existing = [target for target in outputs if target.exists() or target.is_symlink()]
+    if existing and not overwrite:
+        more = f" and {len(existing) - 3} more" if len(existing) > 3 else ""
+        shown = ", ".join(str(p) for p in existing[:3]) + more
+        raise InputError(
+            f"{len(existing)} output file(s) already exist: {shown}",
+            fix="pass --overwrite to replace them, or choose another --out",
+        )
+    for pair in pairs:
+        image_size(pair.ir, "IR", max_pixels)
+        image_size(pair.vis, "VIS", max_pixels)
+    return FuseJob(pairs, folder, fused, side_by_side, overwrite, max_pixels)
+
+
 def fuse_pairs(
     fuser: Fuser,
-    pairs: Sequence[ImagePair],
-    out_dir: str | Path,
+    job: FuseJob,
     *,
-    suffix: str = ".png",
-    with_side_by_side: bool = False,
     resize: bool = False,
     registration: Registration | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> list[Path]:
-    """Fuse ``pairs`` in groups of ``fuser.batch_size`` and write ``out_dir/NAME{suffix}``.
+    """Fuse ``job.pairs`` in groups of ``fuser.batch_size`` into ``job``'s output paths; returns what was written.
 
     ``registration`` (a calibration, ``maefuse-calibrate``) warps each IR image into its VIS partner's geometry
     first; every pair must then have the calibration's IR and VIS sizes.
 
-    All-or-nothing: if any pair fails (unreadable file, size mismatch), the files this call wrote are removed
-    before the error propagates, so a folder is never left half fused.
+    All-or-nothing without touching what was there: every output is staged under a temporary name in the output
+    folder (``atomic.TEMP_PREFIX``) and the staged files are renamed into place only after every pair fused. A
+    failure or Ctrl-C removes the staged files (and the output folder if this run created it and it is empty);
+    files that existed before stay as they were. Leftovers of a killed earlier run are removed first.
     """
-    out_dir = Path(out_dir)
-    written: list[Path] = []
+    folder = job.folder
+    created_folder = not folder.exists()
+    remove_leftovers(folder)
+    staged: list[tuple[Path, Path]] = []  # (temporary, final)
     try:
-        for start in range(0, len(pairs), fuser.batch_size):
-            chunk = pairs[start : start + fuser.batch_size]
-            images = [(read_image(p.ir, "IR"), read_image(p.vis, "VIS")) for p in chunk]
+        for start in range(0, len(job.pairs), fuser.batch_size):
+            indices = range(start, min(start + fuser.batch_size, len(job.pairs)))
+            chunk = [job.pairs[i] for i in indices]
+            images = [(read_image(p.ir, "IR", job.max_pixels), read_image(p.vis, "VIS", job.max_pixels))
+                      for p in chunk]
             if registration is not None:
                 for pair, (ir, vis) in zip(chunk, images, strict=True):
                     registration.check_sizes(ir.shape, vis.shape, f"pair {pair.name}")
@@ -87,18 +198,40 @@ def fuse_pairs(
                         fix="register the pair to one size, or pass --resize-ir",
                     )
             fused = fuser.fuse_batch(images, names=[p.name for p in chunk])
-            for pair, (ir, vis), image in zip(chunk, images, fused, strict=True):
-                written.append(write_image(out_dir / f"{pair.name}{suffix}", image))
-                if with_side_by_side:
-                    written.append(write_image(out_dir / f"{pair.name}_sbs{suffix}", side_by_side(ir, vis, image)))
+            for index, (ir, vis), image in zip(indices, images, fused, strict=True):
+                staged.append(_stage(job.fused[index], image))
+                if job.side_by_side:
+                    staged.append(_stage(job.side_by_side[index], side_by_side(ir, vis, image)))
             if progress is not None:
                 progress(len(chunk))
+        written = []
+        while staged:
+            tmp, target = staged[0]
+            move_into_place(tmp, target)
+            staged.pop(0)
+            written.append(target)
+        return written
     except BaseException:
-        for path in written:
+        for tmp, _ in staged:
             with contextlib.suppress(FileNotFoundError):
-                path.unlink()
+                tmp.unlink()
+        if created_folder:
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # only if empty: never removes what someone else put there meanwhile
         raise
-    return written
+
+
+def _stage(target: Path, image: np.ndarray) -> tuple[Path, Path]:
+    """Encode ``image`` for ``target`` into a new temporary file beside it; (temporary, target)."""
+    encoded = encode_image(target, image)
+    tmp = new_temp_file(target)
+    try:
+        encoded.tofile(tmp)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+    return tmp, target
 
 
 def _resize_to(ir: np.ndarray, vis: np.ndarray) -> np.ndarray:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
@@ -13,6 +14,7 @@ from ..backends import BackendBase, is_tensor, open_backend
 from ..checks import check_finite
 from ..errors import InputError
 from ..processing import POLICIES, PairContext, Policy, check_pair, finish_pair, ir_to_grey8, prepare_pair
+from .limits import check_native_pass
 
 Image = Any  # numpy array (OpenCV layout) or torch tensor of the same layout
 
@@ -73,6 +75,7 @@ class Fuser:
         self.warnings = list(backend.warnings if warnings is None else warnings)
         # One backend call per batch: the backend would split a larger one anyway.
         self.batch_size = min(batch_size, backend.max_batch or batch_size)
+        self._resize_warned: set[tuple[int, ...]] = set()  # frame sizes already warned about (fixed-size graphs)
 
     @classmethod
     def open(
@@ -116,6 +119,8 @@ class Fuser:
 
     def _run_float(self, pairs: list[tuple[np.ndarray, np.ndarray]], labels: list[str]) -> list[np.ndarray]:
         model_size = self.model_size or (0, 0)
+        if self.backend.input_size is not None and self._graph_model_policy() != "official":
+            self._warn_resize([vis.shape[:2] for _, vis in pairs])
         prepared: list[tuple[np.ndarray, np.ndarray, PairContext]] = [
             prepare_pair(ir, vis, self.policy, model_size, self.backend.patch_size, name=label)
             for (ir, vis), label in zip(pairs, labels, strict=True)
@@ -130,10 +135,33 @@ class Fuser:
                 chunk = indices[start : start + self.batch_size]
                 ir_batch = np.stack([prepared[i][0] for i in chunk])
                 vis_batch = np.stack([prepared[i][1] for i in chunk])
+                config = getattr(self.backend, "config", None)
+                if self.policy == "native" and config is not None:
+                    check_native_pass(config, getattr(self.backend, "device", "cpu"), *ir_batch.shape[2:], len(chunk))
                 decoded = check_finite(self.backend.run(ir_batch, vis_batch), f"{self.backend.name} network output")
                 for row, index in enumerate(chunk):
                     results[index] = finish_pair(decoded[row], prepared[index][2], self.policy)
         return [r for r in results if r is not None]
+
+    def _graph_model_policy(self) -> str | None:
+        """The policy a graph's weights were trained for (its metadata's config), None when it does not say."""
+        config = getattr(getattr(self.backend, "info", None), "config", None)
+        return config.get("policy") if isinstance(config, dict) else None
+
+    def _warn_resize(self, sizes: list[tuple[int, int]]) -> None:
+        """A fixed-size graph resizes other frame sizes to its grid (and back): say so once per size. Only for
+        weights not trained for that resize (native-policy models): for official ones it is the intended path."""
+        graph = self.backend.input_size
+        for size in sizes:
+            if tuple(size) != tuple(graph) and tuple(size) not in self._resize_warned:
+                self._resize_warned.add(tuple(size))
+                warnings.warn(
+                    f"{size[1]}x{size[0]} frames are resized to the {self.backend.name} graph's fixed "
+                    f"{graph[1]}x{graph[0]} grid and back, which loses detail (its weights were trained for the "
+                    "native policy: each frame at its own size); export the graph at the camera size",
+                    ResizeWarning,
+                    stacklevel=4,
+                )
 
     def _run_in_graph(self, pairs: list[tuple[np.ndarray, np.ndarray]], labels: list[str]) -> list[np.ndarray]:
         size = self.backend.input_size
@@ -168,6 +196,10 @@ class Fuser:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class ResizeWarning(UserWarning):
+    """Frames were resized to fit a fixed-size graph or engine."""
 
 
 def _as_tensor(image: np.ndarray, device: Any) -> Any:

@@ -20,7 +20,7 @@ import csv
 import math
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,7 @@ from ..io import write_image
 from ..model.checkpoint import load_checkpoint, save_checkpoint
 from ..model.config import get_config
 from ..model.maefuse import MaeFuse, build_model
+from ..runtime.sources import trained_weights
 from .dataset import Augment, ImageView, PairDataset, check_batchable, read_names, select_pairs
 from .distributed import World, barrier, close_world, init_world, mean_across
 from .evaluate import mean_scores, score, strip, tensor_to_grey8
@@ -57,12 +58,13 @@ class TrainOptions:
     config: str = "maefuse-tiny"
     init: Path | None = None  # weights to start from (any layout load_checkpoint reads; MAE-only files allowed)
     resume: bool = False
+    overwrite: bool = False  # start afresh in an out folder that holds a previous run
     split: Path | None = None
     exclude: list[Path] = field(default_factory=list)
     holdout_default: bool = True  # exclude each data root's test50.txt
     val_split: Path | None = None
     val_count: int = 8  # without val_split: the last N training names, held out for validation
-    preprocess: str = "official"
+    preprocess: str | None = None  # official | native; None: the policy --init's weights were trained for
     crop: bool = False
     native_tokens: int = 0  # > 0: native-resolution crops of random grids up to this many patches (Augment)
     native_positions: int = 64  # with native crops: positions of grids up to this many patches a side are trained
@@ -97,6 +99,14 @@ class TrainOptions:
         native = self.native_tokens > 0 or (self.preprocess == "native" and not self.crop)
         return "native" if native else "official"
 
+    def resolved(self, init_policy: str) -> TrainOptions:
+        """These options with ``preprocess`` decided: unless asked otherwise (--preprocess, --crop, native crops),
+        fine-tuning keeps the policy the init model was trained for, so a native model stays native."""
+        if self.preprocess is not None:
+            return self
+        asked_otherwise = self.crop or self.native_tokens > 0
+        return replace(self, preprocess="official" if asked_otherwise else init_policy)
+
     def check(self) -> None:
         if self.stage not in STAGES:
             raise InputError(f"unknown stage {self.stage!r}", fix=f"use one of {', '.join(STAGES)}")
@@ -116,6 +126,14 @@ class TrainOptions:
                 raise InputError(f"{what} must be at least 1, got {value}")
         if not self.data:
             raise InputError("no --data folder given", fix="pass a folder holding ir/ and vi/")
+        if self.resume and self.overwrite:
+            raise InputError("--resume and --overwrite exclude each other", fix="pass only one of them")
+        previous = [name for name in ("model.safetensors", "checkpoints", "train.csv") if (self.out / name).exists()]
+        if previous and not (self.resume or self.overwrite):
+            raise InputError(
+                f"{self.out} holds a previous run ({', '.join(previous)})",
+                fix="pass --resume to continue it, --overwrite to replace it, or another --out",
+            )
 
 
 @dataclass
@@ -209,8 +227,12 @@ class Trainer:
         self.echo = echo if self.world.main else (lambda _message: None)
         self.spec = STAGES[options.stage]
         self.model_config = get_config(options.config)
+        initial = self._load_initial()
+        self.options = options.resolved(initial.config.policy)
+        if options.preprocess is None and self.options.preprocess == "native":
+            self.echo("preprocess: native (what the --init weights were trained for; --preprocess official to change)")
         self._build_data()
-        self._build_model()
+        self._build_model(initial)
 
     # -- setup -----------------------------------------------------------------------------------------------
     def _build_data(self) -> None:
@@ -257,13 +279,12 @@ class Trainer:
             if o.stage != "mae":
                 self.echo(f"WARNING: stage {o.stage} starts from RANDOM weights (no --init); the recipe runs mae first")
             return build_model(self.model_config, seed=o.seed)
-        model, report = load_checkpoint(o.init, self.model_config, allow_partial=True)
+        model, report = load_checkpoint(trained_weights(o.init), self.model_config, allow_partial=True)
         self.echo(f"init: {report.summary()}")
         return model
 
-    def _build_model(self) -> None:
+    def _build_model(self, model: MaeFuse) -> None:
         o = self.options
-        model = self._load_initial()
         # The saved model records the preprocessing it was trained for; the runtime makes it the default.
         model.config = model.config.replace(policy=o.trained_policy)
         trainable = parse_parts(o.train) if o.train else self.spec.default_train
