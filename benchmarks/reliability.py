@@ -5,14 +5,16 @@ For each backend (torch; onnxruntime on a graph exported from the built-in model
   bit-identical to the serial result of the same pair;
 - RSS over N calls: resident memory after a warm-up, then every N/10 calls, of one Fuser fusing one pair N times.
 
-Kept short on purpose (the machine is shared): 256x256 crops of the shipped 640x480 samples.
+Kept short on purpose (the machine is shared): small crops (--crop, default 128x128) of the shipped 640x480
+samples.
 
-    python benchmarks/reliability.py [--calls 1000] [--threads 4] [--per-thread 25]
+    python benchmarks/reliability.py [--calls 1000] [--threads 4] [--per-thread 25] [--crop 128]
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -26,8 +28,6 @@ from maefuse_deploy.cli.export import main as export_main
 from maefuse_deploy.io import read_image
 from maefuse_deploy.runtime.files import SAMPLES_DIR
 
-CROP = 256
-
 
 def rss_mib() -> float:
     for line in Path("/proc/self/status").read_text().splitlines():
@@ -36,12 +36,12 @@ def rss_mib() -> float:
     return float("nan")
 
 
-def sample_pairs() -> list[tuple[np.ndarray, np.ndarray]]:
+def sample_pairs(crop: int) -> list[tuple[np.ndarray, np.ndarray]]:
     pairs = []
     for ir_path in sorted((SAMPLES_DIR / "ir").glob("*.png")):
         ir, vis = read_image(ir_path), read_image(SAMPLES_DIR / "vi" / ir_path.name)
         for top, left in ((0, 0), (224, 384), (100, 200)):
-            pairs.append((ir[top : top + CROP, left : left + CROP].copy(), vis[top : top + CROP, left : left + CROP]
+            pairs.append((ir[top : top + crop, left : left + crop].copy(), vis[top : top + crop, left : left + crop]
                           .copy()))
     return pairs
 
@@ -63,11 +63,13 @@ def memory(fuser: Fuser, pair: tuple, calls: int) -> list[tuple[int, float]]:
     for _ in range(20):
         fuser.fuse(*pair)
     trace = [(0, rss_mib())]
+    print(f"  warm: {trace[0][1]:.0f} MiB", file=sys.stderr)
     step = max(calls // 10, 1)
     for call in range(1, calls + 1):
         fuser.fuse(*pair)
         if call % step == 0:
             trace.append((call, rss_mib()))
+            print(f"  {call} calls: {trace[-1][1]:.0f} MiB", file=sys.stderr)
     return trace
 
 
@@ -76,18 +78,25 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=1000)
     parser.add_argument("--threads", type=int, default=4)
     parser.add_argument("--per-thread", type=int, default=25)
+    parser.add_argument("--crop", type=int, default=128)
+    parser.add_argument("--backends", default="torch,onnxruntime", help="comma-separated subset")
     args = parser.parse_args()
-    pairs = sample_pairs()
+    pairs = sample_pairs(args.crop)
+    print(f"{len(pairs)} pairs of {args.crop}x{args.crop}", file=sys.stderr)
     with tempfile.TemporaryDirectory() as tmp:
         graph = Path(tmp) / "tiny.onnx"
-        result = CliRunner().invoke(export_main, ["--onnx", str(graph), "--height", str(CROP), "--width", str(CROP),
-                                                  "--no-verify"])
+        size = str(args.crop)
+        export = ["--onnx", str(graph), "--height", size, "--width", size, "--no-verify"]
+        result = CliRunner().invoke(export_main, export)
         assert result.exit_code == 0, result.output
         rows = []
         for name, source in (("torch", None), ("onnxruntime", graph)):
+            if name not in args.backends.split(","):
+                continue
             with Fuser.from_checkpoint(source, batch_size=1) as fuser:
                 start = time.perf_counter()
                 same, total = concurrency(fuser, pairs, args.threads, args.per_thread)
+                print(f"{name}: {same}/{total} identical, {time.perf_counter() - start:.0f} s", file=sys.stderr)
                 trace = memory(fuser, pairs[0], args.calls)
                 seconds = time.perf_counter() - start
             growth = trace[-1][1] - trace[0][1]
