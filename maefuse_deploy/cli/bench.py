@@ -28,7 +28,8 @@ from .options import auto_device, batches_option, device_option, model_option
 @click.command(name="maefuse-bench", context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--latency", is_flag=True, help="per-pair latency table for every backend x batch")
 @click.option("--stream", is_flag=True, help="sustained run at --fps with bounded queues (camera-pipeline view)")
-@model_option("checkpoint, config name (random weights), .onnx graph or TensorRT engine [default: the built-in model]",
+@model_option("checkpoint, trained model name, random:CONFIG (random weights), .onnx graph or TensorRT engine "
+              "[default: the built-in model]",
               checkpoint_alias=False)
 @click.option("--config", help="model config name, when the checkpoint does not say")
 @click.option("--reference", help="torch weights for the float32 reference and the torch rows when --model is a "

@@ -32,7 +32,7 @@ def parse_size(text: str) -> tuple[int, int]:
               help="write an AOTInductor package (.pt2) for the C++ runtime, uint8 io at --camera-size (docs/cpp.md)")
 @click.option("--check-trt", "trt_model", type=click.Path(path_type=Path),
               help="statically check an ONNX graph against TensorRT's parser")
-@model_option("checkpoint file or config name (random weights) [default: built-in model]")
+@model_option("checkpoint file, trained model name or random:CONFIG (random weights) [default: built-in model]")
 @click.option("--config", help="model config name, when the checkpoint does not say")
 @click.option("--preset", help="a named recipe: ./export/NAME.json, else the package's presets (flags override it)")
 @click.option("--height", type=int, help="model grid height in pixels [default: the config's]")
