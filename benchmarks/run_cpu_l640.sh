@@ -16,7 +16,7 @@
 # AVX2 path on AMD; see docs/cpu_inference.md), so their FP32 rows can sit below 1x of that floor.
 #
 # Usage: benchmarks/run_cpu_l640.sh [OUTPUT_DIR]   (default /tmp/maefuse-bench-l640)
-#        MODEL=maefuse-micro benchmarks/run_cpu_l640.sh /tmp/smoke   (a one-minute check that the script works)
+#        MODEL=random:maefuse-micro benchmarks/run_cpu_l640.sh /tmp/smoke   (a one-minute check that the script works)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out="${1:-/tmp/maefuse-bench-l640}"
