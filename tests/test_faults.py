@@ -415,7 +415,7 @@ def test_model_names_mean_trained_weights():
         pytest.fail("random:maefuse-tiny has the trained weights")
     with pytest.raises(InputError, match=r"maefuse-micro is a model configuration without shipped trained weights"
                                          r".*random:maefuse-micro"):
-        resolve_torch_model("random:maefuse-micro")
+        resolve_torch_model("maefuse-micro")
     with pytest.raises(InputError, match="unknown model config 'nope'"):
         resolve_torch_model("random:nope")
 
