@@ -106,7 +106,7 @@ def read_image(
     if not path.is_file():
         raise InputError(f"{role} path is not a file: {path}", fix="pass an image file or use a folder argument")
     data = np.fromfile(path, dtype=np.uint8)
-    size = header_size(memoryview(data))
+    size = header_size(data.data)
     if size is not None:
         check_pixels(*size, path, role, max_pixels)
     try:

@@ -123,6 +123,6 @@ def test_registry_entries_open_what_they_say(weights):
     with pytest.raises(InputError, match="runs on cuda"):
         open_backend("tensorrt", "x.engine", device="cpu")
     with pytest.raises(InputError, match="has no option"):
-        open_backend("torch", "maefuse-micro", device="cpu", threads=2)
+        open_backend("torch", "random:maefuse-micro", device="cpu", threads=2)
     with pytest.raises(InputError, match="computes in"):
-        open_backend("torch-bf16", "maefuse-micro", device="cpu", dtype="float16")
+        open_backend("torch-bf16", "random:maefuse-micro", device="cpu", dtype="float16")

@@ -19,7 +19,7 @@ VIS = RNG.integers(0, 256, (64, 64, 3), dtype=np.uint8)
 
 @pytest.fixture(scope="module")
 def micro():
-    return Fuser.open("maefuse-micro", device="cpu")
+    return Fuser.open("random:maefuse-micro", device="cpu")
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +33,7 @@ def uint8_graph(tmp_path_factory):
 def test_open_is_from_checkpoint_and_auto_is_the_default_device(micro):
     assert Fuser.from_checkpoint.__func__ is Fuser.open.__func__  # one constructor, two names
     assert resolve_device() == resolve_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
-    auto = Fuser.open("maefuse-micro")
+    auto = Fuser.open("random:maefuse-micro")
     assert auto.backend.name == "torch"
     np.testing.assert_array_equal(auto.fuse(IR, VIS), micro.fuse(IR, VIS))
 
@@ -50,7 +50,7 @@ def test_cuda_without_a_gpu_is_refused_not_rewritten():
     with pytest.raises(UnavailableError, match="no CUDA GPU"):
         resolve_device("cuda")
     with pytest.raises(UnavailableError):
-        Fuser.open("maefuse-micro", device="cuda:0")
+        Fuser.open("random:maefuse-micro", device="cuda:0")
 
 
 def test_result_type_follows_either_input(micro):

@@ -132,8 +132,8 @@ def test_a_port_in_use_is_refused_in_one_line():
         holder.bind(("127.0.0.1", 0))
         holder.listen()
         port = holder.getsockname()[1]
-        result = subprocess.run([str(SERVE_BIN), "--model", "maefuse-micro", "--http-port", str(port), "--grpc-port",
-                                 str(free_ports(1)[0])], capture_output=True, text=True, timeout=120)
+        result = subprocess.run([str(SERVE_BIN), "--model", "random:maefuse-micro", "--http-port", str(port),
+                                 "--grpc-port", str(free_ports(1)[0])], capture_output=True, text=True, timeout=120)
     assert result.returncode == 1
     assert f"error: cannot listen for HTTP on 127.0.0.1:{port}: Address already in use" in result.stderr
 

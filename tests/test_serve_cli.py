@@ -14,8 +14,8 @@ from maefuse_deploy.serve.process import free_ports
 
 @pytest.mark.skipif(importlib.util.find_spec("pytriton") is not None, reason="PyTriton is importable here")
 def test_serve_without_pytriton_says_to_use_the_serving_venv():
-    result = CliRunner().invoke(serve_main, ["--model", "maefuse-micro"])
-    assert result.exit_code == 2
+    result = CliRunner().invoke(serve_main, ["--model", "random:maefuse-micro"])
+    assert result.exit_code == 3
     assert "error: PyTriton cannot be imported here" in result.output and "scripts/serve-venv.sh" in result.output
 
 

@@ -137,7 +137,8 @@ class Fuser:
                 vis_batch = np.stack([prepared[i][1] for i in chunk])
                 config = getattr(self.backend, "config", None)
                 if self.policy == "native" and config is not None:
-                    check_native_pass(config, getattr(self.backend, "device", "cpu"), *ir_batch.shape[2:], len(chunk))
+                    height, width = ir_batch.shape[2:]
+                    check_native_pass(config, getattr(self.backend, "device", "cpu"), height, width, len(chunk))
                 decoded = check_finite(self.backend.run(ir_batch, vis_batch), f"{self.backend.name} network output")
                 for row, index in enumerate(chunk):
                     results[index] = finish_pair(decoded[row], prepared[index][2], self.policy)
@@ -152,6 +153,7 @@ class Fuser:
         """A fixed-size graph resizes other frame sizes to its grid (and back): say so once per size. Only for
         weights not trained for that resize (native-policy models): for official ones it is the intended path."""
         graph = self.backend.input_size
+        assert graph is not None, "only fixed-size graphs resize frames"
         for size in sizes:
             if tuple(size) != tuple(graph) and tuple(size) not in self._resize_warned:
                 self._resize_warned.add(tuple(size))
