@@ -21,7 +21,6 @@ import cv2
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from maefuse_deploy.runtime.sources import resolve_torch_model
 
 from maefuse_deploy.atomic import TEMP_PREFIX, atomic_path, remove_leftovers
 from maefuse_deploy.cli.eval import main as eval_main
@@ -33,6 +32,7 @@ from maefuse_deploy.io import DEFAULT_MAX_PIXELS, header_size, read_image
 from maefuse_deploy.model.checkpoint import load_checkpoint, save_checkpoint
 from maefuse_deploy.model.config import CONFIGS
 from maefuse_deploy.model.maefuse import build_model
+from maefuse_deploy.model.sources import resolve_torch_model
 from maefuse_deploy.runtime.files import fuse_pairs, plan_fuse_job
 from maefuse_deploy.runtime.fuser import Fuser, ResizeWarning
 from maefuse_deploy.runtime.limits import check_native_pass, native_pass_bytes

@@ -251,9 +251,7 @@ def test_onnx_metadata_that_lies_fails_in_one_line(graph_bytes, sources, key, va
 
 @pytest.fixture(scope="module")
 def sidecar_text():
-    from maefuse_deploy.engine.profiles import BatchProfile
-
-    from maefuse_deploy.contract import GraphInfo
+    from maefuse_deploy.contract import BatchProfile, GraphInfo
     from maefuse_deploy.engine.sidecar import Sidecar
 
     info = GraphInfo(config={"name": "t", "patch_size": 4, "img_size": [8, 8]}, attention="official", io="float",

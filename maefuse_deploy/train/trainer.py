@@ -36,7 +36,7 @@ from ..io import write_image
 from ..model.checkpoint import load_checkpoint, save_checkpoint
 from ..model.config import get_config
 from ..model.maefuse import MaeFuse, build_model
-from ..runtime.sources import trained_weights
+from ..model.sources import trained_weights
 from .dataset import Augment, ImageView, PairDataset, check_batchable, read_names, select_pairs
 from .distributed import World, barrier, close_world, init_world, mean_across
 from .evaluate import mean_scores, score, strip, tensor_to_grey8
