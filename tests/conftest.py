@@ -39,6 +39,18 @@ def missing_data(message: str) -> None:
     pytest.skip(message)
 
 
+def require_module(name: str, fix: str) -> None:
+    """An optional extra a test needs (GStreamer's ``gi``, ``openvino``): skip with the fix on a workstation that
+    lacks it, FAIL in CI, which installs every extra (.ci/run)."""
+    import importlib.util
+
+    if importlib.util.find_spec(name) is None:
+        message = f"{name} is not installed (fix: {fix})"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"{message} (CI=true: .ci/run installs every extra)", pytrace=False)
+        pytest.skip(message, allow_module_level=True)
+
+
 def data_set(name: str) -> Path:
     """``<root>/<name>`` with its ``ir/`` and ``vi/`` folders, or skip/fail (see :func:`missing_data`)."""
     folder = data_root() / name

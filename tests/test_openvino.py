@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from conftest import require_module
 
 from maefuse_deploy.compare import psnr
 from maefuse_deploy.errors import InputError
@@ -22,9 +23,9 @@ from maefuse_deploy.runtime.backend import Backend
 from maefuse_deploy.runtime.fuser import Fuser
 from maefuse_deploy.sample_pairs import load_pairs
 
-pytest.importorskip("openvino", reason='the openvino extra is not installed (pip install ".[openvino]")')
+require_module("openvino", "pip install -e '.[openvino]'")
 
-from maefuse_deploy.backends.openvino import OpenVinoBackend
+from maefuse_deploy.backends.openvino import OpenVinoBackend  # noqa: E402
 
 MIN_PSNR = {"fp32": 80.0, "bf16": 40.0, "int8": 30.0}
 MAX_DECODER_ERR = {"fp32": 1e-4, "bf16": 0.05, "int8": 1.0}
