@@ -1,5 +1,6 @@
 // C API tests on real pairs: parity with the Python Fuser, bad input, threads, engine sidecars, the sample's files.
 //   test_capi CASE PACKAGE.pt2 SAMPLES_DIR REFS_DIR [SAMPLE_OUT_DIR]
+#include "expect.hpp"
 #include <maefuse/maefuse.hpp>
 
 #include <stb_image.h>
@@ -21,17 +22,6 @@
 namespace fs = std::filesystem;
 
 namespace {
-
-int failures = 0;
-#define EXPECT(cond, ...)                                                          \
-    do {                                                                           \
-        if (!(cond)) {                                                             \
-            ++failures;                                                            \
-            std::fprintf(stderr, "FAILED %s:%d: %s: ", __FILE__, __LINE__, #cond); \
-            std::fprintf(stderr, __VA_ARGS__);                                     \
-            std::fprintf(stderr, "\n");                                            \
-        }                                                                          \
-    } while (0)
 
 struct Image {
     std::vector<uint8_t> px;

@@ -1,6 +1,7 @@
 // maefusemux in real pipelines: two short videos made from real pairs at 25 and 30 fps, and its errors.
 //   test_element CASE PACKAGE.pt2 SAMPLES_DIR SAMPLE_OUT_DIR WORK_DIR
 // GST_PLUGIN_PATH must name the folder holding libgstmaefuse.so (ctest sets it).
+#include "expect.hpp"
 #include <gst/app/gstappsink.h>
 #include <gst/gst.h>
 
@@ -16,17 +17,6 @@
 namespace fs = std::filesystem;
 
 namespace {
-
-int failures = 0;
-#define EXPECT(cond, ...)                                                          \
-    do {                                                                           \
-        if (!(cond)) {                                                             \
-            ++failures;                                                            \
-            std::fprintf(stderr, "FAILED %s:%d: %s: ", __FILE__, __LINE__, #cond); \
-            std::fprintf(stderr, __VA_ARGS__);                                     \
-            std::fprintf(stderr, "\n");                                            \
-        }                                                                          \
-    } while (0)
 
 const std::vector<std::string> kStems = {"00537D", "01023N"};  // a day and a night pair
 constexpr int kIrPerPair = 5, kVisPerPair = 6;  // 0.2 s per pair at 25 and 30 fps

@@ -1,4 +1,5 @@
 // Library internals without a model: 16-bit IR gain, VIS pixel formats, the registration warp, sidecar rules.
+#include "expect.hpp"
 #include "internal.hpp"
 
 #include <cmath>
@@ -11,17 +12,6 @@
 using namespace maefuse::detail;
 
 namespace {
-
-int failures = 0;
-#define EXPECT(cond, ...)                                                          \
-    do {                                                                           \
-        if (!(cond)) {                                                             \
-            ++failures;                                                            \
-            std::fprintf(stderr, "FAILED %s:%d: %s: ", __FILE__, __LINE__, #cond); \
-            std::fprintf(stderr, __VA_ARGS__);                                     \
-            std::fprintf(stderr, "\n");                                            \
-        }                                                                          \
-    } while (0)
 
 maefuse_frame frame(const void* data, int w, int h, maefuse_format f) {
     maefuse_frame fr{};
