@@ -55,8 +55,7 @@ class VideoFileSource:
         if not self._capture.isOpened():
             raise InputError(f"{role} video cannot be opened: {self.path}",
                              fix="use a video file FFmpeg can decode (MP4, MKV, AVI)")
-        fps = self._capture.get(cv2.CAP_PROP_FPS)
-        self.nominal_fps = float(fps) if fps and 0 < fps < 1000 else None
+        self.nominal_fps = _capture_fps(self._capture)
         count = self._capture.get(cv2.CAP_PROP_FRAME_COUNT)
         self.declared_frames = int(count) if count and count > 0 else None
         self._index = 0
@@ -110,8 +109,7 @@ class CaptureSource:
                              "not in use by another program")
         if raw:
             self._capture.set(cv2.CAP_PROP_CONVERT_RGB, 0)
-        fps = self._capture.get(cv2.CAP_PROP_FPS)
-        self.nominal_fps = float(fps) if fps and 0 < fps < 1000 else None
+        self.nominal_fps = _capture_fps(self._capture)
         self._index = 0
         self._ended = False
 
@@ -223,3 +221,9 @@ def open_source(spec: Any, role: str, *, raw: bool = False) -> Source:
     if "://" in text:
         return CaptureSource(text, role)
     return VideoFileSource(text, role)
+
+
+def _capture_fps(capture: cv2.VideoCapture) -> float | None:
+    """The frame rate an OpenCV capture declares; None where it reports nothing usable (0, NaN, absurd values)."""
+    fps = capture.get(cv2.CAP_PROP_FPS)
+    return float(fps) if fps and 0 < fps < 1000 else None
