@@ -1,5 +1,9 @@
-"""Registration: the calibration file, exact point-pair estimation, the automatic structure-based estimate on a
-real pair with a known homography, and registered fusion against the fusion of the aligned pair."""
+"""Registration: the calibration file, exact point-pair estimation, the automatic structure-based estimate on
+real pairs with a known homography, and registered fusion against the fusion of the aligned pair.
+
+The MSRS pairs are not registered to better than a few pixels themselves (their structure is displaced by a median
+4-5 px, measured in docs/streaming.md), so the automatic estimate is judged against the pair's own registration:
+the same method on the undistorted pair. What the known homography changes must be recovered exactly."""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from maefuse_deploy import Fuser
 from maefuse_deploy.cli.calibrate import main as calibrate_main
 from maefuse_deploy.cli.fuse import main as fuse_main
 from maefuse_deploy.compare import psnr
@@ -18,7 +23,9 @@ from maefuse_deploy.registration import Registration, load_registration, map_poi
 from maefuse_deploy.stream.calibrate import corner_error, from_frames, from_points
 
 PAIR = "00537D"  # an MSRS daytime pair, 640x480
+DAY_PAIRS = ("00537D", "00633D", "00556D")
 IR_CANVAS = (640, 512)  # (W, H): a typical thermal core beside a 640x480 VIS camera
+VIS_SIZE = (640, 480)
 
 
 def known_distortion() -> np.ndarray:
@@ -116,16 +123,41 @@ def test_cli_points_then_registered_fusion_matches_the_aligned_pair(pair, tmp_pa
     assert result.exit_code == 1 and "640x512" in result.output
 
 
-def test_automatic_calibration_from_a_real_pair_recovers_a_known_homography(pair, tmp_path):
-    _, vis, distorted = pair
-    truth = np.linalg.inv(known_distortion())
+@pytest.mark.parametrize("name", DAY_PAIRS)
+def test_automatic_calibration_recovers_a_known_homography_on_real_pairs(msrs, name):
+    ir = cv2.imread(str(msrs / "ir" / f"{name}.png"), cv2.IMREAD_GRAYSCALE)
+    vis = cv2.imread(str(msrs / "vi" / f"{name}.png"))
+    distorted = cv2.warpPerspective(ir, known_distortion(), IR_CANVAS, flags=cv2.INTER_LINEAR)
+    own = from_frames([(ir, vis)], initial=np.eye(3))  # the pair's own registration
+    # The fit leaves structure displaced by parallax only (the dataset's alignment leaves a median 3.8-5.4 px).
+    assert own.residual_px <= 2.0, own.residual_px
     registration = from_frames([(distorted, vis)])
-    error = corner_error(registration.matrix, truth, IR_CANVAS)
-    # Measured 6.6 px (homography) on this pair: short of the 2 px the issue asks for (docs/streaming.md says
-    # why); this bound guards against regressions of the method as it stands.
-    assert error <= 10.0, error
-    assert registration.ir_size == IR_CANVAS and registration.vis_size == (640, 480)
-    assert registration.method == "ecc-gradient"
+    assert registration.ir_size == IR_CANVAS and registration.vis_size == VIS_SIZE
+    assert registration.method == "structure-blocks" and registration.extra["matches"] >= 50
+    truth = own.matrix @ np.linalg.inv(known_distortion())  # distorted IR -> IR -> VIS
+    error = corner_error(registration.matrix, truth, VIS_SIZE)
+    assert error <= 2.0, f"{name}: corner error {error:.2f} px"  # measured 1.74, 0.37, 1.40 px
+
+
+def test_registered_fusion_matches_the_fusion_of_the_registered_pair(pair):
+    """Fusion through the automatic calibration of the distorted IR = fusion of the pair as its own calibration
+    registers it, up to resampling."""
+    ir, vis, distorted = pair
+    own = from_frames([(ir, vis)], initial=np.eye(3))
+    registration = from_frames([(distorted, vis)])
+    fuser = Fuser.open()
+    registered = fuser.fuse(registration.warp(distorted), vis)
+    reference = fuser.fuse(own.warp(ir), vis)
+    assert registered.shape == vis.shape
+    assert psnr(registered, reference) >= 35.0  # measured 49.3 dB
+
+
+def test_automatic_calibration_fails_in_one_line_without_shared_structure(msrs):
+    ir = cv2.imread(str(msrs / "ir" / f"{PAIR}.png"), cv2.IMREAD_GRAYSCALE)
+    capped = np.full((480, 640, 3), 12, np.uint8)  # a VIS camera with its lens cap on
+    with pytest.raises(InputError, match="structure matches") as caught:
+        from_frames([(ir, capped)])
+    assert "\n" not in str(caught.value) and "--points" in str(caught.value)
 
 
 def test_cli_automatic_calibration_writes_json_and_preview(pair, tmp_path):
@@ -138,5 +170,7 @@ def test_cli_automatic_calibration_writes_json_and_preview(pair, tmp_path):
     assert result.exit_code == 0, result.output
     calibration = load_registration(tmp_path / "A.json")
     assert calibration.model == "affine" and np.allclose(calibration.matrix[2], [0, 0, 1])
-    assert corner_error(calibration.matrix, np.linalg.inv(known_distortion()), IR_CANVAS) <= 10.0
+    own = from_frames([(pair[0], vis)], "affine", initial=np.eye(3))
+    truth = own.matrix @ np.linalg.inv(known_distortion())
+    assert corner_error(calibration.matrix, truth, VIS_SIZE) <= 2.0  # measured 1.35 px
     assert cv2.imread(str(tmp_path / "overlay.png")).shape == vis.shape

@@ -52,10 +52,11 @@ def main(ir: Path | None, vis: Path | None, points: Path | None, ir_size: str | 
         registration = from_points(ir_points, vis_points, sizes[0], sizes[1], model)  # type: ignore[arg-type]
         note(f"{len(ir_points)} point pairs: mean reprojection error {registration.residual_px:.3g} px")
     elif frames:
-        note(f"estimating from {len(frames)} frame pair(s) (ECC on gradient structure)")
+        note(f"estimating from {len(frames)} frame pair(s) (block matching on gradient structure)")
         registration = from_frames(frames, model)  # type: ignore[arg-type]
-        note(f"used {registration.extra['pairs_used']} of {len(frames)} pairs, structure correlation "
-             f"{registration.extra['ecc_correlation']:.2f}, spread between pairs {registration.residual_px:.2f} px")
+        note(f"{registration.extra['matches']} structure matches from {registration.extra['pairs_used']} of "
+             f"{len(frames)} pairs; residual median {registration.residual_px:.2f} px, "
+             f"90th percentile {registration.extra['residual_p90_px']:.2f} px (parallax and mismatches)")
     else:
         raise InputError("nothing to calibrate from", fix="pass --points FILE or --ir/--vis frame pairs")
     registration.save(out)

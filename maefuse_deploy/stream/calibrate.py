@@ -1,36 +1,54 @@
 """Estimating the IR-to-VIS mapping: exactly from point pairs, or automatically from frame pairs.
 
 Thermal and visible intensities do not correspond (a warm road is bright in IR and dark in VIS), but object
-boundaries appear in both. The automatic method therefore matches *structure*: each frame becomes a smoothed
-gradient-magnitude map (Sobel, then a Gaussian blur that widens the basin of convergence), and OpenCV's ECC
-(enhanced correlation coefficient, Evangelidis & Psarakis 2008, ``cv2.findTransformECC``) maximises the zero-mean
-normalised correlation of the two maps over the warp, coarse to fine on an image pyramid. ECC is invariant to gain
-and offset between the maps, which is what cross-modal gradients need. The start is the size ratio of the frames
-(the cameras roughly see the same field), refined by a phase correlation of the coarsest maps for the shift.
-With several frame pairs each is estimated separately and the result is the homography through the per-corner
-median, which ignores a pair that failed to converge.
+boundaries appear in both. The automatic method therefore matches *structure*, in small blocks, and fits the
+mapping to the block displacements:
+
+1. Each frame becomes three structure channels: the gradient magnitude divided by its local mean (a faint VIS
+   edge in shadow weighs like a strong IR edge), and the gradient orientation as a doubled angle
+   (cos 2θ, sin 2θ), which is the same whether an edge is dark-to-bright or bright-to-dark (thermal contrast is
+   often the reverse of visible contrast).
+2. A coarse search over scale and roll (phase correlation for the shift) gives four candidate starts; the one
+   under which the first stage's blocks match best is kept.
+3. On a pyramid (1/4, 1/2, full resolution) the IR frame is warped into the VIS frame by the current estimate; a
+   grid of blocks of the warped IR is located in the VIS frame by normalised cross-correlation summed over the
+   channels, with sub-pixel peaks; weak (score < 0.3) or ambiguous (a second peak within 0.05) blocks are dropped.
+4. The mapping is fitted to all block matches of all frame pairs at once by a robust geometric least squares
+   (reprojection error in VIS pixels, Cauchy weights re-estimated from the residuals, Levenberg-Marquardt):
+   a similarity first, then affine, then the requested model. In a scene with depth the homography's two
+   perspective terms also absorb part of the parallax (a ground plane is itself a homography), so from one
+   frame pair they are the least certain part; pairs of different scenes average that out.
+
+Every step is deterministic and works in the VIS frame on the warped IR, so the estimate follows a known change of
+the IR geometry exactly (tests/test_registration.py measures that on real pairs). A real scene is not one plane:
+objects at other depths shift by their parallax, which is why the median block residual is reported.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
+from scipy.optimize import least_squares
 
 from ..errors import InputError
 from ..processing import ir_to_grey8, vis_to_bgr8
 from ..registration import Model, Registration, map_points
 
-ECC_ITERATIONS = 200
-ECC_EPSILON = 1e-7
-MIN_ECC_CORRELATION = 0.2
 LOCAL_NORM_SIGMA = 8.0
-STRUCTURE_BLUR = 3.0
+STRUCTURE_BLUR = 3.0  # coarse search maps only: a wide basin for the phase correlation
+CHANNEL_BLUR = 1.0  # block-matching channels: little smoothing, sharp peaks
 SEARCH_SCALE = 1.25  # coarse search: field-of-view ratio within 1/1.25 .. 1.25 of the size ratio
 SEARCH_DEGREES = 8.0  # and roll within +-8 degrees
+MIN_BLOCK_SCORE = 0.3  # mean normalised cross-correlation over the channels
+AMBIGUITY_MARGIN = 0.05  # a second peak (2+ px away) this close to the best makes a block ambiguous
+CAUCHY_WIDTH = 2.5  # robust scale: residuals past 2.5x the (median-based) spread weigh less and less
+MIN_MATCHES = 12
+COARSE_CANDIDATES = 4  # coarse-search winners tried by the first block-matching stage
 
 
 # --- point pairs -----------------------------------------------------------------------------------------------
@@ -113,31 +131,163 @@ def _normalising_transform(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 # --- frame pairs ----------------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Stage:
+    """One pyramid level of the block matching: frames scaled by ``factor``, blocks of 2*half pixels every
+    ``stride`` pixels, each searched within +-``search`` pixels, ``rounds`` times warp-match-fit."""
+
+    factor: float
+    model: str  # "similarity", "affine" or "target" (the requested model)
+    search: int
+    half: int
+    stride: int
+    rounds: int
+
+
+STAGES = (
+    Stage(0.25, "similarity", search=8, half=16, stride=8, rounds=3),  # +-32 full-resolution pixels
+    Stage(0.5, "affine", search=6, half=16, stride=10, rounds=2),
+    Stage(0.5, "target", search=6, half=16, stride=10, rounds=2),
+    Stage(1.0, "target", search=5, half=24, stride=16, rounds=3),
+)
+
+
 def structure_map(image: np.ndarray, blur_sigma: float) -> np.ndarray:
-    """Grey or colour frame (uint8/uint16) -> HxW float32 gradient magnitude, blurred and scaled to unit mean."""
-    grey = ir_to_grey8(image).astype(np.float32)  # any colour or 16-bit frame to 8-bit grey
-    gx = cv2.Sobel(grey, cv2.CV_32F, 1, 0, ksize=3)
-    gy = cv2.Sobel(grey, cv2.CV_32F, 0, 1, ksize=3)
-    magnitude = cv2.magnitude(gx, gy)
-    # Local contrast normalisation: a faint VIS edge in shadow and a strong IR edge weigh alike, so the maps
-    # correlate on where edges are rather than on how strong each camera sees them.
+    """Grey or colour frame (uint8/uint16) -> HxW float32 gradient magnitude over its local mean, blurred."""
+    return _structure_channels(ir_to_grey8(image), blur_sigma)[0]
+
+
+def _structure_channels(grey: np.ndarray, blur_sigma: float) -> list[np.ndarray]:
+    """HxW uint8 grey -> [magnitude, cos 2θ, sin 2θ] float32 HxW maps (see the module docstring)."""
+    grey32 = grey.astype(np.float32)
+    gx = cv2.Sobel(grey32, cv2.CV_32F, 1, 0, ksize=3)
+    gy = cv2.Sobel(grey32, cv2.CV_32F, 0, 1, ksize=3)
+    energy = gx * gx + gy * gy
+    magnitude = np.sqrt(energy)
     local = cv2.GaussianBlur(magnitude, (0, 0), LOCAL_NORM_SIGMA)
     magnitude = magnitude / (local + 0.1 * float(magnitude.mean()) + 1e-3)
-    if blur_sigma > 0:
-        magnitude = cv2.GaussianBlur(magnitude, (0, 0), blur_sigma)
-    return magnitude
+    # The orientation of weak gradients is noise: the median energy damps it (a per-frame scale, so gain-free).
+    damping = float(np.median(energy)) + 1e-3
+    cos2 = (gx * gx - gy * gy) / (energy + damping)
+    sin2 = 2.0 * gx * gy / (energy + damping)
+    if blur_sigma <= 0:
+        return [magnitude, cos2, sin2]
+    return [cv2.GaussianBlur(channel, (0, 0), blur_sigma) for channel in (magnitude, cos2, sin2)]
+
+
+def _grey(image: np.ndarray) -> np.ndarray:
+    return ir_to_grey8(image)  # any colour or 16-bit frame to 8-bit grey
+
+
+def _match_blocks(vis_channels: list[np.ndarray], ir_channels: list[np.ndarray], covered: np.ndarray,
+                  stage: Stage) -> np.ndarray:
+    """Locate blocks of the warped IR in the VIS frame -> (N, 5) float64 rows (x, y, vis_x, vis_y, score).
+
+    (x, y) is a block centre in the warped IR, (vis_x, vis_y) where it lies in the VIS frame; all at this level.
+    """
+    height, width = vis_channels[0].shape
+    half, search = stage.half, stage.search
+    rows = []
+    for y in range(half + search, height - half - search + 1, stage.stride):
+        for x in range(half + search, width - half - search + 1, stage.stride):
+            if not covered[y - half:y + half, x - half:x + half].all():
+                continue  # the block reaches past the IR frame's edge
+            score = np.zeros((2 * search + 1, 2 * search + 1), np.float32)
+            for vis_map, ir_map in zip(vis_channels, ir_channels, strict=True):
+                block = ir_map[y - half:y + half, x - half:x + half]
+                if float(block.std()) < 1e-4:
+                    break  # flat: no structure to locate
+                window = vis_map[y - half - search:y + half + search, x - half - search:x + half + search]
+                score += cv2.matchTemplate(window, block, cv2.TM_CCOEFF_NORMED)
+            else:
+                score /= len(vis_channels)
+                iy, ix = np.unravel_index(int(np.argmax(score)), score.shape)
+                best = float(score[iy, ix])
+                if best < MIN_BLOCK_SCORE or iy in (0, 2 * search) or ix in (0, 2 * search):
+                    continue  # weak, or the true peak may lie past the search window
+                others = score.copy()
+                others[max(iy - 2, 0):iy + 3, max(ix - 2, 0):ix + 3] = -1.0
+                if float(others.max()) > best - AMBIGUITY_MARGIN:
+                    continue  # repeated structure (windows, railings): two places fit about as well
+                rows.append((x, y, x + _peak_offset(score[iy, :], ix) - search,
+                             y + _peak_offset(score[:, ix], iy) - search, best))
+    return np.array(rows, dtype=np.float64).reshape(-1, 5)
+
+
+def _peak_offset(profile: np.ndarray, index: int) -> float:
+    """Sub-pixel position of a peak: the vertex of the parabola through it and its two neighbours."""
+    left, centre, right = (float(v) for v in profile[index - 1:index + 2])
+    curvature = left - 2.0 * centre + right
+    return index + 0.5 * (left - right) / curvature if curvature < 0 else float(index)
+
+
+def _normaliser(size: tuple[int, int]) -> np.ndarray:
+    """Pixel coordinates of a (width, height) frame -> centred, half-width 1 (conditions the fit)."""
+    width, height = size
+    scale = 2.0 / width
+    return np.array([[scale, 0, -scale * width / 2], [0, scale, -scale * height / 2], [0, 0, 1.0]])
+
+
+_PARAMETERS = {"similarity": 4, "affine": 6, "homography": 8}
+
+
+def _matrix(params: np.ndarray, model: str) -> np.ndarray:
+    """Parameters as offsets from the identity (normalised coordinates) -> 3x3."""
+    p = params
+    if model == "similarity":
+        return np.array([[1 + p[0], -p[1], p[2]], [p[1], 1 + p[0], p[3]], [0, 0, 1.0]])
+    bottom = [p[6], p[7], 1.0] if model == "homography" else [0.0, 0.0, 1.0]
+    return np.array([[1 + p[0], p[1], p[2]], [p[3], 1 + p[4], p[5]], bottom])
+
+
+def _parameters(matrix: np.ndarray, model: str) -> np.ndarray:
+    """The inverse of ``_matrix`` (projected onto ``model``): a start for the fit."""
+    m = matrix / matrix[2, 2]
+    if model == "similarity":
+        return np.array([(m[0, 0] + m[1, 1]) / 2 - 1, (m[1, 0] - m[0, 1]) / 2, m[0, 2], m[1, 2]])
+    affine = [m[0, 0] - 1, m[0, 1], m[0, 2], m[1, 0], m[1, 1] - 1, m[1, 2]]
+    return np.array(affine + ([m[2, 0], m[2, 1]] if model == "homography" else []))
+
+
+def fit_mapping(ir_points: np.ndarray, vis_points: np.ndarray, weights: np.ndarray, model: str,
+                ir_size: tuple[int, int], vis_size: tuple[int, int],
+                start: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Robust least-squares IR->VIS mapping through (N, 2) pixel matches -> (3x3, per-match residual in VIS px).
+
+    The error is geometric (VIS pixels), not algebraic; Cauchy weights (iteratively re-weighted) let matches on
+    another depth plane or wrong matches count less. ``model``: similarity, affine or homography.
+    """
+    to_ir, to_vis = _normaliser(ir_size), _normaliser(vis_size)
+    source = map_points(to_ir, ir_points)
+    target = map_points(to_vis, vis_points)
+    pixels = vis_size[0] / 2.0  # normalised VIS unit -> pixels
+    initial = np.eye(3) if start is None else to_vis @ start @ np.linalg.inv(to_ir)
+    params = _parameters(initial, model)
+    robust = weights.astype(np.float64).copy()
+
+    def residuals(p: np.ndarray) -> np.ndarray:
+        error = (map_points(_matrix(p, model), source) - target) * np.sqrt(robust)[:, None]
+        return error.ravel()
+
+    for _ in range(6):
+        params = least_squares(residuals, params, method="lm").x
+        distance = np.linalg.norm(map_points(_matrix(params, model), source) - target, axis=1) * pixels
+        spread = max(1.4826 * float(np.median(distance)), 0.5)
+        robust = weights / (1.0 + (distance / (CAUCHY_WIDTH * spread)) ** 2)
+    matrix = np.linalg.inv(to_vis) @ _matrix(params, model) @ to_ir
+    return matrix / matrix[2, 2], distance
 
 
 def from_frames(
     pairs: Sequence[tuple[np.ndarray, np.ndarray]],
     model: Model = "homography",
     *,
-    levels: int = 4,
     initial: np.ndarray | None = None,
 ) -> Registration:
-    """Estimate the IR-to-VIS mapping from one or more (ir, vis) frame pairs of one rig (OpenCV layouts).
+    """Estimate the IR-to-VIS mapping from one or more (ir, vis) frame pairs of one rig (OpenCV layouts: HxW or
+    HxWx3 BGR, uint8 or uint16). All pairs' block matches go into one fit.
 
-    ``initial`` (3x3, IR -> VIS) replaces the default start (scale by the frame-size ratio).
+    ``initial`` (3x3, IR -> VIS) replaces the coarse search; it must be within about 30 VIS pixels everywhere.
     """
     if not pairs:
         raise InputError("no frame pairs to calibrate from", fix="pass at least one IR/VIS pair")
@@ -146,32 +296,82 @@ def from_frames(
         if ir.shape[:2] != ir_shape or vis.shape[:2] != vis_shape:
             raise InputError("calibration frame pairs differ in size", fix="use frames of one camera rig")
     ir_size, vis_size = (ir_shape[1], ir_shape[0]), (vis_shape[1], vis_shape[0])
-    estimates, correlations, failures = [], [], []
-    for index, (ir, vis) in enumerate(pairs):
-        try:
-            matrix, correlation = _estimate_pair(ir, vis, model, levels, initial)
-        except cv2.error as exc:
-            failures.append(f"pair {index}: {str(exc).strip().splitlines()[-1]}")
+    greys = [(_grey(ir), _grey(vis)) for ir, vis in pairs]
+    if initial is None:
+        current = _best_start(greys, _coarse_starts(*greys[0]))
+    else:
+        current = np.asarray(initial, dtype=np.float64)
+    for stage in STAGES:
+        stage_model = model if stage.model == "target" else stage.model
+        if stage_model == "homography" and model == "affine":
+            stage_model = "affine"
+        vis_channels = [_structure_channels(_resize(vis, stage.factor), CHANNEL_BLUR) for _, vis in greys]
+        for _ in range(stage.rounds):
+            matches, used = _match_pairs(greys, vis_channels, current, stage)
+            if len(matches) < MIN_MATCHES:
+                raise InputError(
+                    f"automatic calibration found only {len(matches)} structure matches in {len(pairs)} frame "
+                    f"pair(s) at 1/{round(1 / stage.factor)} resolution",
+                    fix="use daytime frames with clear shared edges, more pairs, or point pairs (--points)")
+            current, residual = fit_mapping(matches[:, :2], matches[:, 2:4], matches[:, 4], stage_model,
+                                            ir_size, vis_size, start=current)
+    if model == "affine":
+        current[2] = (0.0, 0.0, 1.0)
+    return Registration(current, ir_size, vis_size, model=model, method="structure-blocks",
+                        residual_px=round(float(np.median(residual)), 3),
+                        extra={"pairs_used": used, "pairs_given": len(pairs), "matches": len(matches),
+                               "residual_p90_px": round(float(np.percentile(residual, 90)), 3)})
+
+
+def _resize(grey: np.ndarray, factor: float) -> np.ndarray:
+    if factor == 1.0:
+        return grey
+    return cv2.resize(grey, None, fx=factor, fy=factor, interpolation=cv2.INTER_AREA)
+
+
+def _match_pairs(greys: list[tuple[np.ndarray, np.ndarray]], vis_channels: list[list[np.ndarray]],
+                 current: np.ndarray, stage: Stage) -> tuple[np.ndarray, int]:
+    """Block matches of every pair under the current mapping -> ((N, 5) rows (ir_x, ir_y, vis_x, vis_y, score)
+    in full-resolution pixels, number of pairs that gave any)."""
+    to_level = _scale(stage.factor)
+    all_matches, used = [], 0
+    for (ir, _), channels in zip(greys, vis_channels, strict=True):
+        height, width = channels[0].shape
+        warp = to_level @ current
+        # INTER_AREA is not supported by warpPerspective; linear is fine: the channels are computed after the warp.
+        warped = cv2.warpPerspective(ir, warp, (width, height), flags=cv2.INTER_LINEAR)
+        covered = cv2.warpPerspective(np.ones(ir.shape, np.uint8), warp, (width, height), flags=cv2.INTER_NEAREST)
+        rows = _match_blocks(channels, _structure_channels(warped, CHANNEL_BLUR), covered, stage)
+        if not len(rows):
             continue
-        if correlation < MIN_ECC_CORRELATION:
-            failures.append(f"pair {index}: structure correlation {correlation:.2f}")
-            continue
-        estimates.append(matrix)
-        correlations.append(correlation)
-    if not estimates:
-        raise InputError(
-            f"automatic calibration did not converge ({'; '.join(failures)})",
-            fix="use frames with clear shared edges, more pairs, or point pairs (--points)",
-        )
-    w, h = ir_size
-    corners = np.array([[0, 0], [w - 1, 0], [w - 1, h - 1], [0, h - 1]], dtype=np.float64)
-    mapped = np.stack([map_points(m, corners) for m in estimates])  # (pairs, 4, 2)
-    median = np.median(mapped, axis=0)
-    spread = float(np.mean(np.linalg.norm(mapped - median, axis=2)))
-    combined = from_points(corners, median, ir_size, vis_size, model)
-    return Registration(combined.matrix, ir_size, vis_size, model=model, method="ecc-gradient", residual_px=spread,
-                        extra={"pairs_used": len(estimates), "pairs_given": len(pairs),
-                               "ecc_correlation": round(float(np.median(correlations)), 4)})
+        used += 1
+        # Block centre in the warped IR (level pixels) -> IR pixels; its VIS position -> full-resolution pixels.
+        ir_points = map_points(np.linalg.inv(warp), rows[:, :2])
+        all_matches.append(np.column_stack([ir_points, rows[:, 2:4] / stage.factor, rows[:, 4]]))
+    return (np.concatenate(all_matches) if all_matches else np.zeros((0, 5))), used
+
+
+def _coarse_starts(ir: np.ndarray, vis: np.ndarray) -> list[np.ndarray]:
+    """Candidate starts, best first: size ratio (same field of view, centres aligned) corrected by the best
+    scales/rolls/shifts on 1/4-resolution structure maps."""
+    (ir_h, ir_w), (vis_h, vis_w) = ir.shape, vis.shape
+    sx, sy = vis_w / ir_w, vis_h / ir_h
+    start = np.array([[sx, 0, (sx - 1) * 0.5], [0, sy, (sy - 1) * 0.5], [0, 0, 1.0]])
+    factor = 0.25
+    vis_map = _resize(structure_map(vis, STRUCTURE_BLUR), factor)
+    ir_map = _resize(structure_map(ir, STRUCTURE_BLUR * ir_w / vis_w), factor)
+    ir_factor = ir_map.shape[1] / ir_w
+    candidates = _coarse_search(vis_map, ir_map, _scale(factor) @ start @ np.linalg.inv(_scale(ir_factor)))
+    return [np.linalg.inv(_scale(factor)) @ level @ _scale(ir_factor) for level in candidates]
+
+
+def _best_start(greys: list[tuple[np.ndarray, np.ndarray]], starts: list[np.ndarray]) -> np.ndarray:
+    """The start under which the first stage's blocks match best (sum of scores): where the structure maps'
+    global correlation is weak (night frames), its runner-up is often the right one."""
+    stage = STAGES[0]
+    vis_channels = [_structure_channels(_resize(vis, stage.factor), CHANNEL_BLUR) for _, vis in greys]
+    totals = [float(_match_pairs(greys, vis_channels, start, stage)[0][:, 4].sum()) for start in starts]
+    return starts[int(np.argmax(totals))]
 
 
 def _scale(factor: float) -> np.ndarray:
@@ -192,16 +392,16 @@ def _warp_map(ir_map: np.ndarray, matrix: np.ndarray, size: tuple[int, int]) -> 
     return warped, mask
 
 
-def _coarse_search(vis_map: np.ndarray, ir_map: np.ndarray, start: np.ndarray) -> np.ndarray:
-    """Best similarity correction of ``start`` (IR map -> VIS map coords) on a grid of scales and rotations.
+def _coarse_search(vis_map: np.ndarray, ir_map: np.ndarray, start: np.ndarray) -> list[np.ndarray]:
+    """The best similarity corrections of ``start`` (IR map -> VIS map coords) on a grid of scales and rotations.
 
-    ECC converges only near the answer; cameras of a rig differ in field of view and roll by more than that.
-    Each (scale, rotation) about the VIS centre gets its shift from a phase correlation of the maps; the candidate
-    with the highest masked correlation wins.
+    Block matching reaches only so far; cameras of a rig differ in field of view and roll by more than that.
+    Each (scale, rotation) about the VIS centre gets its shift from a phase correlation of the maps; the
+    ``COARSE_CANDIDATES`` candidates with the highest masked correlation are returned, best first.
     """
     height, width = vis_map.shape
     centre = np.array([[1, 0, width / 2], [0, 1, height / 2], [0, 0, 1.0]])
-    best, best_score = start, -2.0
+    scored = []
     for scale in np.geomspace(1 / SEARCH_SCALE, SEARCH_SCALE, 9):
         for angle in np.deg2rad(np.linspace(-SEARCH_DEGREES, SEARCH_DEGREES, 9)):
             c, s = np.cos(angle) * scale, np.sin(angle) * scale
@@ -211,65 +411,18 @@ def _coarse_search(vis_map: np.ndarray, ir_map: np.ndarray, start: np.ndarray) -
             (dx, dy), _ = cv2.phaseCorrelate(vis_map.astype(np.float64), warped.astype(np.float64))
             candidate = np.array([[1, 0, -dx], [0, 1, -dy], [0, 0, 1.0]]) @ candidate
             warped, mask = _warp_map(ir_map, candidate, (width, height))
-            score = _masked_correlation(vis_map, warped, mask)
-            if score > best_score:
-                best, best_score = candidate, score
-    return best
+            scored.append((_masked_correlation(vis_map, warped, mask), candidate))
+    scored.sort(key=lambda item: item[0], reverse=True)
+    return [candidate for _, candidate in scored[:COARSE_CANDIDATES]]
 
 
-def _estimate_pair(
-    ir: np.ndarray, vis: np.ndarray, model: Model, levels: int, initial: np.ndarray | None
-) -> tuple[np.ndarray, float]:
-    """One pair -> (3x3 IR->VIS float64, final ECC correlation)."""
-    vis_h, vis_w = vis.shape[:2]
-    ir_h, ir_w = ir.shape[:2]
-    searched = initial is not None
-    if initial is None:
-        # Same field of view assumed: scale by the size ratio, centres aligned; the coarse search corrects it.
-        sx, sy = vis_w / ir_w, vis_h / ir_h
-        initial = np.array([[sx, 0, (sx - 1) * 0.5], [0, sy, (sy - 1) * 0.5], [0, 0, 1.0]])
-    current = np.asarray(initial, dtype=np.float64)
-    vis_full = structure_map(vis, STRUCTURE_BLUR)
-    ir_full = structure_map(ir, STRUCTURE_BLUR * ir_w / vis_w)
-    # Levels: coarsest first, each halves the resolution (the coarsest is at least 80 pixels across).
-    levels = max(1, min(levels, int(np.log2(min(vis_w, vis_h) / 60)) + 1))
-    correlation = 0.0
-    criteria = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, ECC_ITERATIONS, ECC_EPSILON)
-    for level in reversed(range(levels)):
-        factor = 0.5**level
-        size = (max(round(vis_w * factor), 8), max(round(vis_h * factor), 8))
-        vis_map = cv2.resize(vis_full, size, interpolation=cv2.INTER_AREA)
-        ir_map = cv2.resize(ir_full, None, fx=factor, fy=factor, interpolation=cv2.INTER_AREA)
-        ir_factor = ir_map.shape[1] / ir_w
-        # The working map: IR level -> IR full -> VIS full -> VIS level.
-        to_level = _scale(factor) @ current @ np.linalg.inv(_scale(ir_factor))
-        if not searched:
-            to_level = _coarse_search(vis_map, ir_map, to_level)
-            searched = True
-        warped, mask = _warp_map(ir_map, to_level, size)
-        # ECC finds W with warped(W x) ~ vis_map(x) (W: VIS level -> warped-IR level), from the identity.
-        # Affine except at the two finest levels: fewer unknowns where the maps are coarse.
-        homography = model == "homography" and level <= 1
-        motion = cv2.MOTION_HOMOGRAPHY if homography else cv2.MOTION_AFFINE
-        warp = np.eye(3, dtype=np.float32) if homography else np.eye(2, 3, dtype=np.float32)
-        # Both masks: the objective only counts VIS pixels the warped IR really covers (no zero border).
-        correlation, warp = cv2.findTransformECCWithMask(vis_map, warped, np.ones(vis_map.shape, np.uint8), mask,
-                                                         warp, motion, criteria, 5)
-        step = np.vstack([warp, [0, 0, 1]]) if warp.shape[0] == 2 else warp
-        # vis(x) ~ warped(step x) and warped = to_level(IR): IR point p lands at step^-1 to_level p.
-        refined = np.linalg.inv(step.astype(np.float64)) @ to_level
-        current = np.linalg.inv(_scale(factor)) @ refined @ _scale(ir_factor)
-        current /= current[2, 2]
-    if model == "affine":
-        current[2] = (0.0, 0.0, 1.0)
-    return current, float(correlation)
-
-
-def corner_error(estimated: np.ndarray, truth: np.ndarray, ir_size: tuple[int, int]) -> float:
-    """Largest distance (VIS pixels) between where two IR->VIS mappings send the IR frame's corners."""
-    w, h = ir_size
+def corner_error(estimated: np.ndarray, truth: np.ndarray, vis_size: tuple[int, int]) -> float:
+    """Largest misregistration (VIS pixels) at the corners of the VIS frame, i.e. of the fused output: the IR
+    points that ``truth`` puts on the four VIS corners, sent through ``estimated`` (both 3x3 IR -> VIS)."""
+    w, h = vis_size
     corners = np.array([[0, 0], [w - 1, 0], [w - 1, h - 1], [0, h - 1]], dtype=np.float64)
-    return float(np.max(np.linalg.norm(map_points(estimated, corners) - map_points(truth, corners), axis=1)))
+    ir_points = map_points(np.linalg.inv(truth), corners)
+    return float(np.max(np.linalg.norm(map_points(estimated, ir_points) - corners, axis=1)))
 
 
 def overlay(registration: Registration, ir: np.ndarray, vis: np.ndarray) -> np.ndarray:
