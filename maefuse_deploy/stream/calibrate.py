@@ -416,6 +416,19 @@ def _coarse_search(vis_map: np.ndarray, ir_map: np.ndarray, start: np.ndarray) -
     return [candidate for _, candidate in scored[:COARSE_CANDIDATES]]
 
 
+def alignment_residuals(ir: np.ndarray, vis: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+    """How far shared structure lies apart once the IR frame is mapped by ``matrix`` (3x3 IR -> VIS): the
+    displacement, in VIS pixels, of every structure block that matches within +-12 px, (N,) float64.
+
+    Checks a calibration on new frames of a rig; a median well above 1-2 px means it no longer fits (or the
+    scene has much parallax)."""
+    ir_grey, vis_grey = _grey(ir), _grey(vis)
+    stage = Stage(1.0, "target", search=12, half=24, stride=16, rounds=1)
+    matches, _ = _match_pairs([(ir_grey, vis_grey)], [_structure_channels(vis_grey, CHANNEL_BLUR)],
+                              np.asarray(matrix, dtype=np.float64), stage)
+    return np.linalg.norm(map_points(matrix, matches[:, :2]) - matches[:, 2:4], axis=1)
+
+
 def corner_error(estimated: np.ndarray, truth: np.ndarray, vis_size: tuple[int, int]) -> float:
     """Largest misregistration (VIS pixels) at the corners of the VIS frame, i.e. of the fused output: the IR
     points that ``truth`` puts on the four VIS corners, sent through ``estimated`` (both 3x3 IR -> VIS)."""
