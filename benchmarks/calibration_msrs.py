@@ -43,7 +43,7 @@ def evaluate(fuser: Fuser, ir: np.ndarray, vis: np.ndarray, model: str) -> dict[
     distorted = cv2.warpPerspective(ir, distortion, CANVAS, flags=cv2.INTER_LINEAR)
     row: dict[str, object] = {"model": model}
     try:
-        own = from_frames([(ir, vis)], model, initial=np.eye(3))  # type: ignore[arg-type]
+        own = from_frames([(ir, vis)], model)  # type: ignore[arg-type]
         started = time.perf_counter()
         estimate = from_frames([(distorted, vis)], model)  # type: ignore[arg-type]
         row["seconds"] = round(time.perf_counter() - started, 2)
@@ -82,7 +82,7 @@ def picture(data: Path, out: Path) -> None:
     """00633D, top right: the pair as shipped (left) and as the method registers it (right), 2x zoom."""
     ir = cv2.imread(str(data / "ir" / "00633D.png"), cv2.IMREAD_GRAYSCALE)
     vis = cv2.imread(str(data / "vi" / "00633D.png"), cv2.IMREAD_GRAYSCALE)
-    own = from_frames([(ir, vis)], initial=np.eye(3))
+    own = from_frames([(ir, vis)])
     x, y, w, h = 400, 60, 220, 160
     panels = [edge_overlay(image, vis)[y:y + h, x:x + w] for image in (ir, own.warp(ir))]
     gap = np.full((h, 4, 3), 255, np.uint8)
@@ -112,7 +112,7 @@ def main() -> None:
             cv2.imread(str(args.data / "vi" / f"{n}.png"))) for n in DAY_PAIRS]
     distorted = [(cv2.warpPerspective(ir, known_distortion(), CANVAS, flags=cv2.INTER_LINEAR), vis) for ir, vis in day]
     for model in ("homography", "affine"):
-        own = from_frames(day, model, initial=np.eye(3))  # type: ignore[arg-type]
+        own = from_frames(day, model)  # type: ignore[arg-type]
         estimate = from_frames(distorted, model)  # type: ignore[arg-type]
         back = np.linalg.inv(known_distortion())
         relative = corner_error(estimate.matrix, own.matrix @ back, (640, 480))

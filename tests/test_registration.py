@@ -128,7 +128,7 @@ def test_automatic_calibration_recovers_a_known_homography_on_real_pairs(msrs, n
     ir = cv2.imread(str(msrs / "ir" / f"{name}.png"), cv2.IMREAD_GRAYSCALE)
     vis = cv2.imread(str(msrs / "vi" / f"{name}.png"))
     distorted = cv2.warpPerspective(ir, known_distortion(), IR_CANVAS, flags=cv2.INTER_LINEAR)
-    own = from_frames([(ir, vis)], initial=np.eye(3))  # the pair's own registration
+    own = from_frames([(ir, vis)])  # the pair's own registration: the method on the pair as shipped
     # The fit leaves structure displaced by parallax only (the dataset's alignment leaves a median 3.8-5.4 px).
     assert own.residual_px <= 2.0, own.residual_px
     registration = from_frames([(distorted, vis)])
@@ -136,20 +136,20 @@ def test_automatic_calibration_recovers_a_known_homography_on_real_pairs(msrs, n
     assert registration.method == "structure-blocks" and registration.extra["matches"] >= 50
     truth = own.matrix @ np.linalg.inv(known_distortion())  # distorted IR -> IR -> VIS
     error = corner_error(registration.matrix, truth, VIS_SIZE)
-    assert error <= 2.0, f"{name}: corner error {error:.2f} px"  # measured 1.74, 0.37, 1.40 px
+    assert error <= 2.0, f"{name}: corner error {error:.2f} px"  # measured 0.72, 0.48, 1.04 px
 
 
 def test_registered_fusion_matches_the_fusion_of_the_registered_pair(pair):
     """Fusion through the automatic calibration of the distorted IR = fusion of the pair as its own calibration
     registers it, up to resampling."""
     ir, vis, distorted = pair
-    own = from_frames([(ir, vis)], initial=np.eye(3))
+    own = from_frames([(ir, vis)])
     registration = from_frames([(distorted, vis)])
     fuser = Fuser.open()
     registered = fuser.fuse(registration.warp(distorted), vis)
     reference = fuser.fuse(own.warp(ir), vis)
     assert registered.shape == vis.shape
-    assert psnr(registered, reference) >= 35.0  # measured 49.3 dB
+    assert psnr(registered, reference) >= 35.0  # measured 49.0 dB
 
 
 def test_automatic_calibration_fails_in_one_line_without_shared_structure(msrs):
@@ -170,7 +170,7 @@ def test_cli_automatic_calibration_writes_json_and_preview(pair, tmp_path):
     assert result.exit_code == 0, result.output
     calibration = load_registration(tmp_path / "A.json")
     assert calibration.model == "affine" and np.allclose(calibration.matrix[2], [0, 0, 1])
-    own = from_frames([(pair[0], vis)], "affine", initial=np.eye(3))
+    own = from_frames([(pair[0], vis)], "affine")
     truth = own.matrix @ np.linalg.inv(known_distortion())
-    assert corner_error(calibration.matrix, truth, VIS_SIZE) <= 2.0  # measured 1.35 px
+    assert corner_error(calibration.matrix, truth, VIS_SIZE) <= 2.0  # measured 1.83 px
     assert cv2.imread(str(tmp_path / "overlay.png")).shape == vis.shape

@@ -8,8 +8,8 @@ mapping to the block displacements:
    edge in shadow weighs like a strong IR edge), and the gradient orientation as a doubled angle
    (cos 2θ, sin 2θ), which is the same whether an edge is dark-to-bright or bright-to-dark (thermal contrast is
    often the reverse of visible contrast).
-2. A coarse search over scale and roll (phase correlation for the shift) gives four candidate starts; the one
-   under which the first stage's blocks match best is kept.
+2. A coarse search over scale and roll (phase correlation for the shift) gives candidate starts; the one under
+   which the first stage's blocks match best is kept.
 3. On a pyramid (1/4, 1/2, full resolution) the IR frame is warped into the VIS frame by the current estimate; a
    grid of blocks of the warped IR is located in the VIS frame by normalised cross-correlation summed over the
    channels, with sub-pixel peaks; weak (score < 0.3) or ambiguous (a second peak within 0.05) blocks are dropped.
@@ -48,7 +48,7 @@ MIN_BLOCK_SCORE = 0.3  # mean normalised cross-correlation over the channels
 AMBIGUITY_MARGIN = 0.05  # a second peak (2+ px away) this close to the best makes a block ambiguous
 CAUCHY_WIDTH = 2.5  # robust scale: residuals past 2.5x the (median-based) spread weigh less and less
 MIN_MATCHES = 12
-COARSE_CANDIDATES = 4  # coarse-search winners tried by the first block-matching stage
+COARSE_CANDIDATES = 16  # coarse-search winners tried by the first block-matching stage (4 miss on night frames)
 
 
 # --- point pairs -----------------------------------------------------------------------------------------------
