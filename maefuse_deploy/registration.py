@@ -172,8 +172,8 @@ def load_registration(path: str | os.PathLike[str]) -> Registration:
     try:
         return Registration(
             matrix,
-            ir_size,  # type: ignore[arg-type]
-            vis_size,  # type: ignore[arg-type]
+            ir_size,
+            vis_size,
             model=data.get("model", "homography"),
             method=str(data.get("method", "unknown")),
             residual_px=float(residual) if isinstance(residual, int | float) and math.isfinite(residual) else 0.0,

@@ -209,8 +209,8 @@ def _match_blocks(vis_channels: list[np.ndarray], ir_channels: list[np.ndarray],
                 others[max(iy - 2, 0):iy + 3, max(ix - 2, 0):ix + 3] = -1.0
                 if float(others.max()) > best - AMBIGUITY_MARGIN:
                     continue  # repeated structure (windows, railings): two places fit about as well
-                rows.append((x, y, x + _peak_offset(score[iy, :], ix) - search,
-                             y + _peak_offset(score[:, ix], iy) - search, best))
+                rows.append((x, y, x + _peak_offset(score[iy, :], int(ix)) - search,
+                             y + _peak_offset(score[:, ix], int(iy)) - search, best))
     return np.array(rows, dtype=np.float64).reshape(-1, 5)
 
 

@@ -14,6 +14,7 @@ that one and never buffers more than a frame or two per stream.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .sources import Frame
@@ -80,7 +81,7 @@ class TimestampPairer:
         self.tolerance = 0.5 * max(periods)
         return self.tolerance
 
-    def _nearest(self, t: float, candidates: list[tuple[float, Frame | None]]) -> tuple[float, Frame | None] | None:
+    def _nearest(self, t: float, candidates: Sequence[tuple[float, Frame | None]]) -> tuple[float, Frame | None] | None:
         best = None
         for time_, frame in candidates:  # in time order: ties keep the earlier
             if best is None or abs(time_ - t) < abs(best[0] - t):
@@ -105,8 +106,9 @@ class TimestampPairer:
                 return pairs  # a's nearest partner is not known yet
             # a is the earliest pending frame: B's candidates are its last removed frame and its pending head.
             candidates_b: list[tuple[float, Frame | None]] = []
-            if self._last_removed[role_b] is not None:
-                candidates_b.append((self._last_removed[role_b], None))  # type: ignore[arg-type]
+            last_removed = self._last_removed[role_b]
+            if last_removed is not None:
+                candidates_b.append((last_removed, None))
             if queue_b:
                 candidates_b.append((self._time(role_b, queue_b[0]), queue_b[0]))
             nearest_b = self._nearest(t_a, candidates_b)

@@ -423,7 +423,7 @@ class Pipeline:
         try:
             while True:
                 batch = source.get_many(getattr(self.fuser, "batch_size", 1))
-                if batch is _END:
+                if not isinstance(batch, list):  # _END
                     return
                 if self.max_latency_s is not None:
                     now = time.monotonic()

@@ -62,7 +62,7 @@ class VideoFileSink:
             fd, name = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=self.path.suffix, dir=self.path.parent)
             os.close(fd)
             self._tmp = Path(name)
-            self._writer = cv2.VideoWriter(str(self._tmp), cv2.CAP_FFMPEG, cv2.VideoWriter_fourcc(*self.codec),
+            self._writer = cv2.VideoWriter(str(self._tmp), cv2.CAP_FFMPEG, cv2.VideoWriter.fourcc(*self.codec),
                                            self.fps, (width, height))
             if not self._writer.isOpened():
                 self._discard()
