@@ -120,7 +120,7 @@ class OpenVinoBackend(BackendBase):
             raise InputError(f"{path} is a {self.info.precision} graph; OpenVINO takes the fp32 export and lowers "
                              "the precision itself", fix="export with --precision fp32")
         self.precision = precision
-        self.io = self.info.io  # type: ignore[assignment]
+        self.io = "uint8" if self.info.io == "uint8" else "float"
         self.patch_size = int(self.info.config["patch_size"])
         if self.io == "uint8":
             self.input_size: tuple[int, int] | None = (self.info.camera_height, self.info.camera_width)
@@ -138,7 +138,9 @@ class OpenVinoBackend(BackendBase):
         except Exception as exc:  # OpenVINO raises RuntimeError subclasses with multi-line text
             raise InputError(f"OpenVINO cannot read {path}: {_first_line(exc)}", fix="re-export the graph") from exc
         if precision == "int8":
-            frames = (load_calibration_pairs(calibration, calibration_pairs)  # type: ignore[arg-type]
+            if calibration is None:  # rejected at the top already, before OpenVINO loads
+                raise AssertionError("int8 without calibration pairs")
+            frames = (load_calibration_pairs(calibration, calibration_pairs)
                       if isinstance(calibration, str | os.PathLike) else list(calibration)[:calibration_pairs])
             start = time.perf_counter()
             model = self._quantize(model, frames)

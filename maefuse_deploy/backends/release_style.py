@@ -113,7 +113,6 @@ class ReleaseStyleBackend(BackendBase):
     def open(cls, source: str | os.PathLike[str] | None, *, device: str = "cpu", dtype: str | None = None,
              config: str | None = None, **options: Any) -> ReleaseStyleBackend:
         resolved = resolve_torch_model(source, config)
-        assert resolved.model is not None
         return cls(resolved.model, device, description=f"release-style: {resolved.description}", **options)
 
     @property

@@ -72,7 +72,6 @@ class TorchBackend(BackendBase):
     ) -> TorchBackend:
         """A checkpoint, a config name (random weights) or None (the built-in model) on ``device`` in ``dtype``."""
         resolved = resolve_torch_model(source, config)
-        assert resolved.model is not None
         return cls(resolved.model, device, dtype or "float32", description=resolved.description,
                    warnings=tuple(resolved.warnings), **options)
 

@@ -56,9 +56,8 @@ def inspect_model(settings: BenchSettings) -> tuple[ModelUnderTest, MaeFuse | No
     kind = entry_for(source).needs
     if kind == "weights":
         resolved = resolve_torch_model(source, settings.config)
-        model = resolved.model
-        assert model is not None
-        return ModelUnderTest("weights", resolved.description, None, source, model.config, None), model
+        return (ModelUnderTest("weights", resolved.description, None, source, resolved.model.config, None),
+                resolved.model)
     assert source is not None
     if kind == "graph":
         info, static_batch = read_graph_info(source)

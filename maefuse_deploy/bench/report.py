@@ -17,7 +17,7 @@ from typing import Any
 from ..atomic import atomic_path
 from ..errors import InputError
 from .runner import BenchResult, Row
-from .timing import PERCENTILE_MIN_SAMPLES
+from .timing import PERCENTILE_MIN_SAMPLES, SummaryKey
 
 Column = tuple[str, Callable[[Row], str]]
 PLOT_SUFFIXES = (".png", ".svg", ".pdf")
@@ -45,8 +45,11 @@ def _psnr(value: float | None) -> str:
 
 def _columns(rows: list[Row]) -> list[Column]:
     """The table's columns; stage and device columns appear only where some row has them."""
-    def stat(key: str) -> Callable[[Row], str]:
+    def stat(key: SummaryKey) -> Callable[[Row], str]:
         return lambda r: _ms(r.latency_ms[key]) if r.latency_ms else "-"
+
+    def stage(key: str) -> Callable[[Row], str]:
+        return lambda r: _ms(getattr(r, key))
 
     columns: list[Column] = [
         ("backend", lambda r: r.backend),
@@ -62,7 +65,7 @@ def _columns(rows: list[Row]) -> list[Column]:
     ]
     for key, title in (("pre_ms", "pre ms"), ("h2d_ms", "h2d ms"), ("d2h_ms", "d2h ms"), ("post_ms", "post ms")):
         if any(getattr(r, key) is not None for r in rows):
-            columns.append((title, lambda r, key=key: _ms(getattr(r, key))))
+            columns.append((title, stage(key)))
     columns += [
         ("pairs/s", lambda r: _num(r.throughput_pairs_s, ".3g")),
         ("host MiB", lambda r: _num(r.peak_host_mb, ".0f")),
@@ -131,7 +134,7 @@ def _fastest_lines(result: BenchResult) -> list[str]:
 def _summary_lines(result: BenchResult) -> list[str]:
     lines = _fastest_lines(result)
     rows = _measured(result)
-    if any(r.latency_ms[key] is None for r in rows for key in PERCENTILE_MIN_SAMPLES):  # type: ignore[index]
+    if any(r.latency_ms is not None and r.latency_ms[key] is None for r in rows for key in PERCENTILE_MIN_SAMPLES):
         lines.append(" and ".join(f"{key} needs at least {count} timed calls" for key, count in
                                   PERCENTILE_MIN_SAMPLES.items()) + ": '-' where a row had fewer (--iterations)")
     check = result.release_check

@@ -39,7 +39,7 @@ from .machine import cpu_flags, describe_machine
 from .memory import PeakMemory
 from .settings import BenchSettings, plan_backends
 from .stream import StreamResult, run_stream
-from .timing import NetworkCall, PipelineCall, StageTimes, summarize
+from .timing import LatencySummary, NetworkCall, PipelineCall, StageTimes, summarize
 
 BASELINE = "release-style"
 RELEASE_TOLERANCE = 1e-4  # docs/model.md §2: the release's batch-1 output, within float32 rounding
@@ -60,8 +60,8 @@ class Row:
     status: str = "ok"  # ok | skipped | failed
     reason: str | None = None
     io: str = "float"
-    latency_ms: dict[str, float | None] | None = None  # end to end: p50 p90 p99 mean min max (timing.summarize)
-    compute_ms: dict[str, float | None] | None = None
+    latency_ms: LatencySummary | None = None  # end to end
+    compute_ms: LatencySummary | None = None
     h2d_ms: float | None = None  # means; GPU only
     d2h_ms: float | None = None
     pre_ms: float | None = None  # host pre/post-processing means; --io uint8 through the host path only

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from ..runtime.fuser import Fuser
-from .timing import summarize
+from .timing import LatencySummary, summarize
 
 
 @dataclass
@@ -37,7 +37,7 @@ class StreamResult:
     dropped_capture: int = 0  # capture queue full
     dropped_output: int = 0  # output queue full
     achieved_fps: float = 0.0
-    latency_ms: dict[str, float] | None = None
+    latency_ms: LatencySummary | None = None
     windows: list[dict[str, Any]] = field(default_factory=list)  # latency over time
     capture_s: list[float] = field(default_factory=list)  # per processed frame: capture time since start
     frame_latency_ms: list[float] = field(default_factory=list)  # per processed frame

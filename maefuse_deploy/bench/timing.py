@@ -17,7 +17,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, TypedDict
 
 import numpy as np
 import torch
@@ -40,18 +40,32 @@ class StageTimes:
 
 # The fewest samples that put at least one sample above a tail percentile: with fewer, the interpolated "p99"
 # of 3 calls is just the largest call rounded down, so it is omitted (None) rather than printed as a tail latency.
-PERCENTILE_MIN_SAMPLES = {"p90": 10, "p99": 100}
+PERCENTILE_MIN_SAMPLES: dict[Literal["p90", "p99"], int] = {"p90": 10, "p99": 100}
 
 
-def summarize(values: Sequence[float]) -> dict[str, float | None]:
+class LatencySummary(TypedDict):
+    """:func:`summarize`'s result: only the tail percentiles can be missing (None, too few samples)."""
+
+    p50: float
+    p90: float | None
+    p99: float | None
+    mean: float
+    min: float
+    max: float
+
+
+SummaryKey = Literal["p50", "p90", "p99", "mean", "min", "max"]
+
+
+def summarize(values: Sequence[float]) -> LatencySummary:
     """p50 / p90 / p99 / mean / min / max of ``values`` (linear interpolation between order statistics); p90 and
     p99 are None with fewer samples than :data:`PERCENTILE_MIN_SAMPLES` asks for."""
     data = np.asarray(values, dtype=np.float64)
     p50, p90, p99 = np.percentile(data, [50, 90, 99])
-    tails = {"p90": float(p90), "p99": float(p99)}
     return {
         "p50": float(p50),
-        **{key: value if data.size >= PERCENTILE_MIN_SAMPLES[key] else None for key, value in tails.items()},
+        "p90": float(p90) if data.size >= PERCENTILE_MIN_SAMPLES["p90"] else None,
+        "p99": float(p99) if data.size >= PERCENTILE_MIN_SAMPLES["p99"] else None,
         "mean": float(data.mean()),
         "min": float(data.min()),
         "max": float(data.max()),

@@ -8,6 +8,7 @@ import click
 
 from ..hashing import file_sha256
 from ..model.checkpoint import load_checkpoint, save_checkpoint
+from ..model.config import Attention
 from .common import note, report_errors
 
 
@@ -20,7 +21,7 @@ from .common import note, report_errors
 @click.option("--partial", is_flag=True, help="accept an MAE-only file (no fusion layer) as a training start")
 @click.option("--trust-pickle", is_flag=True, help="unpickle arbitrary objects: only for files you trust")
 @report_errors
-def main(source: Path, target: Path, config: str | None, attention: str | None, partial: bool,
+def main(source: Path, target: Path, config: str | None, attention: Attention | None, partial: bool,
          trust_pickle: bool) -> None:
     """Convert a released MaeFuse / MAE checkpoint (or ours) to a .safetensors file with its config inside."""
     model, report = load_checkpoint(source, config, allow_partial=partial, trust_pickle=trust_pickle)

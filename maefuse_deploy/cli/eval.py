@@ -11,6 +11,8 @@ from ..errors import MaeFuseError
 from ..metrics import (
     CONVENTIONS,
     METRIC_NAMES,
+    CompareResult,
+    FolderResult,
     compare,
     evaluate_folder,
     format_comparison,
@@ -61,10 +63,13 @@ def main(
     try:
         if csv_path:
             check_writable(csv_path, "--csv")
+        result: FolderResult | CompareResult
         if compare_dirs:
             result = compare(*compare_dirs, ir, vis, convention, metrics, jobs=jobs, progress=True)
             text = format_comparison(result)
         else:
+            if fused is None:  # ruled out by the usage check above
+                raise AssertionError("neither --fused nor --compare")
             result = evaluate_folder(fused, ir, vis, convention, metrics, jobs=jobs, progress=True)
             text = format_folder(result)
         if csv_path:

@@ -86,9 +86,13 @@ def main(onnx_out, aoti_out, trt_model, model, config, preset, height, width, ba
     for warning in resolved.warnings:
         note(f"warning: {warning}")
     default_h, default_w = network.config.img_size
-    camera = frame_size(size_from) if size_from is not None else parse_size(camera_size) if camera_size else None
-    if size_from is not None and not camera_size and (io or recipe.get("io")) == "uint8":
-        camera_size = f"{camera[1]}x{camera[0]}"
+    camera: tuple[int, int] | None
+    if size_from is not None:
+        camera = frame_size(size_from)
+        if not camera_size and (io or recipe.get("io")) == "uint8":
+            camera_size = f"{camera[1]}x{camera[0]}"
+    else:
+        camera = parse_size(camera_size) if camera_size else None
     if camera is not None and not (height or width) and (size_from is not None or network.config.policy == "native"):
         # The grid is the camera frame itself (rounded to the patch size): no resize for a native model.
         height, width = grid_for(camera, network.config.patch_size)
@@ -143,7 +147,7 @@ def _export_aoti(out: Path, model: str | None, config: str | None, camera_size: 
     resolved = resolve_torch_model(model, config)
     for warning in resolved.warnings:
         note(f"warning: {warning}")
-    size = parse_size(camera_size) if camera_size else tuple(resolved.model.config.img_size)
+    size = parse_size(camera_size) if camera_size else resolved.model.config.img_size
     note(f"model: {resolved.description}")
     note(f"compiling {size[1]}x{size[0]} uint8 io with AOTInductor for this CPU (a minute or two) ...")
     sha = file_sha256(resolved.path) if resolved.path else ""

@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from ..model.config import CONFIGS
-from ..train.losses import FUSION_LOSSES
+from ..train.losses import FUSION_LOSSES, FusionLoss
 from ..train.stages import STAGES
 from ..train.trainer import AMP_MODES, SCHEDULES, TrainOptions, train
 from .common import note, report_errors
@@ -98,7 +98,7 @@ def main(stage: str, data: tuple[Path, ...], out: Path, config: str, init: Path 
          split: Path | None, exclude: tuple[Path, ...], use_test50: bool, val_split: Path | None, val_count: int,
          preprocess: str | None, crop: bool, native_tokens: int, native_positions: int,
          flip: bool, train_parts: str | None, mask_ratio: float,
-         edge_weight: float, loss: str,
+         edge_weight: float, loss: FusionLoss,
          steps: int | None, epochs: int | None, batch_size: int, accum: int, lr: float, betas: str,
          weight_decay: float, warmup_steps: int, schedule: str, amp: str, seed: int, checkpoint_every: int,
          val_every: int, log_every: int, device: str, workers: int, max_minutes: float | None,

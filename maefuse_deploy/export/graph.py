@@ -43,7 +43,8 @@ def exportable(model: MaeFuse, precision: str = "fp32") -> MaeFuse:
                 setattr(module, name, nn.Parameter(tensor.half(), requires_grad=False)
                         if isinstance(tensor, nn.Parameter) else tensor.half())
         if model.fusion.folded is not None:
-            model.fusion.folded = tuple(t.half() for t in model.fusion.folded)
+            weight, bias = model.fusion.folded
+            model.fusion.folded = (weight.half(), bias.half())
     return model
 
 
@@ -51,10 +52,11 @@ class FloatGraph(nn.Module):
     def __init__(self, model: MaeFuse, precision: str) -> None:
         super().__init__()
         self.model = model
-        self.half = precision == "fp16"
+        # Not ``self.half``: that would shadow nn.Module.half().
+        self.fp16 = precision == "fp16"
 
     def forward(self, ir: torch.Tensor, vis: torch.Tensor) -> torch.Tensor:
-        if self.half:
+        if self.fp16:
             ir, vis = ir.half(), vis.half()
         return self.model(ir, vis).float()
 
@@ -118,6 +120,15 @@ class InGraphProcessing(nn.Module):
     The release rounds to 8 bits between its OpenCV steps; the graph rounds at the same places (after each resize
     and colour conversion, truncation after de-normalisation) so that it lands within a grey level or two.
     """
+
+    # Registered as buffers in __init__ (they follow .to() and the state dict); declared here because
+    # nn.Module.__getattr__ is typed Tensor | Module.
+    mean: torch.Tensor
+    std: torch.Tensor
+    down_rows: torch.Tensor
+    down_cols: torch.Tensor
+    up_rows: torch.Tensor
+    up_cols: torch.Tensor
 
     def __init__(self, network: FloatGraph, camera_size: tuple[int, int], model_size: tuple[int, int]) -> None:
         super().__init__()

@@ -11,6 +11,8 @@ import copy
 import logging
 import os
 import warnings
+from collections.abc import Callable
+from typing import Any
 
 import onnx
 import torch
@@ -94,6 +96,8 @@ def trace(model: MaeFuse, spec: ExportSpec, info: GraphInfo) -> onnx.ModelProto:
         program = torch.onnx.export(module, args, input_names=[INPUT_IR, INPUT_VIS], output_names=[OUTPUT_FUSED],
                                     opset_version=spec.opset, dynamo=True, dynamic_shapes=dynamic_shapes,
                                     optimize=True, verbose=False)
+    if program is None:  # typed Optional for the legacy exporter; the dynamo one always returns a program
+        raise RuntimeError("torch.onnx.export(dynamo=True) returned no ONNXProgram")
     proto = program.model_proto
     for key, value in info.to_metadata().items():
         entry = proto.metadata_props.add()
@@ -141,14 +145,15 @@ def graph_checks(proto: onnx.ModelProto, spec: ExportSpec) -> list[str]:
 def activation_peak(model: MaeFuse, ir: torch.Tensor, vis: torch.Tensor) -> tuple[float, str]:
     """Largest |activation| of any layer on these inputs ((B, 3, H, W) float32 normalised), and where: the FP16
     overflow margin (65504)."""
-    peak = [0.0, ""]
+    peak_value, peak_name = 0.0, ""
 
-    def hook(name: str):
-        def record(_module, _inputs, output):
+    def hook(name: str) -> Callable[[torch.nn.Module, Any, Any], None]:
+        def record(_module: torch.nn.Module, _inputs: Any, output: Any) -> None:
+            nonlocal peak_value, peak_name
             if isinstance(output, torch.Tensor) and output.is_floating_point():
                 value = output.detach().abs().max().item()
-                if value > peak[0]:
-                    peak[0], peak[1] = value, name
+                if value > peak_value:
+                    peak_value, peak_name = value, name
         return record
 
     handles = [m.register_forward_hook(hook(n)) for n, m in model.named_modules() if n and not list(m.children())]
@@ -158,4 +163,4 @@ def activation_peak(model: MaeFuse, ir: torch.Tensor, vis: torch.Tensor) -> tupl
     finally:
         for handle in handles:
             handle.remove()
-    return peak[0], peak[1]
+    return peak_value, peak_name

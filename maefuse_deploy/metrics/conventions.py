@@ -7,6 +7,7 @@ their quirks are documented in ``docs/metrics.md``; the labels here are what rep
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -212,7 +213,7 @@ def get_convention(convention: str | Convention) -> Convention:
         ) from None
 
 
-def select_metrics(metrics: str | list[str] | tuple[str, ...] | None) -> tuple[str, ...]:
+def select_metrics(metrics: str | Sequence[str] | None) -> tuple[str, ...]:
     """Canonical metric names, in report order, from a comma-separated string or a list (None: all 13).
 
     Names match case-insensitively ("qabf" -> "Qabf"); unknown names raise :class:`InputError`.

@@ -25,7 +25,7 @@ class ModelSource:
     """A resolved model: the module (torch sources) and what a user should be told about it."""
 
     description: str
-    model: MaeFuse | None = None
+    model: MaeFuse
     path: Path | None = None
     warnings: list[str] = field(default_factory=list)
 

@@ -98,9 +98,12 @@ class ServerProcess:
             if pid in seen:
                 continue
             seen.add(pid)
-            with contextlib.suppress(OSError, AttributeError):
+            with contextlib.suppress(OSError):
                 status = Path(f"/proc/{pid}/status").read_text()
-                total += int(re.search(r"VmRSS:\s+(\d+) kB", status).group(1))  # type: ignore[union-attr]
+                rss = re.search(r"VmRSS:\s+(\d+) kB", status)
+                if rss is None:  # no VmRSS line: a zombie, which holds no memory
+                    continue
+                total += int(rss.group(1))
                 for task in Path(f"/proc/{pid}/task").iterdir():
                     pending.extend(int(c) for c in (task / "children").read_text().split())
         return total / 1024

@@ -22,10 +22,14 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..backends.registry import get_entry
 from ..contract import INPUT_IR, INPUT_VIS, OUTPUT_FUSED, GraphInfo
 from ..errors import InputError
+
+if TYPE_CHECKING:
+    import onnx
 
 # ONNX TensorProto element types -> Triton data types (those an exported MaeFuse graph can carry).
 ONNX_TO_TRITON = {1: "TYPE_FP32", 2: "TYPE_UINT8", 4: "TYPE_UINT16", 6: "TYPE_INT32", 7: "TYPE_INT64", 10: "TYPE_FP16",
@@ -226,14 +230,14 @@ def _model(platform: str, info: GraphInfo, inputs: list[str], outputs: list[str]
                            tuple(tensor(n) for n in outputs), info)
 
 
-def _onnx_dims(value: object) -> tuple[int, ...]:
-    dims = value.type.tensor_type.shape.dim  # type: ignore[attr-defined]
+def _onnx_dims(value: onnx.ValueInfoProto) -> tuple[int, ...]:
+    dims = value.type.tensor_type.shape.dim
     return tuple(d.dim_value if d.HasField("dim_value") else -1 for d in dims)
 
 
-def _onnx_type(value: object, path: Path) -> str:
-    elem = value.type.tensor_type.elem_type  # type: ignore[attr-defined]
+def _onnx_type(value: onnx.ValueInfoProto, path: Path) -> str:
+    elem = value.type.tensor_type.elem_type
     if elem not in ONNX_TO_TRITON:
-        raise InputError(f"{path}: tensor {value.name!r} has ONNX type {elem}, which this exporter does not map",  # type: ignore[attr-defined]
+        raise InputError(f"{path}: tensor {value.name!r} has ONNX type {elem}, which this exporter does not map",
                          fix="export the graph with maefuse-export --onnx")
     return ONNX_TO_TRITON[elem]

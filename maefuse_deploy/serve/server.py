@@ -17,7 +17,7 @@ import signal
 import socket
 import sysconfig
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, MutableMapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -107,19 +107,19 @@ def set_torch_threads(count: int) -> None:
     torch.set_num_threads(count)
 
 
-def python_library_environment(environ: dict[str, str] | None = None) -> str | None:
+def python_library_environment(environ: MutableMapping[str, str] | None = None) -> str | None:
     """Put this interpreter's libpython directory first on ``LD_LIBRARY_PATH`` for the processes Triton starts.
 
     Triton's Python-backend stub links ``libpython3.X``; without this it can pick the system's copy (Debian's
     3.11.2) while loading this venv's standard library (pyenv's 3.11.7), and the model fails to load with
     "'_thread.RLock' object has no attribute '_recursion_count'" (DESIGN 4). Returns the directory added.
     """
-    environ = os.environ if environ is None else environ
+    env = os.environ if environ is None else environ
     libdir = sysconfig.get_config_var("LIBDIR")
     if not libdir or not Path(libdir).is_dir():
         return None
-    current = [p for p in environ.get("LD_LIBRARY_PATH", "").split(os.pathsep) if p]
-    environ["LD_LIBRARY_PATH"] = os.pathsep.join([libdir, *[p for p in current if p != libdir]])
+    current = [p for p in env.get("LD_LIBRARY_PATH", "").split(os.pathsep) if p]
+    env["LD_LIBRARY_PATH"] = os.pathsep.join([libdir, *[p for p in current if p != libdir]])
     return libdir
 
 

@@ -16,7 +16,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypedDict
 
 import cv2
 import numpy as np
@@ -172,6 +172,19 @@ class Augment:
     native_positions: int = 64
 
 
+class PairItem(TypedDict):
+    ir: torch.Tensor
+    vis: torch.Tensor
+    index: int
+    origin: torch.Tensor
+
+
+class ImageItem(TypedDict):
+    image: torch.Tensor
+    index: int
+    origin: torch.Tensor
+
+
 class PairDataset(Dataset):
     """IR/VIS training pairs. Item: {"ir": (3,H,W), "vis": (3,H,W) float32 normalised, "index": int, "origin":
     (2,) int64 position of the first token (see :class:`Augment`)}."""
@@ -264,13 +277,13 @@ class PairDataset(Dataset):
             planes = [p[:, ::-1] for p in planes]
         return [np.ascontiguousarray(p) for p in planes]
 
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor | int]:
+    def __getitem__(self, index: int) -> PairItem:
         return self.__getitems__([index])[0]
 
-    def __getitems__(self, indices: Sequence[int]) -> list[dict[str, torch.Tensor | int]]:
+    def __getitems__(self, indices: Sequence[int]) -> list[PairItem]:
         """One batch (the DataLoader calls this with a batch's indices, so native crops can share a grid)."""
         window, origin = self.batch_window([self.images[index][0].shape for index in indices], indices)
-        items: list[dict[str, torch.Tensor | int]] = []
+        items: list[PairItem] = []
         for index in indices:
             ir, vis = self._geometry(self.images[index], index, window)
             ir_tensor, vis_tensor = torch.from_numpy(normalise(ir)), torch.from_numpy(normalise(vis))
@@ -291,13 +304,13 @@ class ImageView(Dataset):
     def set_epoch(self, epoch: int) -> None:
         self.pairs.set_epoch(epoch)
 
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor | int]:
+    def __getitem__(self, index: int) -> ImageItem:
         return self.__getitems__([index])[0]
 
-    def __getitems__(self, indices: Sequence[int]) -> list[dict[str, torch.Tensor | int]]:
+    def __getitems__(self, indices: Sequence[int]) -> list[ImageItem]:
         planes = [self.pairs.images[index // 2][index % 2] for index in indices]
         window, origin = self.pairs.batch_window([plane.shape for plane in planes], indices)
-        items: list[dict[str, torch.Tensor | int]] = []
+        items: list[ImageItem] = []
         for index, source in zip(indices, planes, strict=True):
             pair_index, which = divmod(index, 2)
             # Offset the augmentation index so the IR and VIS of one pair are cropped independently.

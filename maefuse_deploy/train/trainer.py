@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -37,11 +37,14 @@ from ..model.checkpoint import load_checkpoint, save_checkpoint
 from ..model.config import get_config
 from ..model.maefuse import MaeFuse, build_model
 from ..model.sources import trained_weights
-from .dataset import Augment, ImageView, PairDataset, check_batchable, read_names, select_pairs
+from .dataset import Augment, ImageView, PairDataset, Preprocess, check_batchable, read_names, select_pairs
 from .distributed import World, barrier, close_world, init_world, mean_across
 from .evaluate import mean_scores, score, strip, tensor_to_grey8
-from .losses import FUSION_LOSSES
+from .losses import FUSION_LOSSES, FusionLoss
 from .stages import STAGES, StageModule, describe_trainable, parse_parts
+
+if TYPE_CHECKING:
+    from torch.utils.tensorboard import SummaryWriter
 
 AMP_MODES: tuple[str, ...] = ("auto", "none", "bf16", "fp16")
 SCHEDULES: tuple[str, ...] = ("constant", "cosine")
@@ -72,7 +75,7 @@ class TrainOptions:
     train: tuple[str, ...] | None = None  # trainable parts; None = the stage's default
     mask_ratio: float = 0.75
     edge_weight: float = 0.0  # full-image reconstruction: weight of the Sobel error term (stages.StageModule)
-    loss: str = "sobel-laplacian"
+    loss: FusionLoss = "sobel-laplacian"
     steps: int | None = None
     epochs: int | None = None
     batch_size: int = 32
@@ -93,7 +96,7 @@ class TrainOptions:
     progress: bool = True
 
     @property
-    def trained_policy(self) -> str:
+    def trained_policy(self) -> Preprocess:
         """The runtime policy these options train for: native-resolution inputs (native crops, or uncropped native
         preprocessing) make a native model; resized inputs an official one."""
         native = self.native_tokens > 0 or (self.preprocess == "native" and not self.crop)
@@ -208,7 +211,7 @@ def _crop_to(images: list[np.ndarray], sizes: list[tuple[int, ...] | None]) -> l
     return [image if size is None else image[: size[0], : size[1]] for image, size in zip(images, sizes, strict=True)]
 
 
-def _tensorboard(path: Path, echo: Callable[[str], None]) -> Any:
+def _tensorboard(path: Path, echo: Callable[[str], None]) -> SummaryWriter | None:
     """A SummaryWriter, or None where tensorboard is not installed (it is optional)."""
     try:
         from torch.utils.tensorboard import SummaryWriter
@@ -250,12 +253,13 @@ class Trainer:
             train_pairs, val_pairs = pairs, []
         size, patch = self.model_config.img_size, self.model_config.patch_size
         augment = Augment(o.crop, o.flip, o.native_tokens, o.native_positions)
+        # ignore: preprocess is a plain str (resolved() set it from the config's str policy); PairDataset checks it.
         self.train_pairs = PairDataset(train_pairs, size, patch, o.preprocess, augment, o.seed)  # type: ignore[arg-type]
         check_batchable(self.train_pairs, o.batch_size)
         self.dataset = self.train_pairs if self.spec.pairs else ImageView(self.train_pairs)
         # Validate the way the model will be run: whole images, resized (official) or at their own size (native).
-        self.val = PairDataset(val_pairs, size, patch, o.trained_policy) if val_pairs else None  # type: ignore[arg-type]
-        self.sampler = DistributedSampler(
+        self.val = PairDataset(val_pairs, size, patch, o.trained_policy) if val_pairs else None
+        self.sampler: DistributedSampler[int] = DistributedSampler(
             self.dataset, num_replicas=self.world.size, rank=self.world.rank, shuffle=True, seed=o.seed, drop_last=True
         )
         per_rank = len(self.sampler)
@@ -267,7 +271,12 @@ class Trainer:
                 f"{self.world.size} process(es)",
                 fix="lower --batch-size or --accum, or add data",
             )
-        self.total_steps = o.steps if o.steps is not None else o.epochs * self.steps_per_epoch
+        if o.steps is not None:
+            self.total_steps = o.steps
+        elif o.epochs is not None:
+            self.total_steps = o.epochs * self.steps_per_epoch
+        else:  # TrainOptions.check() refused this in __init__
+            raise AssertionError("neither steps nor epochs")
         self.echo(
             f"data: {len(train_pairs)} training pairs ({len(self.dataset)} {'pairs' if self.spec.pairs else 'images'})"
             f", {len(val_pairs)} validation pairs; {self.steps_per_epoch} steps per epoch, {self.total_steps} steps"
@@ -289,7 +298,7 @@ class Trainer:
         model.config = model.config.replace(policy=o.trained_policy)
         trainable = parse_parts(o.train) if o.train else self.spec.default_train
         self.trainable = trainable
-        self.module = StageModule(model, o.stage, trainable, o.mask_ratio, o.loss, o.seed,  # type: ignore[arg-type]
+        self.module = StageModule(model, o.stage, trainable, o.mask_ratio, o.loss, o.seed,
                                   o.edge_weight).to(self.world.device)
         self.echo(f"stage {o.stage}: {self.spec.summary}")
         for line in describe_trainable(self.module):
@@ -385,7 +394,7 @@ class Trainer:
                 shown = ",".join(saved[key]) if key == "train" else saved[key]
                 raise CheckpointError(
                     f"--resume: the run in {state_path.parent.parent} trained with {flag} {shown}, not "
-                    f"{','.join(now) if key == 'train' else now}",
+                    f"{','.join(now) if isinstance(now, list) else now}",
                     fix=f"resume with {flag} {shown}, or start a new run in another --out",
                 )
 
@@ -426,7 +435,9 @@ class Trainer:
             batch = {k: v.to(self.world.device, non_blocking=True) for k, v in batch.items() if k != "index"}
             generator = torch.Generator().manual_seed(_micro_seed(o.seed, self.step, self.world.rank, micro))
             last = micro == len(micro_batches) - 1
-            sync = contextlib.nullcontext() if last or not self.world.distributed else self.net.no_sync()  # type: ignore[operator]
+            # self.net is the DistributedDataParallel wrapper exactly when the world is distributed.
+            sync = (self.net.no_sync() if not last and isinstance(self.net, DistributedDataParallel)
+                    else contextlib.nullcontext())
             autocast = torch.autocast(self.world.device.type, dtype=self.amp_dtype or torch.float32,
                                       enabled=self.amp_dtype is not None)
             with sync, autocast:
@@ -518,7 +529,7 @@ class Trainer:
 
     # -- validation ------------------------------------------------------------------------------------------
     @torch.no_grad()
-    def _validate(self, epoch: int, board: object | None) -> None:
+    def _validate(self, epoch: int, board: SummaryWriter | None) -> None:
         if not self.world.main or self.val is None:
             return
         self.module.eval()
@@ -559,9 +570,9 @@ class Trainer:
             self.val_log = CsvLog(self.options.out / "val.csv", list(row), self.resumed_at)
         self.val_log.write(row)
         if board is not None:
-            for key, value in row.items():
+            for key, logged in row.items():
                 if key not in ("step", "epoch"):
-                    board.add_scalar(f"{self.options.stage}/val_{key}", float(value), self.step)  # type: ignore[attr-defined]
+                    board.add_scalar(f"{self.options.stage}/val_{key}", float(logged), self.step)
         write_image(self.options.out / "preview.png", strip(previews))
         self.echo("val " + ", ".join(f"{k} {v}" for k, v in row.items()))
         self.module.train()
