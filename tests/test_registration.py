@@ -174,3 +174,28 @@ def test_cli_automatic_calibration_writes_json_and_preview(pair, tmp_path):
     truth = own.matrix @ np.linalg.inv(known_distortion())
     assert corner_error(calibration.matrix, truth, VIS_SIZE) <= 2.0  # measured 1.83 px
     assert cv2.imread(str(tmp_path / "overlay.png")).shape == vis.shape
+
+
+def test_cli_check_measures_a_calibration_and_fails_one_that_no_longer_fits(pair, tmp_path):
+    _, vis, distorted = pair
+    cv2.imwrite(str(tmp_path / "ir.png"), distorted)
+    cv2.imwrite(str(tmp_path / "vis.png"), vis)
+    frames = ["--ir", str(tmp_path / "ir.png"), "--vis", str(tmp_path / "vis.png")]
+    runner = CliRunner()
+    assert runner.invoke(calibrate_main, [*frames, "-o", str(tmp_path / "H.json")]).exit_code == 0
+    result = runner.invoke(calibrate_main, [*frames, "--check", str(tmp_path / "H.json")])
+    assert result.exit_code == 0, result.output
+    assert "median" in result.output and "structure matches" in result.output
+    # The IR camera knocked 8 px sideways: the same calibration no longer fits.
+    moved = Registration(np.array([[1, 0, 8.0], [0, 1, 0], [0, 0, 1]]) @ load_registration(tmp_path / "H.json").matrix,
+                         IR_CANVAS, VIS_SIZE)
+    moved.save(tmp_path / "moved.json")
+    result = runner.invoke(calibrate_main, [*frames, "--check", str(tmp_path / "moved.json")])
+    assert result.exit_code != 0 and "re-calibrate" in result.output and "Traceback" not in result.output
+    # Frames of another size than the calibration's: one line naming both.
+    cv2.imwrite(str(tmp_path / "small.png"), cv2.resize(distorted, (320, 256)))
+    result = runner.invoke(calibrate_main, ["--ir", str(tmp_path / "small.png"), "--vis", str(tmp_path / "vis.png"),
+                                            "--check", str(tmp_path / "H.json")])
+    assert result.exit_code != 0 and "320x256" in result.output
+    result = runner.invoke(calibrate_main, frames)
+    assert result.exit_code != 0 and "--out" in result.output

@@ -258,6 +258,31 @@ def test_block_policy_loses_nothing(fuser, frames):
     assert [m["ir_index"] for m in seen] == list(range(40))
 
 
+class RecordingFuser:
+    """The real Fuser, recording the size of every batch the pipeline hands it."""
+
+    def __init__(self, fuser):
+        self.fuser, self.batch_size, self.sizes = fuser, fuser.batch_size, []
+
+    def fuse_batch(self, pairs):
+        self.sizes.append(len(pairs))
+        return self.fuser.fuse_batch(pairs)
+
+
+def test_block_policy_fills_batches_and_does_not_wait_at_the_end(fuser, frames, tmp_path):
+    ir, vis = frames
+    write_video(tmp_path / "ir.mkv", ir[:10], 25)
+    write_video(tmp_path / "vis.mkv", vis[:10], 25)
+    recording = RecordingFuser(fuser)
+    started = time.monotonic()
+    with Pipeline(recording, str(tmp_path / "ir.mkv"), str(tmp_path / "vis.mkv"), sink=lambda image, meta: None,
+                  batch_wait_ms=5000) as pipeline:
+        assert pipeline.wait(60)
+    stats = pipeline.join()
+    assert stats.fused == 10 and recording.sizes == [4, 4, 2]  # full batches; the rest once the files end
+    assert time.monotonic() - started < 5.0  # the end of the stream ends the wait for a full batch
+
+
 def test_gstreamer_live_videotestsrc_sources_and_appsrc_sink(fuser, tmp_path):
     require_module("gi", "apt-get install libgirepository1.0-dev libcairo2-dev gir1.2-gst-plugins-base-1.0, then "
                    "pip install -e '.[gst]'")
@@ -281,7 +306,7 @@ def run_cli(args):
 
 def test_sigint_mid_stream_leaves_a_playable_file_with_the_reported_frames(frames, tmp_path):
     ir, vis = frames
-    count = 1500
+    count = 6000  # about 11 s of fusing at this size: the first status line (2 s) comes well before the end
     ir_path = write_video(tmp_path / "ir.mkv", [ir[n % 40] for n in range(count)], 25)
     vis_path = write_video(tmp_path / "vis.mkv", [vis[n % 40] for n in range(count)], 25)
     out = tmp_path / "out.mp4"

@@ -9,8 +9,8 @@ import numpy as np
 
 from ..errors import InputError
 from ..io import find_pairs, read_image, write_image
-from ..registration import MODELS
-from ..stream.calibrate import from_frames, from_points, overlay, read_point_pairs
+from ..registration import MODELS, load_registration
+from ..stream.calibrate import check_calibration, from_frames, from_points, overlay, read_point_pairs
 from .common import note, report_errors
 
 
@@ -33,15 +33,25 @@ def _size(text: str | None, option: str) -> tuple[int, int] | None:
 @click.option("--vis-size", help="VIS frame size WxH (with --points and no --vis frames)")
 @click.option("--transform", "model", type=click.Choice(MODELS), default="homography", show_default=True,
               help="the mapping's form (the file's 'model' field)")
-@click.option("--out", "-o", type=click.Path(path_type=Path), required=True, help="calibration JSON to write")
+@click.option("--out", "-o", type=click.Path(path_type=Path), help="calibration JSON to write")
+@click.option("--check", "check_path", type=click.Path(path_type=Path),
+              help="instead: measure this calibration JSON on the --ir/--vis frames (structure displacement left)")
+@click.option("--max-residual", type=click.FloatRange(min=0.0), default=3.0, show_default=True,
+              help="with --check: fail when the median displacement is larger (pixels)")
 @click.option("--preview", type=click.Path(path_type=Path), help="write a PNG: VIS with the registered IR edges in red")
 @report_errors
 def main(ir: Path | None, vis: Path | None, points: Path | None, ir_size: str | None, vis_size: str | None,
-         model: str, out: Path, preview: Path | None) -> None:
-    """Estimate the IR-to-VIS homography (or affine map) from point pairs or from frame pairs."""
+         model: str, out: Path | None, check_path: Path | None, max_residual: float, preview: Path | None) -> None:
+    """Estimate the IR-to-VIS homography (or affine map) from point pairs or from frame pairs, or check one."""
     if (ir is None) != (vis is None):
         raise click.UsageError("pass both --ir and --vis, or neither")
+    if (out is None) == (check_path is None):
+        raise click.UsageError("pass --out H.json to calibrate, or --check H.json to measure a calibration")
     frames = [(read_image(p.ir, "IR"), read_image(p.vis, "VIS")) for p in find_pairs(ir, vis)] if ir and vis else []
+    if check_path is not None:
+        _check(check_path, frames, max_residual)
+        return
+    assert out is not None  # the usage check above
     if points is not None:
         sizes = (_size(ir_size, "--ir-size"), _size(vis_size, "--vis-size"))
         if frames:
@@ -71,3 +81,18 @@ def main(ir: Path | None, vis: Path | None, points: Path | None, ir_size: str | 
         write_image(preview, overlay(registration, *frames[0]))
         click.echo(f"preview: {preview}")
     click.echo(f"wrote {out}")
+
+
+def _check(path: Path, frames: list[tuple[np.ndarray, np.ndarray]], max_residual: float) -> None:
+    registration = load_registration(path)
+    if not frames:
+        raise InputError("--check needs frame pairs to measure on", fix="pass --ir and --vis")
+    result = check_calibration(registration, frames)
+    for index, median in enumerate(result.pair_medians_px):
+        click.echo(f"pair {index}: median structure displacement {median:.2f} px")
+    click.echo(f"{path}: median {result.median_px:.2f} px, 90th percentile {result.p90_px:.2f} px over "
+               f"{result.matches} structure matches in {len(frames)} pair(s)")
+    if result.median_px > max_residual:
+        raise InputError(f"calibration {path} leaves shared structure {result.median_px:.2f} px apart (median; "
+                         f"limit {max_residual:g} px)", fix="re-calibrate: the cameras moved, or these frames are "
+                         "from another rig")

@@ -38,6 +38,8 @@ from .options import batch_size_option, device_option, model_option
 @click.option("--queue", "queue_size", type=click.IntRange(min=1), default=4, show_default=True,
               help="depth of each queue")
 @click.option("--max-latency-ms", type=float, help="drop pairs older than this before fusing them")
+@click.option("--batch-wait-ms", type=click.FloatRange(min=0.0),
+              help="how long the fuse stage waits for a full batch [default: 50 with block, 0 with drop-oldest]")
 @click.option("--side-by-side", is_flag=True, help="write IR | VIS | fused panels instead of the fused frame")
 @click.option("--lossless", is_flag=True, help="lossless video (FFV1; name the output .mkv)")
 @click.option("--fps", type=float, help="output frame rate [default: the VIS source's]")
@@ -55,7 +57,8 @@ from .options import batch_size_option, device_option, model_option
 @report_errors
 def main(ir: str, vis: str, out: str, homography: Path | None, pair: str, ir_offset_ms: float,
          tolerance_ms: float | None, queue_policy: str, queue_size: int, max_latency_ms: float | None,
-         side_by_side: bool, lossless: bool, fps: float | None, max_frames: int | None, raw_ir: bool,
+         batch_wait_ms: float | None, side_by_side: bool, lossless: bool, fps: float | None,
+         max_frames: int | None, raw_ir: bool,
          model: str | None, config: str | None, backend: str | None, device: str, dtype: str,
          processing: str | None, batch_size: int, quiet: bool) -> None:
     """Fuse an IR and a VIS stream live: pair by timestamp, register, fuse in batches, write."""
@@ -69,7 +72,8 @@ def main(ir: str, vis: str, out: str, homography: Path | None, pair: str, ir_off
         pipeline = Pipeline(
             fuser, ir, vis, sink=out, registration=registration, pair=pair,
             tolerance=tolerance_ms / 1000.0 if tolerance_ms is not None else None, ir_offset=ir_offset_ms / 1000.0,
-            policy=queue_policy, queue_size=queue_size, max_latency_ms=max_latency_ms, side_by_side=side_by_side,
+            policy=queue_policy, queue_size=queue_size, max_latency_ms=max_latency_ms, batch_wait_ms=batch_wait_ms,
+            side_by_side=side_by_side,
             fps=fps, lossless=lossless, max_frames=max_frames, raw_ir=raw_ir,
         )
         signals: list[str] = []

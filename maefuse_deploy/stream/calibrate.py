@@ -418,15 +418,40 @@ def _coarse_search(vis_map: np.ndarray, ir_map: np.ndarray, start: np.ndarray) -
 
 def alignment_residuals(ir: np.ndarray, vis: np.ndarray, matrix: np.ndarray) -> np.ndarray:
     """How far shared structure lies apart once the IR frame is mapped by ``matrix`` (3x3 IR -> VIS): the
-    displacement, in VIS pixels, of every structure block that matches within +-12 px, (N,) float64.
-
-    Checks a calibration on new frames of a rig; a median well above 1-2 px means it no longer fits (or the
-    scene has much parallax)."""
+    displacement, in VIS pixels, of every structure block that matches within +-12 px, (N,) float64."""
     ir_grey, vis_grey = _grey(ir), _grey(vis)
     stage = Stage(1.0, "target", search=12, half=24, stride=16, rounds=1)
     matches, _ = _match_pairs([(ir_grey, vis_grey)], [_structure_channels(vis_grey, CHANNEL_BLUR)],
                               np.asarray(matrix, dtype=np.float64), stage)
     return np.linalg.norm(map_points(matrix, matches[:, :2]) - matches[:, 2:4], axis=1)
+
+
+@dataclass(frozen=True)
+class CalibrationCheck:
+    """How well a calibration registers some frame pairs: structure displacement left, in VIS pixels."""
+
+    pair_medians_px: tuple[float, ...]  # per pair; nan where no structure matched
+    matches: int
+    median_px: float  # over all matches of all pairs
+    p90_px: float
+
+
+def check_calibration(registration: Registration, pairs: Sequence[tuple[np.ndarray, np.ndarray]]) -> CalibrationCheck:
+    """Measure ``registration`` on (ir, vis) frame pairs of the rig (OpenCV layouts). A good calibration leaves
+    about 1-2 px (matching noise and parallax); cameras that moved leave more. One-line errors for frames of
+    other sizes than the calibration's and for frames without shared structure."""
+    if not pairs:
+        raise InputError("no frame pairs to check the calibration on", fix="pass at least one IR/VIS pair")
+    residuals = []
+    for index, (ir, vis) in enumerate(pairs):
+        registration.check_sizes(ir.shape, vis.shape, where=f"frame pair {index}")
+        residuals.append(alignment_residuals(ir, vis, registration.matrix))
+    every = np.concatenate(residuals)
+    if len(every) < MIN_MATCHES:
+        raise InputError(f"only {len(every)} structure matches in {len(pairs)} frame pair(s): too few to judge the "
+                         "calibration", fix="use daytime frames with clear shared edges, or more pairs")
+    return CalibrationCheck(tuple(float(np.median(r)) if len(r) else float("nan") for r in residuals), len(every),
+                            float(np.median(every)), float(np.percentile(every, 90)))
 
 
 def corner_error(estimated: np.ndarray, truth: np.ndarray, vis_size: tuple[int, int]) -> float:
