@@ -47,9 +47,10 @@ def main(ir: Path | None, vis: Path | None, points: Path | None, ir_size: str | 
         raise click.UsageError("pass both --ir and --vis, or neither")
     if (out is None) == (check_path is None):
         raise click.UsageError("pass --out H.json to calibrate, or --check H.json to measure a calibration")
-    frames = [(read_image(p.ir, "IR"), read_image(p.vis, "VIS")) for p in find_pairs(ir, vis)] if ir and vis else []
+    found = find_pairs(ir, vis) if ir and vis else []
+    frames = [(read_image(p.ir, "IR"), read_image(p.vis, "VIS")) for p in found]
     if check_path is not None:
-        _check(check_path, frames, max_residual)
+        _check(check_path, frames, [p.ir.stem for p in found], max_residual)
         return
     assert out is not None  # the usage check above
     if points is not None:
@@ -83,13 +84,13 @@ def main(ir: Path | None, vis: Path | None, points: Path | None, ir_size: str | 
     click.echo(f"wrote {out}")
 
 
-def _check(path: Path, frames: list[tuple[np.ndarray, np.ndarray]], max_residual: float) -> None:
+def _check(path: Path, frames: list[tuple[np.ndarray, np.ndarray]], names: list[str], max_residual: float) -> None:
     registration = load_registration(path)
     if not frames:
         raise InputError("--check needs frame pairs to measure on", fix="pass --ir and --vis")
     result = check_calibration(registration, frames)
-    for index, median in enumerate(result.pair_medians_px):
-        click.echo(f"pair {index}: median structure displacement {median:.2f} px")
+    for name, median in zip(names, result.pair_medians_px, strict=True):
+        click.echo(f"{name}: median structure displacement {median:.2f} px")
     click.echo(f"{path}: median {result.median_px:.2f} px, 90th percentile {result.p90_px:.2f} px over "
                f"{result.matches} structure matches in {len(frames)} pair(s)")
     if result.median_px > max_residual:

@@ -30,6 +30,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import cv2
 import numpy as np
@@ -137,7 +138,7 @@ class Stage:
     ``stride`` pixels, each searched within +-``search`` pixels, ``rounds`` times warp-match-fit."""
 
     factor: float
-    model: str  # "similarity", "affine" or "target" (the requested model)
+    model: Literal["similarity", "affine", "target"]  # target: the requested model
     search: int
     half: int
     stride: int
@@ -173,10 +174,6 @@ def _structure_channels(grey: np.ndarray, blur_sigma: float) -> list[np.ndarray]
     if blur_sigma <= 0:
         return [magnitude, cos2, sin2]
     return [cv2.GaussianBlur(channel, (0, 0), blur_sigma) for channel in (magnitude, cos2, sin2)]
-
-
-def _grey(image: np.ndarray) -> np.ndarray:
-    return ir_to_grey8(image)  # any colour or 16-bit frame to 8-bit grey
 
 
 def _match_blocks(vis_channels: list[np.ndarray], ir_channels: list[np.ndarray], covered: np.ndarray,
@@ -226,9 +223,6 @@ def _normaliser(size: tuple[int, int]) -> np.ndarray:
     width, height = size
     scale = 2.0 / width
     return np.array([[scale, 0, -scale * width / 2], [0, scale, -scale * height / 2], [0, 0, 1.0]])
-
-
-_PARAMETERS = {"similarity": 4, "affine": 6, "homography": 8}
 
 
 def _matrix(params: np.ndarray, model: str) -> np.ndarray:
@@ -296,7 +290,7 @@ def from_frames(
         if ir.shape[:2] != ir_shape or vis.shape[:2] != vis_shape:
             raise InputError("calibration frame pairs differ in size", fix="use frames of one camera rig")
     ir_size, vis_size = (ir_shape[1], ir_shape[0]), (vis_shape[1], vis_shape[0])
-    greys = [(_grey(ir), _grey(vis)) for ir, vis in pairs]
+    greys = [(ir_to_grey8(ir), ir_to_grey8(vis)) for ir, vis in pairs]
     if initial is None:
         current = _best_start(greys, _coarse_starts(*greys[0]))
     else:
@@ -419,7 +413,7 @@ def _coarse_search(vis_map: np.ndarray, ir_map: np.ndarray, start: np.ndarray) -
 def alignment_residuals(ir: np.ndarray, vis: np.ndarray, matrix: np.ndarray) -> np.ndarray:
     """How far shared structure lies apart once the IR frame is mapped by ``matrix`` (3x3 IR -> VIS): the
     displacement, in VIS pixels, of every structure block that matches within +-12 px, (N,) float64."""
-    ir_grey, vis_grey = _grey(ir), _grey(vis)
+    ir_grey, vis_grey = ir_to_grey8(ir), ir_to_grey8(vis)
     stage = Stage(1.0, "target", search=12, half=24, stride=16, rounds=1)
     matches, _ = _match_pairs([(ir_grey, vis_grey)], [_structure_channels(vis_grey, CHANNEL_BLUR)],
                               np.asarray(matrix, dtype=np.float64), stage)
