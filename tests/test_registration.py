@@ -129,7 +129,7 @@ def test_automatic_calibration_recovers_a_known_homography_on_real_pairs(msrs, n
     vis = cv2.imread(str(msrs / "vi" / f"{name}.png"))
     distorted = cv2.warpPerspective(ir, known_distortion(), IR_CANVAS, flags=cv2.INTER_LINEAR)
     own = from_frames([(ir, vis)])  # the pair's own registration: the method on the pair as shipped
-    # The fit leaves structure displaced by parallax only (the dataset's alignment leaves a median 3.8-5.4 px).
+    # The fit leaves structure displaced by parallax only (the dataset's alignment leaves a median 3.7-5.3 px).
     assert own.residual_px <= 2.0, own.residual_px
     registration = from_frames([(distorted, vis)])
     assert registration.ir_size == IR_CANVAS and registration.vis_size == VIS_SIZE
