@@ -98,8 +98,7 @@ class Registration:
 
     def ir_corners_in_vis(self) -> np.ndarray:
         """Where the IR frame's four corner pixels land in the VIS frame, (4, 2) float64."""
-        w, h = self.ir_size
-        return self.map_points(np.array([[0, 0], [w - 1, 0], [w - 1, h - 1], [0, h - 1]], dtype=np.float64))
+        return self.map_points(frame_corners(self.ir_size))
 
     # --- the file ----------------------------------------------------------------------------------------------
 
@@ -135,6 +134,12 @@ def map_points(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
     pts = np.asarray(points, dtype=np.float64).reshape(-1, 2)
     homogeneous = np.hstack([pts, np.ones((len(pts), 1))]) @ np.asarray(matrix, dtype=np.float64).T
     return homogeneous[:, :2] / homogeneous[:, 2:3]
+
+
+def frame_corners(size: tuple[int, int]) -> np.ndarray:
+    """The four corner pixel centres of a (width, height) frame, clockwise from top-left, (4, 2) float64."""
+    w, h = size
+    return np.array([[0, 0], [w - 1, 0], [w - 1, h - 1], [0, h - 1]], dtype=np.float64)
 
 
 def load_registration(path: str | os.PathLike[str]) -> Registration:

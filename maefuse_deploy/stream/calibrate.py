@@ -38,7 +38,7 @@ from scipy.optimize import least_squares
 
 from ..errors import InputError
 from ..processing import ir_to_grey8, vis_to_bgr8
-from ..registration import Model, Registration, map_points
+from ..registration import Model, Registration, frame_corners, map_points
 
 LOCAL_NORM_SIGMA = 8.0
 STRUCTURE_BLUR = 3.0  # coarse search maps only: a wide basin for the phase correlation
@@ -155,18 +155,28 @@ STAGES = (
 
 def structure_map(image: np.ndarray, blur_sigma: float) -> np.ndarray:
     """Grey or colour frame (uint8/uint16) -> HxW float32 gradient magnitude over its local mean, blurred."""
-    return _structure_channels(ir_to_grey8(image), blur_sigma)[0]
+    gx, gy = _gradients(ir_to_grey8(image))
+    magnitude = _normalised_magnitude(gx * gx + gy * gy)
+    return cv2.GaussianBlur(magnitude, (0, 0), blur_sigma) if blur_sigma > 0 else magnitude
+
+
+def _gradients(grey: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    grey32 = grey.astype(np.float32)
+    return cv2.Sobel(grey32, cv2.CV_32F, 1, 0, ksize=3), cv2.Sobel(grey32, cv2.CV_32F, 0, 1, ksize=3)
+
+
+def _normalised_magnitude(energy: np.ndarray) -> np.ndarray:
+    """Squared gradient -> magnitude over its local mean: a faint VIS edge in shadow weighs like a strong IR edge."""
+    magnitude = np.sqrt(energy)
+    local = cv2.GaussianBlur(magnitude, (0, 0), LOCAL_NORM_SIGMA)
+    return magnitude / (local + 0.1 * float(magnitude.mean()) + 1e-3)
 
 
 def _structure_channels(grey: np.ndarray, blur_sigma: float) -> list[np.ndarray]:
     """HxW uint8 grey -> [magnitude, cos 2θ, sin 2θ] float32 HxW maps (see the module docstring)."""
-    grey32 = grey.astype(np.float32)
-    gx = cv2.Sobel(grey32, cv2.CV_32F, 1, 0, ksize=3)
-    gy = cv2.Sobel(grey32, cv2.CV_32F, 0, 1, ksize=3)
+    gx, gy = _gradients(grey)
     energy = gx * gx + gy * gy
-    magnitude = np.sqrt(energy)
-    local = cv2.GaussianBlur(magnitude, (0, 0), LOCAL_NORM_SIGMA)
-    magnitude = magnitude / (local + 0.1 * float(magnitude.mean()) + 1e-3)
+    magnitude = _normalised_magnitude(energy)
     # The orientation of weak gradients is noise: the median energy damps it (a per-frame scale, so gain-free).
     damping = float(np.median(energy)) + 1e-3
     cos2 = (gx * gx - gy * gy) / (energy + damping)
@@ -291,15 +301,16 @@ def from_frames(
             raise InputError("calibration frame pairs differ in size", fix="use frames of one camera rig")
     ir_size, vis_size = (ir_shape[1], ir_shape[0]), (vis_shape[1], vis_shape[0])
     greys = [(ir_to_grey8(ir), ir_to_grey8(vis)) for ir, vis in pairs]
+    # The VIS frames do not move: their channels at each pyramid level are computed once.
+    channels = {factor: [_structure_channels(_resize(vis, factor), CHANNEL_BLUR) for _, vis in greys]
+                for factor in {stage.factor for stage in STAGES}}
     if initial is None:
-        current = _best_start(greys, _coarse_starts(*greys[0]))
+        current = _best_start(greys, channels[STAGES[0].factor], _coarse_starts(*greys[0]))
     else:
         current = np.asarray(initial, dtype=np.float64)
     for stage in STAGES:
         stage_model = model if stage.model == "target" else stage.model
-        if stage_model == "homography" and model == "affine":
-            stage_model = "affine"
-        vis_channels = [_structure_channels(_resize(vis, stage.factor), CHANNEL_BLUR) for _, vis in greys]
+        vis_channels = channels[stage.factor]
         for _ in range(stage.rounds):
             matches, used = _match_pairs(greys, vis_channels, current, stage)
             if len(matches) < MIN_MATCHES:
@@ -309,8 +320,6 @@ def from_frames(
                     fix="use daytime frames with clear shared edges, more pairs, or point pairs (--points)")
             current, residual = fit_mapping(matches[:, :2], matches[:, 2:4], matches[:, 4], stage_model,
                                             ir_size, vis_size, start=current)
-    if model == "affine":
-        current[2] = (0.0, 0.0, 1.0)
     return Registration(current, ir_size, vis_size, model=model, method="structure-blocks",
                         residual_px=round(float(np.median(residual)), 3),
                         extra={"pairs_used": used, "pairs_given": len(pairs), "matches": len(matches),
@@ -359,11 +368,12 @@ def _coarse_starts(ir: np.ndarray, vis: np.ndarray) -> list[np.ndarray]:
     return [np.linalg.inv(_scale(factor)) @ level @ _scale(ir_factor) for level in candidates]
 
 
-def _best_start(greys: list[tuple[np.ndarray, np.ndarray]], starts: list[np.ndarray]) -> np.ndarray:
-    """The start under which the first stage's blocks match best (sum of scores): where the structure maps'
-    global correlation is weak (night frames), its runner-up is often the right one."""
+def _best_start(greys: list[tuple[np.ndarray, np.ndarray]], vis_channels: list[list[np.ndarray]],
+                starts: list[np.ndarray]) -> np.ndarray:
+    """The start under which the first stage's blocks match best (sum of scores; ``vis_channels`` at the first
+    stage's level): where the structure maps' global correlation is weak (night frames), its runner-up is often
+    the right one."""
     stage = STAGES[0]
-    vis_channels = [_structure_channels(_resize(vis, stage.factor), CHANNEL_BLUR) for _, vis in greys]
     totals = [float(_match_pairs(greys, vis_channels, start, stage)[0][:, 4].sum()) for start in starts]
     return starts[int(np.argmax(totals))]
 
@@ -451,8 +461,7 @@ def check_calibration(registration: Registration, pairs: Sequence[tuple[np.ndarr
 def corner_error(estimated: np.ndarray, truth: np.ndarray, vis_size: tuple[int, int]) -> float:
     """Largest misregistration (VIS pixels) at the corners of the VIS frame, i.e. of the fused output: the IR
     points that ``truth`` puts on the four VIS corners, sent through ``estimated`` (both 3x3 IR -> VIS)."""
-    w, h = vis_size
-    corners = np.array([[0, 0], [w - 1, 0], [w - 1, h - 1], [0, h - 1]], dtype=np.float64)
+    corners = frame_corners(vis_size)
     ir_points = map_points(np.linalg.inv(truth), corners)
     return float(np.max(np.linalg.norm(map_points(estimated, ir_points) - corners, axis=1)))
 
