@@ -11,7 +11,7 @@ import contextlib
 import os
 import re
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from .errors import InputError
@@ -130,3 +130,34 @@ def check_writable(target: str | os.PathLike[str], what: str = "output") -> None
         raise InputError(f"cannot write {what} {target}: {parent} is not a folder", fix="choose another path")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise InputError(f"cannot write {what} {target}: {parent} is not writable", fix="choose a writable folder")
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    if a.resolve() == b.resolve():
+        return True
+    with contextlib.suppress(OSError):
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    return False
+
+
+def check_output(
+    target: str | os.PathLike[str],
+    *,
+    inputs: Iterable[str | os.PathLike[str] | None] = (),
+    overwrite: bool = False,
+    what: str = "output",
+) -> None:
+    """The one output rule of every command that writes a file, applied before any work is done.
+
+    Refuses, with one line naming the option and the fix: an output that is one of ``inputs`` (the same path, or
+    the same file through a link), an existing file unless ``overwrite``, a folder, and a path that cannot be
+    created (:func:`check_writable`). ``what`` names the option (``--out``, ``--onnx``, ``-o``).
+    """
+    target = Path(target)
+    for source in inputs:
+        if source is not None and _same_file(target, Path(source)):
+            raise InputError(f"{what} {target} is also an input ({source}): writing it would destroy the input",
+                             fix=f"choose another {what} path")
+    check_writable(target, what)
+    if (target.exists() or target.is_symlink()) and not overwrite:
+        raise InputError(f"{what} {target} already exists", fix="pass --overwrite to replace it, or choose another path")
