@@ -70,7 +70,7 @@ def run(target: str, args: list[str]) -> tuple[int, list[str]]:
 @pytest.mark.parametrize("value", ["gpu", "cuda:x", "cuda1", "tpu:0"])
 def test_a_bad_device_is_one_line_before_anything_loads(value: str) -> None:
     code, lines = run(SCRIPTS["maefuse-fuse"], ["--device", value, "--model", "does-not-exist.safetensors"])
-    assert code == 1
+    assert code == 2  # a usage error (docs/reliability.md, exit codes)
     assert lines == [f"error: --device {value!r} is not a device (fix: use auto, cpu, cuda or cuda:N)"]
 
 
@@ -99,4 +99,4 @@ def test_old_spellings_still_work_with_a_deprecation_note(tmp_path: Path) -> Non
     assert code == 1 and "g.onnx" in lines[-1]
     code, lines = run(SCRIPTS["maefuse-build-engine"], [str(tmp_path / "g.onnx"), "-o", str(tmp_path / "g.engine"),
                                                         "--batch-range", "nine"])
-    assert code == 1 and lines == ["error: --batch-range 'nine' is not N or MIN:OPT:MAX (fix: e.g. 1 or 1:4:8)"]
+    assert code == 2 and lines == ["error: --batch-range 'nine' is not N or MIN:OPT:MAX (fix: e.g. 1 or 1:4:8)"]

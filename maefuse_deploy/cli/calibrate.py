@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 import numpy as np
 
+from ..atomic import check_output
 from ..errors import InputError
 from ..io import find_pairs, read_image, write_image
 from ..registration import MODELS, load_registration
@@ -34,6 +35,7 @@ def _size(text: str | None, option: str) -> tuple[int, int] | None:
 @click.option("--transform", "model", type=click.Choice(MODELS), default="homography", show_default=True,
               help="the mapping's form (the file's 'model' field)")
 @click.option("--out", "-o", type=click.Path(path_type=Path), help="calibration JSON to write")
+@click.option("--overwrite", is_flag=True, help="replace an existing --out or --preview file (refused by default)")
 @click.option("--check", "check_path", type=click.Path(path_type=Path),
               help="instead: measure this calibration JSON on the --ir/--vis frames (structure displacement left)")
 @click.option("--max-residual", type=click.FloatRange(min=0.0), default=3.0, show_default=True,
@@ -41,13 +43,23 @@ def _size(text: str | None, option: str) -> tuple[int, int] | None:
 @click.option("--preview", type=click.Path(path_type=Path), help="write a PNG: VIS with the registered IR edges in red")
 @report_errors
 def main(ir: Path | None, vis: Path | None, points: Path | None, ir_size: str | None, vis_size: str | None,
-         model: str, out: Path | None, check_path: Path | None, max_residual: float, preview: Path | None) -> None:
+         model: str, out: Path | None, overwrite: bool, check_path: Path | None, max_residual: float,
+         preview: Path | None) -> None:
     """Estimate the IR-to-VIS homography (or affine map) from point pairs or from frame pairs, or check one."""
     if (ir is None) != (vis is None):
         raise click.UsageError("pass both --ir and --vis, or neither")
     if (out is None) == (check_path is None):
         raise click.UsageError("pass --out H.json to calibrate, or --check H.json to measure a calibration")
+    if preview is not None and ir is None:
+        raise click.UsageError("--preview needs --ir/--vis frames to draw on")
     found = find_pairs(ir, vis) if ir and vis else []
+    # Every file this run writes is checked before any work: never an input, never replaced unasked.
+    inputs = [points, check_path, ir, vis, *(path for pair in found for path in (pair.ir, pair.vis))]
+    for target, option in ((out, "-o"), (preview, "--preview")):
+        if target is not None:
+            check_output(target, inputs=inputs, overwrite=overwrite, what=option)
+    if out is not None and preview is not None and out.resolve() == preview.resolve():
+        raise click.UsageError("-o and --preview name the same file")
     frames = [(read_image(p.ir, "IR"), read_image(p.vis, "VIS")) for p in found]
     if check_path is not None:
         _check(check_path, frames, [p.ir.stem for p in found], max_residual)
@@ -70,6 +82,8 @@ def main(ir: Path | None, vis: Path | None, points: Path | None, ir_size: str | 
              f"90th percentile {registration.extra['residual_p90_px']:.2f} px (parallax and mismatches)")
     else:
         raise InputError("nothing to calibrate from", fix="pass --points FILE or --ir/--vis frame pairs")
+    if preview is not None:
+        write_image(preview, overlay(registration, *frames[0]))
     registration.save(out)
     corners = ", ".join(f"({x:.1f}, {y:.1f})" for x, y in registration.ir_corners_in_vis())
     click.echo(f"{registration.model} IR {registration.ir_size[0]}x{registration.ir_size[1]} -> VIS "
@@ -77,9 +91,6 @@ def main(ir: Path | None, vis: Path | None, points: Path | None, ir_size: str | 
     click.echo(np.array2string(registration.matrix, precision=6, suppress_small=True))
     click.echo(f"IR corners land at {corners} in the VIS frame")
     if preview is not None:
-        if not frames:
-            raise InputError("--preview needs --ir/--vis frames to draw on", fix="pass a frame pair")
-        write_image(preview, overlay(registration, *frames[0]))
         click.echo(f"preview: {preview}")
     click.echo(f"wrote {out}")
 

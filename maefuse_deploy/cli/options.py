@@ -31,7 +31,10 @@ _BATCHES = re.compile(r"^\d+(,\d+)*$")
 
 
 class OptionError(click.ClickException):
-    """A malformed option value, printed like every other error: ``error: ...`` on one line, exit code 1."""
+    """A malformed option value: a usage error (exit code 2, as click's own), printed like every other error:
+    ``error: ...`` on one line."""
+
+    exit_code = 2
 
     def show(self, file: Any = None) -> None:
         click.echo(f"error: {self.format_message()}", err=True)

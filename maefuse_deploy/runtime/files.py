@@ -27,6 +27,7 @@ from ..processing import ir_to_grey8, vis_to_bgr8
 from ..registration import Registration
 from ..sample_pairs import SAMPLES_DIR
 from .fuser import Fuser
+from .video import is_video
 
 __all__ = ["SAMPLES_DIR", "fuse_pairs", "output_suffix", "side_by_side"]
 
@@ -100,14 +101,17 @@ def plan_fuse_job(
     - an output folder that is, contains or lies inside an IR/VIS input folder (its files would mix with, or
       replace, the sources), or an output file that is an input;
     - outputs that already exist, unless ``overwrite`` (a run never replaces what it did not create unasked);
-    - an unknown or (without ``allow_lossy``) lossy format; an image whose header declares more than
-      ``max_pixels`` pixels.
+    - an unknown or (without ``allow_lossy``) lossy format; a video file name for image inputs;
+    - an image whose header declares more than ``max_pixels`` pixels, or that does not decode.
 
     ``out`` is a folder, or for a single pair a file name with an image suffix (``--out fused.png``), whose
     suffix is then the format (``fmt`` must agree or be None). ``fmt=None`` means png for a folder.
     """
     pairs = find_pairs(ir, vis)
     out = Path(out)
+    if is_video(out) and not out.is_dir():
+        raise InputError(f"--out {out} names a video file but the inputs are images",
+                         fix="pass an output folder (or fused.png for one pair), or fuse two videos into a video")
     out_suffix = out.suffix.lower().lstrip(".")
     as_file = out_suffix in OUTPUT_FORMATS and not out.is_dir()
     if as_file:
@@ -153,6 +157,12 @@ def plan_fuse_job(
     for pair in pairs:
         image_size(pair.ir, "IR", max_pixels)
         image_size(pair.vis, "VIS", max_pixels)
+    # A full decode of every image: a file whose header is fine but whose data is cut or corrupt would otherwise
+    # fail late in the run and discard every pair fused before it (all or nothing). Decoding twice costs a few
+    # milliseconds a pair; fusing costs a hundred or more.
+    for pair in pairs:
+        read_image(pair.ir, "IR", max_pixels)
+        read_image(pair.vis, "VIS", max_pixels)
     return FuseJob(pairs, folder, fused, side_by_side, overwrite, max_pixels)
 
 
