@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
 __all__ = ["Fuser", "MaeFuseError", "__version__"]
 
 from .errors import MaeFuseError
+from .version import __version__
 
 if TYPE_CHECKING:
     from .runtime.fuser import Fuser

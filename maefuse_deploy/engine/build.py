@@ -33,7 +33,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, TextIO
 
-from .. import __version__
+from ..version import __version__
 from ..atomic import atomic_path
 from ..contract import BatchProfile, parse_batch_profile
 from ..errors import InputError

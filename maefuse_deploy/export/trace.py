@@ -17,7 +17,7 @@ from typing import Any
 import onnx
 import torch
 
-from .. import __version__
+from ..version import __version__
 from ..contract import INPUT_IR, INPUT_VIS, OUTPUT_FUSED, BatchProfile, GraphInfo
 from ..errors import VerificationError
 from ..model.maefuse import MaeFuse

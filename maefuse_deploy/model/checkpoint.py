@@ -24,7 +24,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from .. import __version__
+from ..version import __version__
 from ..atomic import atomic_path
 from ..errors import CheckpointError
 from .config import CONFIGS, MaeFuseConfig, get_config
