@@ -73,13 +73,15 @@ def mkv_time(index: int, fps: float) -> float:
     return round(index / fps, 3)
 
 
-def mutual_nearest(ir_times, vis_times, tolerance):
-    """The pairing rule written out independently: partners are each other's nearest and within tolerance."""
+def vis_nearest(ir_times, vis_times, tolerance):
+    """The pairing rule written out independently (docs/streaming.md): each VIS frame with its nearest IR frame
+    (the earlier on a tie) when within tolerance; IR frames may repeat. Compared in integer nanoseconds, as the rule
+    says. Returns (ir_index, vis_index) pairs in VIS order."""
+    ir_ns, vis_ns, tol = [round(t * 1e9) for t in ir_times], [round(t * 1e9) for t in vis_times], round(tolerance * 1e9)
     pairs = []
-    for i, t in enumerate(ir_times):
-        j = min(range(len(vis_times)), key=lambda k: (abs(vis_times[k] - t), vis_times[k]))
-        back = min(range(len(ir_times)), key=lambda k: (abs(ir_times[k] - vis_times[j]), ir_times[k]))
-        if back == i and abs(vis_times[j] - t) <= tolerance:
+    for j, v in enumerate(vis_ns):
+        i = min(range(len(ir_ns)), key=lambda k: (abs(ir_ns[k] - v), ir_ns[k]))
+        if abs(ir_ns[i] - v) <= tol:
             pairs.append((i, j))
     return pairs
 
@@ -102,9 +104,11 @@ def test_timestamp_pairer_follows_the_rule_on_random_clocks():
         got = []
         while (role := pairer.needs()) is not None:
             got += [(p.ir.index, p.vis.index) for p in pairer.add(role, next(streams[role], None))]
-        expected = mutual_nearest([t + offset for t in ir_t], vis_t, 0.5 / min(fps_ir, fps_vis))
+        expected = vis_nearest([t + offset for t in ir_t], vis_t, 0.5 / min(fps_ir, fps_vis))
         assert got == expected
-        assert pairer.unpaired == {"ir": len(ir_t) - len(got), "vis": len(vis_t) - len(got)}
+        chosen = {i for i, _ in got}
+        assert pairer.unpaired == {"ir": len(ir_t) - len(chosen), "vis": len(vis_t) - len(got)}
+        assert pairer.reused == len(got) - len(chosen)
 
 
 def test_25_and_30_fps_videos_pair_by_timestamp_with_ir_offset(fuser, frames, tmp_path):
@@ -113,10 +117,10 @@ def test_25_and_30_fps_videos_pair_by_timestamp_with_ir_offset(fuser, frames, tm
     vis_path = write_video(tmp_path / "vis.mkv", vis[:24], 30)
     offset = -0.012  # the IR camera stamps its frames 12 ms late
     results = list(stream(fuser, str(ir_path), str(vis_path), ir_offset=offset))
-    expected = mutual_nearest([mkv_time(i, 25) + offset for i in range(20)], [mkv_time(j, 30) for j in range(24)],
-                              0.5 / 25)
+    expected = vis_nearest([mkv_time(i, 25) + offset for i in range(20)], [mkv_time(j, 30) for j in range(24)],
+                           0.5 / 25)
     assert [(m["ir_index"], m["vis_index"]) for _, m in results] == expected
-    assert len(expected) == 20  # every IR frame has a partner; four of the 24 VIS frames have none
+    assert len(expected) == 24  # the output runs at the VIS rate: every VIS frame has a partner, 4 IR frames serve two
     for fused, meta in results:
         i, j = meta["ir_index"], meta["vis_index"]
         assert meta["ir_timestamp"] == pytest.approx(mkv_time(i, 25), abs=1e-9)
@@ -127,16 +131,17 @@ def test_25_and_30_fps_videos_pair_by_timestamp_with_ir_offset(fuser, frames, tm
 def test_pipeline_counts_unpaired_frames(fuser, frames, tmp_path):
     ir, vis = frames
     ir_path = write_video(tmp_path / "ir.mkv", ir[:20], 25)
-    vis_path = write_video(tmp_path / "vis.mkv", vis[:24], 30)
+    vis_path = write_video(tmp_path / "vis.mkv", vis[:12], 30)  # VIS ends first: the later IR frames are unpaired
     seen = []
     with Pipeline(fuser, str(ir_path), str(vis_path), sink=lambda image, meta: seen.append(meta["vis_index"]),
                   ir_offset=-0.012) as pipeline:
         assert pipeline.wait(60)
     stats = pipeline.join()
-    expected = mutual_nearest([mkv_time(i, 25) - 0.012 for i in range(20)], [mkv_time(j, 30) for j in range(24)], 0.02)
-    assert (stats.read_ir, stats.read_vis) == (20, 24)
+    expected = vis_nearest([mkv_time(i, 25) - 0.012 for i in range(20)], [mkv_time(j, 30) for j in range(12)], 0.02)
+    assert (stats.read_ir, stats.read_vis) == (20, 12)  # the IR stream is read to its end, its tail counted
     assert stats.paired == stats.fused == stats.written == len(expected) == len(seen)
-    assert (stats.unpaired_ir, stats.unpaired_vis) == (20 - len(expected), 24 - len(expected))
+    chosen = {i for i, _ in expected}
+    assert (stats.unpaired_ir, stats.unpaired_vis) == (20 - len(chosen), 12 - len(expected))
     assert stats.dropped == 0 and pipeline.policy == "block"
     assert stats.latency_ms["p50"] > 0
 

@@ -1,25 +1,38 @@
 """Pairing IR and VIS frames: by timestamp (cameras that are not triggered together) or by index (lockstep files).
 
-Timestamp rule (deterministic, the same online as offline): with the IR timestamps shifted by ``ir_offset``
-seconds, an IR frame and a VIS frame are partners when each is the other's nearest frame (ties go to the earlier
-frame) and they are at most ``tolerance`` seconds apart. Every other frame is unpaired, counted and dropped. Pairs
-come out in time order. The default tolerance is half the frame period of the slower source, so a frame can only
-pair with the frame that overlaps it in time.
+Timestamp rule, the one rule of this toolkit (the same in the ``maefusemux`` GStreamer element:
+engines/gstreamer/pairing_rule.hpp; shared cases in tests/data/pairing_cases.json; docs/streaming.md, "Pairing"):
+the output runs at the VIS rate. Each VIS frame is fused with the IR frame whose timestamp plus ``ir_offset`` is
+nearest to it (on a tie, the earlier IR frame) when they are at most ``tolerance`` apart; otherwise the VIS frame is
+unpaired (counted, dropped). An IR frame may serve several VIS frames when IR runs slower (counted as reused); IR
+frames that no VIS frame chose are counted unpaired. The default tolerance is half the slower source's frame period,
+within which every VIS frame finds a partner while both streams flow. Times are compared as integer nanoseconds,
+so this pairer and the element decide ties and the tolerance boundary identically.
 
-Online, a frame's nearest partner is known once the other stream has delivered a frame at or after it (or has
-ended); :meth:`TimestampPairer.needs` says which stream the pairer is waiting on, so the pipeline reads exactly
-that one and never buffers more than a frame or two per stream.
+Online, a VIS frame's partner is known once the IR stream has delivered a frame after it (or has ended):
+:meth:`TimestampPairer.needs` says which stream the pairer is waiting on, so the pipeline reads exactly that one and
+holds at most the two IR frames around the oldest waiting VIS frame.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .sources import Frame
 
 ROLES = ("ir", "vis")
+NS = 1_000_000_000
+
+
+def to_ns(seconds: float) -> int:
+    """Seconds (a frame's timestamp, an offset) as integer nanoseconds, the unit every pairing comparison uses."""
+    return round(seconds * NS)
+
+
+def period_ns(fps: float) -> int:
+    """A frame rate's period in whole nanoseconds, truncated as GStreamer's ``gst_util_uint64_scale_int``."""
+    return int(NS / fps)
 
 
 @dataclass
@@ -32,115 +45,113 @@ class TimestampPairer:
     def __init__(self, tolerance: float | None = None, ir_offset: float = 0.0,
                  fps: tuple[float | None, float | None] = (None, None)) -> None:
         """``tolerance`` in seconds (None: half the slower source's period, from ``fps`` (ir, vis) or, where a
-        rate is unknown, from the first two frames' spacing); ``ir_offset`` is added to every IR timestamp."""
+        rate is unknown, from its first two frames' spacing); ``ir_offset`` seconds are added to every IR
+        timestamp."""
         self.tolerance = tolerance
         self.ir_offset = ir_offset
+        self._offset_ns = to_ns(ir_offset)
+        self._tolerance_ns = None if tolerance is None else to_ns(tolerance)
         self._fps = dict(zip(ROLES, fps, strict=True))
-        self._pending: dict[str, deque[Frame]] = {role: deque() for role in ROLES}
-        self._last_removed: dict[str, float | None] = {role: None for role in ROLES}
-        self._first_two: dict[str, list[float]] = {role: [] for role in ROLES}
+        self._first_two: dict[str, list[int]] = {role: [] for role in ROLES}
+        self._ir: deque[tuple[int, Frame]] = deque()  # IR frames that may still be chosen: (shifted ns, frame)
+        self._vis: deque[Frame] = deque()  # VIS frames waiting for their partner to be known
         self._ended = {role: False for role in ROLES}
+        self._last_used: Frame | None = None
+        self._used: set[int] = set()  # id() of the IR frames in self._ir that a VIS frame chose
         self.unpaired = {role: 0 for role in ROLES}
+        self.reused = 0
         self._waiting_for: str | None = None
-
-    def _time(self, role: str, frame: Frame) -> float:
-        return frame.timestamp + (self.ir_offset if role == "ir" else 0.0)
 
     def add(self, role: str, frame: Frame | None) -> list[Pair]:
         """Give the pairer the next frame of ``role`` (None: that stream ended); returns the pairs now decided."""
         if frame is None:
             self._ended[role] = True
         else:
-            self._pending[role].append(frame)
             if len(self._first_two[role]) < 2:
-                self._first_two[role].append(frame.timestamp)
+                self._first_two[role].append(to_ns(frame.timestamp))
+            if role == "ir":
+                self._ir.append((to_ns(frame.timestamp) + self._offset_ns, frame))
+            else:
+                self._vis.append(frame)
         return self._resolve()
 
     def needs(self) -> str | None:
-        """The stream whose next frame the pairer waits for; None when both have ended and all is decided."""
+        """The stream whose next frame the pairer waits for; None when both have ended and all is decided. After
+        the VIS stream ends the IR stream is still read to its end, its frames counted unpaired, so that every
+        frame read is accounted for (read = paired + unpaired)."""
         if self._waiting_for is not None and not self._ended[self._waiting_for]:
             return self._waiting_for
-        open_roles = [role for role in ROLES if not self._ended[role]]
+        open_roles = [role for role in ("vis", "ir") if not self._ended[role]]
         return open_roles[0] if open_roles else None
 
-    def _current_tolerance(self) -> float | None:
-        if self.tolerance is not None:
-            return self.tolerance
+    def _current_tolerance(self) -> int | None:
+        """The tolerance in ns, or None while it waits for a second frame to measure a period (``_waiting_for``)."""
+        if self._tolerance_ns is not None:
+            return self._tolerance_ns
         periods = []
         for role in ROLES:
             fps = self._fps[role]
             if fps:
-                periods.append(1.0 / fps)
+                periods.append(period_ns(fps))
             elif len(self._first_two[role]) == 2:
                 periods.append(abs(self._first_two[role][1] - self._first_two[role][0]))
             elif not self._ended[role]:
                 self._waiting_for = role
                 return None
-        if not periods:
-            return 0.0
-        self.tolerance = 0.5 * max(periods)
-        return self.tolerance
-
-    def _nearest(self, t: float, candidates: Sequence[tuple[float, Frame | None]]) -> tuple[float, Frame | None] | None:
-        best = None
-        for time_, frame in candidates:  # in time order: ties keep the earlier
-            if best is None or abs(time_ - t) < abs(best[0] - t):
-                best = (time_, frame)
-        return best
+        self._tolerance_ns = max(periods) // 2 if periods else 0
+        self.tolerance = self._tolerance_ns / NS
+        return self._tolerance_ns
 
     def _resolve(self) -> list[Pair]:
-        tolerance = self._current_tolerance()
-        if tolerance is None:
-            return []
         pairs: list[Pair] = []
-        while True:
-            heads = [(self._time(r, self._pending[r][0]), i, r) for i, r in enumerate(ROLES) if self._pending[r]]
-            if not heads:
-                self._waiting_for = None
-                return pairs
-            t_a, _, role_a = min(heads)
-            role_b = "vis" if role_a == "ir" else "ir"
-            queue_a, queue_b = self._pending[role_a], self._pending[role_b]
-            if not queue_b and not self._ended[role_b]:
-                self._waiting_for = role_b
-                return pairs  # a's nearest partner is not known yet
-            # a is the earliest pending frame: B's candidates are its last removed frame and its pending head.
-            candidates_b: list[tuple[float, Frame | None]] = []
-            last_removed = self._last_removed[role_b]
-            if last_removed is not None:
-                candidates_b.append((last_removed, None))
-            if queue_b:
-                candidates_b.append((self._time(role_b, queue_b[0]), queue_b[0]))
-            nearest_b = self._nearest(t_a, candidates_b)
-            if nearest_b is None or nearest_b[1] is None or abs(nearest_b[0] - t_a) > tolerance:
-                self._drop(role_a)
-                continue
-            t_b = nearest_b[0]
-            # b's nearest in A: a, or the A frames after a up to the first at or after t_b.
-            candidates_a = [(self._time(role_a, f), f) for f in queue_a]
-            last_before = [c for c in candidates_a if c[0] <= t_b]
-            first_after = [c for c in candidates_a if c[0] >= t_b]
-            if not first_after and not self._ended[role_a]:
-                self._waiting_for = role_a
-                return pairs  # a later A frame might still be nearer to b
-            window = last_before[-1:] + first_after[:1]  # a (at or before t_b) is in last_before
-            nearest_a = self._nearest(t_b, window)
-            if nearest_a is not None and nearest_a[1] is queue_a[0]:
-                frame_a, frame_b = queue_a[0], queue_b[0]
-                self._remove(role_a)
-                self._remove(role_b)
-                pairs.append(Pair(frame_a, frame_b) if role_a == "ir" else Pair(frame_b, frame_a))
-            else:
-                self._drop(role_a)
+        self._waiting_for = None
+        tolerance = self._current_tolerance()
+        if tolerance is not None:
+            while self._vis:
+                vis = self._vis[0]
+                t_vis = to_ns(vis.timestamp)
+                # Forget IR frames that a later one replaces as "the latest at or before" this (and every later)
+                # VIS frame.
+                while len(self._ir) > 1 and self._ir[1][0] <= t_vis:
+                    self._forget_first_ir()
+                held = self._ir[0] if self._ir and self._ir[0][0] <= t_vis else None
+                following = [item for item in list(self._ir)[:2] if item[0] > t_vis]
+                if not following and not self._ended["ir"]:
+                    self._waiting_for = "ir"  # the next IR frame may be nearer than the held one
+                    break
+                chosen = _choose(held, following[0] if following else None, t_vis, tolerance)
+                self._vis.popleft()
+                if chosen is None:
+                    self.unpaired["vis"] += 1
+                    continue
+                if chosen is self._last_used:
+                    self.reused += 1
+                self._last_used = chosen
+                self._used.add(id(chosen))
+                pairs.append(Pair(chosen, vis))
+        if self._ended["vis"] and not self._vis:
+            while self._ir:  # nothing left to choose them
+                self._forget_first_ir()
+        return pairs
 
-    def _remove(self, role: str) -> Frame:
-        frame = self._pending[role].popleft()
-        self._last_removed[role] = self._time(role, frame)
-        return frame
+    def _forget_first_ir(self) -> None:
+        _, frame = self._ir.popleft()
+        if id(frame) in self._used:
+            self._used.discard(id(frame))
+        else:
+            self.unpaired["ir"] += 1
 
-    def _drop(self, role: str) -> None:
-        self._remove(role)
-        self.unpaired[role] += 1
+
+def _choose(held: tuple[int, Frame] | None, following: tuple[int, Frame] | None, t_vis: int,
+            tolerance: int) -> Frame | None:
+    """The rule's decision for one VIS frame (pairing_rule.hpp's ``choose``): the nearer of the latest IR frame
+    at or before it and the first after it, the earlier on a tie, if within ``tolerance`` ns."""
+    best: tuple[int, Frame] | None = None
+    if held is not None:
+        best = (t_vis - held[0], held[1])
+    if following is not None and (best is None or following[0] - t_vis < best[0]):
+        best = (following[0] - t_vis, following[1])
+    return best[1] if best is not None and best[0] <= tolerance else None
 
 
 class IndexPairer:
