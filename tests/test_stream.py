@@ -17,6 +17,7 @@ import pytest
 from click.testing import CliRunner
 from conftest import require_module
 
+from maefuse_deploy.atomic import TEMP_PREFIX
 from maefuse_deploy.cli.stream import main as stream_main
 from maefuse_deploy.runtime.fuser import Fuser
 from maefuse_deploy.stream import Pipeline, PushSource, TimestampPairer, stream
@@ -332,7 +333,7 @@ def test_sigint_mid_stream_leaves_a_playable_file_with_the_reported_frames(frame
     written = int(stdout.split("wrote ")[-1].split()[0])
     assert 0 < written < count
     assert len(read_video(out)) == written
-    assert not list(tmp_path.glob(".out.mp4*")), "temporary file left behind"
+    assert not list(tmp_path.glob(f"{TEMP_PREFIX}*")), "temporary file left behind"
 
 
 def one_line_error(result) -> str:
@@ -368,7 +369,7 @@ def test_bad_inputs_give_one_line_errors(frames, tmp_path):
     error = one_line_error(run_cli(["--ir", str(ir_path), "--vis", str(vis_path), "--out", str(tmp_path / "a.mp4"),
                                     "--homography", str(calibration), *common]))
     assert "calibration is for IR 640x512 -> VIS 640x480" in error
-    assert not (tmp_path / "a.mp4").exists() and not list(tmp_path.glob(".a.mp4*"))
+    assert not (tmp_path / "a.mp4").exists() and not list(tmp_path.glob(f"{TEMP_PREFIX}*"))
 
 
 def test_truncated_video_keeps_a_valid_partial_output(frames, tmp_path):

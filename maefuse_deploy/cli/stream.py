@@ -14,7 +14,8 @@ from ..errors import MaeFuseError
 from ..processing import POLICIES as PROCESSING_POLICIES
 from ..registration import load_registration
 from ..runtime.fuser import Fuser
-from ..stream.pipeline import PAIRINGS, POLICIES, Pipeline
+from ..stream.pipeline import PAIRINGS, POLICIES, Pipeline, open_endpoints
+from ..stream.sinks import VideoFileSink
 from .common import note, report_errors
 from .options import batch_size_option, device_option, model_option
 
@@ -25,37 +26,43 @@ from .options import batch_size_option, device_option, model_option
 @click.option("--vis", required=True, help="VIS source (same kinds)")
 @click.option("--out", required=True, help="video file (.mp4, .mkv, .avi), folder (image sequence) or a GStreamer "
               "pipeline string fed through appsrc")
+@click.option("--overwrite", is_flag=True, help="replace an existing video (only when the stream ends without an "
+              "error) or the frames of an earlier run in the --out folder (refused by default)")
 @click.option("--homography", type=click.Path(path_type=Path), help="IR-to-VIS calibration from maefuse-calibrate")
 @click.option("--pair", type=click.Choice(PAIRINGS), default="timestamp", show_default=True,
               help="timestamp: nearest partner within the tolerance; index: frame n with frame n (lockstep files)")
 @click.option("--ir-offset-ms", type=float, default=0.0, show_default=True,
               help="added to every IR timestamp before pairing (the IR camera's fixed delay, negated)")
-@click.option("--tolerance-ms", type=float, help="largest timestamp gap of a pair [default: half the slower "
-              "source's frame period]")
+@click.option("--tolerance-ms", type=click.FloatRange(min=0.0), help="largest timestamp gap of a pair [default: "
+              "half the slower source's frame period]")
 @click.option("--policy", "queue_policy", type=click.Choice(POLICIES), default="auto", show_default=True,
               help="full queues: drop-oldest (latency first) or block (lose nothing); auto: block for files, "
               "drop-oldest when a source is live")
 @click.option("--queue", "queue_size", type=click.IntRange(min=1), default=4, show_default=True,
               help="depth of each queue")
-@click.option("--max-latency-ms", type=float, help="drop pairs older than this before fusing them")
+@click.option("--max-latency-ms", type=click.FloatRange(min=0.0, min_open=True),
+              help="drop pairs older than this before fusing them")
 @click.option("--batch-wait-ms", type=click.FloatRange(min=0.0),
               help="how long the fuse stage waits for a full batch [default: 50 with block, 0 with drop-oldest]")
 @click.option("--side-by-side", is_flag=True, help="write IR | VIS | fused panels instead of the fused frame")
 @click.option("--lossless", is_flag=True, help="lossless video (FFV1; name the output .mkv)")
-@click.option("--fps", type=float, help="output frame rate [default: the VIS source's]")
+@click.option("--fps", type=click.FloatRange(min=0.0, min_open=True, max=1000.0),
+              help="output frame rate [default: the VIS source's]")
 @click.option("--frames", "max_frames", type=click.IntRange(min=1), help="stop after this many pairs")
-@click.option("--raw-ir", is_flag=True, help="ask a V4L2 IR camera for raw (16-bit) frames")
-@model_option("checkpoint file, .onnx graph, engine, or a config name (random weights) [default: the built-in model]")
+@click.option("--raw-ir", is_flag=True, help="ask a V4L2 IR camera for raw (16-bit) frames (V4L2 only: 16-bit video "
+              "files are read as 16-bit without it)")
+@model_option("checkpoint file, .onnx graph, engine, a trained model's name (maefuse-tiny), or random:CONFIG for "
+              "random weights [default: the built-in model]")
 @click.option("--config", help="model config name, when the checkpoint does not say (needs --model)")
 @click.option("--backend", type=click.Choice(FUSER_BACKENDS), help="[default: from the model's file type]")
-@device_option("auto", "auto is cuda for TensorRT engines, else cpu")
+@device_option("auto", "auto is cuda when a GPU is visible (TensorRT engines: cuda), else cpu")
 @click.option("--dtype", type=click.Choice(["float32", "float16", "bfloat16"]), default="float32", show_default=True)
 @click.option("--processing", type=click.Choice(PROCESSING_POLICIES),
               help="pre/post-processing policy [default: what the weights were trained for]")
 @batch_size_option(4, "largest number of waiting pairs fused in one call", batch_alias=True)
 @click.option("--quiet", "-q", is_flag=True, help="no status line")
 @report_errors
-def main(ir: str, vis: str, out: str, homography: Path | None, pair: str, ir_offset_ms: float,
+def main(ir: str, vis: str, out: str, overwrite: bool, homography: Path | None, pair: str, ir_offset_ms: float,
          tolerance_ms: float | None, queue_policy: str, queue_size: int, max_latency_ms: float | None,
          batch_wait_ms: float | None, side_by_side: bool, lossless: bool, fps: float | None,
          max_frames: int | None, raw_ir: bool,
@@ -63,18 +70,27 @@ def main(ir: str, vis: str, out: str, homography: Path | None, pair: str, ir_off
          processing: str | None, batch_size: int, quiet: bool) -> None:
     """Fuse an IR and a VIS stream live: pair by timestamp, register, fuse in batches, write."""
     registration = load_registration(homography) if homography is not None else None
-    fuser = Fuser.open(model, backend, device=device, dtype=dtype, policy=processing,  # type: ignore[arg-type]
-                                  config=config, batch_size=batch_size)
+    # Sources, sizes and the output are checked before the model loads: a bad source costs no model load.
+    ends = open_endpoints(ir, vis, out, registration=registration, pair=pair, fps=fps, lossless=lossless,
+                          overwrite=overwrite, raw_ir=raw_ir)
+    for warning in ends.warnings:
+        note(f"warning: {warning}")
+    try:
+        fuser = Fuser.open(model, backend, device=device, dtype=dtype, policy=processing,  # type: ignore[arg-type]
+                           config=config, batch_size=batch_size)
+    except BaseException:
+        ends.close()
+        raise
     note(f"model: {fuser.description}")
     for warning in fuser.warnings:
         note(f"warning: {warning}")
     with fuser:
         pipeline = Pipeline(
-            fuser, ir, vis, sink=out, registration=registration, pair=pair,
+            fuser, ends.ir, ends.vis, sink=ends.sink, registration=registration, pair=pair,
             tolerance=tolerance_ms / 1000.0 if tolerance_ms is not None else None, ir_offset=ir_offset_ms / 1000.0,
             policy=queue_policy, queue_size=queue_size, max_latency_ms=max_latency_ms, batch_wait_ms=batch_wait_ms,
             side_by_side=side_by_side,
-            fps=fps, lossless=lossless, max_frames=max_frames, raw_ir=raw_ir,
+            fps=ends.output_fps, max_frames=max_frames,
         )
         signals: list[str] = []
 
@@ -100,7 +116,11 @@ def main(ir: str, vis: str, out: str, homography: Path | None, pair: str, ir_off
             except MaeFuseError:
                 # The output is closed and valid: say what it holds, then the one-line error.
                 click.echo(pipeline.stats.summary())
-                click.echo(f"wrote {pipeline.stats.written} fused frames to {out} before the error")
+                if isinstance(ends.sink, VideoFileSink) and ends.sink.replaces:
+                    click.echo(f"{out} keeps the earlier video: the {pipeline.stats.written} frames fused before "
+                               "the error were not written over it")
+                else:
+                    click.echo(f"wrote {pipeline.stats.written} fused frames to {out} before the error")
                 raise
         finally:
             for number, handler in previous.items():

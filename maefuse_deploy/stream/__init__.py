@@ -10,15 +10,16 @@
 Layer: above the runtime (it calls ``Fuser.fuse_batch`` only); below the CLI.
 """
 
+from ..runtime.video import SmoothedRange
 from .pairing import IndexPairer, Pair, TimestampPairer
-from .pipeline import Pipeline, StreamStats, stream
+from .pipeline import Endpoints, Pipeline, StreamStats, open_endpoints, open_source, stream
 from .sinks import CallbackSink, ImageSequenceSink, VideoFileSink, open_sink
-from .sources import CaptureSource, Frame, PushSource, VideoFileSource, open_source
-from .thermal import SmoothedRange
+from .sources import CaptureSource, Frame, PushSource, VideoFileSource
 
 __all__ = [
     "CallbackSink",
     "CaptureSource",
+    "Endpoints",
     "Frame",
     "ImageSequenceSink",
     "IndexPairer",
@@ -30,6 +31,7 @@ __all__ = [
     "TimestampPairer",
     "VideoFileSink",
     "VideoFileSource",
+    "open_endpoints",
     "open_sink",
     "open_source",
     "stream",

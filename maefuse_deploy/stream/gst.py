@@ -78,25 +78,35 @@ class GstSource:
         if sink is None:
             raise InputError(f"{role} GStreamer pipeline has no appsink", fix=f"end it with appsink "
                              f"name={SOURCE_SINK_NAME}, or leave the appsink out")
-        # A live camera must never wait on us: keep two buffers, drop older ones (the pipeline's queues count
-        # what we drop later; GStreamer's drops are reported by the appsink's 'dropped' stats only).
+        # The appsink never drops: a sample it dropped would be lost without a count. Its two buffers push back on
+        # a file (decoding waits for us, every frame arrives); a live camera is drained at once by the reader
+        # thread into the pipeline's queues, whose drop-oldest policy counts every frame it discards.
         sink.set_property("max-buffers", 2)
-        sink.set_property("drop", True)
+        sink.set_property("drop", False)
         sink.set_property("sync", False)
         self._sink = sink
         self.live = False
         self.nominal_fps: float | None = None
         self._index = 0
         self._ended = False
+        self.frame_size: tuple[int, int] | None = None
         # A live source (a camera, is-live=true) answers PAUSED with NO_PREROLL: it produces data only when playing.
         paused = self._pipeline.set_state(gst.State.PAUSED)
         playing = self._pipeline.set_state(gst.State.PLAYING)
-        if gst.StateChangeReturn.FAILURE in (paused, playing):
+        if gst.StateChangeReturn.FAILURE not in (paused, playing):
+            # Wait for the start (a file prerolls its first frame): a missing file fails here, and the negotiated
+            # caps give the frame size, both before any model loads.
+            playing = self._pipeline.get_state(self.timeout_ns)[0]
+        if playing == gst.StateChangeReturn.FAILURE:
             error = _bus_error(self._pipeline, gst)
             self._pipeline.set_state(gst.State.NULL)
             raise InputError(f"{self.name} cannot start: {error or 'state change failed'}",
                              fix="check it with gst-launch-1.0")
         self.live = paused == gst.StateChangeReturn.NO_PREROLL
+        caps = sink.get_static_pad("sink").get_current_caps()
+        if caps is not None and caps.get_size() > 0:
+            structure = caps.get_structure(0)
+            self.frame_size = (structure.get_value("width"), structure.get_value("height"))
 
     def read(self) -> Frame | None:
         if self._ended:

@@ -14,13 +14,20 @@ image exists.
 
 Shutdown: at the end of both streams the stages drain and stop; :meth:`Pipeline.stop` (thread-safe, e.g. from a
 signal handler) stops reading and drains what is queued; an error in a source (a camera that disappears, a
-truncated file) is recorded, the rest drains, and :meth:`Pipeline.join` raises it; an error in a later stage aborts
-at once. The sink is closed on every path, so a video file is always complete.
+truncated file) is recorded, the rest drains, and :meth:`Pipeline.join` (and leaving a ``with Pipeline(...)``
+block) raises it; an error in a later stage aborts at once. The sink is closed on every path, so a video file is
+always complete. Streams that end by themselves having read frames but fused none (an offset or tolerance that
+pairs nothing, a latency limit every pair exceeds) end in an error naming the likely cause.
+
+Everything but the model is opened and checked by :func:`open_endpoints` (the CLI calls it before loading the
+model): the sources, their frame sizes where known in advance, and the output.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
+import os
 import threading
 import time
 from collections import deque
@@ -34,10 +41,11 @@ from ..errors import InputError, MaeFuseError
 from ..processing import ir_to_grey8
 from ..registration import Registration
 from ..runtime.files import side_by_side as side_by_side_image
+from ..runtime.video import SmoothedRange, rates_differ
+from .gst import GstSource
 from .pairing import IndexPairer, Pair, TimestampPairer
-from .sinks import CallbackSink, Sink, open_sink
-from .sources import Source, open_source
-from .thermal import SmoothedRange
+from .sinks import CallbackSink, Sink, VideoFileSink, open_sink
+from .sources import CaptureSource, PushSource, Source, VideoFileSource
 
 QueuePolicy = Literal["drop-oldest", "block"]
 POLICIES = ("auto", "drop-oldest", "block")
@@ -166,12 +174,103 @@ class _Rate:
         return recent / max(min(RATE_WINDOW_S, now - self._started), 1e-3)
 
 
+def open_source(spec: Any, role: str, *, raw: bool = False) -> Source:
+    """A source object, or a string: an int or ``/dev/videoN`` (V4L2), ``scheme://`` (URL), a string with ``!``
+    (GStreamer pipeline, needs the ``gst`` extra) or a video file path. ``raw`` (V4L2 only; refused for other
+    sources) asks the driver for unconverted frames."""
+    if hasattr(spec, "read") and hasattr(spec, "close"):
+        return spec
+    if isinstance(spec, int) or (isinstance(spec, str) and spec.isdigit()):
+        return CaptureSource(int(spec), role, raw=raw)
+    text = str(spec)
+    if raw and not text.startswith("/dev/video"):
+        # Only a V4L2 driver can be asked for unconverted frames; a file is read at its recorded depth anyway.
+        raise InputError(f"--raw-ir (raw_ir) asks a V4L2 camera for 16-bit frames; {role} {text} is not one",
+                         fix="leave --raw-ir out: video files are read at their recorded depth (16-bit grey as "
+                         "16-bit), GStreamer pipelines deliver what their caps ask for (format=GRAY16_LE)")
+    if "!" in text:
+        return GstSource(text, role)
+    if text.startswith("/dev/video"):
+        return CaptureSource(text, role, raw=raw)
+    if "://" in text:
+        return CaptureSource(text, role)
+    return VideoFileSource(text, role)
+
+
+@dataclass
+class Endpoints:
+    """A stream's opened sources and checked sink: everything but the model (see :func:`open_endpoints`)."""
+
+    ir: Source
+    vis: Source
+    sink: Sink | None
+    output_fps: float
+    warnings: list[str]
+
+    def close(self) -> None:
+        for source in (self.ir, self.vis):
+            with contextlib.suppress(Exception):
+                source.close()
+
+
+def open_endpoints(ir: Any, vis: Any, sink: Any = None, *, registration: Registration | None = None,
+                   pair: str = "timestamp", fps: float | None = None, lossless: bool = False,
+                   overwrite: bool = False, raw_ir: bool = False) -> Endpoints:
+    """Open both sources and the sink, and check what can be checked before a model loads: a source that cannot
+    open (a missing file, a still image, a bad pipeline), frame sizes that do not match each other or the
+    calibration (where a source declares its size: files, GStreamer files), an output that is an input or exists
+    without ``overwrite``. ``warnings``: index pairing of sources with different frame rates."""
+    if pair not in PAIRINGS:
+        raise InputError(f"unknown pairing {pair!r}", fix=f"use one of {', '.join(PAIRINGS)}")
+    if fps is not None and not (math.isfinite(fps) and fps > 0):
+        raise InputError(f"output fps must be > 0, got {fps}", fix="leave it out to take the VIS source's rate")
+    ir_source = open_source(ir, "IR", raw=raw_ir)
+    try:
+        vis_source = open_source(vis, "VIS")
+    except BaseException:
+        with contextlib.suppress(Exception):
+            ir_source.close()
+        raise
+    opened = Endpoints(ir_source, vis_source, None, 30.0, [])
+    try:
+        ir_size = getattr(ir_source, "frame_size", None)
+        vis_size = getattr(vis_source, "frame_size", None)
+        if ir_size is not None and vis_size is not None:
+            _check_sizes((ir_size[1], ir_size[0]), (vis_size[1], vis_size[0]), registration)
+        rates = ir_source.nominal_fps, vis_source.nominal_fps
+        if pair == "index" and rates_differ(*rates):
+            opened.warnings.append(
+                f"index pairing of IR at {rates[0]:g} fps with VIS at {rates[1]:g} fps: frame n of one is not taken "
+                "at the time of frame n of the other, and the pairs drift apart (pair by timestamp instead)")
+        opened.output_fps = fps or rates[1] or rates[0] or 30.0
+        inputs = [path for path in (getattr(s, "path", None) for s in (ir_source, vis_source)) if path is not None]
+        if sink is not None:
+            opened.sink = open_sink(sink, opened.output_fps, lossless=lossless, overwrite=overwrite, inputs=inputs)
+    except BaseException:
+        opened.close()
+        raise
+    return opened
+
+
+def _check_sizes(ir_shape: tuple[int, ...], vis_shape: tuple[int, ...], registration: Registration | None) -> None:
+    if registration is not None:
+        registration.check_sizes(ir_shape, vis_shape, "the stream")
+    elif ir_shape[:2] != vis_shape[:2]:
+        raise InputError(
+            f"IR frames are {ir_shape[1]}x{ir_shape[0]} but VIS frames are {vis_shape[1]}x{vis_shape[0]}",
+            fix="calibrate the rig (maefuse-calibrate) and pass --homography H.json",
+        )
+
+
 class Pipeline:
     """Paired IR/VIS fusion on threads. Thread-safe ``start``/``stop``/``stats``; use as a context manager.
 
     ``fuser`` is anything with ``fuse_batch(pairs) -> images`` and ``batch_size`` (a :class:`Fuser`).
     ``ir``/``vis``: a source object or a spec for :func:`open_source`. ``sink``: a sink object, a callable
     ``f(image, meta)``, a GStreamer string, a video path or a folder; None with :meth:`results` for iteration.
+    ``overwrite`` lets a video file or an image folder of an earlier run be replaced (docs/reliability.md).
+    ``tolerance`` and ``ir_offset`` are in seconds. :meth:`join` and leaving a ``with`` block raise the stream's
+    error; :meth:`wait` only waits. ``warnings`` holds what the caller should tell the user.
     """
 
     def __init__(
@@ -195,50 +294,61 @@ class Pipeline:
         lossless: bool = False,
         max_frames: int | None = None,
         raw_ir: bool = False,
+        overwrite: bool = False,
     ) -> None:
-        if pair not in PAIRINGS:
-            raise InputError(f"unknown pairing {pair!r}", fix=f"use one of {', '.join(PAIRINGS)}")
         if policy not in POLICIES:
             raise InputError(f"unknown queue policy {policy!r}", fix=f"use one of {', '.join(POLICIES)}")
         if queue_size < 1:
             raise InputError(f"queue size must be at least 1, got {queue_size}")
+        if tolerance is not None and not (math.isfinite(tolerance) and tolerance >= 0):
+            raise InputError(f"pairing tolerance must be >= 0 s, got {tolerance}",
+                             fix="leave it out for half the slower source's frame period")
+        if not math.isfinite(ir_offset):
+            raise InputError(f"IR offset must be a finite number of seconds, got {ir_offset}")
+        if max_latency_ms is not None and not max_latency_ms > 0:
+            raise InputError(f"max latency must be > 0 ms, got {max_latency_ms}", fix="leave it out for no limit")
+        if batch_wait_ms is not None and not batch_wait_ms >= 0:
+            raise InputError(f"batch wait must be >= 0 ms, got {batch_wait_ms}")
         self.fuser = fuser
         self.registration = registration
         self.side_by_side = side_by_side
-        self.max_latency_s = max_latency_ms / 1000.0 if max_latency_ms else None
+        self.max_latency_s = max_latency_ms / 1000.0 if max_latency_ms is not None else None
         self.max_frames = max_frames
-        self._sources: dict[str, Source] = {}
-        try:
-            self._sources["ir"] = open_source(ir, "IR", raw=raw_ir)
-            self._sources["vis"] = open_source(vis, "VIS")
-        except BaseException:
-            self._close_sources()
-            raise
+        self.pair = pair
+        ends = open_endpoints(ir, vis, sink, registration=registration, pair=pair, fps=fps, lossless=lossless,
+                              overwrite=overwrite, raw_ir=raw_ir)
+        self._sources: dict[str, Source] = {"ir": ends.ir, "vis": ends.vis}
+        self.sink: Sink | None = ends.sink
+        self.output_fps = ends.output_fps
+        self.warnings = ends.warnings
         if policy == "auto":
             policy = "drop-oldest" if any(s.live for s in self._sources.values()) else "block"
         self.policy: QueuePolicy = policy  # type: ignore[assignment]
+        for source in self._sources.values():
+            if isinstance(source, PushSource):
+                if source.policy is None:
+                    source.policy = self.policy  # the host's pushes follow the pipeline: under block, nothing lost
+                elif source.policy == "drop-oldest" and self.policy == "block":
+                    ends.close()
+                    raise InputError(f"push source {source.name} drops frames (policy drop-oldest) but the pipeline's "
+                                     "policy is block", fix="create it with PushSource(policy=None) or 'block'")
         if batch_wait_ms is None:
             # block: throughput first, a fuller batch is cheaper per pair; drop-oldest: latency first.
             batch_wait_ms = DEFAULT_BATCH_WAIT_MS if self.policy == "block" else 0.0
-        if batch_wait_ms < 0:
-            raise InputError(f"batch wait must be >= 0 ms, got {batch_wait_ms}")
         self.batch_wait_s = batch_wait_ms / 1000.0
         rates = (self._sources["ir"].nominal_fps, self._sources["vis"].nominal_fps)
         self.pairer: TimestampPairer | IndexPairer = (
             TimestampPairer(tolerance, ir_offset, rates) if pair == "timestamp" else IndexPairer())
-        self.output_fps = fps or rates[1] or rates[0] or 30.0
-        try:
-            self.sink: Sink | None = open_sink(sink, self.output_fps, lossless=lossless) if sink is not None else None
-        except BaseException:
-            self._close_sources()
-            raise
+        self.ir_offset = ir_offset
         self._range = SmoothedRange(thermal_alpha)
         self._queues = {name: BoundedQueue(queue_size, self.policy) for name in ("ir", "vis", "pairs", "out")}
         self._lock = threading.Lock()
         self._counts = {"read_ir": 0, "read_vis": 0, "paired": 0, "fused": 0, "written": 0, "late": 0}
+        self._spans: dict[str, list[float]] = {}  # role -> [first, last] timestamp read, for the error message
         self._latencies: deque[float] = deque(maxlen=LATENCY_WINDOW)
         self._rates = {role: _Rate(time.monotonic()) for role in ("ir", "vis", "out")}
         self._stop = threading.Event()
+        self._stopped_by_caller = False
         self._done = threading.Event()
         self._error: BaseException | None = None
         self._threads: list[threading.Thread] = []
@@ -267,6 +377,10 @@ class Pipeline:
 
     def stop(self) -> None:
         """Stop reading; what is already queued is fused and written. Safe from any thread or a signal handler."""
+        self._stopped_by_caller = True
+        self._stop_reading()
+
+    def _stop_reading(self) -> None:
         self._stop.set()
         for source in self._sources.values():
             end = getattr(source, "end", None)
@@ -294,17 +408,46 @@ class Pipeline:
         self._close_sources()
         if self._error is not None:
             raise self._error
+        if not self._stopped_by_caller:
+            self._check_something_fused()
         return self.stats
+
+    def _check_something_fused(self) -> None:
+        """A stream that ended by itself having read both sources but fused nothing was set up to discard
+        everything: say what discarded it instead of reporting success with an empty output."""
+        stats = self.stats
+        if stats.fused > 0 or stats.read_ir == 0 or stats.read_vis == 0:
+            return
+        if stats.paired > 0:
+            raise InputError(f"all {stats.paired} pairs were older than --max-latency-ms "
+                             f"{self.max_latency_s * 1000 if self.max_latency_s else 0:g} when they reached the model, "
+                             "so nothing was fused", fix="raise --max-latency-ms (max_latency_ms) or leave it out")
+        ir_span = [t + self.ir_offset for t in self._spans.get("ir", [0.0, 0.0])]
+        vis_span = self._spans.get("vis", [0.0, 0.0])
+        tolerance = getattr(self.pairer, "tolerance", None)
+        raise InputError(
+            f"no IR frame paired with a VIS frame: IR timestamps {ir_span[0]:.3f}-{ir_span[1]:.3f} s (with "
+            f"--ir-offset-ms {self.ir_offset * 1000:g}), VIS {vis_span[0]:.3f}-{vis_span[1]:.3f} s, tolerance "
+            f"{(tolerance or 0) * 1000:g} ms",
+            fix="check --ir-offset-ms (ir_offset) and --tolerance-ms (tolerance; default: half the slower source's "
+            "frame period)")
 
     def __enter__(self) -> Pipeline:
         return self.start() if self._started is None else self
 
     def __exit__(self, *exc: object) -> None:
-        self.stop()
+        """Leaving the block stops the stream (draining what is queued) and raises its error, if any; when the
+        block itself raised, the queues are discarded and that exception propagates instead."""
         if exc[0] is not None:
             self.abort()
-        with contextlib.suppress(MaeFuseError):
+            with contextlib.suppress(MaeFuseError):
+                self.join(timeout=30.0)
+            return
+        if self._done.is_set():
             self.join(timeout=30.0)
+            return
+        self.stop()
+        self.join(timeout=30.0)
 
     @property
     def error(self) -> BaseException | None:
@@ -384,7 +527,7 @@ class Pipeline:
                     with self._lock:
                         if self._error is None:
                             self._error = exc
-                    self.stop()
+                    self._stop_reading()
                     return
                 if frame is None:
                     if self._counts[f"read_{role}"] == 0:
@@ -394,6 +537,7 @@ class Pipeline:
                 now = time.monotonic()
                 with self._lock:
                     self._counts[f"read_{role}"] += 1
+                    self._spans.setdefault(role, [frame.timestamp, frame.timestamp])[1] = frame.timestamp
                 self._rates[role].tick(now)
                 if not out.put(frame):
                     return
@@ -414,7 +558,7 @@ class Pipeline:
                     if not out.put(prepared):
                         return
                     if self.max_frames is not None and self._counts["paired"] >= self.max_frames:
-                        self.stop()
+                        self._stop_reading()
                         return
         finally:
             out.finish()
@@ -425,13 +569,7 @@ class Pipeline:
         """Pair of frames -> (IR in VIS geometry, VIS) as the Fuser takes them (IR uint8 grey, VIS as captured)."""
         ir, vis = pair.ir.image, pair.vis.image
         if not self._sizes_checked:
-            if self.registration is not None:
-                self.registration.check_sizes(ir.shape, vis.shape, "the stream")
-            elif ir.shape[:2] != vis.shape[:2]:
-                raise InputError(
-                    f"IR frames are {ir.shape[1]}x{ir.shape[0]} but VIS frames are {vis.shape[1]}x{vis.shape[0]}",
-                    fix="calibrate the rig (maefuse-calibrate) and pass --homography H.json",
-                )
+            _check_sizes(ir.shape, vis.shape, self.registration)
             self._sizes_checked = True
         if ir.dtype == np.uint16 and ir.ndim == 2:
             ir = self._range(ir)
@@ -497,7 +635,11 @@ class Pipeline:
         finally:
             source.abort()
             try:
-                self.sink.close()
+                if isinstance(self.sink, VideoFileSink):
+                    # A failed stream never replaces an existing video; a new file keeps what was fused.
+                    self.sink.close(complete=self._error is None)
+                else:
+                    self.sink.close()
             finally:
                 self._mark_done()
 
@@ -507,22 +649,26 @@ class Pipeline:
                 source.close()
 
 
-def stream(fuser: Any, ir: Any, vis: Any, *, homography: Registration | str | None = None,
+def stream(fuser: Any, ir: Any, vis: Any, *, homography: Registration | str | os.PathLike[str] | None = None,
            **options: Any) -> Iterator[tuple[np.ndarray, dict[str, Any]]]:
     """``for fused, meta in stream(fuser, ir_source, vis_source, homography=...)``: fused frames in order.
 
     ``fused`` is the Fuser's output (HxWx3 BGR uint8 in the VIS geometry); ``meta`` holds ``ir_index``,
     ``vis_index``, ``ir_timestamp``, ``vis_timestamp`` (seconds) and ``latency_ms``. ``homography`` is a
-    :class:`Registration` or a calibration JSON path; ``options`` are :class:`Pipeline`'s. Leaving the loop early
-    stops the pipeline; a source error is raised after the frames fused before it.
+    :class:`Registration` or a calibration JSON path (str or Path); ``options`` are :class:`Pipeline`'s. Leaving
+    the loop early stops the pipeline; a source error is raised after the frames fused before it, and so is a
+    stream that ended without fusing anything (see :meth:`Pipeline.join`).
     """
     from ..registration import load_registration
 
-    registration = load_registration(homography) if isinstance(homography, str) else homography
+    registration = (load_registration(homography) if isinstance(homography, str | os.PathLike) else homography)
     pipeline = Pipeline(fuser, ir, vis, sink=None, registration=registration, **options)
     pipeline.start()
+    finished = False
     try:
         yield from pipeline.results()
+        finished = True
     finally:
-        pipeline.abort() if pipeline.stats.running else pipeline.stop()
+        if not finished:  # the caller left the loop early (or it raised): stop, discarding what is queued
+            pipeline.abort() if pipeline.stats.running else pipeline.stop()
         pipeline.join(timeout=30.0)

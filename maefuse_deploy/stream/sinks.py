@@ -1,27 +1,32 @@
 """Where fused frames go: a video file, an image sequence, a callback or a GStreamer pipeline (``appsrc``).
 
-Frames arrive as OpenCV images (HxWx3 BGR uint8, or HxW grey uint8) with their metadata. A file sink writes under
-a temporary name and renames on ``close``, which the pipeline calls on every exit (end of stream, error, signal):
-the result is always a complete, playable file holding exactly the frames counted as written.
+Frames arrive as OpenCV images (HxWx3 BGR uint8, or HxW grey uint8) with their metadata. File sinks follow
+docs/reliability.md: an output that is an input, or that already exists (a video file; a folder already holding
+frames) without ``overwrite``, is refused when the sink is opened, before anything runs. A video file is written
+under a temporary name (``atomic.new_temp_file``: ``.maefuse-tmp-<pid>-...``, mode 0644) and renamed on ``close``,
+which the pipeline calls on every exit (end of stream, error, signal); leftovers of killed runs in its folder are
+removed when it opens.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, Protocol
 
 import cv2
 import numpy as np
 
+from ..atomic import check_output, move_into_place, new_temp_file, remove_leftovers
 from ..errors import InputError
 from ..io import IMAGE_SUFFIXES, LOSSY_SUFFIXES, write_image
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov")
 LOSSLESS_CODEC = "FFV1"  # FFmpeg's lossless intra codec; needs .mkv or .avi
+FRAME_NAME = re.compile(r"\d{6}(" + "|".join(re.escape(s) for s in IMAGE_SUFFIXES) + ")", re.IGNORECASE)
 
 
 class Sink(Protocol):
@@ -34,9 +39,14 @@ class Sink(Protocol):
 
 
 class VideoFileSink:
-    """A video file. ``lossless`` writes FFV1 (.mkv/.avi); otherwise mp4v (.mp4/.mov) or MJPG (.avi/.mkv)."""
+    """A video file. ``lossless`` writes FFV1 (.mkv/.avi); otherwise mp4v (.mp4/.mov) or MJPG (.avi/.mkv).
 
-    def __init__(self, path: str | Path, fps: float | None, *, lossless: bool = False) -> None:
+    ``close()`` moves the file into place. ``close(complete=False)`` (the stream failed) does so only when
+    nothing was there before: a partial recording is kept as a new file, but never replaces an existing one.
+    """
+
+    def __init__(self, path: str | Path, fps: float | None, *, lossless: bool = False, overwrite: bool = False,
+                 inputs: Iterable[str | os.PathLike[str]] = ()) -> None:
         self.path = Path(path)
         self.name = f"video {self.path}"
         suffix = self.path.suffix.lower()
@@ -44,24 +54,21 @@ class VideoFileSink:
             raise InputError(f"unknown video suffix {suffix!r} for {self.path}", fix=f"use {', '.join(VIDEO_SUFFIXES)}")
         if lossless and suffix not in (".mkv", ".avi"):
             raise InputError(f"lossless video needs .mkv or .avi, not {suffix}", fix="name the output OUT.mkv")
+        check_output(self.path, inputs=inputs, overwrite=overwrite, what="--out")
+        self.replaces = self.path.exists()
         self.codec = LOSSLESS_CODEC if lossless else ("mp4v" if suffix in (".mp4", ".mov") else "MJPG")
         self.fps = fps or 30.0
         self.written = 0
         self._writer: cv2.VideoWriter | None = None
         self._tmp: Path | None = None
         self._size: tuple[int, int] | None = None
-        parent = self.path.parent if str(self.path.parent) else Path(".")
-        if not parent.is_dir():
-            raise InputError(f"output folder {parent} does not exist", fix="create it first")
-        if not os.access(parent, os.W_OK):
-            raise InputError(f"cannot write to {parent}", fix="choose a writable output folder")
 
     def write(self, image: np.ndarray, timestamp: float) -> None:
         height, width = image.shape[:2]
         if self._writer is None:
-            fd, name = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=self.path.suffix, dir=self.path.parent)
-            os.close(fd)
-            self._tmp = Path(name)
+            folder = self.path.parent if str(self.path.parent) else Path(".")
+            remove_leftovers(folder)
+            self._tmp = new_temp_file(self.path)
             self._writer = cv2.VideoWriter(str(self._tmp), cv2.CAP_FFMPEG, cv2.VideoWriter.fourcc(*self.codec),
                                            self.fps, (width, height))
             if not self._writer.isOpened():
@@ -83,24 +90,32 @@ class VideoFileSink:
                 self._tmp.unlink()
             self._tmp = None
 
-    def close(self) -> None:
-        """Finish the file and move it into place; with no frame written nothing is left behind."""
+    def close(self, *, complete: bool = True) -> None:
+        """Finish the file and move it into place; with no frame written, or an incomplete stream that would
+        replace an existing file, the temporary file is removed and what was there stays."""
         if self._writer is None:
             return
         self._writer.release()
         self._writer = None
         assert self._tmp is not None
-        if self.written == 0:
+        if self.written == 0 or (not complete and self.replaces):
             self._discard()
             return
-        os.replace(self._tmp, self.path)
+        move_into_place(self._tmp, self.path)
         self._tmp = None
 
 
 class ImageSequenceSink:
-    """One image per frame: ``folder/000000.png`` ... (lossless PNG unless another suffix is asked for)."""
+    """One image per frame: ``folder/000000.png`` ... (lossless PNG unless another suffix is asked for).
 
-    def __init__(self, folder: str | Path, suffix: str = ".png", *, allow_lossy: bool = False) -> None:
+    A folder already holding frames (``NNNNNN.<image suffix>``) is refused unless ``overwrite``; then the earlier
+    frames are removed when the first new frame is written (a run that fails before fusing anything leaves them),
+    so from then on the folder holds this run's frames only. Other files in the folder are never touched. Each
+    frame is written atomically (``io.write_image``).
+    """
+
+    def __init__(self, folder: str | Path, suffix: str = ".png", *, allow_lossy: bool = False,
+                 overwrite: bool = False) -> None:
         self.folder = Path(folder)
         self.name = f"image folder {self.folder}"
         suffix = "." + suffix.lower().lstrip(".")
@@ -108,10 +123,29 @@ class ImageSequenceSink:
             raise InputError(f"unknown image format {suffix!r}", fix="use png, tif or bmp")
         if suffix in LOSSY_SUFFIXES and not allow_lossy:
             raise InputError(f"{suffix} is lossy", fix="use png, tif or bmp")
+        if self.folder.exists() and not self.folder.is_dir():
+            raise InputError(f"--out {self.folder} is a file, not a folder",
+                             fix="name a folder for the image sequence, or a video file (.mp4, .mkv)")
+        self._earlier = self._frames()
+        if self._earlier and not overwrite:
+            raise InputError(f"--out {self.folder} already holds {len(self._earlier)} frames of an earlier run",
+                             fix="pass --overwrite to replace them, or choose another folder")
+        if self.folder.is_dir() and not os.access(self.folder, os.W_OK | os.X_OK):
+            raise InputError(f"cannot write --out {self.folder}: not writable", fix="choose a writable folder")
         self.suffix = suffix
         self.written = 0
 
+    def _frames(self) -> list[Path]:
+        if not self.folder.is_dir():
+            return []
+        return sorted(p for p in self.folder.iterdir() if FRAME_NAME.fullmatch(p.name) and p.is_file())
+
     def write(self, image: np.ndarray, timestamp: float) -> None:
+        if self.written == 0:
+            remove_leftovers(self.folder)
+            for frame in self._earlier:
+                with contextlib.suppress(FileNotFoundError):
+                    frame.unlink()
         write_image(self.folder / f"{self.written:06d}{self.suffix}", image)
         self.written += 1
 
@@ -136,9 +170,11 @@ class CallbackSink:
         pass
 
 
-def open_sink(spec: Any, fps: float | None, *, lossless: bool = False) -> Sink:
+def open_sink(spec: Any, fps: float | None, *, lossless: bool = False, overwrite: bool = False,
+              inputs: Iterable[str | os.PathLike[str]] = ()) -> Sink:
     """A sink object, a callable, a GStreamer pipeline string (contains ``!``), a video file (by suffix) or a
-    folder for an image sequence."""
+    folder for an image sequence. File outputs are checked here, before anything runs: ``inputs`` (the input
+    files) are refused as outputs, existing outputs are refused unless ``overwrite``."""
     if hasattr(spec, "write") and hasattr(spec, "close"):
         return spec
     if callable(spec):
@@ -150,8 +186,8 @@ def open_sink(spec: Any, fps: float | None, *, lossless: bool = False) -> Sink:
         return GstSink(text, fps)
     path = Path(text)
     if path.suffix.lower() in VIDEO_SUFFIXES:
-        return VideoFileSink(path, fps, lossless=lossless)
+        return VideoFileSink(path, fps, lossless=lossless, overwrite=overwrite, inputs=inputs)
     if path.suffix:
         raise InputError(f"output {path}: {path.suffix} is neither a video ({', '.join(VIDEO_SUFFIXES)}) nor a "
                          "folder", fix="name a video file, a folder, or a GStreamer pipeline")
-    return ImageSequenceSink(path)
+    return ImageSequenceSink(path, overwrite=overwrite)

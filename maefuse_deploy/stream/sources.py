@@ -13,12 +13,13 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 import cv2
 import numpy as np
 
 from ..errors import InputError
+from ..runtime.video import VideoReader
 
 
 @dataclass
@@ -35,6 +36,8 @@ class Source(Protocol):
     name: str
     nominal_fps: float | None
     live: bool
+    # Optional: ``frame_size`` (width, height) where known before the first frame (files), so that a size
+    # mismatch is found before the model loads.
 
     def read(self) -> Frame | None: ...
 
@@ -42,30 +45,25 @@ class Source(Protocol):
 
 
 class VideoFileSource:
-    """A video file read with OpenCV's FFmpeg backend; timestamps from the container (CAP_PROP_POS_MSEC)."""
+    """A video file (runtime.video.VideoReader: 16-bit grey files as uint16); timestamps from the container."""
 
     live = False
 
     def __init__(self, path: str | Path, role: str = "video") -> None:
         self.path = Path(path)
         self.name = f"{role} {self.path}"
-        if not self.path.is_file():
-            raise InputError(f"{role} video not found: {self.path}", fix="check the path")
-        self._capture = cv2.VideoCapture(str(self.path), cv2.CAP_FFMPEG)
-        if not self._capture.isOpened():
-            raise InputError(f"{role} video cannot be opened: {self.path}",
-                             fix="use a video file FFmpeg can decode (MP4, MKV, AVI)")
-        self.nominal_fps = _capture_fps(self._capture)
-        count = self._capture.get(cv2.CAP_PROP_FRAME_COUNT)
-        self.declared_frames = int(count) if count and count > 0 else None
+        self._reader = VideoReader(self.path, role)
+        self.nominal_fps = self._reader.fps
+        self.declared_frames = self._reader.declared_frames
+        self.frame_size: tuple[int, int] | None = (self._reader.width, self._reader.height)
         self._index = 0
         self._ended = False
 
     def read(self) -> Frame | None:
         if self._ended:
             return None
-        ok, image = self._capture.read()
-        if not ok or image is None:
+        item = self._reader.read()
+        if item is None:
             self._ended = True
             if self._index == 0:
                 raise InputError(f"{self.name} holds no decodable frame", fix="check the file")
@@ -75,13 +73,13 @@ class VideoFileSource:
                     fix="re-record or repair the file (the output holds the frames fused so far)",
                 )
             return None
-        timestamp = self._capture.get(cv2.CAP_PROP_POS_MSEC) / 1000.0
+        image, timestamp = item
         frame = Frame(_squeeze_grey(image), timestamp, self._index, time.monotonic())
         self._index += 1
         return frame
 
     def close(self) -> None:
-        self._capture.release()
+        self._reader.close()
 
 
 class CaptureSource:
@@ -137,12 +135,16 @@ class PushSource:
 
     A bounded buffer sits between ``push`` and the pipeline. ``policy="drop-oldest"`` never blocks the caller
     (a full buffer loses its oldest frame, counted in ``dropped``); ``"block"`` makes ``push`` wait for room.
+    ``None`` (the default) takes the policy of the :class:`Pipeline` the source is given to (drop-oldest until
+    then), so a pipeline under ``block`` loses nothing.
     """
 
     live = True
 
     def __init__(self, name: str = "push", *, fps: float | None = None, maxsize: int = 4,
-                 policy: str = "drop-oldest") -> None:
+                 policy: str | None = None) -> None:
+        if policy not in (None, "drop-oldest", "block"):
+            raise InputError(f"{name}: unknown push policy {policy!r}", fix="use drop-oldest or block")
         self.name = name
         self.nominal_fps = fps
         self.policy = policy
@@ -202,25 +204,6 @@ def _squeeze_grey(image: np.ndarray) -> np.ndarray:
     if image.ndim == 3 and image.shape[2] == 1:
         return image[:, :, 0]
     return image
-
-
-def open_source(spec: Any, role: str, *, raw: bool = False) -> Source:
-    """A source object, or a string: an int or ``/dev/videoN`` (V4L2), ``scheme://`` (URL), a string with ``!``
-    (GStreamer pipeline, needs the ``gst`` extra) or a video file path."""
-    if hasattr(spec, "read") and hasattr(spec, "close"):
-        return spec
-    if isinstance(spec, int) or (isinstance(spec, str) and spec.isdigit()):
-        return CaptureSource(int(spec), role, raw=raw)
-    text = str(spec)
-    if "!" in text:
-        from .gst import GstSource
-
-        return GstSource(text, role)
-    if text.startswith("/dev/video"):
-        return CaptureSource(text, role, raw=raw)
-    if "://" in text:
-        return CaptureSource(text, role)
-    return VideoFileSource(text, role)
 
 
 def _capture_fps(capture: cv2.VideoCapture) -> float | None:
