@@ -2,11 +2,15 @@
 //
 // Sink pads `ir` (GRAY8 / GRAY16_LE) and `vis` (BGR / BGRx / RGB / GRAY8 / NV12), src pad BGR at the VIS size and
 // frame rate. Built on GstAggregator, which queues both inputs and calls `aggregate` when each pad has data (or,
-// live, when the `latency` deadline passes). Pairing by timestamp: every VIS frame is fused with the IR frame whose
-// running time is nearest to it (an IR frame may serve several VIS frames when IR runs slower, and IR frames
-// between two VIS frames are skipped when it runs faster); the output takes the VIS frame's timestamp and duration.
-// Properties: `model` (.pt2 package or TensorRT engine), `homography` (maefuse-calibrate JSON), and the aggregator's
-// own `latency`. Failures (missing model, sizes that do not fit the model or the calibration) are posted on the bus.
+// live, when the `latency` deadline passes). Pairing by timestamp follows the one rule shared with maefuse-stream
+// (pairing_rule.hpp, docs/streaming.md): each VIS frame with the nearest IR frame within `tolerance-ms`, after
+// adding `ir-offset-ms` to the IR running times; IR reuse allowed and counted. The output takes the VIS frame's
+// timestamp and duration. Properties: `model` (.pt2 package or TensorRT engine), `homography` (maefuse-calibrate
+// JSON), `tolerance-ms`, `ir-offset-ms`, the read-only counters `fused`, `vis-unpaired`, `ir-unpaired`,
+// `ir-reused`, and the aggregator's own `latency`. Failures (missing model, sizes that do not fit the model or the
+// calibration) are posted on the bus.
+#include "pairing_rule.hpp"
+
 #include <maefuse/maefuse.h>
 
 #include <gst/base/gstaggregator.h>
@@ -36,7 +40,11 @@ struct GstMaefuseMux {
     GstVideoInfo ir_info, vis_info, out_info;
     gboolean have_ir_info, have_vis_info;
     GstBuffer* held_ir;  // the latest IR frame at or before the VIS frame being paired
-    GstClockTime held_ir_time;
+    gint64 held_ir_time;  // its running time plus the IR offset (ns)
+    gdouble tolerance_ms;  // < 0: half the slower source's frame period
+    gdouble ir_offset_ms;
+    gint64 last_used_ir_time;  // the shifted time of the IR frame fused last (to count reuse), or G_MININT64
+    guint64 fused, vis_unpaired, ir_unpaired, ir_reused;
 };
 
 struct GstMaefuseMuxClass {
@@ -47,7 +55,8 @@ struct GstMaefuseMuxClass {
 #define GST_MAEFUSE_MUX(obj) (G_TYPE_CHECK_INSTANCE_CAST((obj), GST_TYPE_MAEFUSE_MUX, GstMaefuseMux))
 G_DEFINE_TYPE(GstMaefuseMux, gst_maefuse_mux, GST_TYPE_AGGREGATOR)
 
-enum { PROP_0, PROP_MODEL, PROP_HOMOGRAPHY };
+enum { PROP_0, PROP_MODEL, PROP_HOMOGRAPHY, PROP_TOLERANCE_MS, PROP_IR_OFFSET_MS, PROP_FUSED, PROP_VIS_UNPAIRED,
+       PROP_IR_UNPAIRED, PROP_IR_REUSED };
 
 static maefuse_format to_maefuse(GstVideoFormat format) {
     switch (format) {
@@ -61,9 +70,16 @@ static maefuse_format to_maefuse(GstVideoFormat format) {
     }
 }
 
+// Drop the held IR frame; one that no VIS frame chose is counted unpaired.
 static void clear_held(GstMaefuseMux* self) {
+    if (self->held_ir && self->held_ir_time != self->last_used_ir_time) self->ir_unpaired++;
     gst_clear_buffer(&self->held_ir);
-    self->held_ir_time = GST_CLOCK_TIME_NONE;
+    self->held_ir_time = G_MININT64;
+}
+
+static void reset_counters(GstMaefuseMux* self) {
+    self->last_used_ir_time = G_MININT64;
+    self->fused = self->vis_unpaired = self->ir_unpaired = self->ir_reused = 0;
 }
 
 static void gst_maefuse_mux_set_property(GObject* object, guint id, const GValue* value, GParamSpec* pspec) {
@@ -78,6 +94,8 @@ static void gst_maefuse_mux_set_property(GObject* object, guint id, const GValue
             g_free(self->homography);
             self->homography = g_value_dup_string(value);
             break;
+        case PROP_TOLERANCE_MS: self->tolerance_ms = g_value_get_double(value); break;
+        case PROP_IR_OFFSET_MS: self->ir_offset_ms = g_value_get_double(value); break;
         default: G_OBJECT_WARN_INVALID_PROPERTY_ID(object, id, pspec);
     }
     GST_OBJECT_UNLOCK(self);
@@ -89,6 +107,12 @@ static void gst_maefuse_mux_get_property(GObject* object, guint id, GValue* valu
     switch (id) {
         case PROP_MODEL: g_value_set_string(value, self->model); break;
         case PROP_HOMOGRAPHY: g_value_set_string(value, self->homography); break;
+        case PROP_TOLERANCE_MS: g_value_set_double(value, self->tolerance_ms); break;
+        case PROP_IR_OFFSET_MS: g_value_set_double(value, self->ir_offset_ms); break;
+        case PROP_FUSED: g_value_set_uint64(value, self->fused); break;
+        case PROP_VIS_UNPAIRED: g_value_set_uint64(value, self->vis_unpaired); break;
+        case PROP_IR_UNPAIRED: g_value_set_uint64(value, self->ir_unpaired); break;
+        case PROP_IR_REUSED: g_value_set_uint64(value, self->ir_reused); break;
         default: G_OBJECT_WARN_INVALID_PROPERTY_ID(object, id, pspec);
     }
     GST_OBJECT_UNLOCK(self);
@@ -110,6 +134,7 @@ static gboolean gst_maefuse_mux_start(GstAggregator* agg) {
     gchar* model = g_strdup(self->model);
     gchar* homography = g_strdup(self->homography);
     GST_OBJECT_UNLOCK(self);
+    reset_counters(self);
     gboolean ok = FALSE;
     if (!model || !*model) {
         GST_ELEMENT_ERROR(self, RESOURCE, NOT_FOUND, ("maefusemux: no model given"),
@@ -137,6 +162,9 @@ static gboolean gst_maefuse_mux_stop(GstAggregator* agg) {
     maefuse_destroy(self->runtime);
     self->runtime = nullptr;
     clear_held(self);
+    GST_INFO_OBJECT(self, "fused %" G_GUINT64_FORMAT ", VIS unpaired %" G_GUINT64_FORMAT ", IR unpaired %"
+                    G_GUINT64_FORMAT ", IR reused %" G_GUINT64_FORMAT, self->fused, self->vis_unpaired,
+                    self->ir_unpaired, self->ir_reused);
     self->have_ir_info = self->have_vis_info = FALSE;
     return TRUE;
 }
@@ -219,6 +247,14 @@ static GstClockTime running_time(GstAggregatorPad* pad, GstBuffer* buffer) {
     return gst_segment_to_running_time(&pad->segment, GST_FORMAT_TIME, GST_BUFFER_PTS(buffer));
 }
 
+// A source's frame period in ns: from its caps' frame rate, else the buffer's duration; 0 when neither says.
+static gint64 frame_period(const GstVideoInfo& info, GstBuffer* buffer) {
+    if (GST_VIDEO_INFO_FPS_N(&info) > 0 && GST_VIDEO_INFO_FPS_D(&info) > 0)
+        return static_cast<gint64>(gst_util_uint64_scale_int(GST_SECOND, GST_VIDEO_INFO_FPS_D(&info),
+                                                             GST_VIDEO_INFO_FPS_N(&info)));
+    return buffer && GST_BUFFER_DURATION_IS_VALID(buffer) ? static_cast<gint64>(GST_BUFFER_DURATION(buffer)) : 0;
+}
+
 static maefuse_frame frame_of(const GstVideoFrame& frame) {
     maefuse_frame f{};
     f.data = GST_VIDEO_FRAME_PLANE_DATA(&frame, 0);
@@ -280,9 +316,16 @@ static GstFlowReturn gst_maefuse_mux_aggregate(GstAggregator* agg, gboolean time
         return GST_FLOW_ERROR;
     }
     const GstClockTime vis_time = running_time(self->vis_pad, vis);
+    GST_OBJECT_LOCK(self);
+    const gint64 offset = static_cast<gint64>(self->ir_offset_ms * 1e6 + (self->ir_offset_ms >= 0 ? 0.5 : -0.5));
+    const gdouble tolerance_ms = self->tolerance_ms;
+    GST_OBJECT_UNLOCK(self);
+    const gint64 vis_t = static_cast<gint64>(vis_time);
 
-    // Consume IR frames up to the VIS time, holding the latest; then take the nearer of it and the next one.
-    GstBuffer* chosen = nullptr;
+    // Consume IR frames up to the VIS time, holding the latest; the first one after it stays queued (it may be the
+    // nearest, and it may serve the next VIS frame too).
+    GstBuffer* next = nullptr;
+    gint64 next_t = 0;
     for (;;) {
         GstBuffer* ir = gst_aggregator_pad_peek_buffer(self->ir_pad);
         if (!ir) {
@@ -293,32 +336,50 @@ static GstFlowReturn gst_maefuse_mux_aggregate(GstAggregator* agg, gboolean time
             }
             break;  // IR ended (or, live, is late): the held frame is the nearest there will be
         }
-        const GstClockTime ir_time = running_time(self->ir_pad, ir);
-        if (ir_time <= vis_time) {
-            gst_clear_buffer(&self->held_ir);
+        const gint64 ir_t = static_cast<gint64>(running_time(self->ir_pad, ir)) + offset;
+        if (ir_t <= vis_t) {
+            clear_held(self);
             self->held_ir = ir;
-            self->held_ir_time = ir_time;
+            self->held_ir_time = ir_t;
             gst_aggregator_pad_drop_buffer(self->ir_pad);
             continue;
         }
-        if (!self->held_ir || ir_time - vis_time < vis_time - self->held_ir_time)
-            chosen = ir;
-        else
-            gst_buffer_unref(ir);
+        next = ir;
+        next_t = ir_t;
         break;
     }
-    if (!chosen && self->held_ir) chosen = gst_buffer_ref(self->held_ir);
+    const gint64 tolerance = tolerance_ms >= 0 ? static_cast<gint64>(tolerance_ms * 1e6 + 0.5)
+                                               : maefuse_pairing::default_tolerance(
+                                                     frame_period(self->ir_info, self->held_ir ? self->held_ir : next),
+                                                     frame_period(self->vis_info, vis));
+    const maefuse_pairing::Choice choice = maefuse_pairing::choose(self->held_ir != nullptr, self->held_ir_time,
+                                                                   next != nullptr, next_t, vis_t, tolerance);
+    GstBuffer* chosen = nullptr;
+    gint64 chosen_t = 0;
+    if (choice == maefuse_pairing::Choice::held) {
+        chosen = gst_buffer_ref(self->held_ir);
+        chosen_t = self->held_ir_time;
+    } else if (choice == maefuse_pairing::Choice::next) {
+        chosen = gst_buffer_ref(next);
+        chosen_t = next_t;
+    }
+    gst_clear_buffer(&next);
     if (!chosen) {
-        // No IR frame at all: the IR stream ended (or, live, missed the deadline) before its first frame.
+        // No IR frame within the tolerance (or none at all yet): this VIS frame is unpaired.
         gst_aggregator_pad_drop_buffer(self->vis_pad);
         gst_buffer_unref(vis);
-        if (gst_aggregator_pad_is_eos(self->ir_pad)) {
+        self->vis_unpaired++;
+        if (!self->held_ir && gst_aggregator_pad_is_eos(self->ir_pad) && !gst_aggregator_pad_has_buffer(self->ir_pad)) {
             GST_ELEMENT_ERROR(self, STREAM, FAILED, ("maefusemux: the IR stream ended before its first frame"),
                               ("check the IR source"));
             return GST_FLOW_ERROR;
         }
-        return GST_FLOW_OK;  // live: this VIS frame has no IR partner in time; skip it
+        return GST_FLOW_OK;
     }
+    if (chosen_t == self->last_used_ir_time)
+        self->ir_reused++;
+    else
+        self->last_used_ir_time = chosen_t;
 
     if (!gst_pad_has_current_caps(GST_AGGREGATOR_SRC_PAD(agg)) && !gst_aggregator_negotiate(agg)) {
         gst_buffer_unref(chosen);
@@ -333,6 +394,7 @@ static GstFlowReturn gst_maefuse_mux_aggregate(GstAggregator* agg, gboolean time
         GST_BUFFER_DURATION(out) = GST_BUFFER_DURATION(vis);
         GST_AGGREGATOR_PAD(GST_AGGREGATOR_SRC_PAD(agg))->segment.position = vis_time;
         gst_aggregator_pad_drop_buffer(self->vis_pad);
+        self->fused++;
         ret = gst_aggregator_finish_buffer(agg, out);
     }
     gst_buffer_unref(vis);
@@ -362,6 +424,35 @@ static void gst_maefuse_mux_class_init(GstMaefuseMuxClass* klass) {
                             "IR-to-VIS calibration JSON from maefuse-calibrate (unset: the streams are registered)",
                             nullptr, static_cast<GParamFlags>(G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS |
                                                               GST_PARAM_MUTABLE_READY)));
+    g_object_class_install_property(
+        object_class, PROP_TOLERANCE_MS,
+        g_param_spec_double("tolerance-ms", "Tolerance (ms)",
+                            "largest timestamp gap of a pair; a VIS frame with no IR frame this near is dropped and "
+                            "counted (-1: half the slower source's frame period, as maefuse-stream)",
+                            -1.0, G_MAXDOUBLE, -1.0,
+                            static_cast<GParamFlags>(G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS |
+                                                     GST_PARAM_MUTABLE_PLAYING)));
+    g_object_class_install_property(
+        object_class, PROP_IR_OFFSET_MS,
+        g_param_spec_double("ir-offset-ms", "IR offset (ms)",
+                            "added to every IR timestamp before pairing (the IR camera's fixed delay, negated)",
+                            -G_MAXDOUBLE, G_MAXDOUBLE, 0.0,
+                            static_cast<GParamFlags>(G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS |
+                                                     GST_PARAM_MUTABLE_PLAYING)));
+    const struct {
+        guint id;
+        const char *name, *blurb;
+    } counters[] = {
+        {PROP_FUSED, "fused", "pairs fused"},
+        {PROP_VIS_UNPAIRED, "vis-unpaired", "VIS frames dropped: no IR frame within the tolerance"},
+        {PROP_IR_UNPAIRED, "ir-unpaired", "IR frames no VIS frame chose"},
+        {PROP_IR_REUSED, "ir-reused", "times an IR frame served another VIS frame (IR slower than VIS)"},
+    };
+    for (const auto& counter : counters)
+        g_object_class_install_property(
+            object_class, counter.id,
+            g_param_spec_uint64(counter.name, counter.name, counter.blurb, 0, G_MAXUINT64, 0,
+                                static_cast<GParamFlags>(G_PARAM_READABLE | G_PARAM_STATIC_STRINGS)));
     gst_element_class_add_static_pad_template_with_gtype(element_class, &ir_template, GST_TYPE_AGGREGATOR_PAD);
     gst_element_class_add_static_pad_template_with_gtype(element_class, &vis_template, GST_TYPE_AGGREGATOR_PAD);
     gst_element_class_add_static_pad_template_with_gtype(element_class, &src_template, GST_TYPE_AGGREGATOR_PAD);
@@ -388,7 +479,9 @@ static void gst_maefuse_mux_init(GstMaefuseMux* self) {
     };
     self->ir_pad = make_pad("ir");
     self->vis_pad = make_pad("vis");
-    self->held_ir_time = GST_CLOCK_TIME_NONE;
+    self->held_ir_time = G_MININT64;
+    self->tolerance_ms = -1.0;
+    reset_counters(self);
 }
 
 static gboolean plugin_init(GstPlugin* plugin) {

@@ -1,13 +1,19 @@
-// Library internals without a model: 16-bit IR gain, VIS pixel formats, the registration warp, sidecar rules.
+// Library internals without a model: 16-bit IR gain, VIS pixel formats, the registration warp, sidecar rules, and
+// the element's pairing rule on the cases the Python pairer is tested with (tests/data/pairing_cases.json).
+#include "../gstreamer/pairing_rule.hpp"
 #include "expect.hpp"
 #include "internal.hpp"
 
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <string>
+#include <vector>
 
 using namespace maefuse::detail;
 
@@ -174,8 +180,52 @@ int calibration_errors() {
 
 }  // namespace
 
+// The rule offline: each VIS frame against the latest IR frame at or before it and the first one after it, exactly
+// the two maefusemux holds; pairs, unpaired and reuse counts as the shared cases expect.
+int pairing_rule(const char* cases_path) {
+    std::ifstream in(cases_path);
+    EXPECT(in.good(), "cannot read %s", cases_path);
+    if (!in.good()) return failures;
+    const nlohmann::json doc = nlohmann::json::parse(in);
+    for (const auto& c : doc.at("cases")) {
+        const std::string name = c.at("name");
+        const auto ir = c.at("ir_ns").get<std::vector<int64_t>>();
+        const auto vis = c.at("vis_ns").get<std::vector<int64_t>>();
+        const int64_t offset = c.at("ir_offset_ns");
+        auto period = [](const nlohmann::json& rate) {
+            return int64_t{1000000000} * rate[1].get<int64_t>() / rate[0].get<int64_t>();
+        };
+        const int64_t tolerance = c.at("tolerance_ns").is_null()
+                                      ? maefuse_pairing::default_tolerance(period(c.at("ir_rate")), period(c.at("vis_rate")))
+                                      : c.at("tolerance_ns").get<int64_t>();
+        std::vector<std::vector<int64_t>> pairs;
+        std::vector<bool> used(ir.size(), false);
+        int64_t reused = 0, last = -1;
+        size_t after = 0;  // index of the first IR frame after the VIS time
+        for (size_t j = 0; j < vis.size(); ++j) {
+            while (after < ir.size() && ir[after] + offset <= vis[j]) ++after;
+            const bool has_held = after > 0, has_next = after < ir.size();
+            const auto choice = maefuse_pairing::choose(has_held, has_held ? ir[after - 1] + offset : 0, has_next,
+                                                        has_next ? ir[after] + offset : 0, vis[j], tolerance);
+            if (choice == maefuse_pairing::Choice::none) continue;
+            const int64_t i = choice == maefuse_pairing::Choice::held ? int64_t(after) - 1 : int64_t(after);
+            pairs.push_back({int64_t(j), i});
+            if (i == last) ++reused;
+            last = i;
+            used[size_t(i)] = true;
+        }
+        const int64_t ir_unpaired = std::count(used.begin(), used.end(), false);
+        EXPECT(pairs == c.at("pairs").get<std::vector<std::vector<int64_t>>>(), "case %s: pairs differ", name.c_str());
+        EXPECT(int64_t(vis.size() - pairs.size()) == c.at("vis_unpaired").get<int64_t>(), "case %s", name.c_str());
+        EXPECT(ir_unpaired == c.at("ir_unpaired").get<int64_t>(), "case %s", name.c_str());
+        EXPECT(reused == c.at("ir_reused").get<int64_t>(), "case %s", name.c_str());
+    }
+    return failures;
+}
+
 int main(int argc, char** argv) {
     const std::string which = argc > 1 ? argv[1] : "";
+    if (which == "pairing_rule" && argc > 2) return pairing_rule(argv[2]);
     if (which == "ir16") return ir16();
     if (which == "vis_formats") return vis_formats();
     if (which == "warp") return warp();
