@@ -97,6 +97,31 @@ class OnnxRuntimeBackend(BackendBase):
             raise InputError(f"graph {path} takes inputs {found} but its metadata says {expected}",
                              fix="re-export the graph with maefuse-export --onnx")
 
+    def _check(self, ir_shape: tuple, vis_shape: tuple, ir_dtype: str, vis_dtype: str) -> None:
+        """A uint8 graph's frames as they come from a camera, named with the fix before the layout check: its
+        processing inside the graph is 8-bit (a 16-bit IR needs the host's 16-to-8-bit stretch, which the float-io
+        graph's Fuser path applies) and takes VIS as BGR."""
+        if self.io == "uint8":
+            what = ("the onnxruntime uint8-io graph takes 8-bit frames (IR grey, VIS BGR; its processing is inside "
+                    "the graph, in 8 bits)")
+            if not ir_dtype.endswith("uint8"):
+                raise InputError(
+                    f"{what}; got a {ir_dtype.rpartition('.')[2]} IR",
+                    fix="convert the IR to 8 bits first (maefuse_deploy.processing.ir_to_grey8 stretches a 16-bit "
+                    "frame), or export the float-io graph (maefuse-export --io float) for 16-bit thermal",
+                )
+            grey = tuple(vis_shape[1:3]) == self.input_size and (len(vis_shape) == 3 or vis_shape[3:] == (1,))
+            if grey:
+                raise InputError(
+                    f"{what}; got a grey VIS {tuple(vis_shape)}",
+                    fix="give the VIS as BGR (cv2.cvtColor(vis, cv2.COLOR_GRAY2BGR)), or export the float-io graph "
+                    "(maefuse-export --io float), whose Fuser path takes a grey VIS",
+                )
+            if not vis_dtype.endswith("uint8"):
+                raise InputError(f"{what}; got a {vis_dtype.rpartition('.')[2]} VIS",
+                                 fix="convert the VIS to 8-bit BGR first (maefuse_deploy.processing.vis_to_bgr8)")
+        super()._check(ir_shape, vis_shape, ir_dtype, vis_dtype)
+
     @classmethod
     def open(cls, source: str | os.PathLike[str] | None, *, device: str = "cpu", dtype: str | None = None,
              config: str | None = None, **options: Any) -> OnnxRuntimeBackend:

@@ -7,7 +7,9 @@ from pathlib import Path
 
 import click
 
+from ..atomic import check_output
 from ..engine.build import BuildOptions, build_engine, prepare_build
+from ..engine.sidecar import sidecar_path
 from .common import note, report_errors
 from .options import batch_range_option, device_option, model_option
 
@@ -45,6 +47,7 @@ from .options import batch_range_option, device_option, model_option
 @click.option("--hardware-compat", is_flag=True, help="run on any Ampere or newer GPU (may be slower)")
 @click.option("--version-compat", is_flag=True, help="run on later TensorRT versions (may be slower)")
 @device_option("cuda", "the CUDA device to build on (auto and cuda mean cuda:0)")
+@click.option("--overwrite", is_flag=True, help="replace an existing engine (and its sidecar); refused by default")
 @report_errors
 def main(
     graph: Path | None,
@@ -58,6 +61,7 @@ def main(
     hardware_compat: bool,
     version_compat: bool,
     device: str,
+    overwrite: bool,
 ) -> None:
     """Build a TensorRT engine for this machine's GPU from GRAPH.onnx (written by maefuse-export --onnx)."""
     if (graph is None) == (model is None):
@@ -75,6 +79,8 @@ def main(
     )
     source = graph if graph is not None else Path(model)  # type: ignore[arg-type]
     plan = prepare_build(source, output, options)  # input mistakes first, before looking for TensorRT
+    _check_outputs(output, (source, *(source.parent / name for name in plan.graph.external_files), timing_cache),
+                   overwrite)
     result = build_engine(plan, device=int(device.partition(":")[2] or 0), stream=sys.stderr)
     sidecar = result.sidecar
     for line in result.notes:
@@ -90,3 +96,13 @@ def main(
     click.echo(f"log:     {result.log_path}")
     click.echo(result.attention.summary())
     click.echo(f"built in {sidecar.build_seconds:.1f} s")
+
+
+def _check_outputs(engine: Path, inputs: tuple[Path | None, ...], overwrite: bool) -> None:
+    """The output rule for everything a build writes, before the graph is read. The engine and its sidecar are
+    one result (replaced only with ``overwrite``); the layer report and the build log describe the latest build
+    attempt (a failed build leaves its log to read) and are replaced by the next one, but never over an input."""
+    check_output(engine, inputs=inputs, overwrite=overwrite, what="-o")
+    check_output(sidecar_path(engine), inputs=inputs, overwrite=overwrite, what="-o's sidecar")
+    for beside in (Path(f"{engine}.layers.json"), Path(f"{engine}.build.log")):
+        check_output(beside, inputs=inputs, overwrite=True, what="-o's")

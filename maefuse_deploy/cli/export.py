@@ -8,22 +8,13 @@ from pathlib import Path
 import click
 
 from ..errors import InputError
-from ..export import ExportSpec, check_trt, export_onnx, parse_batch
-from ..export.presets import load_preset
-from ..export.sizing import check_graph_size, frame_size, grid_for
+from ..export import check_trt, export_onnx
+from ..export.request import ExportRequest, check_outputs, parse_size
 from ..hashing import file_sha256
 from ..model.sources import resolve_torch_model
+from ..serve.repository import describe, export_repository
 from .common import note, report_errors
 from .options import batch_range_option, model_option
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    """``"640x512"`` (W x H) -> (H, W)."""
-    try:
-        width, height = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise InputError(f"size {text!r} is not WxH", fix="e.g. 640x512") from None
-    return height, width
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -51,13 +42,19 @@ def parse_size(text: str) -> tuple[int, int]:
               help="write a Triton model repository here (from --triton-from, or from the graph --onnx writes)")
 @click.option("--triton-from", type=click.Path(path_type=Path), help="the .onnx graph or built engine for --triton")
 @click.option("--triton-name", default="maefuse", show_default=True, help="model name in the Triton repository")
+@click.option("--overwrite", is_flag=True,
+              help="replace an existing --onnx/--aoti file, or add to a --triton folder that holds files (refused by "
+              "default)")
 @report_errors
 def main(onnx_out, aoti_out, trt_model, model, config, preset, height, width, batch_range, precision, io,
-         camera_size, size_from, opset, no_verify, triton_repo, triton_from, triton_name) -> None:
+         camera_size, size_from, opset, no_verify, triton_repo, triton_from, triton_name, overwrite) -> None:
     """Export MaeFuse to a verified ONNX graph, or check a graph for TensorRT."""
+    inputs = (model, size_from, triton_from)
     if triton_repo is not None and onnx_out is None:
         if triton_from is None:
             raise click.UsageError("--triton needs --triton-from MODEL.onnx|ENGINE, or --onnx OUT.onnx to export first")
+        describe(triton_from)  # the source first: a graph or engine that no repository can hold
+        check_outputs(triton=triton_repo, triton_name=triton_name, inputs=inputs, overwrite=overwrite)
         export_triton(triton_repo, triton_from, triton_name)
         return
     if trt_model is not None:
@@ -76,42 +73,23 @@ def main(onnx_out, aoti_out, trt_model, model, config, preset, height, width, ba
             raise SystemExit(1)
         return
     if aoti_out is not None:
-        _export_aoti(aoti_out, model, config, camera_size)
+        check_outputs(aoti=aoti_out, inputs=inputs, overwrite=overwrite)
+        _export_aoti(aoti_out, model, config, parse_size(camera_size) if camera_size else None)
         return
     if onnx_out is None:
         raise click.UsageError("pass --onnx OUT.onnx, --aoti OUT.pt2 or --check-trt MODEL.onnx")
-    recipe = load_preset(preset) if preset else {}
+    # Every output and option is checked before the model loads.
+    check_outputs(onnx=onnx_out, triton=triton_repo, triton_name=triton_name, inputs=inputs, overwrite=overwrite)
+    request = ExportRequest(height=height, width=width, batch=batch_range, precision=precision, io=io,
+                            camera_size=camera_size, size_from=size_from, opset=opset, preset=preset).read()
     resolved = resolve_torch_model(model, config)
     network = resolved.model
     for warning in resolved.warnings:
         note(f"warning: {warning}")
-    default_h, default_w = network.config.img_size
-    camera: tuple[int, int] | None
-    if size_from is not None:
-        camera = frame_size(size_from)
-        if not camera_size and (io or recipe.get("io")) == "uint8":
-            camera_size = f"{camera[1]}x{camera[0]}"
-    else:
-        camera = parse_size(camera_size) if camera_size else None
-    if camera is not None and not (height or width) and (size_from is not None or network.config.policy == "native"):
-        # The grid is the camera frame itself (rounded to the patch size): no resize for a native model.
-        height, width = grid_for(camera, network.config.patch_size)
-    check_graph_size(network.config.policy, network.config.name,
-                     bool(height or width or "height" in recipe or "width" in recipe))
-    batch_text = batch_range or str(recipe.get("batch", "1"))
-    spec = ExportSpec(
-        height=height or recipe.get("height", default_h),
-        width=width or recipe.get("width", default_w),
-        batch=parse_batch(batch_text),
-        precision=precision or recipe.get("precision", "fp32"),
-        io=io or recipe.get("io", "float"),
-        camera_size=parse_size(camera_size or recipe["camera_size"]) if (camera_size or "camera_size" in recipe)
-        else None,
-        opset=opset,
-    )
+    spec = request.spec(network.config)
     sha = file_sha256(resolved.path) if resolved.path else ""
     note(f"model: {resolved.description}")
-    note(f"exporting {spec.width}x{spec.height}, batch {batch_text}, {spec.precision}, io {spec.io} ...")
+    note(f"exporting {spec.width}x{spec.height}, batch {request.batch_text}, {spec.precision}, io {spec.io} ...")
     note(f"the graph bakes in a {spec.width}x{spec.height} grid (metadata: policy official, height, width): frames of "
          f"another size are resized to it; {network.config.name} was trained for the {network.config.policy} policy")
     report = export_onnx(network, onnx_out, spec, checkpoint_sha256=sha, verify=not no_verify)
@@ -135,19 +113,17 @@ def main(onnx_out, aoti_out, trt_model, model, config, preset, height, width, ba
 
 
 def export_triton(repository: Path, source: Path, name: str) -> None:
-    from ..serve.repository import export_repository
-
     folder = export_repository(source, repository, name=name)
     click.echo(f"wrote Triton model repository {folder} (config.pbtxt + version 1) from {source}")
 
 
-def _export_aoti(out: Path, model: str | None, config: str | None, camera_size: str | None) -> None:
+def _export_aoti(out: Path, model: str | None, config: str | None, camera_size: tuple[int, int] | None) -> None:
     from ..export.aoti import export_aoti
 
     resolved = resolve_torch_model(model, config)
     for warning in resolved.warnings:
         note(f"warning: {warning}")
-    size = parse_size(camera_size) if camera_size else resolved.model.config.img_size
+    size = camera_size or resolved.model.config.img_size
     note(f"model: {resolved.description}")
     note(f"compiling {size[1]}x{size[0]} uint8 io with AOTInductor for this CPU (a minute or two) ...")
     sha = file_sha256(resolved.path) if resolved.path else ""

@@ -50,16 +50,23 @@ def build_aoti_module(model: MaeFuse, camera_size: tuple[int, int]) -> torch.nn.
     return InGraphProcessing(network, camera_size, camera_size).eval()
 
 
+def check_package_name(out: str | os.PathLike[str]) -> None:
+    """The C++ loader takes ``.pt2`` packages only: refuse another name before anything is compiled."""
+    if Path(out).suffix != ".pt2":
+        raise InputError(f"AOTInductor package name {out} must end in .pt2", fix="e.g. --aoti model.pt2")
+
+
 def export_aoti(
     model: MaeFuse,
     out: str | os.PathLike[str],
-    camera_size: tuple[int, int],
+    camera_size: tuple[int, int] | None = None,
     checkpoint_sha256: str = "",
 ) -> AotiReport:
-    """Trace with torch.export and compile with AOTInductor for this CPU; write ``out`` (.pt2) atomically."""
+    """Trace with torch.export and compile with AOTInductor for this CPU; write ``out`` (.pt2) atomically.
+    ``camera_size`` (H, W): the frames the package takes (default: the model's own size)."""
     out = Path(out)
-    if out.suffix != ".pt2":
-        raise InputError(f"AOTInductor package name {out} must end in .pt2", fix="e.g. --aoti model.pt2")
+    check_package_name(out)
+    camera_size = camera_size or model.config.img_size
     module = build_aoti_module(model, camera_size)
     height, width = camera_size
     example = (torch.zeros(1, height, width, dtype=torch.uint8), torch.zeros(1, height, width, 3, dtype=torch.uint8))

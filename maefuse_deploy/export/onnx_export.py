@@ -1,25 +1,30 @@
 """Export a MaeFuse model to a verified ONNX graph: the orchestrator of the steps.
 
-spec (spec.py: what to build) -> fold proof and trace (trace.py) -> graph checks -> save to a staging folder ->
-verification (verify.py, returns its findings) -> commit (rename into place). Graph contract:
-docs/architecture.md §3; deployment facts behind the choices: docs/architecture.md §6.
+spec (spec.py: what to build) -> fold proof and trace (trace.py) -> graph checks -> save under a temporary name
+beside the output (atomic.py's ``.maefuse-tmp-<pid>-<random>-<name>``) -> verification (verify.py, returns its
+findings) -> commit (rename into place). Graph contract: docs/architecture.md §3; deployment facts behind the
+choices: docs/architecture.md §6.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import onnx
 
+from ..atomic import TEMP_PREFIX, atomic_path, move_into_place, remove_leftovers
 from ..errors import InputError
 from ..model.maefuse import MaeFuse
 from ..sample_pairs import as_arrays, load_pairs, network_inputs
+from .request import external_data_path
 from .spec import ExportSpec, validate
 from .trace import activation_peak, graph_checks, graph_info, op_counts, prove_folding, trace
 from .verify import verify_graph
@@ -41,24 +46,40 @@ class ExportReport:
     not_verified: list[str] = field(default_factory=list)
 
 
-def _save(proto: onnx.ModelProto, path: Path) -> bool:
-    """Write ``proto``; graphs over the protobuf limit keep their weights in ``<name>.data`` beside it (True)."""
-    external = proto.ByteSize() > PROTOBUF_LIMIT
+def _save(proto: onnx.ModelProto, path: Path, external: bool) -> None:
+    """Write ``proto``; with ``external``, its weights go to ``<name>.data`` beside it (as the final name says)."""
     if external:
         onnx.save(proto, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
-                  location=path.name + ".data")
+                  location=external_data_path(path).name)
     else:
         onnx.save(proto, str(path))
-    return external
 
 
-def _staging_folder(out_path: Path) -> Path:
-    """A fresh hidden folder beside ``out_path``: files are written there and renamed into place at the end."""
+@contextlib.contextmanager
+def _staged(out_path: Path, external: bool) -> Iterator[Path]:
+    """A path to write the graph to; renamed onto ``out_path`` only if the block succeeds.
+
+    A graph without external data is one file (atomic_path). A graph with external data names its data file by the
+    final name (``out.onnx.data``), and the checker and onnxruntime look for it beside the graph: both are written
+    under their final names into a temporary folder beside the output (same naming scheme) and moved out together.
+    """
+    if not external:
+        with atomic_path(out_path) as staged:
+            yield staged
+        return
     try:
         out_path.parent.mkdir(parents=True, exist_ok=True)
-        return Path(tempfile.mkdtemp(prefix=f".{out_path.name}.", dir=out_path.parent))
+        folder = Path(tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{os.getpid()}-", suffix=f"-{out_path.name}",
+                                       dir=out_path.parent))
     except OSError as exc:
         raise InputError(f"cannot write {out_path}: {exc.strerror or exc}", fix="choose a writable folder") from exc
+    try:
+        yield folder / out_path.name
+        data = external_data_path(out_path)
+        move_into_place(folder / data.name, data)  # the data first: the graph never points at a missing file
+        move_into_place(folder / out_path.name, out_path)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def export_onnx(
@@ -86,10 +107,11 @@ def export_onnx(
     report.checks = graph_checks(proto, spec)
     report.op_counts = op_counts(proto)
     pairs = verify_pairs or as_arrays(load_pairs())
-    workdir = _staging_folder(out_path)
-    try:
-        staged = workdir / out_path.name
-        report.external_data = _save(proto, staged)
+    remove_leftovers(out_path.parent)  # what a killed export left there
+    report.external_data = proto.ByteSize() > PROTOBUF_LIMIT
+    data = external_data_path(out_path)
+    with _staged(out_path, report.external_data) as staged:
+        _save(proto, staged, report.external_data)
         onnx.checker.check_model(str(staged), full_check=True)
         report.checks.append("onnx.checker full check passed")
         if spec.precision == "fp16":
@@ -100,11 +122,11 @@ def export_onnx(
             report.verification, report.not_verified = found.compared, found.not_verified
         else:
             report.not_verified.append("verification skipped (--no-verify)")
-        for produced in workdir.iterdir():  # commit: every check passed
-            os.replace(produced, out_path.parent / produced.name)
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+        replaced_graph = out_path.exists()
+    if replaced_graph and not report.external_data:
+        # The replaced graph's weights: the new graph holds its own, so nothing refers to them any more.
+        with contextlib.suppress(FileNotFoundError):
+            data.unlink()
     report.seconds = time.perf_counter() - start
-    report.size_bytes = out_path.stat().st_size + sum(
-        p.stat().st_size for p in [out_path.parent / (out_path.name + ".data")] if p.exists())
+    report.size_bytes = out_path.stat().st_size + (data.stat().st_size if report.external_data else 0)
     return report

@@ -17,10 +17,10 @@ from typing import Any
 import onnx
 import torch
 
-from ..version import __version__
 from ..contract import INPUT_IR, INPUT_VIS, OUTPUT_FUSED, BatchProfile, GraphInfo
 from ..errors import VerificationError
 from ..model.maefuse import MaeFuse
+from ..version import __version__
 from .graph import FloatGraph, InGraphProcessing, exportable
 from .spec import ExportSpec
 
