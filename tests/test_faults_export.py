@@ -93,6 +93,14 @@ def test_an_orphan_external_data_file_is_refused(tmp_path):
     assert not (tmp_path / "g.onnx").exists()
 
 
+def test_replacing_a_graph_that_had_external_data_removes_the_data_it_no_longer_uses(tmp_path):
+    (tmp_path / "g.onnx").write_bytes(b"an earlier graph")
+    (tmp_path / "g.onnx.data").write_bytes(b"its weights")
+    result = invoke(export_main, ["--onnx", tmp_path / "g.onnx", "-m", RANDOM, "--no-verify", "--overwrite"])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["g.onnx"]
+
+
 def test_onnx_name_and_folder_are_checked_before_the_model_loads(tmp_path):
     result = invoke(export_main, ["--onnx", tmp_path / "g.safetensors", "-m", tmp_path / MISSING])
     assert result.exit_code == 1 and "must end in .onnx" in one_error(result)
