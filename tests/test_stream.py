@@ -143,6 +143,7 @@ def test_pipeline_counts_unpaired_frames(fuser, frames, tmp_path):
     assert stats.paired == stats.fused == stats.written == len(expected) == len(seen)
     chosen = {i for i, _ in expected}
     assert (stats.unpaired_ir, stats.unpaired_vis) == (20 - len(chosen), 12 - len(expected))
+    assert stats.reused_ir == len(expected) - len(chosen) > 0  # IR at 25 fps serves some of the 30 fps VIS frames twice
     assert stats.dropped == 0 and pipeline.policy == "block"
     assert stats.latency_ms["p50"] > 0
 

@@ -129,6 +129,7 @@ class StreamStats:
     paired: int = 0
     unpaired_ir: int = 0
     unpaired_vis: int = 0
+    reused_ir: int = 0  # pairs whose IR frame already served an earlier VIS frame (IR slower than VIS)
     dropped: int = 0
     fused: int = 0
     written: int = 0
@@ -154,8 +155,9 @@ class StreamStats:
         latency = (f"latency p50 {lat['p50']:.1f} ms, p90 {lat['p90']:.1f} ms, p99 {lat['p99']:.1f} ms, max "
                    f"{lat['max']:.1f} ms" if lat else "no latency (nothing fused)")
         rate = self.written / self.elapsed_s if self.elapsed_s > 0 else 0.0
-        return (f"read IR {self.read_ir} / VIS {self.read_vis}, paired {self.paired}, unpaired IR {self.unpaired_ir} "
-                f"/ VIS {self.unpaired_vis}, dropped {self.dropped}, fused {self.fused}, written {self.written} in "
+        return (f"read IR {self.read_ir} / VIS {self.read_vis}, paired {self.paired} (IR frames reused "
+                f"{self.reused_ir}), unpaired IR {self.unpaired_ir} / VIS {self.unpaired_vis}, dropped {self.dropped}, "
+                f"fused {self.fused}, written {self.written} in "
                 f"{self.elapsed_s:.1f} s ({rate:.1f} fps); {latency}")
 
 
@@ -471,7 +473,8 @@ class Pipeline:
         end = self._finished or now
         return StreamStats(
             read_ir=counts["read_ir"], read_vis=counts["read_vis"], paired=counts["paired"],
-            unpaired_ir=unpaired["ir"], unpaired_vis=unpaired["vis"], dropped=dropped, fused=counts["fused"],
+            unpaired_ir=unpaired["ir"], unpaired_vis=unpaired["vis"],
+            reused_ir=getattr(self.pairer, "reused", 0), dropped=dropped, fused=counts["fused"],
             written=counts["written"], elapsed_s=end - (self._started or end),
             fps_in_ir=self._rates["ir"].value(now), fps_in_vis=self._rates["vis"].value(now),
             fps_out=self._rates["out"].value(now), latency_ms=latency, running=not self._done.is_set(),
