@@ -160,4 +160,5 @@ def check_output(
                              fix=f"choose another {what} path")
     check_writable(target, what)
     if (target.exists() or target.is_symlink()) and not overwrite:
-        raise InputError(f"{what} {target} already exists", fix="pass --overwrite to replace it, or choose another path")
+        raise InputError(f"{what} {target} already exists",
+                         fix="pass --overwrite to replace it, or choose another path")

@@ -149,6 +149,19 @@ class GraphInfo:
         return self
 
 
+# Pairs per call where the caller does not say (Fuser, maefuse-fuse, maefuse-stream, RemoteFuser): small enough to
+# keep a 2-core CPU's latency per call low, large enough to amortise a call on a GPU.
+DEFAULT_BATCH_SIZE = 4
+
+
+def batch_slices(count: int, size: int) -> list[slice]:
+    """The one rule for cutting ``count`` items into consecutive batches of at most ``size`` (the last one
+    shorter): Fuser's calls, the files read per call, and a backend's graph-sized chunks all use it."""
+    if size < 1:
+        raise ValueError(f"batch size must be at least 1, got {size}")
+    return [slice(start, min(start + size, count)) for start in range(0, count, size)]
+
+
 def read_graph_info(path: str | Path) -> tuple[GraphInfo, int | None]:
     """The one reader of a graph file's maefuse metadata: (info, the static batch or None when it is dynamic).
 

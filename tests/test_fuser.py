@@ -87,3 +87,26 @@ def test_zero_size_frames_are_rejected(micro, uint8_graph, shape):
     for fuser in (micro, Fuser.open(uint8_graph, device="cpu")):
         with pytest.raises(InputError, match="IR is empty"):
             fuser.fuse(ir, vis)
+
+
+def test_uint8_graph_takes_16_bit_ir_and_grey_vis_as_float_graphs_do(uint8_graph):
+    """Issue 22: a uint8 graph refused 16-bit IR and grey VIS without a fix. The host converts them as on the
+    float path: 16-bit IR stretched to 8 bits (processing.ir_to_grey8), grey VIS given to the graph as BGR and
+    returned grey."""
+    fuser = Fuser.open(uint8_graph, device="cpu")
+    ir16 = (IR.astype(np.uint16) * 40 + 3000).astype(np.uint16)
+    from maefuse_deploy.processing import ir_to_grey8
+
+    np.testing.assert_array_equal(fuser.fuse(ir16, VIS), fuser.fuse(ir_to_grey8(ir16), VIS))
+    grey = VIS[:, :, 1].copy()
+    fused = fuser.fuse(IR, grey)
+    assert fused.shape == grey.shape and fused.dtype == np.uint8
+    np.testing.assert_array_equal(fused, fuser.fuse(IR, np.repeat(grey[:, :, None], 3, axis=2))[:, :, 0])
+
+
+def test_batching_is_cut_by_one_rule():
+    from maefuse_deploy.contract import DEFAULT_BATCH_SIZE, batch_slices
+
+    assert batch_slices(10, 4) == [slice(0, 4), slice(4, 8), slice(8, 10)]
+    assert batch_slices(0, 4) == [] and batch_slices(3, 8) == [slice(0, 3)]
+    assert Fuser.open("random:maefuse-micro", device="cpu").batch_size == DEFAULT_BATCH_SIZE

@@ -42,7 +42,7 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 
-from ..contract import BatchProfile
+from ..contract import BatchProfile, batch_slices
 from ..errors import InputError
 
 IoMode = Literal["float", "uint8"]
@@ -185,10 +185,9 @@ class BackendBase(abc.ABC):
         if count == 0:
             shape = (0, *ir.shape[1:]) if self.io == "float" else (0, *vis.shape[1:])
             return ops.empty(shape, self._output_dtype(), like=ir)
-        step = self.max_batch or count
         results = []
-        for start in range(0, count, step):
-            a, b = ir[start : start + step], vis[start : start + step]
+        for part in batch_slices(count, self.max_batch or count):
+            a, b = ir[part], vis[part]
             rows = int(a.shape[0])
             if rows < self.min_batch:
                 a, b = ops.pad(a, self.min_batch), ops.pad(b, self.min_batch)

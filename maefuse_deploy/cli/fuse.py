@@ -9,6 +9,7 @@ import click
 from tqdm import tqdm
 
 from ..backends import FUSER_BACKENDS
+from ..contract import DEFAULT_BATCH_SIZE
 from ..io import DEFAULT_MAX_PIXELS, OUTPUT_FORMATS
 from ..model.config import CONFIGS
 from ..processing import POLICIES, Policy
@@ -42,7 +43,7 @@ MODEL_SIZES = ", ".join(f"{c.img_size[1]}x{c.img_size[0]} for {name}" for name, 
               help=f"official: the release's resize to the model size ({MODEL_SIZES}); native: pad to the patch size, "
               "no resize [default: the policy the checkpoint records its weights were trained for (config files and "
               "names: their config's); official for graphs and engines]")
-@batch_size_option(4, batch_alias=True)
+@batch_size_option(DEFAULT_BATCH_SIZE, batch_alias=True)
 @click.option("--format", "fmt", type=click.Choice(OUTPUT_FORMATS, case_sensitive=False),
               help="output image format [default: png, or --out's suffix]")
 @click.option("--lossy", is_flag=True, help="allow a lossy output format (jpg, webp)")

@@ -10,6 +10,7 @@ from types import FrameType
 import click
 
 from ..backends import FUSER_BACKENDS
+from ..contract import DEFAULT_BATCH_SIZE
 from ..errors import MaeFuseError
 from ..processing import POLICIES as PROCESSING_POLICIES
 from ..registration import load_registration
@@ -59,7 +60,7 @@ from .options import batch_size_option, device_option, model_option
 @click.option("--dtype", type=click.Choice(["float32", "float16", "bfloat16"]), default="float32", show_default=True)
 @click.option("--processing", type=click.Choice(PROCESSING_POLICIES),
               help="pre/post-processing policy [default: what the weights were trained for]")
-@batch_size_option(4, "largest number of waiting pairs fused in one call", batch_alias=True)
+@batch_size_option(DEFAULT_BATCH_SIZE, "largest number of waiting pairs fused in one call", batch_alias=True)
 @click.option("--quiet", "-q", is_flag=True, help="no status line")
 @report_errors
 def main(ir: str, vis: str, out: str, overwrite: bool, homography: Path | None, pair: str, ir_offset_ms: float,

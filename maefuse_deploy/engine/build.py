@@ -33,11 +33,11 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, TextIO
 
-from ..version import __version__
 from ..atomic import atomic_path
 from ..contract import BatchProfile, parse_batch_profile
 from ..errors import InputError
 from ..hashing import file_sha256
+from ..version import __version__
 from . import availability
 from .cuda import checked
 from .errors import EngineError

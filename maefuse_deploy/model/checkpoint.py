@@ -24,9 +24,9 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from ..version import __version__
 from ..atomic import atomic_path
 from ..errors import CheckpointError
+from ..version import __version__
 from .config import CONFIGS, MaeFuseConfig, get_config
 from .maefuse import MaeFuse, build_model
 

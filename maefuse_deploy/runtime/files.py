@@ -12,6 +12,7 @@ import cv2
 import numpy as np
 
 from ..atomic import move_into_place, new_temp_file, remove_leftovers
+from ..contract import batch_slices
 from ..errors import InputError
 from ..io import (
     DEFAULT_MAX_PIXELS,
@@ -189,9 +190,9 @@ def fuse_pairs(
     remove_leftovers(folder)
     staged: list[tuple[Path, Path]] = []  # (temporary, final)
     try:
-        for start in range(0, len(job.pairs), fuser.batch_size):
-            indices = range(start, min(start + fuser.batch_size, len(job.pairs)))
-            chunk = [job.pairs[i] for i in indices]
+        for part in batch_slices(len(job.pairs), fuser.batch_size):  # read only what one call fuses
+            indices = range(len(job.pairs))[part]
+            chunk = job.pairs[part]
             images = [(read_image(p.ir, "IR", job.max_pixels), read_image(p.vis, "VIS", job.max_pixels))
                       for p in chunk]
             if registration is not None:

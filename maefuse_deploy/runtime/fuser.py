@@ -8,12 +8,23 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
+import cv2
 import numpy as np
 
 from ..backends import BackendBase, is_tensor, open_backend
 from ..checks import check_finite
+from ..contract import DEFAULT_BATCH_SIZE, batch_slices
 from ..errors import InputError
-from ..processing import POLICIES, PairContext, Policy, check_pair, finish_pair, ir_to_grey8, prepare_pair
+from ..processing import (
+    POLICIES,
+    PairContext,
+    Policy,
+    check_pair,
+    finish_pair,
+    ir_to_grey8,
+    prepare_pair,
+    vis_to_bgr8,
+)
 from .limits import check_native_pass
 
 Image = Any  # numpy array (OpenCV layout) or torch tensor of the same layout
@@ -53,7 +64,7 @@ class Fuser:
         model_size: tuple[int, int] | None = None,
         description: str | None = None,
         warnings: Sequence[str] | None = None,
-        batch_size: int = 8,
+        batch_size: int = DEFAULT_BATCH_SIZE,
     ) -> None:
         chosen = policy or backend.default_policy
         if chosen not in POLICIES:
@@ -87,7 +98,7 @@ class Fuser:
         dtype: str | None = None,
         policy: Policy | None = None,
         config: str | None = None,
-        batch_size: int = 8,
+        batch_size: int = DEFAULT_BATCH_SIZE,
         **options: Any,
     ) -> Fuser:
         """A Fuser over any model: a checkpoint, a config name (random weights), an .onnx graph or an engine.
@@ -131,8 +142,8 @@ class Fuser:
             by_shape[context.network_size].append(index)
         results: list[np.ndarray | None] = [None] * len(prepared)
         for indices in by_shape.values():
-            for start in range(0, len(indices), self.batch_size):
-                chunk = indices[start : start + self.batch_size]
+            for part in batch_slices(len(indices), self.batch_size):
+                chunk = indices[part]
                 ir_batch = np.stack([prepared[i][0] for i in chunk])
                 vis_batch = np.stack([prepared[i][1] for i in chunk])
                 config = getattr(self.backend, "config", None)
@@ -168,14 +179,17 @@ class Fuser:
     def _run_in_graph(self, pairs: list[tuple[np.ndarray, np.ndarray]], labels: list[str]) -> list[np.ndarray]:
         size = self.backend.input_size
         assert size is not None
-        irs, viss = [], []
+        irs, viss, colour = [], [], []
         for (ir, vis), label in zip(pairs, labels, strict=True):
             check_pair(ir, vis, label)
-            if ir.dtype != np.uint8 or vis.dtype != np.uint8:
-                raise InputError(f"{label}: the {self.backend.name} graph takes uint8 frames (in-graph processing)")
-            ir = ir_to_grey8(ir)  # HxW, HxWx1, BGR or BGRA -> HxW grey, as on the host path
-            if vis.ndim != 3 or vis.shape[2] != 3:
-                raise InputError(f"{label}: the in-graph path takes a 3-channel BGR VIS frame, got {vis.shape}")
+            # The graph takes HxW uint8 grey IR and HxWx3 uint8 BGR VIS; the host conversions are the float path's
+            # (processing.py): 16-bit IR stretched by its percentiles, 16-bit VIS scaled, BGRA to BGR, grey VIS
+            # given as BGR and the result returned grey.
+            ir = ir_to_grey8(ir)
+            vis = vis_to_bgr8(vis)
+            colour.append(vis.ndim == 3)
+            if vis.ndim == 2:
+                vis = cv2.cvtColor(vis, cv2.COLOR_GRAY2BGR)
             if ir.shape[:2] != size or vis.shape[:2] != size:
                 raise InputError(
                     f"{label}: frames are {vis.shape[1]}x{vis.shape[0]} but the graph takes {size[1]}x{size[0]}",
@@ -184,11 +198,11 @@ class Fuser:
             irs.append(ir)
             viss.append(vis)
         out = []
-        for start in range(0, len(irs), self.batch_size):
-            stop = start + self.batch_size
-            fused = self.backend.run(np.stack(irs[start:stop]), np.stack(viss[start:stop]))
+        for part in batch_slices(len(irs), self.batch_size):
+            fused = self.backend.run(np.stack(irs[part]), np.stack(viss[part]))
             out.extend(list(fused))
-        return out
+        return [image if is_colour else np.ascontiguousarray(image[:, :, 0])
+                for image, is_colour in zip(out, colour, strict=True)]
 
     def close(self) -> None:
         self.backend.close()
