@@ -9,9 +9,10 @@ This is the bottom module: export, engine and backends import it, it imports not
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from .errors import InputError
 
@@ -147,6 +148,32 @@ class GraphInfo:
             raise InputError(f"{source} has invalid maefuse metadata: {', '.join(problems)}",
                              fix="re-export it with maefuse-export --onnx")
         return self
+
+
+class FrameSize(NamedTuple):
+    """A frame size as cameras name it: width first. ``.hw`` is the (H, W) order of arrays and graphs."""
+
+    width: int
+    height: int
+
+    @property
+    def hw(self) -> tuple[int, int]:
+        return self.height, self.width
+
+    def __str__(self) -> str:
+        return f"{self.width}x{self.height}"
+
+
+_FRAME_SIZE = re.compile(r"\s*(\d+)\s*[xX]\s*(\d+)\s*")
+
+
+def parse_frame_size(text: str, what: str = "size") -> FrameSize:
+    """The one reader of ``WIDTHxHEIGHT`` text (``--camera-size``, ``--resolution``, ``--ir-size``, presets):
+    ``"640x512"`` -> FrameSize(width=640, height=512). ``what`` names the option in the one-line error."""
+    match = _FRAME_SIZE.fullmatch(str(text))
+    if not match or min(int(match[1]), int(match[2])) < 1:
+        raise InputError(f"{what} {text!r} is not WIDTHxHEIGHT", fix="give positive whole numbers, e.g. 640x480")
+    return FrameSize(int(match[1]), int(match[2]))
 
 
 # Pairs per call where the caller does not say (Fuser, maefuse-fuse, maefuse-stream, RemoteFuser): small enough to

@@ -16,10 +16,11 @@ from torch import nn
 from maefuse_deploy.backends.release_style import ReleaseStyleBackend
 from maefuse_deploy.backends.torch import TorchBackend
 from maefuse_deploy.bench.flops import count_flops, measure_peak
-from maefuse_deploy.bench.settings import parse_peak, parse_resolution
+from maefuse_deploy.bench.settings import parse_peak
 from maefuse_deploy.bench.stream import run_stream
 from maefuse_deploy.bench.timing import summarize
 from maefuse_deploy.cli.bench import main as bench_main
+from maefuse_deploy.contract import FrameSize, parse_frame_size
 from maefuse_deploy.model import build_model, get_config
 from maefuse_deploy.processing import prepare_pair
 from maefuse_deploy.runtime.fuser import Fuser
@@ -190,7 +191,8 @@ def test_peak_probe_and_percentiles():
 
 
 def test_parsers():
-    assert parse_resolution("640x480") == (480, 640)
+    assert parse_frame_size("640x480") == FrameSize(width=640, height=480)
+    assert parse_frame_size("640 X 480").hw == (480, 640)
     assert parse_peak("0.2") == {"float32": 2e11, "bfloat16": 2e11, "float16": 2e11}
     assert parse_peak("bfloat16=0.8") == {"bfloat16": 8e11}
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -69,14 +68,6 @@ def parse_batches(text: str) -> tuple[int, ...]:
     if not batches or min(batches) < 1:
         raise InputError(f"--batches {text!r}: every batch size must be at least 1", fix="e.g. --batches 1,4,8")
     return batches
-
-
-def parse_resolution(text: str) -> tuple[int, int]:
-    """``"640x480"`` (width x height, as cameras are named) -> (H, W)."""
-    match = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", text)
-    if not match or min(int(match[1]), int(match[2])) < 1:
-        raise InputError(f"--resolution {text!r} is not WIDTHxHEIGHT", fix="e.g. --resolution 640x640")
-    return int(match[2]), int(match[1])
 
 
 def parse_peak(text: str) -> dict[str, float]:

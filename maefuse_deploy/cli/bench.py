@@ -18,8 +18,8 @@ from ..bench.settings import (
     parse_backends,
     parse_batches,
     parse_peak,
-    parse_resolution,
 )
+from ..contract import parse_frame_size
 from ..errors import InputError
 from .common import note, report_errors
 from .options import auto_device, batches_option, device_option, model_option
@@ -78,7 +78,7 @@ def main(latency: bool, stream: bool, model: str | None, config: str | None, ref
         model=model, config=config, reference=reference,
         backends=parse_backends(backends) if backends is not None else None,
         batches=parse_batches(batches), iterations=iterations, warmup=warmup,
-        resolution=parse_resolution(resolution) if resolution else None, io=io,  # type: ignore[arg-type]
+        resolution=parse_frame_size(resolution, "--resolution").hw if resolution else None, io=io,  # type: ignore[arg-type]
         device=auto_device(device), peak_flops=parse_peak(peak_tflops) if peak_tflops else {}, pairs=pairs,
         pairs_dir=pairs_dir, cuda_graph=cuda_graph, threads=threads, calibration_dir=calibration_dir,
         calibration_pairs=calibration_pairs, latency=latency, stream=stream, fps=fps, duration=duration,

@@ -8,21 +8,12 @@ import click
 import numpy as np
 
 from ..atomic import check_output
+from ..contract import parse_frame_size
 from ..errors import InputError
 from ..io import find_pairs, read_image, write_image
 from ..registration import MODELS, load_registration
 from ..stream.calibrate import check_calibration, from_frames, from_points, overlay, read_point_pairs
 from .common import note, report_errors
-
-
-def _size(text: str | None, option: str) -> tuple[int, int] | None:
-    if text is None:
-        return None
-    try:
-        width, height = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise click.BadParameter(f"expected WIDTHxHEIGHT, got {text!r}", param_hint=option) from None
-    return width, height
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -66,7 +57,8 @@ def main(ir: Path | None, vis: Path | None, points: Path | None, ir_size: str | 
         return
     assert out is not None  # the usage check above
     if points is not None:
-        sizes = (_size(ir_size, "--ir-size"), _size(vis_size, "--vis-size"))
+        sizes = tuple(parse_frame_size(text, option) if text else None
+                      for text, option in ((ir_size, "--ir-size"), (vis_size, "--vis-size")))
         if frames:
             sizes = ((frames[0][0].shape[1], frames[0][0].shape[0]), (frames[0][1].shape[1], frames[0][1].shape[0]))
         if sizes[0] is None or sizes[1] is None:

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import click
 
+from ..contract import parse_frame_size
 from ..errors import InputError
 from ..export import check_trt, export_onnx
-from ..export.request import ExportRequest, check_outputs, parse_size
+from ..export.request import ExportRequest, check_outputs
 from ..hashing import file_sha256
 from ..model.sources import resolve_torch_model
 from ..serve.repository import describe, export_repository
@@ -74,7 +75,8 @@ def main(onnx_out, aoti_out, trt_model, model, config, preset, height, width, ba
         return
     if aoti_out is not None:
         check_outputs(aoti=aoti_out, inputs=inputs, overwrite=overwrite)
-        _export_aoti(aoti_out, model, config, parse_size(camera_size) if camera_size else None)
+        camera = parse_frame_size(camera_size, "--camera-size").hw if camera_size else None
+        _export_aoti(aoti_out, model, config, camera)
         return
     if onnx_out is None:
         raise click.UsageError("pass --onnx OUT.onnx, --aoti OUT.pt2 or --check-trt MODEL.onnx")

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..atomic import check_output, check_writable
+from ..contract import parse_frame_size
 from ..errors import InputError
 from ..model.config import MaeFuseConfig
 from .aoti import check_package_name
@@ -25,17 +26,6 @@ from .sizing import check_graph_size, frame_size, grid_for
 from .spec import ExportSpec, parse_batch
 
 DEFAULT_OPSET = 18
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    """``"640x512"`` (W x H) -> (H, W)."""
-    try:
-        width, height = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise InputError(f"size {text!r} is not WxH", fix="e.g. 640x512") from None
-    if width <= 0 or height <= 0:
-        raise InputError(f"size {text!r} is not a frame size", fix="give positive WxH, e.g. 640x512")
-    return height, width
 
 
 def external_data_path(graph: str | os.PathLike[str]) -> Path:
@@ -117,14 +107,15 @@ class ExportRequest:
             if not frames_text and io == "uint8":
                 frames_text = f"{camera[1]}x{camera[0]}"
         elif self.camera_size:
-            camera = parse_size(self.camera_size)
+            camera = parse_frame_size(self.camera_size, "--camera-size").hw
         frames_text = frames_text or recipe.get("camera_size")
         batch = self.batch or str(recipe.get("batch", "1"))
         return ReadRequest(
             height=self.height, width=self.width, preset_height=recipe.get("height"),
             preset_width=recipe.get("width"), batch_text=batch, batch=parse_batch(batch),
             precision=self.precision or recipe.get("precision", "fp32"), io=io, camera=camera,
-            camera_size=parse_size(frames_text) if frames_text else None, from_frame=self.size_from is not None,
+            camera_size=parse_frame_size(frames_text, "camera size").hw if frames_text else None,
+            from_frame=self.size_from is not None,
             opset=self.opset,
         )
 
