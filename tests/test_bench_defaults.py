@@ -19,7 +19,7 @@ from maefuse_deploy.model.sources import resolve_torch_model
 
 HAS_OPENVINO = importlib.util.find_spec("openvino") is not None
 QUICK = ["--latency", "--iterations", "1", "--warmup", "0", "--pairs", "2", "--threads", "1",
-         "--peak-tflops", "0.1", "--calibration-pairs", "2"]
+         "--peak-tflops", "0.1", "--int8-calibration-pairs", "2"]
 
 
 def invoke(args):

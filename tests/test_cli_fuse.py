@@ -65,7 +65,7 @@ def test_fuses_three_real_pairs_with_side_by_side(pairs):
 def test_single_files_native_policy_and_tiff_output(pairs):
     out = pairs / "out"
     result = run(["--ir", str(pairs / "ir" / "00881N.png"), "--vis", str(pairs / "vi" / "00881N.jpg"),
-                  "--out", str(out), "--model", "random:maefuse-micro", "--policy", "native", "--format", "tif"])
+                  "--out", str(out), "--model", "random:maefuse-micro", "--processing", "native", "--format", "tif"])
     assert result.exit_code == 0, result.output
     assert cv2.imread(str(out / "00881N.tif")).shape == (329, 500, 3)
 

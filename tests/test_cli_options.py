@@ -15,7 +15,8 @@ from maefuse_deploy.cli.options import BatchesType, BatchRangeType, DeviceType
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
-OLD_SPELLINGS = {"--checkpoint", "-c", "--batch", "--dynamic-batch"}
+OLD_SPELLINGS = {"--checkpoint", "-c", "--batch", "--dynamic-batch", "--preprocess", "--calibration",
+                 "--calibration-pairs"}
 
 
 def load(target: str) -> click.Command:
@@ -36,6 +37,10 @@ def shared_type_ok(option: click.Option) -> bool | None:
         return option.name == "batches" and isinstance(option.type, BatchesType)
     if name == "--device":
         return option.name == "device" and isinstance(option.type, DeviceType)
+    if name == "--processing":
+        return option.name == "processing" and list(option.type.choices) == ["official", "native"]
+    if name == "--int8-calibration":
+        return option.name == "int8_calibration" and isinstance(option.type, click.Path)
     return None
 
 
@@ -53,8 +58,41 @@ def test_every_command_uses_the_shared_options(script: str) -> None:
         assert "--model" in names, script
     if script in ("maefuse-fuse", "maefuse-bench", "maefuse-build-engine", "maefuse-train"):
         assert "--device" in names, script
-    for other in ("--batch", "--dynamic-batch", "--checkpoint"):
+    for other in ("--batch", "--dynamic-batch", "--checkpoint", "--policy", "--preprocess", "--calibration"):
         assert other not in names, (script, other)
+    # One name per concept (issue 23): the processing policy is --processing wherever a command has one.
+    if script in ("maefuse-fuse", "maefuse-stream", "maefuse-serve", "maefuse-train"):
+        assert "--processing" in names, script
+
+
+@pytest.mark.parametrize(("script", "args", "note"), [
+    ("maefuse-fuse", ["--policy", "native"], "note: --policy is deprecated; use --processing"),
+    ("maefuse-fuse", ["--calibration", "x"], "note: --calibration is deprecated; use --int8-calibration"),
+    ("maefuse-train", ["--preprocess", "native"], "note: --preprocess is deprecated; use --processing"),
+    ("maefuse-stream", ["--policy", "native"], "note: --policy native is deprecated; use --processing native"),
+    ("maefuse-stream", ["--policy", "block"], "note: --policy is deprecated; use --queue-policy"),
+    ("maefuse-bench", ["--calibration-pairs", "2"], "note: --calibration-pairs is deprecated; use "
+                                                     "--int8-calibration-pairs"),
+])
+def test_renamed_options_still_work_with_a_note(script: str, args: list[str], note: str, tmp_path: Path) -> None:
+    # Each run stops at a missing input after its options were read: the note comes first, the value is taken.
+    missing = str(tmp_path / "none")
+    rest = {"maefuse-fuse": ["--ir", missing, "--vis", missing],
+            "maefuse-train": ["--stage", "fuse", "--data", missing, "--out", str(tmp_path / "run"), "--steps", "1"],
+            "maefuse-stream": ["--ir", missing + ".mkv", "--vis", missing + ".mkv", "--out", str(tmp_path / "o.mkv")],
+            "maefuse-bench": ["--latency", "--model", missing + ".safetensors"]}[script]
+    code, lines = run(SCRIPTS[script], [*args, *rest])
+    assert note in lines, lines
+    assert code == 1 and lines[-1].startswith("error: ") and "none" in lines[-1], lines
+
+
+def test_stream_old_policy_values_reach_their_new_options() -> None:
+    from maefuse_deploy.cli.stream import _old_policy
+
+    assert _old_policy("native", None, None) == ("auto", "native")
+    assert _old_policy("drop-oldest", None, None) == ("drop-oldest", None)
+    assert _old_policy(None, "block", "official") == ("block", "official")  # the new spellings
+    assert _old_policy("block", "drop-oldest", None) == ("drop-oldest", None)  # the new spelling wins
 
 
 def test_the_shared_vocabulary_covers_the_commands() -> None:

@@ -123,7 +123,7 @@ def test_overwrite_replaces_only_after_success(pairs):
     out = pairs / "out"
     assert fuse_into(pairs, out).exit_code == 0
     before = snapshot(out)
-    again = fuse_into(pairs, out, "--overwrite", "--policy", "native")
+    again = fuse_into(pairs, out, "--overwrite", "--processing", "native")
     assert again.exit_code == 0, again.output
     after = snapshot(out)
     assert after.keys() == before.keys() and all(after[k][1] != before[k][1] for k in before)

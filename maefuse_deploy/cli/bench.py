@@ -22,7 +22,14 @@ from ..bench.settings import (
 from ..contract import parse_frame_size
 from ..errors import InputError
 from .common import note, report_errors
-from .options import auto_device, batches_option, device_option, model_option
+from .options import (
+    auto_device,
+    batches_option,
+    deprecated,
+    device_option,
+    int8_calibration_option,
+    model_option,
+)
 
 
 @click.command(name="maefuse-bench", context_settings={"help_option_names": ["-h", "--help"]})
@@ -49,11 +56,11 @@ from .options import auto_device, batches_option, device_option, model_option
 @click.option("--pairs-dir", type=click.Path(path_type=Path), help="folder with ir/ and vi/ [default: the "
               "3 samples shipped in the package]")
 @click.option("--threads", type=click.IntRange(min=1), help="CPU threads for torch and onnxruntime [default: theirs]")
-@click.option("--calibration", "calibration_dir", type=click.Path(path_type=Path),
-              help="folder of real pairs (ir/, vi/) for openvino-int8 calibration, other than --pairs-dir "
-              "[default: the benchmark's own pairs]")
-@click.option("--calibration-pairs", type=click.IntRange(min=1), default=DEFAULT_CALIBRATION_PAIRS,
-              show_default=True, help="pairs openvino-int8 calibrates on")
+@int8_calibration_option("folder of real pairs (ir/, vi/) for openvino-int8 calibration, other than --pairs-dir "
+                         "[default: the benchmark's own pairs]")
+@click.option("--int8-calibration-pairs", type=click.IntRange(min=1), help="pairs openvino-int8 calibrates on  "
+              f"[default: {DEFAULT_CALIBRATION_PAIRS}]")
+@click.option("--calibration-pairs", "calibration_pairs_alias", type=click.IntRange(min=1), hidden=True)
 @click.option("--cuda-graph/--no-cuda-graph", default=True, show_default=True, help="torch and TensorRT on CUDA")
 @click.option("--fps", type=float, default=30.0, show_default=True)
 @click.option("--duration", type=float, default=10.0, show_default=True, help="stream length in seconds")
@@ -65,10 +72,14 @@ from .options import auto_device, batches_option, device_option, model_option
 def main(latency: bool, stream: bool, model: str | None, config: str | None, reference: str | None,
          backends: str | None, batches: str, iterations: int, warmup: int, resolution: str | None, io: str, device: str,
          peak_tflops: str | None, pairs: int, pairs_dir: Path | None, threads: int | None,
-         calibration_dir: Path | None, calibration_pairs: int, cuda_graph: bool,
+         int8_calibration: Path | None, int8_calibration_pairs: int | None, calibration_pairs_alias: int | None,
+         cuda_graph: bool,
          fps: float, duration: float, queue: int, json_path: Path | None, markdown_path: Path | None,
          plot_path: Path | None) -> None:
     """Benchmark MaeFuse backends: latency, throughput, memory, accuracy vs torch float32, ratio to the floor."""
+    if calibration_pairs_alias is not None:
+        deprecated("--calibration-pairs", "--int8-calibration-pairs")
+        int8_calibration_pairs = int8_calibration_pairs or calibration_pairs_alias
     if plot_path is not None:
         check_plot_path(plot_path)
     for path, option in ((json_path, "--json"), (markdown_path, "--markdown"), (plot_path, "--plot")):
@@ -80,9 +91,9 @@ def main(latency: bool, stream: bool, model: str | None, config: str | None, ref
         batches=parse_batches(batches), iterations=iterations, warmup=warmup,
         resolution=parse_frame_size(resolution, "--resolution").hw if resolution else None, io=io,  # type: ignore[arg-type]
         device=auto_device(device), peak_flops=parse_peak(peak_tflops) if peak_tflops else {}, pairs=pairs,
-        pairs_dir=pairs_dir, cuda_graph=cuda_graph, threads=threads, calibration_dir=calibration_dir,
-        calibration_pairs=calibration_pairs, latency=latency, stream=stream, fps=fps, duration=duration,
-        queue=queue,
+        pairs_dir=pairs_dir, cuda_graph=cuda_graph, threads=threads, calibration_dir=int8_calibration,
+        calibration_pairs=int8_calibration_pairs or DEFAULT_CALIBRATION_PAIRS, latency=latency, stream=stream,
+        fps=fps, duration=duration, queue=queue,
     )
     result = run_benchmark(settings, log=note, command=_command_line(click.get_current_context()))
     click.echo(terminal_table(result))

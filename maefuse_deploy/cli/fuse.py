@@ -12,13 +12,19 @@ from ..backends import FUSER_BACKENDS
 from ..contract import DEFAULT_BATCH_SIZE
 from ..io import DEFAULT_MAX_PIXELS, OUTPUT_FORMATS
 from ..model.config import CONFIGS
-from ..processing import POLICIES, Policy
+from ..processing import Policy
 from ..registration import load_registration
 from ..runtime.files import SAMPLES_DIR, fuse_pairs, plan_fuse_job
 from ..runtime.fuser import Fuser
 from ..runtime.video import fuse_video, is_video, plan_video
 from .common import note, report_errors
-from .options import batch_size_option, device_option, model_option
+from .options import (
+    batch_size_option,
+    device_option,
+    int8_calibration_option,
+    model_option,
+    processing_option,
+)
 
 # The resize of the official policy, per config, as the code defines it.
 MODEL_SIZES = ", ".join(f"{c.img_size[1]}x{c.img_size[0]} for {name}" for name, c in CONFIGS.items())
@@ -37,12 +43,10 @@ MODEL_SIZES = ", ".join(f"{c.img_size[1]}x{c.img_size[0]} for {name}" for name, 
 @device_option("auto", "auto is cuda when a GPU is visible (TensorRT engines: cuda), else cpu")
 @click.option("--dtype", type=click.Choice(["float32", "float16", "bfloat16", "int8"]), default="float32",
               show_default=True, help="torch: the weights' dtype; openvino: float32, bfloat16 or int8 (quantized)")
-@click.option("--calibration", type=click.Path(path_type=Path), help="openvino --dtype int8: a folder of real pairs "
-              "(ir/ and vi/) to calibrate on")
-@click.option("--policy", type=click.Choice(POLICIES),
-              help=f"official: the release's resize to the model size ({MODEL_SIZES}); native: pad to the patch size, "
-              "no resize [default: the policy the checkpoint records its weights were trained for (config files and "
-              "names: their config's); official for graphs and engines]")
+@int8_calibration_option("openvino --dtype int8: a folder of real pairs (ir/ and vi/) to calibrate the quantization on")
+@processing_option(f"official: the release's resize to the model size ({MODEL_SIZES}); native: pad to the patch "
+                   "size, no resize [default: the policy the checkpoint records its weights were trained for (config "
+                   "files and names: their config's); official for graphs and engines]")
 @batch_size_option(DEFAULT_BATCH_SIZE, batch_alias=True)
 @click.option("--format", "fmt", type=click.Choice(OUTPUT_FORMATS, case_sensitive=False),
               help="output image format [default: png, or --out's suffix]")
@@ -67,8 +71,8 @@ def main(
     backend: str | None,
     device: str,
     dtype: str,
-    calibration: Path | None,
-    policy: str | None,
+    int8_calibration: Path | None,
+    processing: str | None,
     batch_size: int,
     fmt: str | None,
     lossy: bool,
@@ -97,11 +101,11 @@ def main(
         job = plan_fuse_job(ir, vis, out, fmt=fmt, allow_lossy=lossy, with_side_by_side=side_by_side,
                             overwrite=overwrite, max_pixels=max_pixels)
     if server is not None:
-        fuser = remote_fuser(server, batch_size, model=model, config=config, backend=backend, policy=policy,
-                             device=None if device == "auto" else device, calibration=calibration)
+        fuser = remote_fuser(server, batch_size, model=model, config=config, backend=backend, processing=processing,
+                             device=None if device == "auto" else device, int8_calibration=int8_calibration)
     else:
-        options = {"calibration": calibration} if calibration is not None else {}
-        fuser = Fuser.open(model, backend, device=device, dtype=dtype, policy=cast(Policy | None, policy),
+        options = {"calibration": int8_calibration} if int8_calibration is not None else {}
+        fuser = Fuser.open(model, backend, device=device, dtype=dtype, policy=cast(Policy | None, processing),
                            config=config, batch_size=batch_size, **options)
     note(f"model: {fuser.description}")
     for warning in fuser.warnings:
@@ -129,7 +133,7 @@ def remote_fuser(url: str, batch_size: int, **local_only: object) -> Any:
     """A RemoteFuser for --server; the model options belong to the server, so giving them here is an error."""
     from ..serve.client import RemoteFuser
 
-    given = [f"--{name}" for name, value in local_only.items() if value is not None]
+    given = [f"--{name.replace('_', '-')}" for name, value in local_only.items() if value is not None]
     if given:
         raise click.UsageError(f"{', '.join(given)} choose a local model; with --server the server's model is used")
     return RemoteFuser(url, batch_size=batch_size)

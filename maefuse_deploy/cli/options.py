@@ -6,10 +6,15 @@
 * ``--batch-range MIN:OPT:MAX`` (or ``N``): the batch axis of a graph or an engine profile (export, build-engine);
 * ``--batches 1,4,8``: the benchmark's sweep of batch sizes (bench);
 * ``--device auto|cpu|cuda|cuda:N``: where it runs, checked before anything loads (fuse, bench, build-engine,
-  train).
+  train);
+* ``--processing official|native``: the pre/post-processing policy (fuse, stream, serve, train);
+* ``--int8-calibration DIR`` / ``--int8-calibration-pairs N``: real pairs an int8 quantization calibrates on
+  (fuse, bench) -- not the IR-to-VIS calibration, which is ``--homography``;
+* ``WIDTHxHEIGHT`` sizes, read by ``contract.parse_frame_size`` (export, bench, calibrate).
 
 Old spellings (``--checkpoint``/``-c``, the four meanings of ``--batch``, ``--dynamic-batch``, an integer
-``--device``) still work, hidden from ``--help``, with a deprecation note on stderr. The CLI only parses: the
+``--device``, ``--policy`` and ``--preprocess`` for ``--processing``, ``--calibration`` for ``--int8-calibration``)
+still work, hidden from ``--help``, with a deprecation note on stderr. The CLI only parses: the
 library resolves what a value names (``Fuser.from_checkpoint``, ``export.parse_batch``, ...).
 """
 
@@ -18,9 +23,12 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
+
+from ..processing import POLICIES
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -143,6 +151,26 @@ def batches_option(default: str, help: str = "comma list of batch sizes to measu
     aliases = (("batch_alias", ("--batch",), BATCHES),)
     return lambda command: _shared(command, "batches", ("--batches",), help, default, aliases, type=BATCHES,
                                    metavar="LIST")
+
+
+PROCESSING_HELP = ("official: the release's resize to the model size; native: pad to the patch size, no resize "
+                   "[default: the policy the weights were trained for]")
+
+
+def processing_option(help: str = PROCESSING_HELP, *, old: str | None = "--policy") -> Callable[[F], F]:
+    """``--processing official|native``; ``old`` (``--policy`` in fuse and serve, ``--preprocess`` in train) kept
+    as an alias."""
+    choice = click.Choice(POLICIES)
+    aliases = (("processing_alias", (old,), choice),) if old else ()
+    return lambda command: _shared(command, "processing", ("--processing",), help, None, aliases, type=choice)
+
+
+def int8_calibration_option(help: str) -> Callable[[F], F]:
+    """``--int8-calibration DIR``: real pairs (ir/, vi/) an int8 quantization calibrates on; ``--calibration``
+    kept as an alias (the word alone also names the IR-to-VIS calibration of maefuse-calibrate)."""
+    path = click.Path(path_type=Path)
+    return lambda command: _shared(command, "int8_calibration", ("--int8-calibration",), help, None,
+                                   (("calibration_alias", ("--calibration",), path),), type=path, metavar="DIR")
 
 
 def device_option(default: str | None, help: str) -> Callable[[F], F]:

@@ -18,7 +18,7 @@ from ..runtime.fuser import Fuser
 from ..stream.pipeline import PAIRINGS, POLICIES, Pipeline, open_endpoints
 from ..stream.sinks import VideoFileSink
 from .common import note, report_errors
-from .options import batch_size_option, device_option, model_option
+from .options import batch_size_option, deprecated, device_option, model_option, processing_option
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -36,9 +36,9 @@ from .options import batch_size_option, device_option, model_option
               help="added to every IR timestamp before pairing (the IR camera's fixed delay, negated)")
 @click.option("--tolerance-ms", type=click.FloatRange(min=0.0), help="largest timestamp gap of a pair [default: "
               "half the slower source's frame period]")
-@click.option("--policy", "queue_policy", type=click.Choice(POLICIES), default="auto", show_default=True,
-              help="full queues: drop-oldest (latency first) or block (lose nothing); auto: block for files, "
-              "drop-oldest when a source is live")
+@click.option("--queue-policy", type=click.Choice(POLICIES), help="full queues: drop-oldest (latency first) or block "
+              "(lose nothing); auto: block for files, drop-oldest when a source is live  [default: auto]")
+@click.option("--policy", "old_policy", type=click.Choice([*POLICIES, *PROCESSING_POLICIES]), hidden=True)
 @click.option("--queue", "queue_size", type=click.IntRange(min=1), default=4, show_default=True,
               help="depth of each queue")
 @click.option("--max-latency-ms", type=click.FloatRange(min=0.0, min_open=True),
@@ -58,18 +58,19 @@ from .options import batch_size_option, device_option, model_option
 @click.option("--backend", type=click.Choice(FUSER_BACKENDS), help="[default: from the model's file type]")
 @device_option("auto", "auto is cuda when a GPU is visible (TensorRT engines: cuda), else cpu")
 @click.option("--dtype", type=click.Choice(["float32", "float16", "bfloat16"]), default="float32", show_default=True)
-@click.option("--processing", type=click.Choice(PROCESSING_POLICIES),
-              help="pre/post-processing policy [default: what the weights were trained for]")
+@processing_option(old=None)
 @batch_size_option(DEFAULT_BATCH_SIZE, "largest number of waiting pairs fused in one call", batch_alias=True)
 @click.option("--quiet", "-q", is_flag=True, help="no status line")
 @report_errors
 def main(ir: str, vis: str, out: str, overwrite: bool, homography: Path | None, pair: str, ir_offset_ms: float,
-         tolerance_ms: float | None, queue_policy: str, queue_size: int, max_latency_ms: float | None,
+         tolerance_ms: float | None, queue_policy: str | None, old_policy: str | None, queue_size: int,
+         max_latency_ms: float | None,
          batch_wait_ms: float | None, side_by_side: bool, lossless: bool, fps: float | None,
          max_frames: int | None, raw_ir: bool,
          model: str | None, config: str | None, backend: str | None, device: str, dtype: str,
          processing: str | None, batch_size: int, quiet: bool) -> None:
     """Fuse an IR and a VIS stream live: pair by timestamp, register, fuse in batches, write."""
+    queue_policy, processing = _old_policy(old_policy, queue_policy, processing)
     registration = load_registration(homography) if homography is not None else None
     # Sources, sizes and the output are checked before the model loads: a bad source costs no model load.
     ends = open_endpoints(ir, vis, out, registration=registration, pair=pair, fps=fps, lossless=lossless,
@@ -130,6 +131,18 @@ def main(ir: str, vis: str, out: str, overwrite: bool, homography: Path | None, 
         note(f"stopped on {signals[0]}")
     click.echo(stats.summary())
     click.echo(f"wrote {stats.written} fused frames to {out}")
+
+
+def _old_policy(old: str | None, queue_policy: str | None, processing: str | None) -> tuple[str, str | None]:
+    """``--policy`` was the queue policy here but the processing policy in fuse and serve: an old value of either
+    kind still works, with a note naming its new option."""
+    if old in PROCESSING_POLICIES:
+        deprecated(f"--policy {old}", f"--processing {old}")
+        processing = processing or old
+    elif old is not None:
+        deprecated("--policy", "--queue-policy")
+        queue_policy = queue_policy or old
+    return queue_policy or "auto", processing
 
 
 if __name__ == "__main__":

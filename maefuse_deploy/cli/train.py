@@ -13,7 +13,7 @@ from ..train.losses import FUSION_LOSSES, FusionLoss
 from ..train.stages import STAGES
 from ..train.trainer import AMP_MODES, SCHEDULES, TrainOptions, train
 from .common import note, report_errors
-from .options import batch_size_option, device_option
+from .options import batch_size_option, device_option, processing_option
 
 # Each option's default is the TrainOptions field's: written once, in the dataclass.
 DEFAULTS: dict[str, Any] = {f.name: f.default for f in fields(TrainOptions) if f.default is not MISSING}
@@ -52,9 +52,9 @@ def _betas(text: str) -> tuple[float, float]:
 @click.option("--val-split", type=click.Path(path_type=Path), help="file of pair names to validate on")
 @click.option("--val-count", type=click.IntRange(min=0), **_default("val_count"),
               help="without --val-split: hold out the last N training names for validation")
-@click.option("--preprocess", type=click.Choice(["official", "native"]),
-              help="official: resize to the model size; native: pad to the patch size (ignored with --crop or "
-              "--native-crops) [default: the policy the --init weights were trained for; official without --init]")
+@processing_option("official: resize to the model size; native: pad to the patch size (ignored with --crop or "
+                   "--native-crops) [default: the policy the --init weights were trained for; official without "
+                   "--init]", old="--preprocess")
 @click.option("--crop/--no-crop", **_default("crop"),
               help="random model-size crops at a random scale between fit-to-size and native")
 @click.option("--native-crops", "native_tokens", type=click.IntRange(min=0), **_default("native_tokens"),
@@ -96,7 +96,7 @@ def _betas(text: str) -> tuple[float, float]:
 @report_errors
 def main(stage: str, data: tuple[Path, ...], out: Path, config: str, init: Path | None, resume: bool, overwrite: bool,
          split: Path | None, exclude: tuple[Path, ...], use_test50: bool, val_split: Path | None, val_count: int,
-         preprocess: str | None, crop: bool, native_tokens: int, native_positions: int,
+         processing: str | None, crop: bool, native_tokens: int, native_positions: int,
          flip: bool, train_parts: str | None, mask_ratio: float,
          edge_weight: float, loss: FusionLoss,
          steps: int | None, epochs: int | None, batch_size: int, accum: int, lr: float, betas: str,
@@ -110,7 +110,7 @@ def main(stage: str, data: tuple[Path, ...], out: Path, config: str, init: Path 
         stage=stage, data=list(data), out=out, config=config, init=init, resume=resume,
         overwrite=overwrite, split=split,
         exclude=list(exclude), holdout_default=not use_test50, val_split=val_split, val_count=val_count,
-        preprocess=preprocess, crop=crop, native_tokens=native_tokens,
+        preprocess=processing, crop=crop, native_tokens=native_tokens,
         native_positions=native_positions, flip=flip,
         train=tuple(train_parts.split(",")) if train_parts else None,
         mask_ratio=mask_ratio, edge_weight=edge_weight, loss=loss, steps=steps, epochs=epochs, batch_size=batch_size,
