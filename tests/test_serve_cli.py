@@ -31,3 +31,16 @@ def test_fuse_with_a_bad_or_silent_server_fails_in_one_line(tmp_path, url, messa
     result = CliRunner().invoke(fuse_main, ["--out", str(tmp_path / "out"), "--server", url])
     assert result.exit_code != 0 and message in result.output
     assert not (tmp_path / "out").exists()
+
+
+def test_serve_help_spells_random_weights_as_accepted_and_a_bad_device_is_a_usage_error():
+    help_text = " ".join(CliRunner().invoke(serve_main, ["--help"]).output.split())
+    assert "random:CONFIG" in help_text and "a config name (random weights)" not in help_text
+    result = CliRunner().invoke(serve_main, ["--device", "bogus"])
+    assert result.exit_code == 2 and "bogus" in result.output
+
+
+def test_equal_ports_are_a_usage_error_in_any_venv():
+    result = CliRunner().invoke(serve_main, ["--grpc-port", "8002", "--metrics-port", "8002"])
+    assert result.exit_code == 2
+    assert "--grpc-port and --metrics-port are both 8002" in result.output

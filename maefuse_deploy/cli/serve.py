@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import cast
 
 import click
 
 from ..backends import FUSER_BACKENDS
+from ..errors import MaeFuseError
 from ..processing import POLICIES, Policy
 from ..runtime.fuser import Fuser
-from ..serve.server import ServeSettings, serve, set_torch_threads
+from ..serve.server import ServeSettings, check_settings, require_pytriton, serve, set_torch_threads
 from .common import note, report_errors
 from .options import device_option, model_option
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@model_option("checkpoint file, .onnx graph, engine, or a config name (random weights) [default: the built-in model]")
+@model_option("checkpoint file, .onnx graph or engine; random:CONFIG for random weights (e.g. random:maefuse-micro) "
+              "[default: the built-in model]")
 @click.option("--config", help="model config name, when the checkpoint does not say")
 @click.option("--backend", type=click.Choice(FUSER_BACKENDS), help="[default: from the checkpoint's file type]")
 @device_option("auto", "auto is cuda for TensorRT engines, else cpu")
@@ -31,7 +34,7 @@ from .options import device_option, model_option
 @click.option("--metrics-port", type=click.IntRange(1, 65535), default=8002, show_default=True)
 @click.option("--model-name", default="maefuse", show_default=True)
 @click.option("--exit-timeout", type=click.IntRange(min=0), default=30, show_default=True,
-              help="on SIGTERM, seconds in-flight requests may take to finish")
+              help="on SIGTERM/SIGINT, seconds in-flight requests may take to finish")
 @click.option("--threads", type=click.IntRange(min=1),
               help="torch intra-op threads on CPU [default: torch's]; on a shared CPU, 1 avoids threads waiting on "
               "each other (benchmarks/serving.md)")
@@ -41,16 +44,29 @@ def main(model: str | None, config: str | None, backend: str | None, device: str
          policy: str | None, max_batch: int, queue_delay_us: int, host: str, http_port: int, grpc_port: int,
          metrics_port: int, model_name: str, exit_timeout: int, threads: int | None, verbose: int) -> None:
     """Serve MaeFuse from a real Triton Inference Server until SIGTERM/SIGINT (which drain in-flight requests)."""
+    ports = {"--http-port": http_port, "--grpc-port": grpc_port, "--metrics-port": metrics_port}
+    for option, port in ports.items():
+        clash = [other for other, value in ports.items() if value == port and other != option]
+        if clash:
+            raise click.UsageError(f"{option} and {clash[0]} are both {port}: each endpoint needs its own port")
+    settings = ServeSettings(host=host, http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port,
+                             model_name=model_name, max_batch=max_batch, queue_delay_us=queue_delay_us,
+                             exit_timeout_s=exit_timeout, log_verbose=verbose)
+    require_pytriton()  # every check before the model loads
+    check_settings(settings)
     if threads is not None:
         set_torch_threads(threads)
     fuser = Fuser.open(model, backend, device=device, dtype=dtype, policy=cast(Policy | None, policy), config=config,
-                                  batch_size=max_batch)
+                       batch_size=max_batch)
     note(f"model: {fuser.description} (policy {fuser.policy}, batch {fuser.batch_size})")
     for warning in fuser.warnings:
         note(f"warning: {warning}")
-    settings = ServeSettings(host=host, http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port,
-                             model_name=model_name, max_batch=fuser.batch_size, queue_delay_us=queue_delay_us,
-                             exit_timeout_s=exit_timeout, log_verbose=verbose)
     with fuser:
-        serve(fuser, settings, on_ready=lambda line: note(f"ready: {line}"))
-    note("stopped: in-flight requests drained")
+        report = serve(fuser, dataclasses.replace(settings, max_batch=fuser.batch_size),
+                       on_ready=lambda line: note(f"ready: {line}"))
+    if not report.drained:
+        raise MaeFuseError(
+            f"stopped, not drained: {report.failed} in-flight request(s) failed or were cut off, {report.answered} "
+            f"answered (Triton exit code {report.triton_exit_code})",
+            fix=f"raise --exit-timeout if the drain ran out of time; Triton's log: {report.log}")
+    note(f"stopped: in-flight requests drained ({report.answered} answered after the stop signal)")

@@ -1,7 +1,8 @@
 """Run ``maefuse-serve`` as a child process on free loopback ports: for tests, benchmarks and scripts.
 
-The server gets its own process group, so :meth:`ServerProcess.stop` can end tritonserver and its Python stub too,
-whatever state the server is in.
+The server gets its own process group, so :meth:`ServerProcess.stop` can end it whatever state it is in; its
+``tritonserver`` runs in a session of its own (serve/server.py) and exits when ``maefuse-serve`` dies (PyTriton sets
+its parent-death signal).
 """
 
 from __future__ import annotations
