@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .contract import parse_device
 from .errors import InputError, NonFiniteError
 
 
@@ -26,10 +27,9 @@ def check_finite(array: np.ndarray, what: str) -> np.ndarray:
 
 def cuda_index(device: str) -> int | None:
     """A device string for a backend that runs on the CPU or one CUDA GPU (graphs, engines): ``cpu`` -> None,
-    ``cuda`` -> 0, ``cuda:N`` -> N; anything else is a one-line error rather than a silent CPU run."""
-    kind, colon, index = device.strip().lower().partition(":")
-    if kind == "cpu" and not colon:
-        return None
-    if kind == "cuda" and (not colon or index.isdigit()):
-        return int(index) if colon else 0
-    raise InputError(f"unknown device {device!r}", fix="use cpu, cuda or cuda:N (N: the GPU number)")
+    ``cuda`` -> 0, ``cuda:N`` -> N; ``auto`` (resolve it first) or anything else is a one-line error rather than a
+    silent CPU run."""
+    kind, index = parse_device(device)
+    if kind == "auto":
+        raise InputError(f"device {device!r} is not resolved", fix="use cpu, cuda or cuda:N (N: the GPU number)")
+    return None if kind == "cpu" else (index or 0)

@@ -176,6 +176,21 @@ def parse_frame_size(text: str, what: str = "size") -> FrameSize:
     return FrameSize(int(match[1]), int(match[2]))
 
 
+DEVICE_FORMS = "auto, cpu, cuda or cuda:N"
+_DEVICE = re.compile(r"(auto|cpu|cuda)(?::(\d+))?")
+
+
+def parse_device(text: str | None) -> tuple[str, int | None]:
+    """The one grammar of device names (every ``--device``, ``device=`` and the backends): ``"cuda:1"`` ->
+    ("cuda", 1), ``"cpu"`` -> ("cpu", None), None -> ("auto", None). Only ``cuda`` takes an index. Text only: which
+    devices exist is decided where torch is (backends.devices.resolve_device)."""
+    name = "auto" if text is None else str(text).strip().lower()
+    match = _DEVICE.fullmatch(name)
+    if match is None or (match[2] is not None and match[1] != "cuda"):
+        raise InputError(f"unknown device {text!r}", fix=f"use {DEVICE_FORMS}")
+    return match[1], int(match[2]) if match[2] is not None else None
+
+
 # Pairs per call where the caller does not say (Fuser, maefuse-fuse, maefuse-stream, RemoteFuser): small enough to
 # keep a 2-core CPU's latency per call low, large enough to amortise a call on a GPU.
 DEFAULT_BATCH_SIZE = 4

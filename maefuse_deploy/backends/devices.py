@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import re
-
-from ..errors import InputError, UnavailableError
+from ..contract import parse_device
+from ..errors import UnavailableError
 
 DEVICE_HELP = "auto (cuda when a GPU is visible, else cpu), cpu, cuda or cuda:N"
-_DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 
 
 def cuda_visible() -> bool:
@@ -22,9 +20,8 @@ def resolve_device(device: str | None = "auto") -> str:
     A one-line :class:`InputError` for a name that is not a device, :class:`UnavailableError` for ``cuda`` on a
     machine without a GPU (asking for a GPU and silently getting the CPU would hide a broken install).
     """
-    name = str(device if device is not None else "auto").strip().lower()
-    if not _DEVICE.match(name):
-        raise InputError(f"unknown device {device!r}", fix=f"use {DEVICE_HELP}")
+    kind, index = parse_device(device)
+    name = kind if index is None else f"{kind}:{index}"
     if name == "auto":
         return "cuda" if cuda_visible() else "cpu"
     if name.startswith("cuda") and not cuda_visible():

@@ -9,6 +9,7 @@ from typing import Literal
 import torch
 
 from ..backends.registry import backend_names, get_entry
+from ..contract import parse_device
 from ..errors import InputError
 
 BACKENDS = backend_names()  # every registry entry, variants included
@@ -141,9 +142,5 @@ class BenchSettings:
             raise InputError("nothing to measure", fix="pass --latency, --stream or both")
         if self.stream and (self.fps <= 0 or self.duration <= 0 or self.queue < 1):
             raise InputError("--fps and --duration must be positive and --queue at least 1")
-        try:
-            device = torch.device(self.device)
-        except RuntimeError:
-            raise InputError(f"unknown device {self.device!r}", fix="use cpu, cuda or cuda:N") from None
-        if device.type not in ("cpu", "cuda"):
-            raise InputError(f"unsupported device {self.device!r}", fix="use cpu, cuda or cuda:N")
+        if parse_device(self.device)[0] == "auto":  # the CLI resolves auto (backends.devices) before this
+            raise InputError("device 'auto' is not resolved here", fix="use cpu, cuda or cuda:N")

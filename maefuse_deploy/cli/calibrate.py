@@ -57,10 +57,11 @@ def main(ir: Path | None, vis: Path | None, points: Path | None, ir_size: str | 
         return
     assert out is not None  # the usage check above
     if points is not None:
-        sizes = tuple(parse_frame_size(text, option) if text else None
-                      for text, option in ((ir_size, "--ir-size"), (vis_size, "--vis-size")))
+        sizes: list[tuple[int, int] | None] = [  # (width, height) of IR and VIS
+            parse_frame_size(text, option) if text else None
+            for text, option in ((ir_size, "--ir-size"), (vis_size, "--vis-size"))]
         if frames:
-            sizes = ((frames[0][0].shape[1], frames[0][0].shape[0]), (frames[0][1].shape[1], frames[0][1].shape[0]))
+            sizes = [(image.shape[1], image.shape[0]) for image in frames[0]]
         if sizes[0] is None or sizes[1] is None:
             raise click.UsageError("--points needs the frame sizes: --ir-size WxH --vis-size WxH, or --ir/--vis")
         ir_points, vis_points = read_point_pairs(points)

@@ -28,12 +28,12 @@ from typing import Any, TypeVar
 
 import click
 
+from ..contract import DEVICE_FORMS, parse_device
+from ..errors import InputError
 from ..processing import POLICIES
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-DEVICE_FORMS = "auto, cpu, cuda or cuda:N"
-_DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 _BATCH_RANGE = re.compile(r"^\d+(:\d+:\d+)?$")
 _BATCHES = re.compile(r"^\d+(,\d+)*$")
 
@@ -62,9 +62,11 @@ class DeviceType(click.ParamType):
         if text.isdigit():
             deprecated(f"--device {text}", f"--device cuda:{text}")
             return f"cuda:{text}"
-        if not _DEVICE.match(text):
-            raise OptionError(f"--device {value!r} is not a device (fix: use {DEVICE_FORMS})")
-        return text
+        try:
+            kind, index = parse_device(text)
+        except InputError:
+            raise OptionError(f"--device {value!r} is not a device (fix: use {DEVICE_FORMS})") from None
+        return kind if index is None else f"{kind}:{index}"
 
 
 class BatchRangeType(click.ParamType):

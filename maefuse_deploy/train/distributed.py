@@ -11,7 +11,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from ..errors import InputError, UnavailableError
+from ..backends.devices import resolve_device as resolve_any_device
+from ..errors import InputError
 
 
 @dataclass(frozen=True)
@@ -31,18 +32,11 @@ class World:
 
 
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """'auto' -> this process's CUDA device where there is one, else the CPU."""
-    if name == "auto":
-        return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:  # torch's message lists twenty device types
-        raise InputError(f"unknown device {name!r}", fix="use auto, cpu, cuda or cuda:N") from None
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise UnavailableError("--device cuda asked for, but torch sees no CUDA GPU", fix="use --device cpu")
-        if device.index is None:
-            device = torch.device(f"cuda:{local_rank}")
+    """The one device resolver (backends.devices), then a bare ``cuda`` (or ``auto`` on a GPU machine) becomes this
+    process's own GPU, ``cuda:LOCAL_RANK``."""
+    device = torch.device(resolve_any_device(name))
+    if device.type == "cuda" and device.index is None:
+        device = torch.device(f"cuda:{local_rank}")
     return device
 
 
