@@ -22,7 +22,7 @@ OUTPUT_FUSED = "fused"
 
 META_PREFIX = "maefuse."
 
-_FIX = "give --batch as MIN:OPT:MAX with 1 <= MIN <= OPT <= MAX (e.g. 1:1:8), or one batch size N"
+_FIX = "give --batch-range as MIN:OPT:MAX with 1 <= MIN <= OPT <= MAX (e.g. 1:1:8), or one batch size N"
 
 
 @dataclass(frozen=True)
@@ -54,6 +54,9 @@ class BatchProfile:
     def to_dict(self) -> dict[str, int]:
         return {"min": self.min, "opt": self.opt, "max": self.max}
 
+    def as_tuple(self) -> tuple[int, int, int]:
+        return self.min, self.opt, self.max
+
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> BatchProfile:
         return cls(int(data["min"]), int(data["opt"]), int(data["max"]))
@@ -61,14 +64,14 @@ class BatchProfile:
 
 def parse_batch_profile(text: str) -> BatchProfile:
     """``"1:4:8"`` -> BatchProfile(1, 4, 8); ``"8"`` -> a static batch of 8 (8, 8, 8). The one batch-text parser:
-    command lines and graph metadata use the same form."""
+    command lines (export and engine ``--batch-range``), presets and graph metadata use the same form."""
     parts = text.strip().split(":")
     if len(parts) not in (1, 3):
-        raise InputError(f"cannot read --batch {text!r}", fix=_FIX)
+        raise InputError(f"cannot read batch range {text!r}", fix=_FIX)
     try:
         values = [int(part, 10) for part in parts]
     except ValueError:
-        raise InputError(f"--batch {text!r} holds something that is not an integer", fix=_FIX) from None
+        raise InputError(f"batch range {text!r} holds something that is not an integer", fix=_FIX) from None
     if len(values) == 1:
         values *= 3
     return BatchProfile(*values)

@@ -123,7 +123,7 @@ def test_old_spellings_still_work_with_a_deprecation_note(tmp_path: Path) -> Non
     code, lines = run(SCRIPTS["maefuse-bench"], ["--latency", "--batch", "0", "--model", "random:maefuse-micro"])
     assert "note: --batch is deprecated; use --batches" in lines
     assert code == 1 and "every batch size must be at least 1" in lines[-1]
-    # maefuse-export: --dynamic-batch reaches parse_batch as --batch-range.
+    # maefuse-export: --dynamic-batch reaches parse_batch_profile as --batch-range.
     code, lines = run(SCRIPTS["maefuse-export"], ["--onnx", str(tmp_path / "g.onnx"), "--checkpoint",
                                                   "random:maefuse-micro", "--dynamic-batch", "4:2:1"])
     assert "note: --dynamic-batch is deprecated; use --batch-range" in lines

@@ -15,7 +15,7 @@
 Old spellings (``--checkpoint``/``-c``, the four meanings of ``--batch``, ``--dynamic-batch``, an integer
 ``--device``, ``--policy`` and ``--preprocess`` for ``--processing``, ``--calibration`` for ``--int8-calibration``)
 still work, hidden from ``--help``, with a deprecation note on stderr. The CLI only parses: the
-library resolves what a value names (``Fuser.from_checkpoint``, ``export.parse_batch``, ...).
+library resolves what a value names (``Fuser.from_checkpoint``, ``contract.parse_batch_profile``, ...).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """ONNX export in steps (spec, trace, verify, commit), FP16 graphs, in-graph processing, TensorRT checks."""
 
 from .onnx_export import ExportReport, export_onnx
-from .spec import ExportSpec, parse_batch
+from .spec import ExportSpec
 from .trt_check import check_trt
 from .verify import Tolerances, Verification, compare, verify_graph
 
@@ -13,6 +13,5 @@ __all__ = [
     "check_trt",
     "compare",
     "export_onnx",
-    "parse_batch",
     "verify_graph",
 ]

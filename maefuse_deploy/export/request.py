@@ -17,13 +17,13 @@ from pathlib import Path
 from typing import Any
 
 from ..atomic import check_output, check_writable
-from ..contract import parse_frame_size
+from ..contract import parse_batch_profile, parse_frame_size
 from ..errors import InputError
 from ..model.config import MaeFuseConfig
 from .aoti import check_package_name
 from .presets import load_preset
 from .sizing import check_graph_size, frame_size, grid_for
-from .spec import ExportSpec, parse_batch
+from .spec import ExportSpec
 
 DEFAULT_OPSET = 18
 
@@ -112,7 +112,7 @@ class ExportRequest:
         batch = self.batch or str(recipe.get("batch", "1"))
         return ReadRequest(
             height=self.height, width=self.width, preset_height=recipe.get("height"),
-            preset_width=recipe.get("width"), batch_text=batch, batch=parse_batch(batch),
+            preset_width=recipe.get("width"), batch_text=batch, batch=parse_batch_profile(batch).as_tuple(),
             precision=self.precision or recipe.get("precision", "fp32"), io=io, camera=camera,
             camera_size=parse_frame_size(frames_text, "camera size").hw if frames_text else None,
             from_frame=self.size_from is not None,

@@ -35,21 +35,6 @@ class ExportSpec:
         return self.camera_size or self.model_size
 
 
-def parse_batch(text: str) -> tuple[int, int, int]:
-    """``"4"`` -> (4, 4, 4); ``"1:4:8"`` -> (1, 4, 8)."""
-    try:
-        values = [int(part) for part in text.split(":")]
-    except ValueError:
-        raise InputError(
-            f"batch {text!r} is not N or MIN:OPT:MAX", fix="e.g. --batch-range 1 or --batch-range 1:4:8"
-        ) from None
-    if len(values) == 1:
-        values *= 3
-    if len(values) != 3 or not 1 <= values[0] <= values[1] <= values[2]:
-        raise InputError(f"batch {text!r} must be N or MIN:OPT:MAX with 1 <= MIN <= OPT <= MAX")
-    return values[0], values[1], values[2]
-
-
 def validate(model: MaeFuse, spec: ExportSpec) -> None:
     """Refuse a spec the model or the exporter cannot honour, naming the fix."""
     patch = model.config.patch_size
