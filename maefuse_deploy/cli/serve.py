@@ -9,11 +9,11 @@ import click
 
 from ..backends import FUSER_BACKENDS
 from ..errors import MaeFuseError
-from ..processing import POLICIES, Policy
+from ..processing import Policy
 from ..runtime.fuser import Fuser
 from ..serve.server import ServeSettings, check_settings, require_pytriton, serve, set_torch_threads
 from .common import note, report_errors
-from .options import device_option, model_option
+from .options import device_option, model_option, processing_option
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -23,7 +23,7 @@ from .options import device_option, model_option
 @click.option("--backend", type=click.Choice(FUSER_BACKENDS), help="[default: from the checkpoint's file type]")
 @device_option("auto", "auto is cuda for TensorRT engines, else cpu")
 @click.option("--dtype", type=click.Choice(["float32", "float16", "bfloat16"]), default="float32", show_default=True)
-@click.option("--policy", type=click.Choice(POLICIES), help="[default: what the weights were trained for]")
+@processing_option()
 @click.option("--max-batch", type=click.IntRange(min=1), default=8, show_default=True,
               help="largest batch Triton forms (capped by the backend's own largest batch)")
 @click.option("--queue-delay-us", type=click.IntRange(min=0), default=2000, show_default=True,
@@ -41,7 +41,7 @@ from .options import device_option, model_option
 @click.option("--verbose", "-v", count=True, help="Triton's verbose log level")
 @report_errors
 def main(model: str | None, config: str | None, backend: str | None, device: str, dtype: str,
-         policy: str | None, max_batch: int, queue_delay_us: int, host: str, http_port: int, grpc_port: int,
+         processing: str | None, max_batch: int, queue_delay_us: int, host: str, http_port: int, grpc_port: int,
          metrics_port: int, model_name: str, exit_timeout: int, threads: int | None, verbose: int) -> None:
     """Serve MaeFuse from a real Triton Inference Server until SIGTERM/SIGINT (which drain in-flight requests)."""
     ports = {"--http-port": http_port, "--grpc-port": grpc_port, "--metrics-port": metrics_port}
@@ -56,8 +56,8 @@ def main(model: str | None, config: str | None, backend: str | None, device: str
     check_settings(settings)
     if threads is not None:
         set_torch_threads(threads)
-    fuser = Fuser.open(model, backend, device=device, dtype=dtype, policy=cast(Policy | None, policy), config=config,
-                       batch_size=max_batch)
+    fuser = Fuser.open(model, backend, device=device, dtype=dtype, policy=cast(Policy | None, processing),
+                       config=config, batch_size=max_batch)
     note(f"model: {fuser.description} (policy {fuser.policy}, batch {fuser.batch_size})")
     for warning in fuser.warnings:
         note(f"warning: {warning}")

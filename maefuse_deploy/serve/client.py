@@ -20,6 +20,7 @@ from urllib.parse import urlparse
 import cv2
 import numpy as np
 
+from ..contract import DEFAULT_BATCH_SIZE
 from ..errors import InputError, UnavailableError
 from ..processing import check_pair, vis_to_bgr8
 from .protocol import DEFAULT_MODEL_NAME, INPUT_IR, INPUT_IR16, INPUT_VIS, OUTPUT_FUSED
@@ -73,7 +74,8 @@ class RemoteFuser:
     """Fuses pairs on a Triton server that runs ``maefuse-serve`` (or any server with the same model contract)."""
 
     def __init__(
-        self, url: str, *, model_name: str = DEFAULT_MODEL_NAME, batch_size: int = 8, timeout_s: float = 120.0
+        self, url: str, *, model_name: str = DEFAULT_MODEL_NAME, batch_size: int = DEFAULT_BATCH_SIZE,
+        timeout_s: float = 120.0,
     ) -> None:
         if batch_size < 1:
             raise InputError(f"batch size must be at least 1, got {batch_size}")
