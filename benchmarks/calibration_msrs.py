@@ -25,7 +25,7 @@ import numpy as np
 from maefuse_deploy import Fuser
 from maefuse_deploy.compare import psnr
 from maefuse_deploy.errors import InputError
-from maefuse_deploy.stream.calibrate import alignment_residuals, corner_error, from_frames
+from maefuse_deploy.registration import alignment_residuals, corner_error, from_frames
 
 CANVAS = (640, 512)
 DAY_PAIRS = ("00537D", "00633D", "00556D")

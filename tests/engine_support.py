@@ -14,7 +14,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from maefuse_deploy.contract import BatchProfile, GraphInfo
 from maefuse_deploy.contract import parse_batch_profile as parse_batch
-from maefuse_deploy.engine.sidecar import (
+from maefuse_deploy.tensorrt.sidecar import (
     RuntimeFacts,
     Sidecar,
 )

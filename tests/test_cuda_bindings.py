@@ -8,10 +8,10 @@ import sys
 
 import pytest
 
-from maefuse_deploy.engine import availability
-from maefuse_deploy.engine.cuda import checked, cuda_error_name
-from maefuse_deploy.engine.errors import EngineError
 from maefuse_deploy.errors import UnavailableError
+from maefuse_deploy.tensorrt import availability
+from maefuse_deploy.tensorrt.cuda import checked, cuda_error_name
+from maefuse_deploy.tensorrt.errors import EngineError
 
 runtime = pytest.importorskip("cuda.bindings.runtime", reason="cuda-python is part of the dev extra")
 

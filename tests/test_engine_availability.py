@@ -19,12 +19,12 @@ from engine_support import (
 )
 
 from maefuse_deploy.cli.build_engine import main as build_engine_cli
-from maefuse_deploy.engine import availability
-from maefuse_deploy.engine.errors import EngineCompatibilityError, EngineError
-from maefuse_deploy.engine.sidecar import (
+from maefuse_deploy.errors import InputError, MaeFuseError, UnavailableError
+from maefuse_deploy.tensorrt import availability
+from maefuse_deploy.tensorrt.errors import EngineCompatibilityError, EngineError
+from maefuse_deploy.tensorrt.sidecar import (
     write_sidecar,
 )
-from maefuse_deploy.errors import InputError, MaeFuseError, UnavailableError
 
 
 def test_require_names_what_is_missing(monkeypatch):
@@ -122,8 +122,8 @@ def test_imports_never_touch_tensorrt():
         "            tried.append(name)\n"
         "        return None\n"
         "sys.meta_path.insert(0, Watch())\n"
-        "import maefuse_deploy, maefuse_deploy.engine, maefuse_deploy.backends.tensorrt\n"
-        "import maefuse_deploy.engine.build, maefuse_deploy.cli.build_engine\n"
+        "import maefuse_deploy, maefuse_deploy.tensorrt, maefuse_deploy.backends.tensorrt\n"
+        "import maefuse_deploy.tensorrt.build, maefuse_deploy.cli.build_engine\n"
         "assert 'tensorrt' not in sys.modules, 'tensorrt imported'\n"
         "assert not tried, tried\n"
         "print('ok')\n"

@@ -1,4 +1,4 @@
-"""The CPU part of the engine builder: plans, profiles, precision choice (engine/build.py).
+"""The CPU part of the engine builder: plans, profiles, precision choice (tensorrt/build.py).
 
 No test here stands in a fake for TensorRT: where it must be absent, the test blocks the import.
 """
@@ -11,7 +11,8 @@ from engine_support import (
 )
 
 from maefuse_deploy.contract import BatchProfile
-from maefuse_deploy.engine.build import (
+from maefuse_deploy.errors import InputError
+from maefuse_deploy.tensorrt.build import (
     DEFAULT_DYNAMIC_BATCH,
     TYPING_FP16_FLAG,
     TYPING_FP32,
@@ -20,7 +21,6 @@ from maefuse_deploy.engine.build import (
     choose_typing,
     prepare_build,
 )
-from maefuse_deploy.errors import InputError
 
 
 def test_prepare_build_defaults(tmp_path):

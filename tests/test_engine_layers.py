@@ -1,4 +1,4 @@
-"""The attention-fusion report from TensorRT's layer information (engine/layers.py).
+"""The attention-fusion report from TensorRT's layer information (tensorrt/layers.py).
 
 No test here stands in a fake for TensorRT: where it must be absent, the test blocks the import.
 """
@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 
-from maefuse_deploy.engine.layers import attention_report
+from maefuse_deploy.tensorrt.layers import attention_report
 
 
 def inspector_json(*layers) -> str:

@@ -1,4 +1,4 @@
-"""Reading an exported graph's contract on the CPU (engine/onnx_info.py).
+"""Reading an exported graph's contract on the CPU (tensorrt/onnx_info.py).
 
 No test here stands in a fake for TensorRT: where it must be absent, the test blocks the import.
 """
@@ -13,8 +13,8 @@ from engine_support import (
 )
 from onnx import helper
 
-from maefuse_deploy.engine.onnx_info import read_graph
 from maefuse_deploy.errors import InputError
+from maefuse_deploy.tensorrt.onnx_info import read_graph
 
 
 def test_read_graph_float_dynamic(tmp_path):

@@ -1,4 +1,4 @@
-"""The execution-context pool (engine/pool.py).
+"""The execution-context pool (tensorrt/pool.py).
 
 No test here stands in a fake for TensorRT: where it must be absent, the test blocks the import.
 """
@@ -11,8 +11,8 @@ from collections import Counter
 
 import pytest
 
-from maefuse_deploy.engine.errors import EngineError
-from maefuse_deploy.engine.pool import ContextPool
+from maefuse_deploy.tensorrt.errors import EngineError
+from maefuse_deploy.tensorrt.pool import ContextPool
 
 
 def test_pool_thread_safety():

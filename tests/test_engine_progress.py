@@ -1,4 +1,4 @@
-"""The build's progress line (engine/progress.py).
+"""The build's progress line (tensorrt/progress.py).
 
 No test here stands in a fake for TensorRT: where it must be absent, the test blocks the import.
 """
@@ -8,7 +8,7 @@ from __future__ import annotations
 import io
 import time
 
-from maefuse_deploy.engine.progress import ProgressLine, Spinner
+from maefuse_deploy.tensorrt.progress import ProgressLine, Spinner
 
 
 class FakeClock:

@@ -1,4 +1,4 @@
-"""Engine sidecars and every compatibility decision (engine/sidecar.py).
+"""Engine sidecars and every compatibility decision (tensorrt/sidecar.py).
 
 No test here stands in a fake for TensorRT: where it must be absent, the test blocks the import.
 """
@@ -18,8 +18,10 @@ from engine_support import (
 )
 
 from maefuse_deploy.contract import GraphInfo
-from maefuse_deploy.engine.errors import EngineCompatibilityError
-from maefuse_deploy.engine.sidecar import (
+from maefuse_deploy.errors import InputError
+from maefuse_deploy.hashing import file_sha256
+from maefuse_deploy.tensorrt.errors import EngineCompatibilityError
+from maefuse_deploy.tensorrt.sidecar import (
     RuntimeFacts,
     check_compatibility,
     read_sidecar,
@@ -27,8 +29,6 @@ from maefuse_deploy.engine.sidecar import (
     version_parts,
     write_sidecar,
 )
-from maefuse_deploy.errors import InputError
-from maefuse_deploy.hashing import file_sha256
 
 
 def test_sidecar_round_trip(tmp_path):

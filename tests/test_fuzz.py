@@ -21,7 +21,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from maefuse_deploy.engine.sidecar import RuntimeFacts, check_compatibility, read_sidecar
 from maefuse_deploy.errors import MaeFuseError
 from maefuse_deploy.export import ExportSpec, export_onnx
 from maefuse_deploy.model.checkpoint import load_checkpoint, save_checkpoint
@@ -29,6 +28,7 @@ from maefuse_deploy.model.config import CONFIGS
 from maefuse_deploy.model.maefuse import build_model
 from maefuse_deploy.runtime.files import fuse_pairs, plan_fuse_job
 from maefuse_deploy.runtime.fuser import Fuser
+from maefuse_deploy.tensorrt.sidecar import RuntimeFacts, check_compatibility, read_sidecar
 
 FUZZ = settings(max_examples=60, deadline=None, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.too_slow])
@@ -252,7 +252,7 @@ def test_onnx_metadata_that_lies_fails_in_one_line(graph_bytes, sources, key, va
 @pytest.fixture(scope="module")
 def sidecar_text():
     from maefuse_deploy.contract import BatchProfile, GraphInfo
-    from maefuse_deploy.engine.sidecar import Sidecar
+    from maefuse_deploy.tensorrt.sidecar import Sidecar
 
     info = GraphInfo(config={"name": "t", "patch_size": 4, "img_size": [8, 8]}, attention="official", io="float",
                      precision="fp16", height=8, width=8, camera_height=8, camera_width=8, policy="official",

@@ -1,4 +1,4 @@
-"""The package's layers (README: cli -> bench/export/train/stream/serve -> runtime -> backends -> engine/model/
+"""The package's layers (README: cli -> bench/export/train/stream/serve -> runtime -> backends -> tensorrt/model/
 processing -> contract) hold: no module imports a higher layer, at module level or inside a function, and there is
 no import cycle between modules or between packages, counting imports inside functions (a cycle hidden in a
 function body is still a cycle: the two modules cannot be understood, tested or moved apart).
@@ -20,7 +20,7 @@ LAYERS = {
     "bench": 5, "export": 5, "train": 5, "stream": 5, "serve": 5,
     "runtime": 4,
     "backends": 3,
-    "engine": 2, "model": 2, "processing": 2, "registration": 2, "io": 2, "metrics": 2, "sample_pairs": 2,
+    "tensorrt": 2, "model": 2, "processing": 2, "registration": 2, "io": 2, "metrics": 2, "sample_pairs": 2,
     "contract": 1, "errors": 1, "atomic": 1, "compare": 1, "hashing": 1, "checks": 1, "version": 1,
 }
 

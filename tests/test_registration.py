@@ -19,8 +19,14 @@ from maefuse_deploy.cli.calibrate import main as calibrate_main
 from maefuse_deploy.cli.fuse import main as fuse_main
 from maefuse_deploy.compare import psnr
 from maefuse_deploy.errors import InputError
-from maefuse_deploy.registration import Registration, load_registration, map_points
-from maefuse_deploy.stream.calibrate import corner_error, from_frames, from_points
+from maefuse_deploy.registration import (
+    Registration,
+    corner_error,
+    from_frames,
+    from_points,
+    load_registration,
+    map_points,
+)
 
 PAIR = "00537D"  # an MSRS daytime pair, 640x480
 DAY_PAIRS = ("00537D", "00633D", "00556D")

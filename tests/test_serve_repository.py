@@ -17,11 +17,11 @@ from click.testing import CliRunner
 
 from maefuse_deploy.cli.export import main as export_main
 from maefuse_deploy.contract import BatchProfile, GraphInfo
-from maefuse_deploy.engine.sidecar import Sidecar, file_sha256, write_sidecar
 from maefuse_deploy.errors import InputError
 from maefuse_deploy.export import ExportSpec, export_onnx
 from maefuse_deploy.model import build_model, get_config
 from maefuse_deploy.serve.repository import export_repository
+from maefuse_deploy.tensorrt.sidecar import Sidecar, file_sha256, write_sidecar
 
 try:
     from google.protobuf import text_format

@@ -18,19 +18,19 @@ from engine_support import (
 
 from maefuse_deploy.cli.build_engine import main as build_engine_cli
 from maefuse_deploy.contract import BatchProfile
-from maefuse_deploy.engine import availability
-from maefuse_deploy.engine.build import (
+from maefuse_deploy.errors import InputError, UnavailableError
+from maefuse_deploy.hashing import file_sha256
+from maefuse_deploy.tensorrt import availability
+from maefuse_deploy.tensorrt.build import (
     TYPING_FP16_FLAG,
     TYPING_STRONG,
 )
-from maefuse_deploy.engine.errors import EngineCompatibilityError
-from maefuse_deploy.engine.sidecar import (
+from maefuse_deploy.tensorrt.errors import EngineCompatibilityError
+from maefuse_deploy.tensorrt.sidecar import (
     check_compatibility,
     read_sidecar,
     write_sidecar,
 )
-from maefuse_deploy.errors import InputError, UnavailableError
-from maefuse_deploy.hashing import file_sha256
 
 
 def _tensorrt_or_skip() -> None:

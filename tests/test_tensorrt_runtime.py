@@ -18,9 +18,9 @@ import pytest
 
 from maefuse_deploy.backends.tensorrt import GraphBook, _Slot, _TensorSpec
 from maefuse_deploy.contract import BatchProfile
-from maefuse_deploy.engine.availability import LogRouter
-from maefuse_deploy.engine.build import add_profile, save_timing_cache
-from maefuse_deploy.engine.errors import EngineError
+from maefuse_deploy.tensorrt.availability import LogRouter
+from maefuse_deploy.tensorrt.build import add_profile, save_timing_cache
+from maefuse_deploy.tensorrt.errors import EngineError
 
 SLOT_STREAM, CALLER_STREAM, DONE, READY = 501, 502, 601, 602  # handles, as cuda-python's int() gives them
 

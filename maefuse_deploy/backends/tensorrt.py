@@ -3,7 +3,7 @@
 Layouts are the io-mode contract (backends/base.py); the base checks inputs, splits batches above the profile's
 maximum and pads those below its minimum. How a call runs:
 
-- The engine's sidecar is checked against this machine first (engine/sidecar.check_compatibility); an engine built
+- The engine's sidecar is checked against this machine first (tensorrt/sidecar.check_compatibility); an engine built
   for another GPU architecture or TensorRT version is refused before TensorRT sees it.
 - Execution contexts are not thread-safe, so each calling thread borrows one from a :class:`ContextPool` for the
   length of the call. Each pooled slot owns one CUDA stream, two events, pinned host buffers and device buffers
@@ -34,12 +34,12 @@ import numpy as np
 
 from ..checks import cuda_index
 from ..contract import INPUT_IR, INPUT_VIS, OUTPUT_FUSED, BatchProfile, GraphInfo
-from ..engine import availability
-from ..engine.cuda import CudaRuntime, checked
-from ..engine.errors import EngineError
-from ..engine.pool import ContextPool
-from ..engine.sidecar import check_compatibility, read_sidecar, sidecar_path
 from ..errors import InputError
+from ..tensorrt import availability
+from ..tensorrt.cuda import CudaRuntime, checked
+from ..tensorrt.errors import EngineError
+from ..tensorrt.pool import ContextPool
+from ..tensorrt.sidecar import check_compatibility, read_sidecar, sidecar_path
 from .base import BackendBase
 
 if TYPE_CHECKING:  # checked against tensorrt-stubs (.ci/typecheck); imported for real when a backend opens

@@ -41,7 +41,7 @@ class ModelUnderTest:
 
 
 def _engine_info(path: str) -> tuple[GraphInfo, int]:
-    from ..engine.sidecar import read_sidecar, sidecar_path
+    from ..tensorrt.sidecar import read_sidecar, sidecar_path
 
     sidecar = read_sidecar(path)
     return GraphInfo.from_metadata(sidecar.graph_metadata, source=str(sidecar_path(path))), sidecar.max_batch

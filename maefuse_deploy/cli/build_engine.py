@@ -8,8 +8,8 @@ from pathlib import Path
 import click
 
 from ..atomic import check_output
-from ..engine.build import BuildOptions, build_engine, prepare_build
-from ..engine.sidecar import sidecar_path
+from ..tensorrt.build import BuildOptions, build_engine, prepare_build
+from ..tensorrt.sidecar import sidecar_path
 from .common import note, report_errors
 from .options import batch_range_option, device_option, model_option
 

@@ -11,8 +11,15 @@ from ..atomic import check_output
 from ..contract import parse_frame_size
 from ..errors import InputError
 from ..io import find_pairs, read_image, write_image
-from ..registration import MODELS, load_registration
-from ..stream.calibrate import check_calibration, from_frames, from_points, overlay, read_point_pairs
+from ..registration import (
+    MODELS,
+    check_calibration,
+    from_frames,
+    from_points,
+    load_registration,
+    overlay,
+    read_point_pairs,
+)
 from .common import note, report_errors
 
 

@@ -9,7 +9,7 @@ From an exported ``.onnx`` graph (Triton's ``onnxruntime_onnx`` platform) or a b
 ``config.pbtxt`` names exactly the graph's tensors with their types and dims (the graph itself for ONNX; the
 engine's sidecar for engines, read first, so an engine without one is refused), takes ``max_batch_size`` from the
 batch profile (a dynamic batch axis: its MAX, with Triton's dynamic batching preferring OPT and MAX; a static batch:
-0, the batch in the dims), and places instances on the GPUs. Tensor layouts are the graph's (runtime/backend.py):
+0, the batch in the dims), and places instances on the GPUs. Tensor layouts are the graph's (backends/base.py):
 ``float`` graphs take/return NCHW float32 ImageNet-normalised tensors, ``uint8`` graphs take camera frames (IR
 [B, H, W], VIS [B, H, W, 3] BGR) and return the fused frame [B, H, W, 3] BGR.
 """
@@ -84,7 +84,7 @@ def describe_onnx(path: str | os.PathLike[str]) -> RepositoryModel:
 
 def describe_engine(path: str | os.PathLike[str]) -> RepositoryModel:
     """Tensors and batch profile of a TensorRT engine, from its sidecar (the plan itself needs TensorRT to read)."""
-    from ..engine.sidecar import read_sidecar
+    from ..tensorrt.sidecar import read_sidecar
 
     sidecar = read_sidecar(path)  # refuses an engine without a readable sidecar, naming the fix
     info = GraphInfo.from_metadata(sidecar.graph_metadata, source=f"sidecar of {os.fspath(path)}")
@@ -94,7 +94,7 @@ def describe_engine(path: str | os.PathLike[str]) -> RepositoryModel:
         shapes[name] = tuple(-1 if a != b else a for a, b in zip(smallest, largest, strict=True))
     batch_dynamic = low != high or all(shape[0] == -1 for shape in shapes.values())
     shapes = {name: (-1, *shape[1:]) if batch_dynamic else shape for name, shape in shapes.items()}
-    # The output's shape follows from the io mode the graph was exported with (runtime/backend.py).
+    # The output's shape follows from the io mode the graph was exported with (backends/base.py).
     first = -1 if batch_dynamic else high
     if info.io == "uint8":
         shapes[OUTPUT_FUSED] = (first, info.camera_height, info.camera_width, 3)

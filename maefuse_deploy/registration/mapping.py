@@ -3,8 +3,8 @@
 The mapping takes IR pixel coordinates to VIS pixel coordinates (OpenCV's convention: pixel centres at integer
 coordinates, origin top-left). Applying it warps an IR frame (HxW or HxWxC, uint8 or uint16) into the VIS geometry
 (``vis_size``), so the pair that reaches the Fuser is aligned and the fused output is in the VIS geometry.
-Estimating a mapping lives in ``maefuse_deploy.stream.calibrate``; this module is the library layer below the
-runtime and only loads, saves, checks and applies one.
+Estimating a mapping lives beside it in ``registration/estimate.py``; this module only loads, saves, checks and
+applies one.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from typing import Any, Literal
 import cv2
 import numpy as np
 
-from .atomic import atomic_path
-from .errors import InputError
+from ..atomic import atomic_path
+from ..errors import InputError
 
 FORMAT_NAME = "maefuse-registration"
 FORMAT_VERSION = 1

@@ -38,7 +38,7 @@ from scipy.optimize import least_squares
 
 from ..errors import InputError
 from ..processing import ir_to_grey8, vis_to_bgr8
-from ..registration import Model, Registration, frame_corners, map_points
+from .mapping import Model, Registration, frame_corners, map_points
 
 LOCAL_NORM_SIGMA = 8.0
 STRUCTURE_BLUR = 3.0  # coarse search maps only: a wide basin for the phase correlation
