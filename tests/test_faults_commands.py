@@ -116,3 +116,26 @@ def test_a_malformed_option_value_is_a_usage_error(option, value, tmp_path):
     assert result.exit_code == 2, result.output
     assert [line for line in result.output.splitlines() if line] == [
         next(line for line in result.output.splitlines() if line.startswith("error: "))]
+
+
+def test_a_broken_video_is_one_line_without_ffmpeg_log_lines(tmp_path):
+    import subprocess
+    import sys
+
+    import cv2
+    import numpy as np
+
+    writer = cv2.VideoWriter(str(tmp_path / "ir.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), 25, (64, 64))
+    for index in range(10):
+        writer.write(np.full((64, 64, 3), index * 20, np.uint8))
+    writer.release()
+    data = (tmp_path / "ir.mp4").read_bytes()
+    (tmp_path / "cut.mp4").write_bytes(data[: len(data) // 2])  # no moov atom: FFmpeg logs "moov atom not found"
+    shutil.copy(tmp_path / "ir.mp4", tmp_path / "vis.mp4")
+    script = Path(sys.executable).parent / "maefuse-fuse"  # a real process: FFmpeg writes to fd 2 directly
+    result = subprocess.run([str(script), "--ir", str(tmp_path / "cut.mp4"),
+                             "--vis", str(tmp_path / "vis.mp4"), "--out", str(tmp_path / "f.mp4"), "-m", RANDOM],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "cut.mp4" in lines[0], lines

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import functools
+import os
 import sys
 import warnings
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 import click
+import cv2
 
 from ..errors import MaeFuseError
 
@@ -21,6 +23,12 @@ def report_errors(command: F) -> F:
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         warnings.showwarning = _show_warning
+        # FFmpeg and OpenCV print their own log lines ("[mov,mp4,... @ 0x...] moov atom not found") straight to
+        # stderr around the one line a command says about the same file: keep them quiet unless the user asked
+        # for them (read when the first capture opens).
+        os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+        if "OPENCV_LOG_LEVEL" not in os.environ:  # read at import: set OpenCV's level itself
+            cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
         try:
             return command(*args, **kwargs)
         except MaeFuseError as exc:
