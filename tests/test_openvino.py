@@ -14,12 +14,12 @@ import pytest
 from click.testing import CliRunner
 from conftest import require_module
 
+from maefuse_deploy.backends.base import BackendBase as Backend
 from maefuse_deploy.compare import psnr
 from maefuse_deploy.errors import InputError
 from maefuse_deploy.export import ExportSpec, export_onnx
 from maefuse_deploy.io import read_image
 from maefuse_deploy.model.sources import resolve_torch_model
-from maefuse_deploy.runtime.backend import Backend
 from maefuse_deploy.runtime.fuser import Fuser
 from maefuse_deploy.sample_pairs import load_pairs
 
