@@ -12,9 +12,12 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .errors import InputError
+
+if TYPE_CHECKING:
+    import onnx
 
 INPUT_IR = "ir"
 INPUT_VIS = "vis"
@@ -207,10 +210,12 @@ def batch_slices(count: int, size: int) -> list[slice]:
     return [slice(start, min(start + size, count)) for start in range(0, count, size)]
 
 
-def read_graph_info(path: str | Path) -> tuple[GraphInfo, int | None]:
-    """The one reader of a graph file's maefuse metadata: (info, the static batch or None when it is dynamic).
+def load_graph(path: str | Path) -> tuple[onnx.ModelProto, GraphInfo]:
+    """The one reader of a graph file: its protobuf, loaded without its weights (external data stays on disk), and
+    the :class:`GraphInfo` of its maefuse metadata.
 
-    Reads the ONNX protobuf without its weights (external data stays on disk).
+    A missing, unreadable or metadata-less file is refused here, in one line, for every command that reads graphs;
+    readers that need more of the graph (tensor specs, external files) take it from the returned protobuf.
     """
     import onnx
 
@@ -222,7 +227,12 @@ def read_graph_info(path: str | Path) -> tuple[GraphInfo, int | None]:
     except Exception as exc:  # onnx raises protobuf's DecodeError, OSError or ValueError for a damaged file
         raise InputError(f"{file} is not a readable ONNX graph ({type(exc).__name__})",
                          fix="re-export it with maefuse-export --onnx") from exc
-    info = GraphInfo.from_metadata({p.key: p.value for p in proto.metadata_props}, source=str(file))
+    return proto, GraphInfo.from_metadata({p.key: p.value for p in proto.metadata_props}, source=str(file))
+
+
+def read_graph_info(path: str | Path) -> tuple[GraphInfo, int | None]:
+    """A graph file's maefuse metadata (:func:`load_graph`) and its static batch, or None when it is dynamic."""
+    proto, info = load_graph(path)
     dims = proto.graph.input[0].type.tensor_type.shape.dim if proto.graph.input else []
     static_batch = dims[0].dim_value if dims and dims[0].HasField("dim_value") else None
     return info, static_batch or None

@@ -14,6 +14,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 from click.testing import CliRunner
+from engine_support import write_graph
 
 from maefuse_deploy.cli.export import main as export_main
 from maefuse_deploy.contract import BatchProfile, GraphInfo
@@ -99,6 +100,17 @@ def test_static_batch_graph_has_no_batching_and_the_batch_in_its_dims(graph, tmp
     assert config.max_batch_size == 0 and not config.HasField("dynamic_batching")
     assert config_tensors(config) == graph_tensors(static)
     assert list(config.input[1].dims) == [2, 48, 80, 3]
+
+
+def test_a_graph_with_external_data_is_copied_with_it_and_refused_without_it(tmp_path):
+    graph = write_graph(tmp_path / "g.onnx", external=True)
+    folder = export_repository(graph, tmp_path / "repo")
+    assert sorted(p.name for p in (folder / "1").iterdir()) == ["g.onnx.data", "model.onnx"]  # the name it reads
+    assert (folder / "1" / "g.onnx.data").read_bytes() == (tmp_path / "g.onnx.data").read_bytes()
+    (tmp_path / "g.onnx.data").unlink()
+    with pytest.raises(InputError, match=r"external data .*g\.onnx\.data of .* is missing"):
+        export_repository(graph, tmp_path / "repo", name="again")
+    assert sorted(p.name for p in (tmp_path / "repo").iterdir()) == ["maefuse"]  # nothing half-written
 
 
 def test_engine_repository_comes_from_its_sidecar(graph, tmp_path):

@@ -33,13 +33,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..checks import cuda_index
-from ..contract import INPUT_IR, INPUT_VIS, OUTPUT_FUSED, BatchProfile, GraphInfo
+from ..contract import INPUT_IR, INPUT_VIS, OUTPUT_FUSED, BatchProfile
 from ..errors import InputError
 from ..tensorrt import availability
 from ..tensorrt.cuda import CudaRuntime, checked
 from ..tensorrt.errors import EngineError
 from ..tensorrt.pool import ContextPool
-from ..tensorrt.sidecar import check_compatibility, read_sidecar, sidecar_path
+from ..tensorrt.sidecar import check_compatibility, graph_info_of, read_sidecar
 from .base import BackendBase
 
 if TYPE_CHECKING:  # checked against tensorrt-stubs (.ci/typecheck); imported for real when a backend opens
@@ -75,6 +75,7 @@ class TensorRTBackend(BackendBase):
         self.device = index
         self.cuda_graph = cuda_graph
         sidecar = read_sidecar(self.engine_path)
+        info = graph_info_of(sidecar, self.engine_path)  # like the sidecar itself, refused before TensorRT is needed
         trt, cudart, gpu = availability.require(self.device)
         self._trt, self._cudart = trt, cudart
         # Refuse before deserialising: TensorRT's own failure for a foreign plan does not say what to do.
@@ -85,7 +86,6 @@ class TensorRTBackend(BackendBase):
             allow_incompatible,
             engine_path=self.engine_path,
         )
-        info = GraphInfo.from_metadata(sidecar.graph_metadata, source=str(sidecar_path(self.engine_path)))
         self.io = "uint8" if info.io == "uint8" else "float"
         self.patch_size = int(info.config.get("patch_size", 16))
         self.model_size = (info.height, info.width)

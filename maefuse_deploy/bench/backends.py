@@ -20,6 +20,7 @@ from ..contract import GraphInfo, read_graph_info
 from ..model.config import MaeFuseConfig, get_config
 from ..model.maefuse import MaeFuse
 from ..model.sources import resolve_torch_model
+from ..tensorrt.sidecar import graph_info_of, read_sidecar
 from .settings import BenchSettings
 
 GRAPH_PRECISIONS = {"fp32": "float32", "fp16": "float16"}
@@ -40,13 +41,6 @@ class ModelUnderTest:
     max_batch: int | None = None
 
 
-def _engine_info(path: str) -> tuple[GraphInfo, int]:
-    from ..tensorrt.sidecar import read_sidecar, sidecar_path
-
-    sidecar = read_sidecar(path)
-    return GraphInfo.from_metadata(sidecar.graph_metadata, source=str(sidecar_path(path))), sidecar.max_batch
-
-
 def inspect_model(settings: BenchSettings) -> tuple[ModelUnderTest, MaeFuse | None]:
     """Check the model before anything runs, so an unreadable one is a one-line error, not a table of failures.
 
@@ -63,7 +57,8 @@ def inspect_model(settings: BenchSettings) -> tuple[ModelUnderTest, MaeFuse | No
         info, static_batch = read_graph_info(source)
         max_batch = static_batch or info.batch.max
     else:
-        info, max_batch = _engine_info(source)
+        sidecar = read_sidecar(source)
+        info, max_batch = graph_info_of(sidecar, source), sidecar.max_batch
     config = MaeFuseConfig.from_dict(info.config)
     if settings.config:
         config = get_config(settings.config)

@@ -25,8 +25,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..backends.registry import get_entry
-from ..contract import INPUT_IR, INPUT_VIS, OUTPUT_FUSED, GraphInfo
+from ..contract import INPUT_IR, INPUT_VIS, OUTPUT_FUSED, GraphInfo, load_graph
 from ..errors import InputError
+from ..tensorrt.onnx_info import external_files
+from ..tensorrt.sidecar import graph_info_of, read_sidecar
 
 if TYPE_CHECKING:
     import onnx
@@ -54,6 +56,7 @@ class RepositoryModel:
     inputs: tuple[TensorConfig, ...]
     outputs: tuple[TensorConfig, ...]
     info: GraphInfo
+    external_files: tuple[str, ...] = ()  # a graph's external-data files, relative to it, copied beside it
 
     @property
     def file_name(self) -> str:
@@ -61,17 +64,9 @@ class RepositoryModel:
 
 
 def describe_onnx(path: str | os.PathLike[str]) -> RepositoryModel:
-    """Tensors, types and batch profile of an exported graph (weights not loaded)."""
-    import onnx
-
+    """Tensors, types and batch profile of an exported graph (read by contract.load_graph, weights not loaded)."""
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"ONNX graph not found: {path}", fix="export one with maefuse-export --onnx")
-    try:
-        graph = onnx.load(str(path), load_external_data=False)
-    except Exception as exc:  # onnx raises protobuf's DecodeError and others for a file that is not a graph
-        raise InputError(f"{path} is not a readable ONNX graph ({type(exc).__name__})", fix="re-export it") from exc
-    info = GraphInfo.from_metadata({p.key: p.value for p in graph.metadata_props}, source=str(path))
+    graph, info = load_graph(path)
     initialisers = {t.name for t in graph.graph.initializer}
     values = [v for v in graph.graph.input if v.name not in initialisers]
     shapes = {v.name: _onnx_dims(v) for v in [*values, *graph.graph.output]}
@@ -79,15 +74,13 @@ def describe_onnx(path: str | os.PathLike[str]) -> RepositoryModel:
     batch_dynamic = all(shape[0] == -1 for shape in shapes.values())
     low, opt, high = info.batch.min, info.batch.opt, info.batch.max
     return _model("onnxruntime_onnx", info, [v.name for v in values], [v.name for v in graph.graph.output], shapes,
-                  types, batch_dynamic, (low, opt, high), str(path))
+                  types, batch_dynamic, (low, opt, high), str(path), external=external_files(graph))
 
 
 def describe_engine(path: str | os.PathLike[str]) -> RepositoryModel:
     """Tensors and batch profile of a TensorRT engine, from its sidecar (the plan itself needs TensorRT to read)."""
-    from ..tensorrt.sidecar import read_sidecar
-
     sidecar = read_sidecar(path)  # refuses an engine without a readable sidecar, naming the fix
-    info = GraphInfo.from_metadata(sidecar.graph_metadata, source=f"sidecar of {os.fspath(path)}")
+    info = graph_info_of(sidecar, path)
     low, opt, high = sidecar.min_batch, sidecar.profiles[0].opt, sidecar.max_batch
     shapes: dict[str, tuple[int, ...]] = {}
     for name, (smallest, _, largest) in sidecar.input_shapes.items():
@@ -193,23 +186,17 @@ def export_repository(
 
 def _model_files(source: Path, model: RepositoryModel) -> list[tuple[Path, str]]:
     files = [(source, model.file_name)]
-    if model.platform == "onnxruntime_onnx":
-        import onnx
-        from onnx.external_data_helper import ExternalDataInfo, uses_external_data
-
-        graph = onnx.load(str(source), load_external_data=False)
-        locations = {ExternalDataInfo(t).location for t in graph.graph.initializer if uses_external_data(t)}
-        for location in sorted(locations):
-            data = source.parent / location
-            if not data.is_file():
-                raise InputError(f"external data {data} of {source} is missing", fix="keep it beside the graph")
-            files.append((data, location))  # the graph names it relative to itself: keep the name
+    for location in model.external_files:
+        data = source.parent / location
+        if not data.is_file():
+            raise InputError(f"external data {data} of {source} is missing", fix="keep it beside the graph")
+        files.append((data, location))  # the graph names it relative to itself: keep the name
     return files
 
 
 def _model(platform: str, info: GraphInfo, inputs: list[str], outputs: list[str],
            shapes: dict[str, tuple[int, ...]], types: dict[str, str], batch_dynamic: bool,
-           profile: tuple[int, int, int], source: str) -> RepositoryModel:
+           profile: tuple[int, int, int], source: str, external: tuple[str, ...] = ()) -> RepositoryModel:
     expected_inputs, expected_outputs = {INPUT_IR, INPUT_VIS}, {OUTPUT_FUSED}
     if set(inputs) != expected_inputs or set(outputs) != expected_outputs:
         raise InputError(f"{source} has inputs {inputs} and outputs {outputs}, not a MaeFuse graph's "
@@ -227,7 +214,7 @@ def _model(platform: str, info: GraphInfo, inputs: list[str], outputs: list[str]
         return TensorConfig(name, types[name], tuple(shapes[name][strip]))
 
     return RepositoryModel(platform, max_batch, preferred, tuple(tensor(n) for n in inputs),
-                           tuple(tensor(n) for n in outputs), info)
+                           tuple(tensor(n) for n in outputs), info, external)
 
 
 def _onnx_dims(value: onnx.ValueInfoProto) -> tuple[int, ...]:

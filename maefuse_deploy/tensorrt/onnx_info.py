@@ -8,10 +8,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..contract import INPUT_IR, INPUT_VIS, OUTPUT_FUSED, BatchProfile, GraphInfo
+from ..contract import INPUT_IR, INPUT_VIS, OUTPUT_FUSED, BatchProfile, GraphInfo, load_graph
 from ..errors import InputError
+
+if TYPE_CHECKING:
+    import onnx
 
 _EXPORT_FIX = "export the graph with maefuse-export --onnx"
 
@@ -54,21 +57,14 @@ class OnnxGraph:
 
 
 def read_graph(path: str | Path) -> OnnxGraph:
-    """Read names, shapes, dtypes and maefuse metadata of ``path``; :class:`InputError` if it breaks the contract."""
-    import onnx
+    """Read names, shapes, dtypes and maefuse metadata of ``path``; :class:`InputError` if it breaks the contract.
 
+    The file and its metadata are read by :func:`~maefuse_deploy.contract.load_graph` (which also refuses an io
+    other than float or uint8); the tensor specs and external files come from the protobuf it loaded.
+    """
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"ONNX file {path} does not exist", fix=_EXPORT_FIX)
-    try:
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception as exc:  # onnx raises DecodeError, OSError or ValueError for unreadable files
-        raise InputError(f"cannot read {path} as ONNX: {exc}", fix=_EXPORT_FIX) from exc
-
+    model, info = load_graph(path)
     metadata = {prop.key: prop.value for prop in model.metadata_props}
-    info = GraphInfo.from_metadata(metadata, source=str(path))
-    if info.io not in ("float", "uint8"):
-        raise InputError(f"{path} declares io {info.io!r}; expected float or uint8", fix=_EXPORT_FIX)
     if info.precision not in ("fp32", "fp16"):
         raise InputError(f"{path} declares precision {info.precision!r}; expected fp32 or fp16", fix=_EXPORT_FIX)
 
@@ -83,7 +79,14 @@ def read_graph(path: str | Path) -> OnnxGraph:
         )
     _check_layout(path, info.io, inputs)
 
-    external = sorted(
+    return OnnxGraph(path, info, metadata, inputs, outputs, external_files(model))
+
+
+def external_files(model: onnx.ModelProto) -> tuple[str, ...]:
+    """The external-data files a loaded graph reads, relative to its folder (sorted, each once)."""
+    import onnx
+
+    return tuple(sorted(
         {
             entry.value
             for init in model.graph.initializer
@@ -91,8 +94,7 @@ def read_graph(path: str | Path) -> OnnxGraph:
             for entry in init.external_data
             if entry.key == "location"
         }
-    )
-    return OnnxGraph(path, info, metadata, inputs, outputs, tuple(external))
+    ))
 
 
 def profile_shapes(

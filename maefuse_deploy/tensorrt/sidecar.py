@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..atomic import atomic_path
-from ..contract import BatchProfile
+from ..contract import BatchProfile, GraphInfo
 from ..errors import InputError
 from ..hashing import file_sha256
 from .errors import EngineCompatibilityError
@@ -154,6 +154,13 @@ def read_sidecar(engine_path: str | os.PathLike[str]) -> Sidecar:
         return Sidecar.from_dict(data)
     except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
         raise InputError(f"engine sidecar {path} is incomplete or malformed ({exc!r})", fix=rebuild) from exc
+
+
+def graph_info_of(sidecar: Sidecar, engine_path: str | os.PathLike[str]) -> GraphInfo:
+    """The :class:`GraphInfo` of the graph ``engine_path`` was built from, as its sidecar recorded it: the one
+    place an engine's model size, io mode and config are read (the backend, the benchmark, the Triton repository).
+    A sidecar whose copy of the metadata is unusable is refused naming the sidecar file."""
+    return GraphInfo.from_metadata(sidecar.graph_metadata, source=str(sidecar_path(engine_path)))
 
 
 def version_parts(version: str) -> tuple[int, int, int, int]:
