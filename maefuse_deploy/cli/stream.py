@@ -15,6 +15,7 @@ from ..errors import MaeFuseError
 from ..processing import POLICIES as PROCESSING_POLICIES
 from ..registration import load_registration
 from ..runtime.fuser import Fuser
+from ..stream.metrics import MetricsServer
 from ..stream.pipeline import PAIRINGS, POLICIES, Pipeline, open_endpoints
 from ..stream.sinks import VideoFileSink
 from .common import note, report_errors
@@ -60,6 +61,9 @@ from .options import batch_size_option, deprecated, device_option, model_option,
 @click.option("--dtype", type=click.Choice(["float32", "float16", "bfloat16"]), default="float32", show_default=True)
 @processing_option(old=None)
 @batch_size_option(DEFAULT_BATCH_SIZE, "largest number of waiting pairs fused in one call", batch_alias=True)
+@click.option("--metrics-port", type=click.IntRange(0, 65535), help="serve the pipeline's counters as Prometheus "
+              "metrics at http://HOST:PORT/metrics (0: any free port)")
+@click.option("--metrics-host", default="127.0.0.1", show_default=True, help="address of the metrics endpoint")
 @click.option("--quiet", "-q", is_flag=True, help="no status line")
 @report_errors
 def main(ir: str, vis: str, out: str, overwrite: bool, homography: Path | None, pair: str, ir_offset_ms: float,
@@ -68,7 +72,8 @@ def main(ir: str, vis: str, out: str, overwrite: bool, homography: Path | None, 
          batch_wait_ms: float | None, side_by_side: bool, lossless: bool, fps: float | None,
          max_frames: int | None, raw_ir: bool,
          model: str | None, config: str | None, backend: str | None, device: str, dtype: str,
-         processing: str | None, batch_size: int, quiet: bool) -> None:
+         processing: str | None, batch_size: int, metrics_port: int | None, metrics_host: str,
+         quiet: bool) -> None:
     """Fuse an IR and a VIS stream live: pair by timestamp, register, fuse in batches, write."""
     queue_policy, processing = _old_policy(old_policy, queue_policy, processing)
     registration = load_registration(homography) if homography is not None else None
@@ -77,11 +82,16 @@ def main(ir: str, vis: str, out: str, overwrite: bool, homography: Path | None, 
                           overwrite=overwrite, raw_ir=raw_ir)
     for warning in ends.warnings:
         note(f"warning: {warning}")
+    metrics = None
     try:
+        # The metrics port is bound before the model loads too: a port in use costs nothing.
+        metrics = MetricsServer(metrics_port, metrics_host) if metrics_port is not None else None
         fuser = Fuser.open(model, backend, device=device, dtype=dtype, policy=processing,  # type: ignore[arg-type]
                            config=config, batch_size=batch_size)
     except BaseException:
         ends.close()
+        if metrics is not None:
+            metrics.close()
         raise
     note(f"model: {fuser.description}")
     for warning in fuser.warnings:
@@ -94,6 +104,9 @@ def main(ir: str, vis: str, out: str, overwrite: bool, homography: Path | None, 
             side_by_side=side_by_side,
             fps=ends.output_fps, max_frames=max_frames,
         )
+        if metrics is not None:
+            metrics.watch(pipeline)
+            note(f"metrics: {metrics.url}")
         signals: list[str] = []
 
         def on_signal(number: int, _frame: FrameType | None) -> None:
@@ -127,6 +140,8 @@ def main(ir: str, vis: str, out: str, overwrite: bool, homography: Path | None, 
         finally:
             for number, handler in previous.items():
                 signal.signal(number, handler)
+            if metrics is not None:
+                metrics.close()
     if signals:
         note(f"stopped on {signals[0]}")
     click.echo(stats.summary())

@@ -51,6 +51,9 @@ QueuePolicy = Literal["drop-oldest", "block"]
 POLICIES = ("auto", "drop-oldest", "block")
 PAIRINGS = ("timestamp", "index")
 LATENCY_WINDOW = 10_000  # latencies kept for the percentiles
+# Upper bounds (seconds) of the capture-to-fused latency histogram over the whole run (Prometheus buckets): from
+# camera-rate targets (40 ms a frame at 25 fps) up to a CPU running a large model.
+LATENCY_BUCKETS_S = (0.025, 0.05, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 RATE_WINDOW_S = 2.0
 DEFAULT_BATCH_WAIT_MS = 50.0  # block policy only; drop-oldest fuses what is waiting at once
 _END = object()
@@ -138,6 +141,12 @@ class StreamStats:
     fps_in_vis: float = 0.0
     fps_out: float = 0.0
     latency_ms: dict[str, float] = field(default_factory=dict)
+    # Over the whole run: the latency histogram (cumulative counts per LATENCY_BUCKETS_S bound) and its sum, and
+    # the time spent in the Fuser's calls.
+    latency_buckets: list[tuple[float, int]] = field(default_factory=list)
+    latency_sum_s: float = 0.0
+    fuse_seconds: float = 0.0
+    fuse_calls: int = 0
     running: bool = False
 
     @property
@@ -348,6 +357,10 @@ class Pipeline:
         self._counts = {"read_ir": 0, "read_vis": 0, "paired": 0, "fused": 0, "written": 0, "late": 0}
         self._spans: dict[str, list[float]] = {}  # role -> [first, last] timestamp read, for the error message
         self._latencies: deque[float] = deque(maxlen=LATENCY_WINDOW)
+        self._latency_counts = np.zeros(len(LATENCY_BUCKETS_S) + 1, dtype=np.int64)  # last: above every bound
+        self._latency_sum = 0.0
+        self._fuse_seconds = 0.0
+        self._fuse_calls = 0
         self._rates = {role: _Rate(time.monotonic()) for role in ("ir", "vis", "out")}
         self._stop = threading.Event()
         self._stopped_by_caller = False
@@ -462,6 +475,8 @@ class Pipeline:
         with self._lock:
             counts = dict(self._counts)
             latencies = np.array(self._latencies, dtype=np.float64)
+            cumulative = np.cumsum(self._latency_counts[:-1]).tolist()
+            latency_sum, fuse_seconds, fuse_calls = self._latency_sum, self._fuse_seconds, self._fuse_calls
         unpaired = self.pairer.unpaired
         dropped = sum(q.dropped for q in self._queues.values()) + counts["late"]
         dropped += sum(getattr(s, "dropped", 0) for s in self._sources.values())
@@ -477,7 +492,9 @@ class Pipeline:
             reused_ir=getattr(self.pairer, "reused", 0), dropped=dropped, fused=counts["fused"],
             written=counts["written"], elapsed_s=end - (self._started or end),
             fps_in_ir=self._rates["ir"].value(now), fps_in_vis=self._rates["vis"].value(now),
-            fps_out=self._rates["out"].value(now), latency_ms=latency, running=not self._done.is_set(),
+            fps_out=self._rates["out"].value(now), latency_ms=latency,
+            latency_buckets=list(zip(LATENCY_BUCKETS_S, cumulative, strict=True)), latency_sum_s=latency_sum,
+            fuse_seconds=fuse_seconds, fuse_calls=fuse_calls, running=not self._done.is_set(),
         )
 
     def results(self) -> Iterator[tuple[np.ndarray, dict[str, Any]]]:
@@ -595,6 +612,7 @@ class Pipeline:
                     batch = fresh
                     if not batch:
                         continue
+                started = time.monotonic()
                 fused = self.fuser.fuse_batch([(ir, vis) for ir, vis, _ in batch])
                 now = time.monotonic()
                 items = []
@@ -608,9 +626,14 @@ class Pipeline:
                     if self.side_by_side:
                         image = side_by_side_image(ir_to_grey8(ir), vis, image)
                     items.append((image, meta))
+                latencies = [m["latency_ms"] / 1e3 for _, m in items]
                 with self._lock:
                     self._counts["fused"] += len(items)
-                    self._latencies.extend(m["latency_ms"] / 1e3 for _, m in items)
+                    self._latencies.extend(latencies)
+                    np.add.at(self._latency_counts, np.searchsorted(LATENCY_BUCKETS_S, latencies), 1)
+                    self._latency_sum += sum(latencies)
+                    self._fuse_seconds += now - started
+                    self._fuse_calls += 1
                 self._rates["out"].tick(now, len(items))
                 for item in items:
                     if not out.put(item):
