@@ -175,6 +175,83 @@ def test_stream_counts_every_frame(msrs):
     assert len(stream.windows) == 1 and stream.windows[0]["processed"] == stream.processed
 
 
+class SlowFuser:
+    """A real Fuser that takes at least ``seconds`` per call: a model slower than the camera, without a big one."""
+
+    def __init__(self, fuser, seconds):
+        self.fuser, self.seconds, self.batch_size = fuser, seconds, fuser.batch_size
+
+    def fuse_batch(self, pairs):
+        import time
+
+        time.sleep(self.seconds)
+        return self.fuser.fuse_batch(pairs)
+
+
+def test_stream_slower_than_the_camera_drops_and_counts_it(msrs):
+    """20 fps into a fuser of at most 5 calls a second: pairs are lost before fusion, each counted once, and the
+    ones fused waited (latency at least the call time)."""
+    pairs = load_pairs(msrs, 1)
+    fuser = SlowFuser(Fuser(TorchBackend(build_model(get_config("maefuse-micro"), seed=0)), model_size=(64, 64),
+                            batch_size=1), 0.2)
+    stream = run_stream("torch", fuser, [(p.ir, p.vis) for p in pairs], fps=20, duration=1.0, queue_size=2)
+    assert stream.offered == 20 and stream.max_batch == 1
+    assert 0 < stream.processed <= 10 and stream.dropped_capture >= 10
+    assert stream.processed + stream.dropped_capture + stream.dropped_output == stream.offered
+    assert stream.latency_ms is not None and stream.latency_ms["min"] >= 200
+    assert sum(w["processed"] + w["dropped"] for w in stream.windows) == stream.offered
+
+
+def test_bench_stream_drives_the_stream_pipeline(msrs, tmp_path, monkeypatch):
+    """maefuse-bench --stream measures what users run: a stream.Pipeline fed by two push sources (issue 23)."""
+    from maefuse_deploy.stream import Pipeline
+
+    finished = []
+    original = Pipeline.join
+
+    def recording(self, timeout=None):
+        stats = original(self, timeout)
+        finished.append((self, stats))
+        return stats
+
+    monkeypatch.setattr(Pipeline, "join", recording)
+    path = tmp_path / "stream.json"
+    result = invoke(["--stream", "--model", "random:maefuse-micro", "--backends", "torch", "--fps", "20",
+                     "--duration", "1", "--queue", "2", "--pairs", "2", "--pairs-dir", str(msrs), "--threads", "1",
+                     "--json", str(path)])
+    assert result.exit_code == 0, result.output
+    [stream] = json.loads(path.read_text())["stream"]
+    assert len(finished) == 1, "the bench did not run stream.Pipeline"
+    pipeline, stats = finished[0]
+    assert {type(source).__name__ for source in pipeline._sources.values()} == {"PushSource"}
+    assert pipeline.policy == "drop-oldest"  # a live camera: it does not wait for the fuser
+    assert stream["offered"] == 20 and stats.read_vis <= 20
+    assert stream["processed"] == stats.written and stream["processed"] + stream["dropped_output"] == stats.fused
+    assert stream["latency_ms"]["max"] == pytest.approx(stats.latency_ms["max"])
+
+
+@pytest.mark.parametrize("package", ["bench", "export"])
+def test_backends_are_opened_only_through_the_registry(package):
+    """backends/registry.py's open_backend is the one way to build a backend: no backend class is called directly
+    in bench/ or export/ (module level or inside a function)."""
+    import ast
+    from pathlib import Path
+
+    import maefuse_deploy
+
+    folder = Path(maefuse_deploy.__file__).parent / package
+    allowed = {"registry", "base", "devices"}  # the registry and the base class/device helpers, not backends
+    calls = []
+    for source in sorted(folder.glob("*.py")):
+        tree = ast.parse(source.read_text())
+        classes = {alias.asname or alias.name for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
+                   and node.module and node.module.startswith("backends.") and node.level
+                   and node.module.split(".")[1] not in allowed for alias in node.names}
+        calls += [f"{source.name}:{node.lineno} {node.func.id}(...)" for node in ast.walk(tree)
+                  if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in classes]
+    assert not calls, calls
+
+
 def test_flops_of_the_released_model_match_the_design():
     flops = count_flops(get_config("maefuse-l640"))  # docs/model.md §6: about 2.5 TFLOP per pair
     assert flops.encoder == pytest.approx(2.44e12, rel=0.01)

@@ -302,3 +302,28 @@ def test_cli_export_of_the_built_in_model_at_a_small_camera_size_passes(tmp_path
     assert result.exit_code == 0, result.output
     assert "bakes in a 96x64 grid" in result.output
     assert "verified: fused real pairs at 96x64" in result.output
+
+
+def test_open_backend_takes_the_loaded_module_verification_compares_against(model, tmp_path):
+    """verify_graph compares a graph with a module that may exist only in memory (no checkpoint): the registry opens
+    weights backends from it (same outputs as the module), and refuses it, in one line, for a graph backend."""
+    import copy
+
+    import torch
+
+    from maefuse_deploy.backends import open_backend
+    from maefuse_deploy.errors import InputError
+
+    twin = copy.deepcopy(model)
+    ir, vis = torch.randn(2, 1, 3, 64, 64, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        expected = twin(ir, vis).numpy()
+    backend = open_backend("torch", twin, device="cpu")
+    assert backend.name == "torch" and backend.model_size == twin.config.img_size
+    assert np.array_equal(backend.run(ir.numpy(), vis.numpy()), expected)
+    release = open_backend("release-style", copy.deepcopy(model), device="cpu")
+    assert np.abs(release.run(ir.numpy(), vis.numpy()) - expected).max() < 1e-4
+    assert open_backend("torch-bf16", copy.deepcopy(model), device="cpu").run(ir.numpy(), vis.numpy()).shape \
+        == expected.shape
+    with pytest.raises(InputError, match="onnxruntime backend needs a model file"):
+        open_backend("onnxruntime", copy.deepcopy(model), device="cpu")

@@ -13,11 +13,14 @@ import importlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from ..errors import InputError
 from .base import BackendBase
 from .devices import resolve_device
+
+if TYPE_CHECKING:  # torch is imported by the backends that need it, on use
+    from ..model.maefuse import MaeFuse
 
 Needs = Literal["weights", "graph", "engine"]
 
@@ -104,7 +107,7 @@ def default_device(backend: str | None, source: str | os.PathLike[str] | None) -
 
 def open_backend(
     name: str | None,
-    source: str | os.PathLike[str] | None,
+    source: str | os.PathLike[str] | MaeFuse | None,
     *,
     device: str | None = "auto",
     dtype: str | None = None,
@@ -115,9 +118,16 @@ def open_backend(
 
     Checks the device type, dtype and option names against the entry first, so a wrong combination is a one-line
     error before any weights load. ``dtype`` applies to weights backends; graphs and engines carry their own.
+    ``source`` may also be a loaded :class:`MaeFuse` for a weights backend (export verification compares a graph
+    with the module it came from, which may exist only in memory): the backend computes with that module, moved to
+    ``device`` and ``dtype`` in place.
     """
-    entry = get_entry(name) if name else entry_for(source)
-    device = default_device(entry.name, source) if device in (None, "auto") else resolve_device(device)
+    if source is None or isinstance(source, str | os.PathLike):
+        path, loaded = source, None
+    else:
+        path, loaded = None, source
+    entry = get_entry(name) if name else entry_for(path)
+    device = default_device(entry.name, path) if device in (None, "auto") else resolve_device(device)
     kind = device.partition(":")[0]
     if kind not in entry.devices:
         raise InputError(f"the {entry.name} backend runs on {' or '.join(entry.devices)}, not {device}",
@@ -133,9 +143,17 @@ def open_backend(
     if unknown:
         raise InputError(f"the {entry.name} backend has no option {unknown[0]!r}",
                          fix=f"its options are {', '.join(entry.options) or 'none'}")
-    if entry.needs != "weights" and source is None:
+    if entry.needs != "weights" and path is None:
         raise InputError(f"the {entry.name} backend needs a model file ({entry.needs})",
                          fix=f"pass a {'/'.join(entry.suffixes)} file")
-    backend = entry.load().open(source, device=device, dtype=dtype, config=config, **entry.preset, **options)
+    if loaded is not None:
+        if config is not None:
+            raise InputError(f"config {config!r} given with a loaded model", fix="leave config out: the module "
+                             "carries its own")
+        # What ``open`` does after loading weights. A class that computes in float32 only takes no dtype.
+        precision = {} if entry.dtypes == ("float32",) else {"dtype": dtype}
+        backend = entry.load()(loaded, device, **precision, **entry.preset, **options)  # type: ignore[call-arg]
+    else:
+        backend = entry.load().open(path, device=device, dtype=dtype, config=config, **entry.preset, **options)
     backend.name = entry.name
     return backend

@@ -19,13 +19,13 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
 
 from ..backends import BackendBase as Backend
-from ..backends.torch import TorchBackend
+from ..backends import open_backend
 from ..checks import check_finite
 from ..errors import InputError, MaeFuseError, NonFiniteError, UnavailableError
 from ..model.config import MaeFuseConfig
@@ -40,6 +40,9 @@ from .memory import PeakMemory
 from .settings import BenchSettings, plan_backends
 from .stream import StreamResult, run_stream
 from .timing import LatencySummary, NetworkCall, PipelineCall, StageTimes, summarize
+
+if TYPE_CHECKING:
+    from ..backends.torch import TorchBackend
 
 BASELINE = "release-style"
 RELEASE_TOLERANCE = 1e-4  # docs/model.md §2: the release's batch-1 output, within float32 rounding
@@ -284,7 +287,9 @@ def _run(settings: BenchSettings, log: Callable[[str], None], command: str) -> B
         if torch.device(ref_device).type == "cuda" and not torch.cuda.is_available():
             ref_device = "cpu"
         log(f"reference: torch float32 on {ref_device}, {len(pairs)} real pairs at batch 1")
-        reference = compute_reference(TorchBackend(model, device=ref_device), pairs, model_size)
+        # compute_reference is annotated with TorchBackend (bench/accuracy.py) though it uses only the base API.
+        torch_backend = cast("TorchBackend", open_backend("torch", model, device=ref_device))
+        reference = compute_reference(torch_backend, pairs, model_size)
         notes.append(f"reference: torch float32 on {ref_device}, batch 1, official processing")
     elif model is None:
         notes.append("no torch weights for a reference: accuracy columns empty (pass --reference CHECKPOINT)")
@@ -400,7 +405,7 @@ def _stream(name: str, backend: Backend, settings: BenchSettings, pairs: list[Pa
     fuser = Fuser(backend, model_size=model_size, batch_size=batch)
     log(f"{name}: stream at {settings.fps:g} fps for {settings.duration:g} s (micro-batches up to {batch})")
     return run_stream(name, fuser, [(p.ir, p.vis) for p in pairs], fps=settings.fps, duration=settings.duration,
-                      queue_size=settings.queue, max_batch=fuser.batch_size)
+                      queue_size=settings.queue)
 
 
 def _finish_rows(rows: list[Row], flops: dict[str, Any] | None, peaks: Peaks) -> None:

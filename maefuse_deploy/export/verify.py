@@ -21,8 +21,7 @@ import cv2
 import numpy as np
 import torch
 
-from ..backends.onnxruntime import OnnxRuntimeBackend
-from ..backends.torch import TorchBackend
+from ..backends import BackendBase, open_backend
 from ..checks import check_finite
 from ..compare import psnr
 from ..errors import InputError, VerificationError
@@ -110,13 +109,14 @@ def verify_graph(path: Path, model: MaeFuse, spec: ExportSpec,
     pairs = pairs or as_arrays(load_pairs())
     result = Verification()
     try:
-        graph = OnnxRuntimeBackend(path)
+        graph = open_backend("onnxruntime", path, device="cpu")
     except InputError as exc:
         result.not_verified.append(f"onnxruntime cannot create a CPU session here ({exc}); graph checks only")
         return result
     # The graph's processing whatever the weights were trained for: the official policy at the graph's grid (on
     # frames already at that grid, a native-policy model computes the same).
-    reference = Fuser(TorchBackend(model.float()), policy="official", model_size=spec.model_size, batch_size=8)
+    reference = Fuser(open_backend("torch", model, device="cpu"), policy="official", model_size=spec.model_size,
+                      batch_size=8)
     sizes = sorted({spec.batch[0], spec.batch[2]})
     tolerances = Tolerances.for_spec(spec)
     frames = graph_frames(pairs, spec)
@@ -138,7 +138,7 @@ def verify_graph(path: Path, model: MaeFuse, spec: ExportSpec,
     return result
 
 
-def _verify_float(graph: OnnxRuntimeBackend, reference: Fuser, model: MaeFuse, spec: ExportSpec,
+def _verify_float(graph: BackendBase, reference: Fuser, model: MaeFuse, spec: ExportSpec,
                   frames: list[tuple[np.ndarray, np.ndarray]], sizes: list[int], tolerances: Tolerances) -> list[str]:
     ir, vis = network_inputs(frames, spec.model_size, model.config.patch_size)
     generator = torch.Generator().manual_seed(7)
@@ -162,7 +162,7 @@ def _size(spec: ExportSpec) -> str:
     return f"{spec.frame_size[1]}x{spec.frame_size[0]}"
 
 
-def _verify_uint8(graph: OnnxRuntimeBackend, reference: Fuser, spec: ExportSpec,
+def _verify_uint8(graph: BackendBase, reference: Fuser, spec: ExportSpec,
                   frames: list[tuple[np.ndarray, np.ndarray]], sizes: list[int], tolerances: Tolerances) -> list[str]:
     expected = reference.fuse_batch(frames)
     lines = []
