@@ -14,8 +14,9 @@ maximum and pads those below its minimum. How a call runs:
 - torch CUDA tensors in (the tensor path): TensorRT reads and writes the tensors' memory directly, with no copy and
   no host synchronisation, on the slot's own stream: an event recorded on the caller's current stream orders the
   slot after the caller's producers, another recorded on the slot's stream orders the caller's consumers after the
-  engine, and the tensors are marked as used on the slot's stream (``record_stream``) so torch does not reuse
-  their memory early. ``close()`` synchronises every slot's stream, so it waits for that work too.
+  engine. Torch's caching allocator reuses the tensors' memory in the caller's stream order, which already comes
+  after the engine (no ``record_stream`` on the slot's stream, which ``close()`` destroys while the tensors may
+  live on). ``close()`` synchronises every slot's stream, so it waits for that work too.
 
 TensorRT and cuda-python are imported when a backend is created, never at module import.
 """
@@ -139,11 +140,10 @@ class TensorRTBackend(BackendBase):
         caller = torch.cuda.current_stream(here)
         with self._open_pool().acquire() as slot:
             slot.activate()
+            # No record_stream on the slot's stream: the caller's stream already waits for the slot's `done`, so
+            # memory the caching allocator hands out again is only touched after the engine; and close() destroys
+            # that stream while these tensors may live on, which torch would then record events on.
             slot.run_device(ir.data_ptr(), vis.data_ptr(), out.data_ptr(), int(ir.shape[0]), caller.cuda_stream)
-            # The caching allocator must not hand this memory out again before the slot's stream is done with it.
-            slot_stream = torch.cuda.ExternalStream(int(slot.stream), device=here)
-            for tensor in (ir, vis, out):
-                tensor.record_stream(slot_stream)
         return out
 
     @property
