@@ -18,6 +18,7 @@ from ..runtime.fuser import Fuser
 from ..stream.metrics import MetricsServer
 from ..stream.pipeline import PAIRINGS, POLICIES, Pipeline, open_endpoints
 from ..stream.sinks import VideoFileSink
+from ..stream.sources import Reconnect
 from .common import note, report_errors
 from .options import batch_size_option, deprecated, device_option, model_option, processing_option
 
@@ -61,6 +62,13 @@ from .options import batch_size_option, deprecated, device_option, model_option,
 @click.option("--dtype", type=click.Choice(["float32", "float16", "bfloat16"]), default="float32", show_default=True)
 @processing_option(old=None)
 @batch_size_option(DEFAULT_BATCH_SIZE, "largest number of waiting pairs fused in one call", batch_alias=True)
+@click.option("--reconnect/--no-reconnect", default=True, show_default=True,
+              help="reopen a live source (camera, URL, live GStreamer pipeline) that drops or stalls, with backoff; "
+              "files never reconnect")
+@click.option("--stall-s", type=click.FloatRange(min=0.0, min_open=True), default=Reconnect.stall_s,
+              show_default=True, help="a live source with no frame for this long is in an outage")
+@click.option("--give-up-s", type=click.FloatRange(min=0.0, min_open=True), default=Reconnect.give_up_s,
+              show_default=True, help="end the stream when an outage lasts longer than this")
 @click.option("--metrics-port", type=click.IntRange(0, 65535), help="serve the pipeline's counters as Prometheus "
               "metrics at http://HOST:PORT/metrics (0: any free port)")
 @click.option("--metrics-host", default="127.0.0.1", show_default=True, help="address of the metrics endpoint")
@@ -72,14 +80,16 @@ def main(ir: str, vis: str, out: str, overwrite: bool, homography: Path | None, 
          batch_wait_ms: float | None, side_by_side: bool, lossless: bool, fps: float | None,
          max_frames: int | None, raw_ir: bool,
          model: str | None, config: str | None, backend: str | None, device: str, dtype: str,
-         processing: str | None, batch_size: int, metrics_port: int | None, metrics_host: str,
+         processing: str | None, batch_size: int, reconnect: bool, stall_s: float, give_up_s: float,
+         metrics_port: int | None, metrics_host: str,
          quiet: bool) -> None:
     """Fuse an IR and a VIS stream live: pair by timestamp, register, fuse in batches, write."""
     queue_policy, processing = _old_policy(old_policy, queue_policy, processing)
     registration = load_registration(homography) if homography is not None else None
     # Sources, sizes and the output are checked before the model loads: a bad source costs no model load.
     ends = open_endpoints(ir, vis, out, registration=registration, pair=pair, fps=fps, lossless=lossless,
-                          overwrite=overwrite, raw_ir=raw_ir)
+                          overwrite=overwrite, raw_ir=raw_ir,
+                          reconnect=Reconnect(enabled=reconnect, stall_s=stall_s, give_up_s=give_up_s))
     for warning in ends.warnings:
         note(f"warning: {warning}")
     metrics = None

@@ -14,18 +14,22 @@ from ..runtime.video import SmoothedRange
 from .pairing import IndexPairer, Pair, TimestampPairer
 from .pipeline import Endpoints, Pipeline, StreamStats, open_endpoints, open_source, stream
 from .sinks import CallbackSink, ImageSequenceSink, VideoFileSink, open_sink
-from .sources import CaptureSource, Frame, PushSource, VideoFileSource
+from .sources import GAP, CaptureSource, Frame, Gap, PushSource, Reconnect, ReconnectingSource, VideoFileSource
 
 __all__ = [
+    "GAP",
     "CallbackSink",
     "CaptureSource",
     "Endpoints",
     "Frame",
+    "Gap",
     "ImageSequenceSink",
     "IndexPairer",
     "Pair",
     "Pipeline",
     "PushSource",
+    "Reconnect",
+    "ReconnectingSource",
     "SmoothedRange",
     "StreamStats",
     "TimestampPairer",

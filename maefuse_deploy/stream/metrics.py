@@ -2,8 +2,9 @@
 
 The collector reads :attr:`Pipeline.stats` when Prometheus scrapes, so the numbers are the pipeline's own (one
 bookkeeping, the same the status line and the summary print), served by ``prometheus_client`` on 127.0.0.1 unless
-another address is asked for. Every counter covers the whole run: frames read and unpaired per source, pairs,
-IR reuse, drops, fused and written frames, the capture-to-fused latency histogram and the time spent fusing.
+another address is asked for. Every counter covers the whole run: frames read and unpaired per source,
+outages (count and seconds) per source, pairs, IR reuse, drops, fused and written frames, the capture-to-fused
+latency histogram and the time spent fusing.
 """
 
 from __future__ import annotations
@@ -40,6 +41,15 @@ class PipelineCollector:
         unpaired.add_metric(["ir"], stats.unpaired_ir)
         unpaired.add_metric(["vis"], stats.unpaired_vis)
         yield unpaired
+        outages = CounterMetricFamily(f"{PREFIX}_outages", "Times a live source dropped or stalled (and was reopened)",
+                                      labels=["source"])
+        outages.add_metric(["ir"], stats.outages_ir)
+        outages.add_metric(["vis"], stats.outages_vis)
+        yield outages
+        away = CounterMetricFamily(f"{PREFIX}_outage_seconds", "Seconds a live source was away", labels=["source"])
+        away.add_metric(["ir"], stats.outage_s_ir)
+        away.add_metric(["vis"], stats.outage_s_vis)
+        yield away
         for name, value, text in (
             ("pairs", stats.paired, "IR/VIS pairs formed"),
             ("ir_reused", stats.reused_ir, "Pairs whose IR frame already served an earlier VIS frame"),

@@ -12,6 +12,10 @@ so this pairer and the element decide ties and the tolerance boundary identicall
 Online, a VIS frame's partner is known once the IR stream has delivered a frame after it (or has ended):
 :meth:`TimestampPairer.needs` says which stream the pairer is waiting on, so the pipeline reads exactly that one and
 holds at most the two IR frames around the oldest waiting VIS frame.
+
+A source in an outage (a camera that dropped: :class:`~.sources.Gap`) is treated as ended until its next frame:
+VIS frames decide without it (and are counted unpaired when the last IR frame is too old), IR frames while the VIS
+camera is away are counted unpaired as soon as a newer one arrives, so nothing queues without bound.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 
-from .sources import Frame
+from .sources import Frame, Gap
 
 ROLES = ("ir", "vis")
 NS = 1_000_000_000
@@ -56,21 +60,28 @@ class TimestampPairer:
         self._ir: deque[tuple[int, Frame]] = deque()  # IR frames that may still be chosen: (shifted ns, frame)
         self._vis: deque[Frame] = deque()  # VIS frames waiting for their partner to be known
         self._ended = {role: False for role in ROLES}
+        self._away = {role: False for role in ROLES}  # in an outage (a Gap), until the role's next frame
         self._last_used: Frame | None = None
         self._used: set[int] = set()  # id() of the IR frames in self._ir that a VIS frame chose
         self.unpaired = {role: 0 for role in ROLES}
         self.reused = 0
         self._waiting_for: str | None = None
 
-    def add(self, role: str, frame: Frame | None) -> list[Pair]:
-        """Give the pairer the next frame of ``role`` (None: that stream ended); returns the pairs now decided."""
+    def add(self, role: str, frame: Frame | Gap | None) -> list[Pair]:
+        """Give the pairer the next frame of ``role`` (None: that stream ended; a Gap: its source is away until
+        its next frame); returns the pairs now decided."""
         if frame is None:
             self._ended[role] = True
+        elif isinstance(frame, Gap):
+            self._away[role] = True
         else:
+            self._away[role] = False
             if len(self._first_two[role]) < 2:
                 self._first_two[role].append(to_ns(frame.timestamp))
             if role == "ir":
                 self._ir.append((to_ns(frame.timestamp) + self._offset_ns, frame))
+                while self._away["vis"] and len(self._ir) > 1:  # no VIS frame will come for the older ones
+                    self._forget_first_ir()
             else:
                 self._vis.append(frame)
         return self._resolve()
@@ -79,10 +90,19 @@ class TimestampPairer:
         """The stream whose next frame the pairer waits for; None when both have ended and all is decided. After
         the VIS stream ends the IR stream is still read to its end, its frames counted unpaired, so that every
         frame read is accounted for (read = paired + unpaired)."""
-        if self._waiting_for is not None and not self._ended[self._waiting_for]:
+        if self._waiting_for is not None and not self._gone(self._waiting_for):
             return self._waiting_for
+        flowing = [role for role in ("vis", "ir") if not self._gone(role)]
         open_roles = [role for role in ("vis", "ir") if not self._ended[role]]
-        return open_roles[0] if open_roles else None
+        candidates = flowing or open_roles
+        return candidates[0] if candidates else None
+
+    def away(self, role: str) -> bool:
+        """Whether ``role``'s source is in an outage (its Gap came, its next frame not yet)."""
+        return self._away[role] and not self._ended[role]
+
+    def _gone(self, role: str) -> bool:
+        return self._ended[role] or self._away[role]
 
     def _current_tolerance(self) -> int | None:
         """The tolerance in ns, or None while it waits for a second frame to measure a period (``_waiting_for``)."""
@@ -95,7 +115,7 @@ class TimestampPairer:
                 periods.append(period_ns(fps))
             elif len(self._first_two[role]) == 2:
                 periods.append(abs(self._first_two[role][1] - self._first_two[role][0]))
-            elif not self._ended[role]:
+            elif not self._gone(role):
                 self._waiting_for = role
                 return None
         self._tolerance_ns = max(periods) // 2 if periods else 0
@@ -116,7 +136,7 @@ class TimestampPairer:
                     self._forget_first_ir()
                 held = self._ir[0] if self._ir and self._ir[0][0] <= t_vis else None
                 following = [item for item in list(self._ir)[:2] if item[0] > t_vis]
-                if not following and not self._ended["ir"]:
+                if not following and not self._gone("ir"):
                     self._waiting_for = "ir"  # the next IR frame may be nearer than the held one
                     break
                 chosen = _choose(held, following[0] if following else None, t_vis, tolerance)
@@ -157,12 +177,19 @@ def _choose(held: tuple[int, Frame] | None, following: tuple[int, Frame] | None,
 class IndexPairer:
     """Frame n of IR with frame n of VIS (files recorded in lockstep); stops at the shorter stream."""
 
+    reused = 0  # never: one frame, one pair
+
+    def away(self, role: str) -> bool:
+        return False
+
     def __init__(self) -> None:
         self._pending: dict[str, deque[Frame]] = {role: deque() for role in ROLES}
         self._ended = {role: False for role in ROLES}
         self.unpaired = {role: 0 for role in ROLES}
 
-    def add(self, role: str, frame: Frame | None) -> list[Pair]:
+    def add(self, role: str, frame: Frame | Gap | None) -> list[Pair]:
+        if isinstance(frame, Gap):  # frame numbers do not survive an outage: index pairing just goes on
+            return []
         if frame is None:
             self._ended[role] = True
         else:

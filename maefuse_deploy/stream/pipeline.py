@@ -26,6 +26,7 @@ model): the sources, their frame sizes where known in advance, and the output.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import os
 import threading
@@ -45,7 +46,7 @@ from ..runtime.video import SmoothedRange, rates_differ
 from .gst import GstSource
 from .pairing import IndexPairer, Pair, TimestampPairer
 from .sinks import CallbackSink, Sink, VideoFileSink, open_sink
-from .sources import CaptureSource, PushSource, Source, VideoFileSource
+from .sources import CaptureSource, Gap, PushSource, Reconnect, ReconnectingSource, Source, VideoFileSource
 
 QueuePolicy = Literal["drop-oldest", "block"]
 POLICIES = ("auto", "drop-oldest", "block")
@@ -57,6 +58,8 @@ LATENCY_BUCKETS_S = (0.025, 0.05, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 RATE_WINDOW_S = 2.0
 DEFAULT_BATCH_WAIT_MS = 50.0  # block policy only; drop-oldest fuses what is waiting at once
 _END = object()
+_NOTHING = object()  # BoundedQueue.poll: nothing came in time
+OUTAGE_POLL_S = 0.05  # while a source is away, how long the pairing stage waits on each queue in turn
 
 
 class BoundedQueue:
@@ -111,6 +114,15 @@ class BoundedQueue:
         items = self.get_many(1)
         return _END if items is _END else items[0]  # type: ignore[index]
 
+    def poll(self, timeout_s: float) -> Any:
+        """The next item, ``_END``, or ``_NOTHING`` when none came within ``timeout_s``."""
+        with self._cond:
+            if not self._items and not self._finished and not self._aborted:
+                self._cond.wait(timeout_s)
+            if not self._items and not self._finished and not self._aborted:
+                return _NOTHING
+        return self.get()
+
     def finish(self) -> None:
         with self._cond:
             self._finished = True
@@ -133,6 +145,10 @@ class StreamStats:
     unpaired_ir: int = 0
     unpaired_vis: int = 0
     reused_ir: int = 0  # pairs whose IR frame already served an earlier VIS frame (IR slower than VIS)
+    outages_ir: int = 0  # times a live source dropped and was reopened (or is being reopened)
+    outages_vis: int = 0
+    outage_s_ir: float = 0.0  # seconds spent in those outages
+    outage_s_vis: float = 0.0
     dropped: int = 0
     fused: int = 0
     written: int = 0
@@ -156,17 +172,23 @@ class StreamStats:
     def line(self) -> str:
         p50 = self.latency_ms.get("p50")
         latency = f"{p50:.0f} ms" if p50 is not None else "-"
+        outages = self.outages_ir + self.outages_vis
+        away = f"  outages {outages}" if outages else ""
         return (f"in {self.fps_in_ir:4.1f}/{self.fps_in_vis:4.1f} fps (IR/VIS)  out {self.fps_out:4.1f} fps  "
-                f"fused {self.fused}  unpaired {self.unpaired}  dropped {self.dropped}  latency p50 {latency}")
+                f"fused {self.fused}  unpaired {self.unpaired}  dropped {self.dropped}{away}  latency p50 {latency}")
 
     def summary(self) -> str:
         lat = self.latency_ms
         latency = (f"latency p50 {lat['p50']:.1f} ms, p90 {lat['p90']:.1f} ms, p99 {lat['p99']:.1f} ms, max "
                    f"{lat['max']:.1f} ms" if lat else "no latency (nothing fused)")
         rate = self.written / self.elapsed_s if self.elapsed_s > 0 else 0.0
+        outages = ""
+        if self.outages_ir or self.outages_vis:
+            outages = (f", outages IR {self.outages_ir} ({self.outage_s_ir:.1f} s) / VIS {self.outages_vis} "
+                       f"({self.outage_s_vis:.1f} s)")
         return (f"read IR {self.read_ir} / VIS {self.read_vis}, paired {self.paired} (IR frames reused "
                 f"{self.reused_ir}), unpaired IR {self.unpaired_ir} / VIS {self.unpaired_vis}, dropped {self.dropped}, "
-                f"fused {self.fused}, written {self.written} in "
+                f"fused {self.fused}, written {self.written}{outages} in "
                 f"{self.elapsed_s:.1f} s ({rate:.1f} fps); {latency}")
 
 
@@ -185,27 +207,41 @@ class _Rate:
         return recent / max(min(RATE_WINDOW_S, now - self._started), 1e-3)
 
 
-def open_source(spec: Any, role: str, *, raw: bool = False) -> Source:
+def open_source(spec: Any, role: str, *, raw: bool = False, reconnect: Reconnect | None = None) -> Source:
     """A source object, or a string: an int or ``/dev/videoN`` (V4L2), ``scheme://`` (URL), a string with ``!``
     (GStreamer pipeline, needs the ``gst`` extra) or a video file path. ``raw`` (V4L2 only; refused for other
-    sources) asks the driver for unconverted frames."""
+    sources) asks the driver for unconverted frames. A live source opened from a string (camera, URL, live
+    GStreamer pipeline; not a file) is wrapped in a :class:`ReconnectingSource` when ``reconnect`` is enabled: it
+    then stalls after ``reconnect.stall_s`` without a frame and is reopened (docs/streaming.md)."""
     if hasattr(spec, "read") and hasattr(spec, "close"):
         return spec
-    if isinstance(spec, int) or (isinstance(spec, str) and spec.isdigit()):
-        return CaptureSource(int(spec), role, raw=raw)
+    policy = reconnect if reconnect is not None and reconnect.enabled else None
+    timeout = policy.stall_s if policy is not None else 5.0  # the sources' own default read timeout
     text = str(spec)
-    if raw and not text.startswith("/dev/video"):
+    opener: Callable[[], Source]
+    if isinstance(spec, int) or text.isdigit():
+        opener = functools.partial(CaptureSource, int(text), role, raw=raw, timeout_s=timeout)
+    elif raw and not text.startswith("/dev/video"):
         # Only a V4L2 driver can be asked for unconverted frames; a file is read at its recorded depth anyway.
         raise InputError(f"--raw-ir (raw_ir) asks a V4L2 camera for 16-bit frames; {role} {text} is not one",
                          fix="leave --raw-ir out: video files are read at their recorded depth (16-bit grey as "
                          "16-bit), GStreamer pipelines deliver what their caps ask for (format=GRAY16_LE)")
-    if "!" in text:
-        return GstSource(text, role)
-    if text.startswith("/dev/video"):
-        return CaptureSource(text, role, raw=raw)
-    if "://" in text:
-        return CaptureSource(text, role)
-    return VideoFileSource(text, role)
+    elif "!" in text:
+        # A GStreamer pipeline's liveness shows only once it runs: open it with the usual timeout (a file's decoder
+        # may be slow to start), and a live one with the stall timeout.
+        source = GstSource(text, role)
+        if policy is None or not source.live:
+            return source
+        source.timeout_ns = int(policy.stall_s * 1e9)
+        return ReconnectingSource(functools.partial(GstSource, text, role, timeout_s=timeout), policy, first=source)
+    elif text.startswith("/dev/video"):
+        opener = functools.partial(CaptureSource, text, role, raw=raw, timeout_s=timeout)
+    elif "://" in text:
+        opener = functools.partial(CaptureSource, text, role, timeout_s=timeout)
+    else:
+        return VideoFileSource(text, role)
+    # Cameras and URLs are live: with a policy they stall after its timeout and are reopened.
+    return opener() if policy is None else ReconnectingSource(opener, policy)
 
 
 @dataclass
@@ -226,18 +262,21 @@ class Endpoints:
 
 def open_endpoints(ir: Any, vis: Any, sink: Any = None, *, registration: Registration | None = None,
                    pair: str = "timestamp", fps: float | None = None, lossless: bool = False,
-                   overwrite: bool = False, raw_ir: bool = False) -> Endpoints:
+                   overwrite: bool = False, raw_ir: bool = False, reconnect: Reconnect | None = None) -> Endpoints:
     """Open both sources and the sink, and check what can be checked before a model loads: a source that cannot
     open (a missing file, a still image, a bad pipeline), frame sizes that do not match each other or the
     calibration (where a source declares its size: files, GStreamer files), an output that is an input or exists
-    without ``overwrite``. ``warnings``: index pairing of sources with different frame rates."""
+    without ``overwrite``. ``warnings``: index pairing of sources with different frame rates. ``reconnect``: how
+    live sources come back after an outage (None: the default :class:`Reconnect`; ``Reconnect(enabled=False)``:
+    an outage ends the stream)."""
     if pair not in PAIRINGS:
         raise InputError(f"unknown pairing {pair!r}", fix=f"use one of {', '.join(PAIRINGS)}")
     if fps is not None and not (math.isfinite(fps) and fps > 0):
         raise InputError(f"output fps must be > 0, got {fps}", fix="leave it out to take the VIS source's rate")
-    ir_source = open_source(ir, "IR", raw=raw_ir)
+    reconnect = (reconnect or Reconnect()).check()
+    ir_source = open_source(ir, "IR", raw=raw_ir, reconnect=reconnect)
     try:
-        vis_source = open_source(vis, "VIS")
+        vis_source = open_source(vis, "VIS", reconnect=reconnect)
     except BaseException:
         with contextlib.suppress(Exception):
             ir_source.close()
@@ -306,6 +345,7 @@ class Pipeline:
         max_frames: int | None = None,
         raw_ir: bool = False,
         overwrite: bool = False,
+        reconnect: Reconnect | None = None,
     ) -> None:
         if policy not in POLICIES:
             raise InputError(f"unknown queue policy {policy!r}", fix=f"use one of {', '.join(POLICIES)}")
@@ -327,7 +367,7 @@ class Pipeline:
         self.max_frames = max_frames
         self.pair = pair
         ends = open_endpoints(ir, vis, sink, registration=registration, pair=pair, fps=fps, lossless=lossless,
-                              overwrite=overwrite, raw_ir=raw_ir)
+                              overwrite=overwrite, raw_ir=raw_ir, reconnect=reconnect)
         self._sources: dict[str, Source] = {"ir": ends.ir, "vis": ends.vis}
         self.sink: Sink | None = ends.sink
         self.output_fps = ends.output_fps
@@ -489,7 +529,11 @@ class Pipeline:
         return StreamStats(
             read_ir=counts["read_ir"], read_vis=counts["read_vis"], paired=counts["paired"],
             unpaired_ir=unpaired["ir"], unpaired_vis=unpaired["vis"],
-            reused_ir=getattr(self.pairer, "reused", 0), dropped=dropped, fused=counts["fused"],
+            reused_ir=self.pairer.reused,
+            outages_ir=getattr(self._sources["ir"], "outages", 0),
+            outages_vis=getattr(self._sources["vis"], "outages", 0),
+            outage_s_ir=getattr(self._sources["ir"], "outage_s", 0.0),
+            outage_s_vis=getattr(self._sources["vis"], "outage_s", 0.0), dropped=dropped, fused=counts["fused"],
             written=counts["written"], elapsed_s=end - (self._started or end),
             fps_in_ir=self._rates["ir"].value(now), fps_in_vis=self._rates["vis"].value(now),
             fps_out=self._rates["out"].value(now), latency_ms=latency,
@@ -549,6 +593,10 @@ class Pipeline:
                             self._error = exc
                     self._stop_reading()
                     return
+                if isinstance(frame, Gap):  # the camera dropped; the source reopens it: tell the pairer
+                    if not out.put(frame):
+                        return
+                    continue
                 if frame is None:
                     if self._counts[f"read_{role}"] == 0:
                         raise InputError(f"{source.name} ended before its first frame",
@@ -568,7 +616,19 @@ class Pipeline:
         out = self._queues["pairs"]
         try:
             while (role := self.pairer.needs()) is not None:
-                item = self._queues[role].get()
+                other = "vis" if role == "ir" else "ir"
+                if self.pairer.away(other):
+                    # The away source may come back while this one flows: its queue is looked at first each time,
+                    # so its first frame back reaches the pairer (and ends the outage there) at once.
+                    item = self._queues[other].poll(0.0)
+                    if item is not _NOTHING:
+                        role = other
+                    else:
+                        item = self._queues[role].poll(OUTAGE_POLL_S)
+                        if item is _NOTHING:
+                            continue
+                else:
+                    item = self._queues[role].get()
                 if item is _END and self._queues[role]._aborted:
                     return
                 for pair in self.pairer.add(role, None if item is _END else item):

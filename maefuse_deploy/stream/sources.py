@@ -8,9 +8,11 @@ entered the pipeline, the start of the capture-to-fused latency.
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -18,7 +20,7 @@ from typing import Protocol
 import cv2
 import numpy as np
 
-from ..errors import InputError
+from ..errors import InputError, MaeFuseError
 from ..runtime.video import VideoReader
 
 
@@ -31,7 +33,8 @@ class Frame:
 
 
 class Source(Protocol):
-    """What the pipeline reads from. ``read`` returns None at the end of the stream (and keeps returning None)."""
+    """What the pipeline reads from. ``read`` returns None at the end of the stream (and keeps returning None), or
+    :data:`GAP` when a live source dropped and is being reopened (:class:`ReconnectingSource`)."""
 
     name: str
     nominal_fps: float | None
@@ -39,7 +42,7 @@ class Source(Protocol):
     # Optional: ``frame_size`` (width, height) where known before the first frame (files), so that a size
     # mismatch is found before the model loads.
 
-    def read(self) -> Frame | None: ...
+    def read(self) -> Frame | Gap | None: ...
 
     def close(self) -> None: ...
 
@@ -128,6 +131,147 @@ class CaptureSource:
 
     def close(self) -> None:
         self._capture.release()
+
+
+class Gap:
+    """What a reconnecting source's ``read`` returns once when its camera drops: the stream is not over, the source
+    is away. The pipeline passes it to the pairer (the other stream's frames are then counted unpaired) and counts
+    nothing as read."""
+
+    def __repr__(self) -> str:
+        return "GAP"
+
+
+GAP = Gap()
+
+
+@dataclass(frozen=True)
+class Reconnect:
+    """How a live source that drops is brought back (docs/streaming.md, "Cameras that come and go")."""
+
+    enabled: bool = True
+    stall_s: float = 2.0  # no frame for this long (or an error): an outage
+    backoff_s: float = 0.5  # first wait before reopening; doubled after each failed try
+    max_backoff_s: float = 5.0
+    give_up_s: float = 60.0  # an outage longer than this ends the stream with the source's one-line error
+
+    def check(self) -> Reconnect:
+        for name in ("stall_s", "backoff_s", "max_backoff_s", "give_up_s"):
+            value = getattr(self, name)
+            if not (isinstance(value, int | float) and value > 0):
+                raise InputError(f"reconnect {name} must be > 0 s, got {value!r}")
+        return self
+
+
+class ReconnectingSource:
+    """A live source (camera, URL, live GStreamer pipeline) that survives outages: on an error, a stall or an
+    end, it returns :data:`GAP` once, then reopens the source with backoff until a frame comes (or ``give_up_s``
+    passes: then the one-line error). Frames keep counting their ``index`` across reopenings, and timestamps are
+    rebased so that they continue from before the outage by the time that passed: a reopened camera's clock (a
+    GStreamer pipeline's running time) restarts at zero. ``outages`` and ``outage_s`` count and time them.
+    """
+
+    live = True
+
+    def __init__(self, opener: Callable[[], Source], policy: Reconnect, first: Source | None = None) -> None:
+        self._open = opener
+        self.policy = policy.check()
+        self._source = first if first is not None else opener()
+        self.name = self._source.name
+        self.nominal_fps = self._source.nominal_fps
+        self.frame_size = getattr(self._source, "frame_size", None)
+        self.outages = 0
+        self._outage_total = 0.0
+        self._outage_since: float | None = None
+        self._cause = ""
+        self._offset = 0.0
+        self._rebase = False
+        self._needs_reopen = False
+        self._wait = policy.backoff_s
+        self._last: tuple[float, float] | None = None  # (timestamp, captured) of the last frame delivered
+        self._index = 0
+        self._closed = threading.Event()
+        self._lock = threading.Lock()
+
+    @property
+    def outage_s(self) -> float:
+        """Seconds spent in outages so far, the current one included."""
+        with self._lock:
+            current = time.monotonic() - self._outage_since if self._outage_since is not None else 0.0
+            return self._outage_total + current
+
+    def read(self) -> Frame | Gap | None:
+        while not self._closed.is_set():
+            if self._needs_reopen:
+                self._reopen()
+                continue
+            try:
+                frame = self._source.read()
+            except MaeFuseError as exc:
+                frame, self._cause = None, str(exc)
+            if isinstance(frame, Frame):
+                if self._outage_since is not None:  # the outage ends with the first frame, not the reopening
+                    with self._lock:
+                        self._outage_total += time.monotonic() - self._outage_since
+                        self._outage_since = None
+                    self._cause = ""
+                return self._restamp(frame)
+            if self._closed.is_set():
+                return None
+            if isinstance(frame, Gap):  # a nested reconnecting source: its outage is ours
+                return frame
+            self._needs_reopen = True
+            self._cause = self._cause or f"{self.name} ended"
+            if self._outage_since is None:
+                with self._lock:
+                    # The outage began with the last frame that came (a stall is noticed only stall_s later).
+                    self._outage_since = self._last[1] if self._last is not None else time.monotonic()
+                    self.outages += 1
+                return GAP
+        return None
+
+    def _reopen(self) -> None:
+        """Wait (backoff) and open the source again; give up with the one-line error once the outage has lasted
+        ``give_up_s``. Returns at once when the source is ended meanwhile."""
+        assert self._outage_since is not None
+        while not self._closed.wait(self._wait):
+            away = time.monotonic() - self._outage_since
+            if away > self.policy.give_up_s:
+                self._closed.set()
+                raise InputError(f"{self.name} has been away for {away:.0f} s ({self._cause})",
+                                 fix="check the cable, power or network of the camera, or raise the give-up time "
+                                 "(--give-up-s)")
+            try:
+                fresh = self._open()
+            except MaeFuseError as exc:
+                self._cause = str(exc)
+                self._wait = min(self._wait * 2, self.policy.max_backoff_s)
+                continue
+            with contextlib.suppress(Exception):
+                self._source.close()
+            self._source, self._rebase, self._needs_reopen = fresh, True, False
+            self._wait = self.policy.backoff_s
+            return
+
+    def _restamp(self, frame: Frame) -> Frame:
+        if self._rebase and self._last is not None:
+            # Continue from the last frame before the outage by the time that really passed.
+            last_timestamp, last_captured = self._last
+            self._offset = last_timestamp + (frame.captured - last_captured) - frame.timestamp
+        self._rebase = False
+        restamped = Frame(frame.image, frame.timestamp + self._offset, self._index, frame.captured)
+        self._index += 1
+        self._last = (restamped.timestamp, restamped.captured)
+        return restamped
+
+    def end(self) -> None:
+        """Stop: a read in progress returns None at its next chance (after at most the source's stall timeout)."""
+        self._closed.set()
+
+    def close(self) -> None:
+        self._closed.set()
+        with contextlib.suppress(Exception):
+            self._source.close()
 
 
 class PushSource:
