@@ -197,9 +197,19 @@ int bad_input(const std::string& package, const fs::path& samples, const fs::pat
     small = output;
     small.format = MAEFUSE_FORMAT_NV12;
     expect_error(maefuse_fuse(rt, &ir, &vis, &small), MAEFUSE_ERROR_INVALID_ARGUMENT, "not produced", "NV12 output");
-#ifndef MAEFUSE_HAVE_CUDA_DEVICE_TESTS
-    expect_error(maefuse_fuse_device_async(rt, &ir, &vis, &output, nullptr), MAEFUSE_ERROR_UNAVAILABLE, "host frames",
-                 "device frames on a CPU package");
+#ifdef MAEFUSE_TEST_CUDA_BUILD
+    // NULL (the legacy default stream) is refused before anything else: its meaning depends on how the caller was
+    // compiled (--default-stream per-thread), and it serialises with every blocking stream.
+    expect_error(maefuse_fuse_device_async(rt, &ir, &vis, &output, nullptr), MAEFUSE_ERROR_INVALID_ARGUMENT,
+                 "legacy default stream", "device call on the legacy default stream");
+    expect_error(maefuse_fuse_device_async(rt, &ir, &vis, &output, reinterpret_cast<void*>(0x1)),
+                 MAEFUSE_ERROR_INVALID_ARGUMENT, "legacy default stream", "device call on cudaStreamLegacy");
+    // cudaStreamPerThread (0x2) is a stream: a CPU package then says it runs on host frames.
+    expect_error(maefuse_fuse_device_async(rt, &ir, &vis, &output, reinterpret_cast<void*>(0x2)),
+                 MAEFUSE_ERROR_UNAVAILABLE, "host frames", "device frames on a CPU package");
+#else
+    expect_error(maefuse_fuse_device_async(rt, &ir, &vis, &output, reinterpret_cast<void*>(0x2)),
+                 MAEFUSE_ERROR_UNAVAILABLE, "CUDA", "device frames in a build without CUDA");
 #endif
     EXPECT(maefuse_fuse(rt, &ir, &vis, &output) == MAEFUSE_OK, "a good call after bad ones: %s", maefuse_last_error());
     EXPECT(std::string(maefuse_last_error()).empty(), "message cleared after success");

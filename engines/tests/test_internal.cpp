@@ -3,10 +3,12 @@
 #include "../gstreamer/pairing_rule.hpp"
 #include "expect.hpp"
 #include "internal.hpp"
+#include "pixel_math.hpp"
 
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -178,6 +180,121 @@ int calibration_errors() {
     return failures;
 }
 
+
+// The sidecar's TensorRT version against the loaded library's: all four parts (tensorrt/sidecar.py version_parts).
+int version_parts_case() {
+    EXPECT((version_parts("10.16.0.72") == std::array<int, 4>{10, 16, 0, 72}), "four parts");
+    EXPECT((version_parts("11.1") == std::array<int, 4>{11, 1, 0, 0}), "missing parts are 0");
+    EXPECT((version_parts("") == std::array<int, 4>{0, 0, 0, 0}), "empty");
+    SidecarFacts s;
+    s.tensorrt_version = "10.16.0.72";
+    s.gpu_name = "NVIDIA H100 80GB HBM3";
+    s.cc_major = 9;
+    MachineFacts m;
+    m.has_gpu = true;
+    m.gpu_name = s.gpu_name;
+    m.cc_major = 9;
+    m.tensorrt_version = "10.16.0.72";
+    EXPECT(check_compatibility(s, m, false, "model.engine").empty(), "same build accepted");
+    m.tensorrt_version = "10.16.0.80";  // another build of the same release: TensorRT refuses the plan
+    expect_incompatible(s, m, false, "not built with --version-compat");
+    s.version_compat = true;
+    m.tensorrt_version = "10.16.0.60";
+    expect_incompatible(s, m, true, "which is older");
+    return failures;
+}
+
+EngineTensors good_tensors(int64_t batch, int64_t h, int64_t w) {
+    EngineTensors t;
+    t.io_tensors = 3;
+    t.ir = {true, true, true, {batch, h, w}};
+    t.vis = {true, true, true, {batch, h, w, 3}};
+    t.fused = {true, false, true, {batch, h, w, 3}};
+    return t;
+}
+
+void expect_refused(const EngineTensors& t, const std::string& needle) {
+    try {
+        check_engine_tensors(t, "model.engine");
+        EXPECT(false, "engine accepted, expected a refusal mentioning %s", needle.c_str());
+    } catch (const Failure& e) {
+        std::printf("refused: %s\n", e.what());
+        EXPECT(e.status == MAEFUSE_ERROR_MODEL_FILE, "status %d", e.status);
+        EXPECT(std::string(e.what()).find(needle) != std::string::npos, "message lacks %s", needle.c_str());
+    }
+}
+
+// The engine's tensors before any buffer is sized from them: one frame per call, uint8, one fixed frame size.
+int engine_tensors() {
+    EngineGeometry g = check_engine_tensors(good_tensors(1, 480, 640), "model.engine");
+    EXPECT(g.width == 640 && g.height == 480 && !g.dynamic_batch, "fixed batch 1: %dx%d", g.width, g.height);
+    g = check_engine_tensors(good_tensors(-1, 480, 640), "model.engine");
+    EXPECT(g.dynamic_batch, "dynamic batch");
+    expect_refused(good_tensors(4, 480, 640), "fixed batch of 4");  // buffers hold one frame: GPU out of bounds
+    expect_refused(good_tensors(1, -1, 640), "fixed camera size");
+    expect_refused(good_tensors(1, 480, 0), "fixed camera size");
+    EngineTensors t = good_tensors(1, 480, 640);
+    t.vis.uint8 = false;
+    expect_refused(t, "vis tensor that is not uint8");
+    t = good_tensors(1, 480, 640);
+    t.fused.uint8 = false;
+    expect_refused(t, "fused tensor that is not uint8");
+    t = good_tensors(1, 480, 640);
+    t.vis.shape = {1, 480, 640, 4};
+    expect_refused(t, "vis (1, 480, 640, 4)");
+    t = good_tensors(1, 480, 640);
+    t.fused.shape = {1, 240, 320, 3};
+    expect_refused(t, "one frame size");
+    t = good_tensors(1, 480, 640);
+    t.vis.shape = {1, 480, 640};
+    expect_refused(t, "vis (1, 480, 640)");
+    t = good_tensors(1, 480, 640);
+    t.fused.present = false;
+    expect_refused(t, "no tensor fused");
+    t = good_tensors(1, 480, 640);
+    t.vis.input = false;
+    expect_refused(t, "vis as an output");
+    t = good_tensors(1, 480, 640);
+    t.io_tensors = 4;
+    expect_refused(t, "4 input/output tensors");
+    t = good_tensors(-1, 480, 640);
+    t.fused.shape[0] = 2;
+    expect_refused(t, "batch axes differ");
+    return failures;
+}
+
+// One rounding rule for host and device (pixel_math.hpp): clamp, then half up; 16-bit samples at any address.
+int rounding() {
+    EXPECT(px::round_u8(2.5f) == 3 && px::round_u8(3.5f) == 4, "half up, not to even: %d %d", px::round_u8(2.5f),
+           px::round_u8(3.5f));
+    EXPECT(px::round_u8(0.49f) == 0 && px::round_u8(0.5f) == 1 && px::round_u8(254.5f) == 255, "edges");
+    EXPECT(px::round_u8(-3.0f) == 0 && px::round_u8(300.0f) == 255 && px::round_u8(NAN) == 0, "clamp and NaN");
+    // The warp rounds with the same rule: VIS x = 1 samples IR x = 0.5, between 10 and 15: 12.5 -> 13.
+    const uint8_t ir[2] = {10, 15};
+    const double half[9] = {1, 0, 0.5, 0, 1, 0, 0, 0, 1};
+    const Registration r = make_registration(half, 2, 1, 2, 1);
+    EXPECT(px::warp_pixel(r.vis_to_ir, 1, 0, ir, 2, 1) == 13, "warp tie %d", px::warp_pixel(r.vis_to_ir, 1, 0, ir, 2, 1));
+    const uint8_t bytes[5] = {0xff, 0x34, 0x12, 0x78, 0x56};
+    EXPECT(px::load_u16le(bytes + 1) == 0x1234 && px::load_u16le(bytes + 3) == 0x5678, "odd-address 16-bit loads");
+    // A GRAY16 frame with an odd stride (rows start at odd addresses) gives the packed frame's grey levels.
+    const int w = 37, h = 5;
+    std::vector<uint16_t> packed(w * h);
+    for (int i = 0; i < w * h; ++i) packed[i] = static_cast<uint16_t>((i * 7919) % 4096 + 100);
+    std::vector<uint8_t> odd(1 + static_cast<size_t>(2 * w + 1) * h, 0);
+    for (int y = 0; y < h; ++y)
+        for (int x = 0; x < w; ++x) {
+            uint8_t* p = odd.data() + 1 + y * (2 * w + 1) + 2 * x;
+            p[0] = packed[y * w + x] & 0xff;
+            p[1] = packed[y * w + x] >> 8;
+        }
+    std::vector<uint8_t> a, b;
+    ir_to_grey8(frame(packed.data(), w, h, MAEFUSE_FORMAT_GRAY16), a);
+    maefuse_frame f = frame(odd.data() + 1, w, h, MAEFUSE_FORMAT_GRAY16);
+    f.stride = 2 * w + 1;
+    ir_to_grey8(f, b);
+    EXPECT(a == b, "odd stride and offset change the 16-bit stretch");
+    return failures;
+}
 }  // namespace
 
 // The rule offline: each VIS frame against the latest IR frame at or before it and the first one after it, exactly
@@ -231,6 +348,9 @@ int main(int argc, char** argv) {
     if (which == "warp") return warp();
     if (which == "sidecar_rules") return sidecar_rules();
     if (which == "calibration_errors") return calibration_errors();
+    if (which == "version_parts") return version_parts_case();
+    if (which == "engine_tensors") return engine_tensors();
+    if (which == "rounding") return rounding();
     std::fprintf(stderr, "unknown case %s\n", which.c_str());
     return 2;
 }

@@ -73,7 +73,7 @@ void check_sizes(const maefuse_runtime& rt, const maefuse_frame& ir, const maefu
 }  // namespace
 
 namespace maefuse::detail {
-void Backend::run_device(const uint8_t*, const uint8_t*, uint8_t*, void*) {
+void Backend::run_device(const DeviceSteps&, void*) {
     fail(MAEFUSE_ERROR_UNAVAILABLE, std::string(name()) +
                                         " runs on host frames (fix: use maefuse_fuse, or a TensorRT engine for device frames)");
 }
@@ -174,17 +174,27 @@ maefuse_status maefuse_fuse_device_async(maefuse_runtime* runtime, const maefuse
         check_output(out);
         check_sizes(*runtime, *ir, *vis, *out);
 #ifdef MAEFUSE_HAVE_CUDA
+        if (is_legacy_default_stream(stream))
+            fail(MAEFUSE_ERROR_INVALID_ARGUMENT,
+                 "maefuse_fuse_device_async: the stream is the legacy default stream (NULL or cudaStreamLegacy) "
+                 "(fix: pass a stream of your own, or cudaStreamPerThread)");
         if (!runtime->backend->runs_on_device())
             fail(MAEFUSE_ERROR_UNAVAILABLE, std::string(runtime->backend->name()) +
                                                 " runs on host frames (fix: use maefuse_fuse, or a TensorRT engine "
                                                 "for device frames)");
-        DeviceScratch& scratch = device_scratch();  // per thread, grown on demand
         const int w = runtime->backend->width(), h = runtime->backend->height();
-        check_cuda(prepare_device_pair(*ir, *vis, runtime->registration ? &*runtime->registration : nullptr, w, h,
-                                       scratch, stream),
-                   "preparing device frames");
-        runtime->backend->run_device(scratch.ir_model, scratch.vis_bgr, scratch.fused, stream);
-        check_cuda(write_device_output(scratch.fused, *out, stream), "writing the fused device frame");
+        const Registration* registration = runtime->registration ? &*runtime->registration : nullptr;
+        // The backend runs both steps on its slot's stream with the slot's scratch (ordered with the caller's
+        // stream by events), so no buffer is shared between streams.
+        DeviceSteps steps;
+        steps.prepare = [&](DeviceScratch& scratch, uint8_t* ir_model, uint8_t* vis_bgr, void* slot_stream) {
+            check_cuda(prepare_device_pair(*ir, *vis, registration, w, h, scratch, ir_model, vis_bgr, slot_stream),
+                       "preparing device frames");
+        };
+        steps.finish = [&](const uint8_t* fused, void* slot_stream) {
+            check_cuda(write_device_output(fused, *out, slot_stream), "writing the fused device frame");
+        };
+        runtime->backend->run_device(steps, stream);
 #else
         (void)stream;
         fail(MAEFUSE_ERROR_UNAVAILABLE, "this build of maefuse has no CUDA support (fix: configure on a machine "

@@ -1,6 +1,7 @@
 // Host-side frame conversions: what the in-graph processing does not do (16-bit IR gain, VIS pixel formats,
 // the output format). Everything else (colour space, normalisation) is inside the compiled graph.
 #include "internal.hpp"
+#include "pixel_math.hpp"
 
 #include <algorithm>
 #include <cmath>
@@ -41,13 +42,11 @@ size_t stride_of(size_t stride, maefuse_format format, int width) {
     return stride ? stride : static_cast<size_t>(width) * bytes_per_pixel(format);
 }
 
-uint8_t clamp_u8(float v) { return static_cast<uint8_t>(std::min(255.0f, std::max(0.0f, std::nearbyint(v)))); }
-
 // numpy.percentile's default (linear interpolation between the two nearest ranks) from a 16-bit histogram.
 double percentile(const std::vector<uint32_t>& histogram, size_t count, double q) {
-    const double position = q / 100.0 * static_cast<double>(count - 1);
-    const size_t below = static_cast<size_t>(std::floor(position));
-    const double frac = position - static_cast<double>(below);
+    size_t below = 0;
+    double frac = 0.0;
+    px::percentile_position(q, count, &below, &frac);
     auto value_at = [&](size_t rank) {
         size_t seen = 0;
         for (size_t v = 0; v < histogram.size(); ++v) {
@@ -128,22 +127,15 @@ void ir_to_grey8(const maefuse_frame& ir, std::vector<uint8_t>& grey) {
     }
     // GRAY16: a per-frame automatic gain between the 0.5th and 99.5th percentiles (processing.ir_to_grey8).
     std::vector<uint32_t> histogram(65536, 0);
-    auto sample = [&](int x, int y) {
-        uint16_t v;
-        std::memcpy(&v, base + y * stride + 2 * static_cast<size_t>(x), 2);
-        return v;
-    };
+    auto sample = [&](int x, int y) { return px::load_u16le(base + y * stride + 2 * static_cast<size_t>(x)); };
     for (int y = 0; y < h; ++y)
         for (int x = 0; x < w; ++x) ++histogram[sample(x, y)];
     const size_t count = static_cast<size_t>(w) * h;
     const double low = percentile(histogram, count, 0.5), high = percentile(histogram, count, 99.5);
-    const float scale = static_cast<float>(255.0 / std::max(high - low, 1.0));
-    const float lowf = static_cast<float>(low);
+    float lowf = 0.0f, scale = 0.0f;
+    px::gain_from_percentiles(low, high, &lowf, &scale);
     for (int y = 0; y < h; ++y)
-        for (int x = 0; x < w; ++x) {
-            const float v = (static_cast<float>(sample(x, y)) - lowf) * scale + 0.5f;
-            grey[static_cast<size_t>(y) * w + x] = static_cast<uint8_t>(std::min(255.0f, std::max(0.0f, v)));
-        }
+        for (int x = 0; x < w; ++x) grey[static_cast<size_t>(y) * w + x] = px::stretch16(sample(x, y), lowf, scale);
 }
 
 void vis_to_bgr(const maefuse_frame& vis, std::vector<uint8_t>& bgr) {
@@ -158,13 +150,7 @@ void vis_to_bgr(const maefuse_frame& vis, std::vector<uint8_t>& bgr) {
             const uint8_t* row = base + y * stride;
             const uint8_t* uv = uv_base + (y / 2) * uv_stride;
             uint8_t* dst = &bgr[static_cast<size_t>(y) * w * 3];
-            for (int x = 0; x < w; ++x) {
-                const float luma = 1.164f * (row[x] - 16.0f);
-                const float u = uv[(x / 2) * 2] - 128.0f, v = uv[(x / 2) * 2 + 1] - 128.0f;
-                dst[3 * x + 0] = clamp_u8(luma + 2.018f * u);
-                dst[3 * x + 1] = clamp_u8(luma - 0.391f * u - 0.813f * v);
-                dst[3 * x + 2] = clamp_u8(luma + 1.596f * v);
-            }
+            for (int x = 0; x < w; ++x) px::nv12_to_bgr(row[x], uv[(x / 2) * 2], uv[(x / 2) * 2 + 1], dst + 3 * x);
         }
         return;
     }
@@ -214,8 +200,7 @@ void write_output(const uint8_t* bgr, maefuse_output& out) {
                 }
                 break;
             case MAEFUSE_FORMAT_GRAY8:  // OpenCV's BGR2GRAY weights
-                for (int x = 0; x < w; ++x)
-                    row[x] = clamp_u8(0.114f * src[3 * x] + 0.587f * src[3 * x + 1] + 0.299f * src[3 * x + 2]);
+                for (int x = 0; x < w; ++x) row[x] = px::bgr_to_grey(src + 3 * x);
                 break;
             default: fail(MAEFUSE_ERROR_INVALID_ARGUMENT, std::string("output format ") + format_name(out.format));
         }

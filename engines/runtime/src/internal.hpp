@@ -3,7 +3,9 @@
 
 #include <maefuse/maefuse.h>
 
+#include <array>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <stdexcept>
 #include <string>
@@ -46,6 +48,19 @@ Registration make_registration(const double ir_to_vis[9], int ir_width, int ir_h
 // (ir_height, ir_width) grey -> (vis_height, vis_width) grey in VIS geometry; bilinear, 0 outside the IR frame.
 void warp_grey(const Registration& registration, const uint8_t* ir, uint8_t* out);
 
+// --- device frames (cuda/kernels.h; CUDA builds) ------------------------------------------------------------------
+struct DeviceScratch;  // per-slot device buffers of the frame processing (histogram, gain, IR before the warp)
+
+// One device call's work around the model. The backend runs all of it on one of its own streams (the slot's), so
+// the slot's buffers and scratch are only ever used in stream order: `prepare` writes the model inputs (ir (H, W)
+// grey and vis (H, W, 3) BGR, device memory of the slot) from the caller's frames, the model runs, `finish` reads
+// the fused (H, W, 3) BGR frame into the caller's output. Both get the slot's stream (a cudaStream_t) and throw on
+// failure.
+struct DeviceSteps {
+    std::function<void(DeviceScratch& scratch, uint8_t* ir, uint8_t* vis, void* stream)> prepare;
+    std::function<void(const uint8_t* fused, void* stream)> finish;
+};
+
 // --- backends ----------------------------------------------------------------------------------------------------
 // A model at one frame size. Inputs and output are uint8: ir (1, H, W) grey, vis (1, H, W, 3) BGR, out (1, H, W, 3)
 // BGR, tightly packed. run_host may be called from many threads at once.
@@ -56,9 +71,11 @@ public:
     virtual int width() const = 0;
     virtual int height() const = 0;
     virtual void run_host(const uint8_t* ir, const uint8_t* vis, uint8_t* out) = 0;
-    // Device pointers, work queued on `stream` (cudaStream_t). Only backends that run on a GPU implement it.
+    // Device frames: `steps` and the model queued on a stream of the backend's own, after the work queued on
+    // `caller_stream` (a cudaStream_t, not the legacy default stream) so far; `caller_stream` then waits for them.
+    // Returns when queued. Only backends that run on a GPU implement it.
     virtual bool runs_on_device() const { return false; }
-    virtual void run_device(const uint8_t* ir, const uint8_t* vis, uint8_t* out, void* stream);
+    virtual void run_device(const DeviceSteps& steps, void* caller_stream);
 };
 
 std::unique_ptr<Backend> make_aoti_backend(const std::string& path, int instances);
@@ -81,11 +98,32 @@ struct MachineFacts {
     std::string gpu_name;
     int cc_major = 0, cc_minor = 0;
 };
+// "10.16.0.72" -> {10, 16, 0, 72}: major, minor, patch, build; missing parts count as 0 (tensorrt/sidecar.py).
+std::array<int, 4> version_parts(const std::string& version);
 std::string sidecar_path(const std::string& engine_path);
 SidecarFacts read_sidecar(const std::string& engine_path);
 // Throws MAEFUSE_ERROR_INCOMPATIBLE naming both sides; returns notes (same architecture, other GPU model).
 std::vector<std::string> check_compatibility(const SidecarFacts& sidecar, const MachineFacts& machine,
                                              bool allow_incompatible, const std::string& engine_path);
-MachineFacts machine_facts(int device);  // cuda_facts.cpp: the GPU via the CUDA runtime when built with CUDA
+// The GPU via the CUDA runtime, and the loaded TensorRT library's own version (getInferLib*Version), not the
+// headers' (machine_facts.cpp).
+MachineFacts machine_facts(int device);
+
+// --- what a TensorRT engine's tensors must be for the C++ runtime (engine_contract.cpp) ---------------------------
+struct EngineTensor {
+    bool present = false, input = false, uint8 = false;
+    std::vector<int64_t> shape;  // -1 where dynamic
+};
+struct EngineTensors {
+    EngineTensor ir, vis, fused;
+    int io_tensors = 0;  // all input and output tensors of the engine
+};
+struct EngineGeometry {
+    int width = 0, height = 0;
+    bool dynamic_batch = false;  // the batch axis is -1: set to 1 on every context
+};
+// Throws MAEFUSE_ERROR_MODEL_FILE naming the engine unless it has exactly uint8 ir (N, H, W), vis (N, H, W, 3) and
+// fused (N, H, W, 3) with H, W > 0 and the same everywhere, and a batch axis of 1 or dynamic: buffers hold one frame.
+EngineGeometry check_engine_tensors(const EngineTensors& tensors, const std::string& engine_path);
 
 }  // namespace maefuse::detail

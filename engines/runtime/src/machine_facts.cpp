@@ -1,11 +1,12 @@
-// The GPU this process would run an engine on, from the CUDA runtime (builds with CUDA) or "none".
+// The GPU this process would run an engine on, from the CUDA runtime (builds with CUDA) or "none", and the
+// TensorRT library's version.
 #include "internal.hpp"
 
 #ifdef MAEFUSE_HAVE_CUDA
 #include <cuda_runtime_api.h>
 #endif
 #ifdef MAEFUSE_HAVE_TENSORRT
-#include <NvInferVersion.h>
+#include <NvInferRuntime.h>
 #endif
 
 namespace maefuse::detail {
@@ -13,8 +14,11 @@ namespace maefuse::detail {
 MachineFacts machine_facts(int device) {
     MachineFacts facts;
 #ifdef MAEFUSE_HAVE_TENSORRT
-    facts.tensorrt_version = std::to_string(NV_TENSORRT_MAJOR) + "." + std::to_string(NV_TENSORRT_MINOR) + "." +
-                             std::to_string(NV_TENSORRT_PATCH);
+    // The library loaded at run time, which may differ from the headers this was compiled with (a newer libnvinfer
+    // on the library path); all four parts, as the sidecar records them.
+    facts.tensorrt_version = std::to_string(getInferLibMajorVersion()) + "." + std::to_string(getInferLibMinorVersion()) +
+                             "." + std::to_string(getInferLibPatchVersion()) + "." +
+                             std::to_string(getInferLibBuildVersion());
 #endif
 #ifdef MAEFUSE_HAVE_CUDA
     cudaDeviceProp props{};

@@ -3,6 +3,7 @@
 //  "vis_size": [w, h], ...}. The host warp matches cv2.warpPerspective(INTER_LINEAR, BORDER_CONSTANT 0) within a
 // grey level (OpenCV interpolates in 1/32-pixel fixed point, this warp in float).
 #include "internal.hpp"
+#include "pixel_math.hpp"
 
 #include <nlohmann/json.hpp>
 
@@ -98,26 +99,9 @@ Registration load_registration(const std::string& path) {
 }
 
 void warp_grey(const Registration& r, const uint8_t* ir, uint8_t* out) {
-    const double* m = r.vis_to_ir;
-    const int iw = r.ir_width, ih = r.ir_height;
-    for (int y = 0; y < r.vis_height; ++y) {
-        for (int x = 0; x < r.vis_width; ++x) {
-            const double w = m[6] * x + m[7] * y + m[8];
-            const double sx = (m[0] * x + m[1] * y + m[2]) / w, sy = (m[3] * x + m[4] * y + m[5]) / w;
-            const double fx = std::floor(sx), fy = std::floor(sy);
-            const int x0 = static_cast<int>(fx), y0 = static_cast<int>(fy);
-            const float ax = static_cast<float>(sx - fx), ay = static_cast<float>(sy - fy);
-            // Neighbours outside the IR frame count as 0 (OpenCV's BORDER_CONSTANT with value 0).
-            auto at = [&](int xx, int yy) -> float {
-                return (xx >= 0 && yy >= 0 && xx < iw && yy < ih) ? ir[static_cast<size_t>(yy) * iw + xx] : 0.0f;
-            };
-            float value = 0.0f;
-            if (std::isfinite(sx) && std::isfinite(sy) && x0 >= -1 && y0 >= -1 && x0 < iw && y0 < ih)
-                value = (1 - ay) * ((1 - ax) * at(x0, y0) + ax * at(x0 + 1, y0)) +
-                        ay * ((1 - ax) * at(x0, y0 + 1) + ax * at(x0 + 1, y0 + 1));
-            out[static_cast<size_t>(y) * r.vis_width + x] = static_cast<uint8_t>(std::lround(value));
-        }
-    }
+    for (int y = 0; y < r.vis_height; ++y)
+        for (int x = 0; x < r.vis_width; ++x)
+            out[static_cast<size_t>(y) * r.vis_width + x] = px::warp_pixel(r.vis_to_ir, x, y, ir, r.ir_width, r.ir_height);
 }
 
 }  // namespace maefuse::detail

@@ -1,4 +1,4 @@
-// ENGINE.json sidecars (maefuse_deploy/engine/sidecar.py): read them and apply the same compatibility rules as the
+// ENGINE.json sidecars (maefuse_deploy/tensorrt/sidecar.py): read them and apply the same compatibility rules as the
 // Python runtime before a plan is deserialised, so the user gets one line naming both sides.
 #include "internal.hpp"
 
@@ -8,25 +8,24 @@
 #include <fstream>
 #include <regex>
 #include <sstream>
-#include <tuple>
 
 namespace maefuse::detail {
 
 namespace {
 
-std::tuple<int, int, int> version_triplet(const std::string& version) {
-    int parts[3] = {0, 0, 0};
-    std::regex number("\\d+");
-    int i = 0;
-    for (auto it = std::sregex_iterator(version.begin(), version.end(), number); it != std::sregex_iterator() && i < 3;
-         ++it)
-        parts[i++] = std::stoi(it->str());
-    return {parts[0], parts[1], parts[2]};
-}
-
 std::string cc(int major, int minor) { return std::to_string(major) + "." + std::to_string(minor); }
 
 }  // namespace
+
+std::array<int, 4> version_parts(const std::string& version) {
+    std::array<int, 4> parts{0, 0, 0, 0};
+    const std::regex number("\\d{1,9}");
+    size_t i = 0;
+    for (auto it = std::sregex_iterator(version.begin(), version.end(), number);
+         it != std::sregex_iterator() && i < parts.size(); ++it)
+        parts[i++] = std::stoi(it->str());
+    return parts;
+}
 
 std::string sidecar_path(const std::string& engine_path) { return engine_path + ".json"; }
 
@@ -87,7 +86,8 @@ std::vector<std::string> check_compatibility(const SidecarFacts& sidecar, const 
     }
 
     if (!machine.tensorrt_version.empty()) {
-        const auto built = version_triplet(sidecar.tensorrt_version), here = version_triplet(machine.tensorrt_version);
+        // All four parts, build number included: TensorRT's own plan check refuses a plan from another build.
+        const auto built = version_parts(sidecar.tensorrt_version), here = version_parts(machine.tensorrt_version);
         if (built != here) {
             const std::string what = "engine " + engine + " was built with TensorRT " + sidecar.tensorrt_version +
                                      " but this machine has TensorRT " + machine.tensorrt_version;

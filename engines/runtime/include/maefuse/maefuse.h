@@ -9,7 +9,9 @@
  * 0.5th and 99.5th percentiles, as the Python runtime does). VIS is BGR, BGRX, RGB, GRAY8 or NV12. The fused frame
  * is written in the format of the output frame (BGR, BGRX, RGB or GRAY8) at the VIS size.
  *
- * Threads: one runtime may be called from any number of threads at once; results equal serial calls.
+ * Threads: one runtime may be called from any number of threads at once; results equal serial calls. Calls never
+ * change the calling thread's current CUDA device. maefuse_destroy must not overlap a call on the same runtime.
+ * Streams (device frames): see maefuse_fuse_device_async and docs/cpp.md.
  */
 #ifndef MAEFUSE_MAEFUSE_H
 #define MAEFUSE_MAEFUSE_H
@@ -74,7 +76,9 @@ typedef struct maefuse_options {
     const char* homography_path;
     /* CUDA device for TensorRT engines; ignored by CPU packages. */
     int device;
-    /* Model instances that may run at once (AOTInductor packages); 0 picks 1. More instances cost memory. */
+    /* Model instances that may run at once: AOTInductor packages (0 picks 1); TensorRT engines: execution contexts
+     * (0 picks 2; a dynamic-shape engine at most one per optimization profile). More instances cost memory; more
+     * concurrent calls wait for a free one. */
     int instances;
     /* Run an engine whose sidecar names another GPU or TensorRT version when it was built hardware- or
      * version-compatible. */
@@ -103,9 +107,13 @@ MAEFUSE_API const char* maefuse_backend_name(const maefuse_runtime* runtime);
 MAEFUSE_API maefuse_status maefuse_fuse(maefuse_runtime* runtime, const maefuse_frame* ir, const maefuse_frame* vis,
                                         maefuse_output* out);
 
-/* Device frames (CUDA builds with a TensorRT engine): the same layouts in device memory, work queued on `stream`
- * (a cudaStream_t; NULL is the legacy default stream). Returns when the work is queued; the output is ready when
- * the stream is. Returns MAEFUSE_ERROR_UNAVAILABLE in builds without CUDA or for CPU packages. */
+/* Device frames (CUDA builds with a TensorRT engine): the same layouts in device memory of the runtime's device.
+ * `stream` (a cudaStream_t of that device) orders the call: the runtime's work starts after everything queued on
+ * `stream` before the call and everything queued on `stream` after the call starts after the runtime's work (the
+ * work itself runs on a stream of the runtime, joined to `stream` by events). So the frames may be written by work
+ * on `stream`, must stay valid until then, and the output is ready when `stream` is. NULL and cudaStreamLegacy are
+ * refused (MAEFUSE_ERROR_INVALID_ARGUMENT); cudaStreamPerThread is accepted. Returns when the work is queued.
+ * Returns MAEFUSE_ERROR_UNAVAILABLE in builds without CUDA or for CPU packages. */
 MAEFUSE_API maefuse_status maefuse_fuse_device_async(maefuse_runtime* runtime, const maefuse_frame* ir,
                                                      const maefuse_frame* vis, maefuse_output* out, void* stream);
 
