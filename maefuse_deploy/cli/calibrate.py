@@ -12,7 +12,8 @@ from ..contract import parse_frame_size
 from ..errors import InputError
 from ..io import find_pairs, read_image, write_image
 from ..registration import (
-    MODELS,
+    TRANSFORMS,
+    Registration,
     check_calibration,
     from_frames,
     from_points,
@@ -30,8 +31,11 @@ from .common import note, report_errors
               help="point pairs, one 'ir_x ir_y vis_x vis_y' line each: the exact least-squares mapping")
 @click.option("--ir-size", help="IR frame size WxH (with --points and no --ir frames)")
 @click.option("--vis-size", help="VIS frame size WxH (with --points and no --vis frames)")
-@click.option("--transform", "model", type=click.Choice(MODELS), default="homography", show_default=True,
-              help="the mapping's form (the file's 'model' field)")
+@click.option("--transform", "model", type=click.Choice(TRANSFORMS), default="auto", show_default=True,
+              help="the mapping's form; auto: similarity, then affine, then homography as far as the matches "
+                   "support (frame pairs; point pairs: homography)")
+@click.option("--max-uncertainty", type=click.FloatRange(min=0.0), default=2.0, show_default=True,
+              help="refuse (exit 1, nothing written) when the expected error at an output corner is larger (px)")
 @click.option("--out", "-o", type=click.Path(path_type=Path), help="calibration JSON to write")
 @click.option("--overwrite", is_flag=True, help="replace an existing --out or --preview file (refused by default)")
 @click.option("--check", "check_path", type=click.Path(path_type=Path),
@@ -41,7 +45,8 @@ from .common import note, report_errors
 @click.option("--preview", type=click.Path(path_type=Path), help="write a PNG: VIS with the registered IR edges in red")
 @report_errors
 def main(ir: Path | None, vis: Path | None, points: Path | None, ir_size: str | None, vis_size: str | None,
-         model: str, out: Path | None, overwrite: bool, check_path: Path | None, max_residual: float,
+         model: str, max_uncertainty: float, out: Path | None, overwrite: bool, check_path: Path | None,
+         max_residual: float,
          preview: Path | None) -> None:
     """Estimate the IR-to-VIS homography (or affine map) from point pairs or from frame pairs, or check one."""
     if (ir is None) != (vis is None):
@@ -72,14 +77,16 @@ def main(ir: Path | None, vis: Path | None, points: Path | None, ir_size: str | 
         if sizes[0] is None or sizes[1] is None:
             raise click.UsageError("--points needs the frame sizes: --ir-size WxH --vis-size WxH, or --ir/--vis")
         ir_points, vis_points = read_point_pairs(points)
-        registration = from_points(ir_points, vis_points, sizes[0], sizes[1], model)  # type: ignore[arg-type]
+        registration = from_points(ir_points, vis_points, sizes[0], sizes[1], model,  # type: ignore[arg-type]
+                                   max_uncertainty_px=max_uncertainty)
         note(f"{len(ir_points)} point pairs: mean reprojection error {registration.residual_px:.3g} px")
     elif frames:
         note(f"estimating from {len(frames)} frame pair(s) (block matching on gradient structure)")
-        registration = from_frames(frames, model)  # type: ignore[arg-type]
+        registration = from_frames(frames, model, max_uncertainty_px=max_uncertainty)  # type: ignore[arg-type]
         note(f"{registration.extra['matches']} structure matches from {registration.extra['pairs_used']} of "
-             f"{len(frames)} pairs; residual median {registration.residual_px:.2f} px, "
-             f"90th percentile {registration.extra['residual_p90_px']:.2f} px (parallax and mismatches)")
+             f"{len(frames)} pairs, coverage {100 * registration.extra['coverage']:.0f} % of the frame; residual "
+             f"median {registration.residual_px:.2f} px, 90th percentile {registration.extra['residual_p90_px']:.2f}"
+             " px (parallax and mismatches)")
     else:
         raise InputError("nothing to calibrate from", fix="pass --points FILE or --ir/--vis frame pairs")
     if preview is not None:
@@ -90,6 +97,7 @@ def main(ir: Path | None, vis: Path | None, points: Path | None, ir_size: str | 
                f"{registration.vis_size[0]}x{registration.vis_size[1]}:")
     click.echo(np.array2string(registration.matrix, precision=6, suppress_small=True))
     click.echo(f"IR corners land at {corners} in the VIS frame")
+    click.echo(f"fitted as {registration.extra.get('fitted_model', registration.model)}; {_uncertainty(registration)}")
     if preview is not None:
         click.echo(f"preview: {preview}")
     click.echo(f"wrote {out}")
@@ -100,6 +108,7 @@ def _check(path: Path, frames: list[tuple[np.ndarray, np.ndarray]], names: list[
     if not frames:
         raise InputError("--check needs frame pairs to measure on", fix="pass --ir and --vis")
     result = check_calibration(registration, frames)
+    click.echo(f"{path}: {_uncertainty(registration)}")
     for name, median in zip(names, result.pair_medians_px, strict=True):
         click.echo(f"{name}: median structure displacement {median:.2f} px")
     click.echo(f"{path}: median {result.median_px:.2f} px, 90th percentile {result.p90_px:.2f} px over "
@@ -108,3 +117,14 @@ def _check(path: Path, frames: list[tuple[np.ndarray, np.ndarray]], names: list[
         raise InputError(f"calibration {path} leaves shared structure {result.median_px:.2f} px apart (median; "
                          f"limit {max_residual:g} px)", fix="re-calibrate: the cameras moved, or these frames are "
                          "from another rig")
+
+
+def _uncertainty(registration: Registration) -> str:
+    """The calibration's corner uncertainty as one phrase (older files and exactly determined points have none)."""
+    uncertainty = registration.extra.get("corner_uncertainty_px")
+    if not isinstance(uncertainty, dict):
+        return "corner uncertainty unknown (" + str(registration.extra.get("corner_uncertainty_note",
+                                                                            "not recorded in this file")) + ")"
+    corners = ", ".join(f"{name.replace('_', ' ')} {value:.2f}" for name, value in uncertainty.items()
+                        if name != "max")
+    return f"expected error at the output's corners (uncertainty) {uncertainty['max']:.2f} px max ({corners} px)"

@@ -3,6 +3,7 @@ check, warp), and its estimation from point pairs or frame pairs (``estimate.py`
 the file format, the method and its measured accuracy."""
 
 from .estimate import (
+    TRANSFORMS,
     CalibrationCheck,
     alignment_residuals,
     check_calibration,
@@ -27,6 +28,7 @@ __all__ = [
     "FORMAT_NAME",
     "FORMAT_VERSION",
     "MODELS",
+    "TRANSFORMS",
     "CalibrationCheck",
     "Model",
     "Registration",

@@ -28,9 +28,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import cv2
 import numpy as np
@@ -50,6 +50,17 @@ AMBIGUITY_MARGIN = 0.05  # a second peak (2+ px away) this close to the best mak
 CAUCHY_WIDTH = 2.5  # robust scale: residuals past 2.5x the (median-based) spread weigh less and less
 MIN_MATCHES = 12
 COARSE_CANDIDATES = 16  # coarse-search winners tried by the first block-matching stage (4 miss on night frames)
+REFERENCE_WIDTH = 640  # STAGES' factors are for VIS frames this wide; others scale them (_stages)
+MAX_UNCERTAINTY_PX = 2.0  # refuse an estimate whose expected error at an output corner is larger
+BOOTSTRAP_SAMPLES = 200
+BOOTSTRAP_CELL = 64  # VIS px: the bootstrap's unit, larger than a block (48 px) so overlapping blocks go together
+COVERAGE_GRID = 4  # coverage: the share of a 4x4 grid of the VIS frame's cells holding a match
+HOMOGRAPHY_COVERAGE = 0.75  # "auto" fits perspective terms only to matches in 12 of the 16 cells or more
+SUPPORT = 2.0  # "auto" takes a richer model when it moves the corners by more than 2x its own uncertainty
+Transform = Literal["auto", "similarity", "affine", "homography"]
+TRANSFORMS: tuple[str, ...] = ("auto", "similarity", "affine", "homography")
+FITTED_MODELS = ("similarity", "affine", "homography")  # simplest first: the order "auto" climbs
+CORNER_NAMES = ("top_left", "top_right", "bottom_right", "bottom_left")  # frame_corners' order
 
 
 # --- point pairs -----------------------------------------------------------------------------------------------
@@ -84,28 +95,37 @@ def from_points(
     vis_points: np.ndarray,
     ir_size: tuple[int, int],
     vis_size: tuple[int, int],
-    model: Model = "homography",
+    model: Transform = "homography",
+    *,
+    max_uncertainty_px: float | None = None,
 ) -> Registration:
     """Least-squares mapping through (N, 2) IR and VIS pixel coordinates; exact for exact points.
 
-    A homography needs 4 pairs (no three on a line), an affine map 3. Normalised DLT (Hartley) solved by SVD, so
-    exact input gives the exact matrix to rounding, with no robust-estimator randomness.
+    A homography needs 4 pairs (no three on a line), an affine map 3, a similarity 2; "auto" is the homography
+    (point pairs are placed over the frame on purpose: nothing to extrapolate). Normalised DLT (Hartley) solved by
+    SVD, so exact input gives the exact matrix to rounding, with no robust-estimator randomness. Points outside
+    their frame (pixel centres -0.5 .. size - 0.5, +-1 px for other corner conventions) are an error: they were
+    given for another frame size. The corner uncertainty comes from the residuals (``points_uncertainty``);
+    above ``max_uncertainty_px`` the estimate is refused.
     """
     ir_points = np.asarray(ir_points, dtype=np.float64).reshape(-1, 2)
     vis_points = np.asarray(vis_points, dtype=np.float64).reshape(-1, 2)
-    needed = 4 if model == "homography" else 3
+    fitted = "homography" if model == "auto" else model
+    for points, size, camera in ((ir_points, ir_size, "IR"), (vis_points, vis_size, "VIS")):
+        outside = np.any((points < -1.0) | (points > np.array(size, dtype=np.float64)), axis=1)
+        if outside.any():
+            x, y = points[int(np.argmax(outside))]
+            option = f"--{camera.lower()}-size {size[0]}x{size[1]}"
+            raise InputError(f"{int(outside.sum())} {camera} point(s) lie outside the {camera} frame ({option}), "
+                             f"e.g. ({x:g}, {y:g})", fix=f"give points in pixels of the {size[0]}x{size[1]} frames, "
+                             f"or the frame size the points were taken at ({option.split()[0]})")
+    needed = {"homography": 4, "affine": 3, "similarity": 2}[fitted]
     if len(ir_points) != len(vis_points) or len(ir_points) < needed:
-        raise InputError(f"a{'n' if model == 'affine' else ''} {model} needs at least {needed} point pairs, got "
+        raise InputError(f"a{'n' if fitted == 'affine' else ''} {fitted} needs at least {needed} point pairs, got "
                          f"{min(len(ir_points), len(vis_points))}", fix="add point pairs")
     ir_norm, t_ir = _normalising_transform(ir_points)
     vis_norm, t_vis = _normalising_transform(vis_points)
-    if model == "affine":
-        design = np.hstack([ir_norm, np.ones((len(ir_norm), 1))])
-        solution, _, rank, _ = np.linalg.lstsq(design, vis_norm, rcond=None)
-        if rank < 3:
-            raise InputError("the point pairs are degenerate (collinear)", fix="spread the points over the frame")
-        normalised = np.vstack([solution.T, [0.0, 0.0, 1.0]])
-    else:
+    if fitted == "homography":
         rows = []
         for (x, y), (u, v) in zip(ir_norm, vis_norm, strict=True):
             rows.append([-x, -y, -1, 0, 0, 0, u * x, u * y, u])
@@ -115,10 +135,53 @@ def from_points(
             raise InputError("the point pairs are degenerate (three or more on a line)",
                              fix="spread the points over the frame")
         normalised = vt[-1].reshape(3, 3)
+    else:
+        if fitted == "affine":
+            design = np.hstack([ir_norm, np.ones((len(ir_norm), 1))])
+            solution, _, rank, _ = np.linalg.lstsq(design, vis_norm, rcond=None)
+            full = rank >= 3
+            rows2 = solution.T
+        else:  # u = a x - b y + tx, v = b x + a y + ty
+            x, y = ir_norm[:, 0], ir_norm[:, 1]
+            one, zero = np.ones_like(x), np.zeros_like(x)
+            design = np.vstack([np.column_stack([x, -y, one, zero]), np.column_stack([y, x, zero, one])])
+            (sa, sb, tx, ty), _, rank, _ = np.linalg.lstsq(design, vis_norm.T.ravel(), rcond=None)
+            full = rank >= 4
+            rows2 = np.array([[sa, -sb, tx], [sb, sa, ty]])
+        if not full:
+            raise InputError("the point pairs are degenerate (collinear)", fix="spread the points over the frame")
+        normalised = np.vstack([rows2, [0.0, 0.0, 1.0]])
     matrix = np.linalg.inv(t_vis) @ normalised @ t_ir
     matrix /= matrix[2, 2]
     residual = float(np.mean(np.linalg.norm(map_points(matrix, ir_points) - vis_points, axis=1)))
-    return Registration(matrix, ir_size, vis_size, model=model, method="points", residual_px=residual)
+    uncertainty = points_uncertainty(matrix, fitted, ir_points, vis_points, ir_size, vis_size)
+    extra: dict[str, Any] = {"fitted_model": fitted, "corner_uncertainty_px": uncertainty}
+    if uncertainty is None:
+        extra["corner_uncertainty_note"] = (f"{len(ir_points)} point pairs determine the {fitted} exactly: no "
+                                            "residual to estimate its error from; add point pairs")
+    elif max_uncertainty_px is not None and uncertainty["max"] > max_uncertainty_px:
+        raise InputError(f"calibration too uncertain: the point pairs leave an expected error of "
+                         f"{uncertainty['max']:.2f} px at the output's corners (limit {max_uncertainty_px:g} px; "
+                         f"mean reprojection error {residual:.2f} px)",
+                         fix="check the point pairs (a swapped or mistyped pair), add point pairs near the corners")
+    saved: Model = "homography" if fitted == "homography" else "affine"
+    return Registration(matrix, ir_size, vis_size, model=saved, method="points", residual_px=residual, extra=extra)
+
+
+def points_uncertainty(matrix: np.ndarray, model: str, ir_points: np.ndarray, vis_points: np.ndarray,
+                       ir_size: tuple[int, int], vis_size: tuple[int, int]) -> dict[str, float] | None:
+    """Expected corner error of a point-pair fit from its residuals: hand-placed points are independent
+    measurements, so the least-squares covariance (residual variance times (J^T J)^-1) holds; 200 seeded draws
+    from it are mapped to the output's corners. ``None`` when the points determine the model exactly."""
+    fit = _linearise(matrix, model, ir_points, vis_points, np.ones(len(ir_points)), ir_size, vis_size)
+    redundancy = fit.residual.size - fit.params.size
+    if redundancy <= 0:
+        return None
+    variance = float(fit.residual @ fit.residual) / redundancy
+    covariance = variance * np.linalg.pinv(fit.jacobian.T @ fit.jacobian)
+    draws = np.random.default_rng(0).multivariate_normal(np.zeros(fit.params.size), covariance,
+                                                         BOOTSTRAP_SAMPLES)
+    return corner_uncertainty(corner_offsets(fit, draws, ir_size, vis_size))
 
 
 def _normalising_transform(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -202,7 +265,7 @@ def _match_blocks(vis_channels: list[np.ndarray], ir_channels: list[np.ndarray],
             score = np.zeros((2 * search + 1, 2 * search + 1), np.float32)
             for vis_map, ir_map in zip(vis_channels, ir_channels, strict=True):
                 block = ir_map[y - half:y + half, x - half:x + half]
-                if float(block.std()) < 1e-4:
+                if float(cv2.meanStdDev(block)[1][0, 0]) < 1e-4:  # numpy's std is 20x slower here
                     break  # flat: no structure to locate
                 window = vis_map[y - half - search:y + half + search, x - half - search:x + half + search]
                 score += cv2.matchTemplate(window, block, cv2.TM_CCOEFF_NORMED)
@@ -253,6 +316,21 @@ def _parameters(matrix: np.ndarray, model: str) -> np.ndarray:
     return np.array(affine + ([m[2, 0], m[2, 1]] if model == "homography" else []))
 
 
+@dataclass(frozen=True)
+class Fit:
+    """A robust fit of one model to the matches: the 3x3 IR -> VIS matrix, each match's residual (VIS px), and
+    what the uncertainty needs (parameters, unweighted residuals and their Jacobian, final weights; normalised
+    coordinates, see ``_normaliser``)."""
+
+    model: str
+    matrix: np.ndarray
+    distance: np.ndarray
+    params: np.ndarray
+    residual: np.ndarray  # (2N,) mapped minus target, normalised VIS units
+    jacobian: np.ndarray  # (2N, k)
+    weights: np.ndarray  # (N,)
+
+
 def fit_mapping(ir_points: np.ndarray, vis_points: np.ndarray, weights: np.ndarray, model: str,
                 ir_size: tuple[int, int], vis_size: tuple[int, int],
                 start: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -261,6 +339,12 @@ def fit_mapping(ir_points: np.ndarray, vis_points: np.ndarray, weights: np.ndarr
     The error is geometric (VIS pixels), not algebraic; Cauchy weights (iteratively re-weighted) let matches on
     another depth plane or wrong matches count less. ``model``: similarity, affine or homography.
     """
+    fit = _robust_fit(ir_points, vis_points, weights, model, ir_size, vis_size, start)
+    return fit.matrix, fit.distance
+
+
+def _robust_fit(ir_points: np.ndarray, vis_points: np.ndarray, weights: np.ndarray, model: str,
+                ir_size: tuple[int, int], vis_size: tuple[int, int], start: np.ndarray | None = None) -> Fit:
     to_ir, to_vis = _normaliser(ir_size), _normaliser(vis_size)
     source = map_points(to_ir, ir_points)
     target = map_points(to_vis, vis_points)
@@ -269,29 +353,113 @@ def fit_mapping(ir_points: np.ndarray, vis_points: np.ndarray, weights: np.ndarr
     params = _parameters(initial, model)
     robust = weights.astype(np.float64).copy()
 
-    def residuals(p: np.ndarray) -> np.ndarray:
-        error = (map_points(_matrix(p, model), source) - target) * np.sqrt(robust)[:, None]
-        return error.ravel()
+    def error(p: np.ndarray) -> np.ndarray:
+        return (map_points(_matrix(p, model), source) - target).ravel()
 
     for _ in range(6):
-        params = least_squares(residuals, params, method="lm").x
+        scale = np.repeat(np.sqrt(robust), 2)
+        params = least_squares(lambda p, scale=scale: error(p) * scale, params, method="lm").x
         distance = np.linalg.norm(map_points(_matrix(params, model), source) - target, axis=1) * pixels
         spread = max(1.4826 * float(np.median(distance)), 0.5)
         robust = weights / (1.0 + (distance / (CAUCHY_WIDTH * spread)) ** 2)
     matrix = np.linalg.inv(to_vis) @ _matrix(params, model) @ to_ir
-    return matrix / matrix[2, 2], distance
+    return _linearise(matrix, model, ir_points, vis_points, robust, ir_size, vis_size)
+
+
+def _linearise(matrix: np.ndarray, model: str, ir_points: np.ndarray, vis_points: np.ndarray, weights: np.ndarray,
+               ir_size: tuple[int, int], vis_size: tuple[int, int]) -> Fit:
+    """A fitted 3x3 IR -> VIS ``matrix`` -> its ``Fit``: parameters, residuals and their Jacobian there."""
+    to_ir, to_vis = _normaliser(ir_size), _normaliser(vis_size)
+    source = map_points(to_ir, ir_points)
+    target = map_points(to_vis, vis_points)
+    params = _parameters(to_vis @ matrix @ np.linalg.inv(to_ir), model)
+
+    def error(p: np.ndarray) -> np.ndarray:
+        return (map_points(_matrix(p, model), source) - target).ravel()
+
+    residual = error(params)
+    step = 1e-6  # parameters are offsets of order 0.01-1 in normalised coordinates
+    jacobian = np.column_stack([(error(params + step * unit) - residual) / step for unit in np.eye(len(params))])
+    distance = np.linalg.norm(residual.reshape(-1, 2), axis=1) * vis_size[0] / 2.0
+    return Fit(model, matrix / matrix[2, 2], distance, params, residual, jacobian, weights)
+
+
+# --- how certain an estimate is -------------------------------------------------------------------------------
+
+
+def corner_offsets(fit: Fit, deltas: np.ndarray, ir_size: tuple[int, int],
+                   vis_size: tuple[int, int]) -> np.ndarray:
+    """How far the output's (VIS frame's) corners move when the fit's parameters change by each row of
+    ``deltas`` (S, k) -> (S, 4, 2) VIS pixels, to first order: the IR points that the fit puts on the corners,
+    mapped with the changed parameters."""
+    to_ir = _normaliser(ir_size)
+    corners = frame_corners(vis_size)
+    ir_corners = map_points(to_ir @ np.linalg.inv(fit.matrix), corners)  # normalised IR coordinates
+    step = 1e-6
+    base = map_points(_matrix(fit.params, fit.model), ir_corners)
+    gradient = np.stack([(map_points(_matrix(fit.params + step * unit, fit.model), ir_corners) - base) / step
+                         for unit in np.eye(len(fit.params))], axis=-1)  # (4, 2, k) normalised VIS units
+    return np.einsum("cik,sk->sci", gradient, deltas) * vis_size[0] / 2.0
+
+
+def bootstrap_corners(fit: Fit, groups: np.ndarray, ir_size: tuple[int, int], vis_size: tuple[int, int],
+                      samples: int = BOOTSTRAP_SAMPLES) -> np.ndarray:
+    """Corner offsets (S, 4, 2) of a spatial block bootstrap of the fit (seeded: deterministic).
+
+    The resampled unit is a group of matches (a ``BOOTSTRAP_CELL`` cell of one frame pair, ``groups``: (N,) ids),
+    not a match: neighbouring blocks overlap (48 px blocks every 16 px) and an object off the fitted plane
+    displaces all its blocks alike, so matches are not independent and resampling them one by one (or a
+    covariance that assumes independent residuals) would promise a certainty the data do not hold. Each sample
+    is one Gauss-Newton step of the weighted least squares from the solution (the robust weights kept): exact
+    for the linearised problem, and all samples are solved at once in milliseconds.
+    """
+    labels, member = np.unique(groups, return_inverse=True)
+    rng = np.random.default_rng(0)
+    counts = np.stack([np.bincount(rng.integers(0, len(labels), len(labels)), minlength=len(labels))
+                       for _ in range(samples)])  # (S, groups)
+    weights = np.repeat(counts[:, member] * fit.weights, 2, axis=1)  # (S, 2N)
+    normal = np.einsum("ni,sn,nj->sij", fit.jacobian, weights, fit.jacobian)
+    right = -np.einsum("ni,sn->si", fit.jacobian, weights * fit.residual)
+    # A resample may leave a parameter undetermined (all its groups from one side): pinv gives the least change.
+    deltas = np.einsum("sij,sj->si", np.linalg.pinv(normal), right)
+    return corner_offsets(fit, deltas, ir_size, vis_size)
+
+
+def corner_uncertainty(offsets: np.ndarray) -> dict[str, float]:
+    """Corner offsets (S, 4, 2) -> the expected error (root mean square, VIS px) at each corner and the max."""
+    radii = np.sqrt(np.mean(np.sum(offsets ** 2, axis=2), axis=0))
+    report = {name: round(float(r), 3) for name, r in zip(CORNER_NAMES, radii, strict=True)}
+    report["max"] = round(float(radii.max()), 3)
+    return report
+
+
+def corner_covariances(offsets: np.ndarray) -> np.ndarray:
+    """Corner offsets (S, 4, 2) -> (4, 2, 2) second moments, for drawing error ellipses."""
+    return np.einsum("sci,scj->cij", offsets, offsets) / len(offsets)
+
+
+def coverage(vis_points: np.ndarray, vis_size: tuple[int, int]) -> float:
+    """Fraction of the cells of a ``COVERAGE_GRID`` x ``COVERAGE_GRID`` grid of the VIS frame holding a match."""
+    width, height = vis_size
+    cells = np.floor(np.asarray(vis_points) / [width / COVERAGE_GRID, height / COVERAGE_GRID]).astype(int)
+    cells = np.clip(cells, 0, COVERAGE_GRID - 1)
+    return len({(int(x), int(y)) for x, y in cells}) / COVERAGE_GRID ** 2
 
 
 def from_frames(
     pairs: Sequence[tuple[np.ndarray, np.ndarray]],
-    model: Model = "homography",
+    model: Transform = "auto",
     *,
     initial: np.ndarray | None = None,
+    max_uncertainty_px: float | None = MAX_UNCERTAINTY_PX,
 ) -> Registration:
     """Estimate the IR-to-VIS mapping from one or more (ir, vis) frame pairs of one rig (OpenCV layouts: HxW or
     HxWx3 BGR, uint8 or uint16). All pairs' block matches go into one fit.
 
-    ``initial`` (3x3, IR -> VIS) replaces the coarse search; it must be within about 30 VIS pixels everywhere.
+    ``model``: "auto" chooses by evidence (``choose_model``); "similarity", "affine" or "homography" forces one
+    (a similarity is saved as an affine matrix with ``fitted_model`` "similarity"). ``initial`` (3x3, IR -> VIS)
+    replaces the coarse search; it must be within about 30 VIS pixels everywhere. An estimate whose expected
+    error at a corner of the output exceeds ``max_uncertainty_px`` is refused (``None``: never).
     """
     if not pairs:
         raise InputError("no frame pairs to calibrate from", fix="pass at least one IR/VIS pair")
@@ -302,28 +470,110 @@ def from_frames(
     ir_size, vis_size = (ir_shape[1], ir_shape[0]), (vis_shape[1], vis_shape[0])
     greys = [(ir_to_grey8(ir), ir_to_grey8(vis)) for ir, vis in pairs]
     # The VIS frames do not move: their channels at each pyramid level are computed once.
+    stages = _stages(vis_size)
     channels = {factor: [_structure_channels(_resize(vis, factor), CHANNEL_BLUR) for _, vis in greys]
-                for factor in {stage.factor for stage in STAGES}}
+                for factor in {stage.factor for stage in stages}}
     if initial is None:
-        current = _best_start(greys, channels[STAGES[0].factor], _coarse_starts(*greys[0]))
+        first = stages[0]
+        current = _best_start(greys, channels[first.factor], _coarse_starts(*greys[0], first.factor), first)
     else:
         current = np.asarray(initial, dtype=np.float64)
-    for stage in STAGES:
-        stage_model = model if stage.model == "target" else stage.model
+    for stage in stages:
         vis_channels = channels[stage.factor]
         for _ in range(stage.rounds):
             matches, used = _match_pairs(greys, vis_channels, current, stage)
             if len(matches) < MIN_MATCHES:
                 raise InputError(
                     f"automatic calibration found only {len(matches)} structure matches in {len(pairs)} frame "
-                    f"pair(s) at 1/{round(1 / stage.factor)} resolution",
+                    f"pair(s) at {stage.factor:.2g}x resolution",
                     fix="use daytime frames with clear shared edges, more pairs, or point pairs (--points)")
-            current, residual = fit_mapping(matches[:, :2], matches[:, 2:4], matches[:, 4], stage_model,
-                                            ir_size, vis_size, start=current)
-    return Registration(current, ir_size, vis_size, model=model, method="structure-blocks",
-                        residual_px=round(float(np.median(residual)), 3),
-                        extra={"pairs_used": used, "pairs_given": len(pairs), "matches": len(matches),
-                               "residual_p90_px": round(float(np.percentile(residual, 90)), 3)})
+            if stage.model != "target":
+                current = _robust_fit(matches[:, :2], matches[:, 2:4], matches[:, 4], stage.model, ir_size,
+                                      vis_size, start=current).matrix
+                continue
+            choice = choose_model(matches, model, ir_size, vis_size, current)
+            current = choice.fit.matrix
+    residual = choice.fit.distance
+    uncertainty = corner_uncertainty(choice.offsets + choice.bias)
+    extra = {"fitted_model": choice.fit.model, "corner_uncertainty_px": uncertainty,
+             "coverage": round(choice.coverage, 3), "model_evidence": choice.evidence,
+             "pairs_used": used, "pairs_given": len(pairs), "matches": len(matches),
+             "residual_p90_px": round(float(np.percentile(residual, 90)), 3)}
+    if max_uncertainty_px is not None and uncertainty["max"] > max_uncertainty_px:
+        raise InputError(
+            f"calibration too uncertain: the {choice.fit.model} fit's expected error at the output's corners is "
+            f"{uncertainty['max']:.2f} px (limit {max_uncertainty_px:g} px; matches cover "
+            f"{100 * choice.coverage:.0f} % of the frame)",
+            fix="add more frame pairs of other scenes, frames with structure near the edges, or point pairs "
+                "(--points)")
+    saved: Model = "homography" if choice.fit.model == "homography" else "affine"
+    return Registration(choice.fit.matrix, ir_size, vis_size, model=saved, method="structure-blocks",
+                        residual_px=round(float(np.median(residual)), 3), extra=extra)
+
+
+@dataclass(frozen=True)
+class Chosen:
+    """The model ``choose_model`` kept: its fit, bootstrap corner offsets, the matches' coverage and why."""
+
+    fit: Fit
+    offsets: np.ndarray
+    bias: np.ndarray  # (4, 2): how far the richer model the data could not rule out moves the corners
+    coverage: float
+    evidence: dict[str, Any]
+
+
+def choose_model(matches: np.ndarray, model: Transform, ir_size: tuple[int, int], vis_size: tuple[int, int],
+                 start: np.ndarray) -> Chosen:
+    """Fit ``model`` to the matches (N, 6: ir_x, ir_y, vis_x, vis_y, score, group), or for "auto" choose by evidence.
+
+    "auto" starts from the similarity and takes the next model (affine, then homography) only while its extra
+    terms are supported: they move the output's corners by more than ``SUPPORT`` times their own uncertainty
+    there, and that uncertainty is within ``MAX_UNCERTAINTY_PX``; the homography also needs matches in at least
+    ``HOMOGRAPHY_COVERAGE`` of the frame, since its perspective terms extrapolate to corners without matches.
+    A richer model that is not supported is not ruled out either: how far it moves the corners is the chosen
+    model's possible bias, added to its bootstrap spread in the reported uncertainty. Every richer model counts
+    there, the homography too when the affine was not supported or the coverage too low: a perspective change of
+    the view moves the corners in a pattern that no affine map follows, so only the homography shows it (without
+    it, a 3 px tilt was accepted 7.5 px off). A forced model reports its bootstrap spread only.
+    """
+    share = coverage(matches[:, 2:4], vis_size)
+    names: list[str] = list(FITTED_MODELS) if model == "auto" else [model]
+    fits = {}
+    for name in names:
+        fit = _robust_fit(matches[:, :2], matches[:, 2:4], matches[:, 4], name, ir_size, vis_size, start)
+        fits[name] = (fit, bootstrap_corners(fit, matches[:, 5], ir_size, vis_size))
+    corners = frame_corners(vis_size)
+
+    def moved(name: str, base: str) -> np.ndarray:
+        """(4, 2): how far model ``name`` puts the output's corners from where model ``base`` puts them."""
+        return map_points(fits[name][0].matrix, map_points(np.linalg.inv(fits[base][0].matrix), corners)) - corners
+
+    chosen = names[0]
+    evidence: dict[str, Any] = {chosen: {"uncertainty_px": corner_uncertainty(fits[chosen][1])["max"]}}
+    climbing = True
+    for name in names[1:]:
+        spread = corner_uncertainty(fits[name][1])["max"]
+        shift = float(np.max(np.linalg.norm(moved(name, chosen), axis=1)))
+        evidence[name] = {"corner_shift_px": round(shift, 3), "uncertainty_px": spread}
+        if not climbing:
+            evidence[name]["rejected"] = "a simpler model was not supported"
+        elif name == "homography" and share < HOMOGRAPHY_COVERAGE:
+            evidence[name]["rejected"] = f"coverage {share:.2f} < {HOMOGRAPHY_COVERAGE}"
+            climbing = False
+        elif shift <= SUPPORT * spread or spread > MAX_UNCERTAINTY_PX:
+            evidence[name]["rejected"] = "not supported"
+            climbing = False
+        else:
+            chosen = name
+    # Not supported is not ruled out: the chosen model may be off by as much as a richer one moves the corners
+    # (at each corner the largest move of any richer model). The move is not shrunk by the richer model's own
+    # noise: where the data cannot tell the models apart, the choice itself is that uncertain.
+    bias = np.zeros((4, 2))
+    for name in names[names.index(chosen) + 1:]:
+        candidate = moved(name, chosen)
+        larger = np.linalg.norm(candidate, axis=1) > np.linalg.norm(bias, axis=1)
+        bias[larger] = candidate[larger]
+    return Chosen(fits[chosen][0], fits[chosen][1], bias, share, evidence)
 
 
 def _resize(grey: np.ndarray, factor: float) -> np.ndarray:
@@ -334,11 +584,12 @@ def _resize(grey: np.ndarray, factor: float) -> np.ndarray:
 
 def _match_pairs(greys: list[tuple[np.ndarray, np.ndarray]], vis_channels: list[list[np.ndarray]],
                  current: np.ndarray, stage: Stage) -> tuple[np.ndarray, int]:
-    """Block matches of every pair under the current mapping -> ((N, 5) rows (ir_x, ir_y, vis_x, vis_y, score)
-    in full-resolution pixels, number of pairs that gave any)."""
+    """Block matches of every pair under the current mapping -> ((N, 6) rows (ir_x, ir_y, vis_x, vis_y, score,
+    group) in full-resolution pixels, number of pairs that gave any). The group numbers a ``BOOTSTRAP_CELL``
+    cell of one pair's VIS frame (``bootstrap_corners``)."""
     to_level = _scale(stage.factor)
     all_matches, used = [], 0
-    for (ir, _), channels in zip(greys, vis_channels, strict=True):
+    for index, ((ir, _), channels) in enumerate(zip(greys, vis_channels, strict=True)):
         height, width = channels[0].shape
         warp = to_level @ current
         # INTER_AREA is not supported by warpPerspective; linear is fine: the channels are computed after the warp.
@@ -350,17 +601,26 @@ def _match_pairs(greys: list[tuple[np.ndarray, np.ndarray]], vis_channels: list[
         used += 1
         # Block centre in the warped IR (level pixels) -> IR pixels; its VIS position -> full-resolution pixels.
         ir_points = map_points(np.linalg.inv(warp), rows[:, :2])
-        all_matches.append(np.column_stack([ir_points, rows[:, 2:4] / stage.factor, rows[:, 4]]))
-    return (np.concatenate(all_matches) if all_matches else np.zeros((0, 5))), used
+        vis_points = rows[:, 2:4] / stage.factor
+        cells = np.floor(vis_points / BOOTSTRAP_CELL).astype(np.int64)
+        group = (index * 1000 + cells[:, 1]) * 1000 + cells[:, 0]
+        all_matches.append(np.column_stack([ir_points, vis_points, rows[:, 4], group]))
+    return (np.concatenate(all_matches) if all_matches else np.zeros((0, 6))), used
 
 
-def _coarse_starts(ir: np.ndarray, vis: np.ndarray) -> list[np.ndarray]:
+def _stages(vis_size: tuple[int, int]) -> tuple[Stage, ...]:
+    """``STAGES`` for a VIS frame of this size: the levels are set for 640 px wide frames, so that blocks reach
+    as far relative to the frame and a small frame still holds a grid of blocks at the coarsest level."""
+    ratio = REFERENCE_WIDTH / vis_size[0]
+    return tuple(replace(stage, factor=min(1.0, stage.factor * ratio)) for stage in STAGES)
+
+
+def _coarse_starts(ir: np.ndarray, vis: np.ndarray, factor: float) -> list[np.ndarray]:
     """Candidate starts, best first: size ratio (same field of view, centres aligned) corrected by the best
     scales/rolls/shifts on 1/4-resolution structure maps."""
     (ir_h, ir_w), (vis_h, vis_w) = ir.shape, vis.shape
     sx, sy = vis_w / ir_w, vis_h / ir_h
     start = np.array([[sx, 0, (sx - 1) * 0.5], [0, sy, (sy - 1) * 0.5], [0, 0, 1.0]])
-    factor = 0.25
     vis_map = _resize(structure_map(vis, STRUCTURE_BLUR), factor)
     ir_map = _resize(structure_map(ir, STRUCTURE_BLUR * ir_w / vis_w), factor)
     ir_factor = ir_map.shape[1] / ir_w
@@ -369,11 +629,10 @@ def _coarse_starts(ir: np.ndarray, vis: np.ndarray) -> list[np.ndarray]:
 
 
 def _best_start(greys: list[tuple[np.ndarray, np.ndarray]], vis_channels: list[list[np.ndarray]],
-                starts: list[np.ndarray]) -> np.ndarray:
+                starts: list[np.ndarray], stage: Stage) -> np.ndarray:
     """The start under which the first stage's blocks match best (sum of scores; ``vis_channels`` at the first
     stage's level): where the structure maps' global correlation is weak (night frames), its runner-up is often
     the right one."""
-    stage = STAGES[0]
     totals = [float(_match_pairs(greys, vis_channels, start, stage)[0][:, 4].sum()) for start in starts]
     return starts[int(np.argmax(totals))]
 
@@ -474,4 +733,12 @@ def overlay(registration: Registration, ir: np.ndarray, vis: np.ndarray) -> np.n
     picture = cv2.cvtColor(grey, cv2.COLOR_GRAY2BGR)
     edges = cv2.Canny(warped, 60, 160) > 0
     picture[edges] = (0, 0, 255)
+    uncertainty = registration.extra.get("corner_uncertainty_px")
+    if isinstance(uncertainty, dict):
+        # Expected error at each output corner as a yellow circle, 10x enlarged (a 1 px circle is invisible).
+        for (x, y), name in zip(frame_corners(registration.vis_size), CORNER_NAMES, strict=True):
+            radius = max(round(10 * float(uncertainty[name])), 1)
+            cv2.circle(picture, (int(x), int(y)), radius, (0, 255, 255), 2, cv2.LINE_AA)
+        cv2.putText(picture, f"corner uncertainty x10, max {uncertainty['max']:.2f} px",
+                    (8, picture.shape[0] // 2), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 255, 255), 1, cv2.LINE_AA)
     return picture

@@ -26,7 +26,9 @@ from ..errors import InputError
 FORMAT_NAME = "maefuse-registration"
 FORMAT_VERSION = 1
 Model = Literal["homography", "affine"]
-MODELS: tuple[str, ...] = ("homography", "affine")
+MODELS: tuple[str, ...] = ("homography", "affine")  # saved models; a fitted similarity is saved as affine
+INFORMATIVE = ("fitted_model", "corner_uncertainty_px", "corner_uncertainty_note", "coverage", "model_evidence",
+               "pairs_used", "pairs_given", "matches", "residual_p90_px")
 
 
 @dataclass
@@ -174,6 +176,8 @@ def load_registration(path: str | os.PathLike[str]) -> Registration:
             f"calibration file {path}: homography must be 3x3 and sizes [width, height], got {matrix.shape}", fix=fix
         )
     residual = data.get("residual_px", 0.0)
+    # Informative fields a later check or report shows again (files written before them load without).
+    extra = {key: data[key] for key in INFORMATIVE if key in data}
     try:
         return Registration(
             matrix,
@@ -182,6 +186,7 @@ def load_registration(path: str | os.PathLike[str]) -> Registration:
             model=data.get("model", "homography"),
             method=str(data.get("method", "unknown")),
             residual_px=float(residual) if isinstance(residual, int | float) and math.isfinite(residual) else 0.0,
+            extra=extra,
         )
     except InputError as exc:
         raise InputError(f"calibration file {path}: {exc}") from exc

@@ -1,0 +1,172 @@
+"""A calibration you can trust (issue 25): every estimate carries its uncertainty at the output's corners, the
+model is chosen by evidence, an estimate too uncertain is refused in one line, and point pairs are checked
+against the frame sizes.
+
+The truth for the automatic estimate is the method's own estimate on the unchanged pair (data sets ship pairs a
+few px off): a known change of the IR view must be recovered on top of it, on real pairs of several sizes (the
+MSRS 640x480 pairs, 256x256 crops, a 768x576 resize), grey and colour VIS, day and night."""
+
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from maefuse_deploy.cli.calibrate import main as calibrate_main
+from maefuse_deploy.errors import InputError
+from maefuse_deploy.registration import corner_error, from_frames, from_points, map_points
+
+CORNERS = ("top_left", "top_right", "bottom_right", "bottom_left")
+
+
+def view_change(size: tuple[int, int], degrees: float, scale: float, shift: tuple[float, float],
+                tilt: float) -> tuple[np.ndarray, tuple[int, int]]:
+    """A known change of the IR camera's view about the frame centre -> (3x3 original IR -> new IR, new size).
+
+    The new IR frame is a canvas 8 % larger, so the whole original view stays in it."""
+    width, height = size
+    canvas = (round(width * 1.08), round(height * 1.08))
+    c, s = np.cos(np.deg2rad(degrees)) * scale, np.sin(np.deg2rad(degrees)) * scale
+    centre_in = np.array([[1, 0, -width / 2], [0, 1, -height / 2], [0, 0, 1.0]])
+    centre_out = np.array([[1, 0, canvas[0] / 2 + shift[0]], [0, 1, canvas[1] / 2 + shift[1]], [0, 0, 1.0]])
+    # Perspective terms that move the frame's edges by ``tilt`` px (x - p x^2 at x = width / 2).
+    perspective = [4 * tilt / width ** 2, -4 * tilt / height ** 2, 1.0]
+    change = centre_out @ np.array([[c, -s, 0], [s, c, 0], perspective]) @ centre_in
+    return change, canvas
+
+
+def load(msrs, name: str, grey_vis: bool) -> tuple[np.ndarray, np.ndarray]:
+    ir = cv2.imread(str(msrs / "ir" / f"{name}.png"), cv2.IMREAD_GRAYSCALE)
+    vis = cv2.imread(str(msrs / "vi" / f"{name}.png"), cv2.IMREAD_GRAYSCALE if grey_vis else cv2.IMREAD_COLOR)
+    return ir, vis
+
+
+ALL = ("00537D", "00556D", "00633D", "00858N", "00881N", "01023N")  # 3 day, 3 night scenes
+# A case is a rig: k frame pairs (pair name, how it is made from the MSRS pair, grey VIS?) and one known change of
+# the IR view applied to all of them (degrees, scale, shift, tilt in px at the frame's edge), as a user calibrating
+# a rig gives it. Measured (docs/streaming.md "Measured accuracy"): MSRS frames hold structure only in a band
+# across the middle, so at 640x480 and 768x576 the perspective terms stay 3-4 px uncertain at the corners however
+# many pairs are given, and those rigs are refused; 256x256 crops of that band are covered and accepted.
+RIGS = (
+    ("256x256 crops, colour VIS, day+night, 12 pairs",
+     tuple((name, f"256 crop at {at}", False) for name in ALL for at in ("(100, 60)", "(300, 180)")),
+     (-1.5, 1.03, (-4.0, 5.0), 1.0)),
+    ("640x480, grey VIS, night, 1 pair", (("00881N", "640x480", True),), (1.5, 0.96, (4.0, 4.0), 0.0)),
+    ("768x576, colour VIS, day, 3 pairs", tuple((name, "768x576", False) for name in ALL[:3]),
+     (2.0, 0.95, (6.0, -4.0), 0.0)),
+)
+
+
+def make_pair(msrs, name: str, how: str, grey_vis: bool) -> tuple[np.ndarray, np.ndarray]:
+    ir, vis = load(msrs, name, grey_vis)
+    if how == "768x576":
+        return (cv2.resize(ir, (768, 576), interpolation=cv2.INTER_CUBIC),
+                cv2.resize(vis, (768, 576), interpolation=cv2.INTER_CUBIC))
+    if how.startswith("256 crop"):
+        x, y = (int(v) for v in how.split("(")[1].rstrip(")").split(","))
+        return ir[y:y + 256, x:x + 256].copy(), vis[y:y + 256, x:x + 256].copy()
+    return ir, vis
+
+
+def test_known_view_changes_of_real_rigs_of_several_sizes_are_recovered_or_refused(msrs):
+    """Every accepted estimate within 2 px of the truth at the output's corners (the method's own estimate on the
+    unchanged pairs, composed with the known change), its reported uncertainty within the bound; a refusal is one
+    line that asks for more frame pairs. (The issue's ">= 60 % accepted" is not met on MSRS-like scenes, see
+    RIGS.)"""
+    accepted, outcomes = 0, []
+    for label, members, (degrees, scale, shift, tilt) in RIGS:
+        pairs = [make_pair(msrs, *member) for member in members]
+        ir, vis = pairs[0]
+        vis_size = (vis.shape[1], vis.shape[0])
+        change, canvas = view_change((ir.shape[1], ir.shape[0]), degrees, scale, shift, tilt)
+        changed = [(cv2.warpPerspective(ir, change, canvas, flags=cv2.INTER_LINEAR), vis) for ir, vis in pairs]
+        try:
+            estimate = from_frames(changed)
+        except InputError as exc:
+            message = str(exc)
+            assert "\n" not in message and "uncertain" in message and "more frame pairs" in message, message
+            outcomes.append(f"{label}: refused")
+            continue
+        own = from_frames(pairs, max_uncertainty_px=None)
+        accepted += 1
+        uncertainty = estimate.extra["corner_uncertainty_px"]
+        assert set(uncertainty) == {*CORNERS, "max"} and uncertainty["max"] <= 2.0
+        error = corner_error(estimate.matrix, own.matrix @ np.linalg.inv(change), vis_size)
+        outcomes.append(f"{label}: {estimate.extra['fitted_model']} {error:.2f} px (+-{uncertainty['max']:.2f})")
+        assert error <= 2.0, outcomes
+    assert accepted >= 1, outcomes
+
+
+def test_a_homography_extrapolated_from_central_matches_is_refused_and_auto_falls_back(msrs):
+    """The issue's failure: matches only in the middle of the frame, the perspective terms extrapolate to the
+    corners. Forced, the homography is refused for its corner uncertainty; so is "auto" (the simpler models
+    cannot rule the perspective terms out), naming the coverage."""
+    ir, vis = load(msrs, "00537D", False)
+    flat = np.full_like(vis, 90)
+    flat[140:340, 190:450] = vis[140:340, 190:450]  # structure only in the middle third
+    with pytest.raises(InputError, match="uncertain") as caught:
+        from_frames([(ir, flat)], "homography")
+    message = str(caught.value)
+    assert "\n" not in message and "--points" in message and "edges" in message and "pairs" in message
+    with pytest.raises(InputError, match=r"uncertain.*cover") as caught:
+        from_frames([(ir, flat)])
+    assert "\n" not in str(caught.value)
+
+
+def test_cli_writes_uncertainty_coverage_and_draws_it_refuses_in_one_line(msrs, tmp_path):
+    ir, vis = load(msrs, "00633D", False)
+    cv2.imwrite(str(tmp_path / "ir.png"), ir)
+    cv2.imwrite(str(tmp_path / "vis.png"), vis)
+    frames = ["--ir", str(tmp_path / "ir.png"), "--vis", str(tmp_path / "vis.png")]
+    runner = CliRunner()
+    # One pair leaves the corners uncertain by a few px (13 px, refused at the default 2 px): a looser bound writes it.
+    result = runner.invoke(calibrate_main, [*frames, "-o", str(tmp_path / "H.json"), "--preview",
+                                            str(tmp_path / "p.png"), "--max-uncertainty", "20"])
+    assert result.exit_code == 0, result.output
+    data = json.loads((tmp_path / "H.json").read_text())
+    assert data["model"] in ("affine", "homography") and data["fitted_model"] in ("similarity", "affine",
+                                                                                     "homography")
+    assert set(data["corner_uncertainty_px"]) == {*CORNERS, "max"} and 0 < data["corner_uncertainty_px"]["max"] <= 20
+    assert 0 < data["coverage"] <= 1
+    assert "uncertainty" in result.output and "coverage" in result.output
+    assert cv2.imread(str(tmp_path / "p.png")).shape == vis.shape
+    # --check prints the file's uncertainty and its own.
+    result = runner.invoke(calibrate_main, [*frames, "--check", str(tmp_path / "H.json")])
+    assert result.exit_code == 0 and "uncertainty" in result.output, result.output
+    # Above --max-uncertainty: one line naming the fixes, exit 1, nothing written.
+    result = runner.invoke(calibrate_main, [*frames, "-o", str(tmp_path / "R.json"), "--max-uncertainty", "0.01",
+                                            "--preview", str(tmp_path / "r.png")])
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert result.exit_code == 1 and len(errors) == 1 and errors[0] == result.output.splitlines()[-1], result.output
+    assert "--points" in errors[0] and "more frame pairs" in errors[0]
+    assert not (tmp_path / "R.json").exists() and not (tmp_path / "r.png").exists()
+    assert {path.name for path in tmp_path.iterdir()} == {"ir.png", "vis.png", "H.json", "p.png"}
+    # Explicit models are still there: an affine fit is saved as affine.
+    result = runner.invoke(calibrate_main, [*frames, "-o", str(tmp_path / "A.json"), "--transform", "similarity",
+                                            "--max-uncertainty", "20"])
+    assert result.exit_code == 0, result.output
+    data = json.loads((tmp_path / "A.json").read_text())
+    assert data["model"] == "affine" and data["fitted_model"] == "similarity"
+
+
+def test_point_pairs_get_an_uncertainty_from_their_residuals_and_are_checked_against_the_sizes(tmp_path):
+    rng = np.random.default_rng(3)
+    truth = np.array([[1.02, 0.01, -12.0], [-0.01, 1.01, 8.0], [2e-5, -1e-5, 1.0]])
+    ir_points = rng.uniform([20, 20], [620, 440], size=(12, 2))  # all map inside the 640x480 VIS frame
+    noisy = map_points(truth, ir_points) + rng.normal(0, 0.5, size=(12, 2))
+    registration = from_points(ir_points, noisy, (640, 512), (640, 480))
+    uncertainty = registration.extra["corner_uncertainty_px"]
+    actual = corner_error(registration.matrix, truth, (640, 480))
+    assert 0.1 < uncertainty["max"] < 3.0 and actual < 3 * uncertainty["max"], (uncertainty, actual)
+    exact = from_points(ir_points[:4], map_points(truth, ir_points[:4]), (640, 512), (640, 480))
+    assert exact.extra["corner_uncertainty_px"] is None and "exactly" in exact.extra["corner_uncertainty_note"]
+    # Points for another frame size: one line naming the option.
+    lines = [f"{x} {y} {u} {v}" for (x, y), (u, v) in zip(ir_points * 2, noisy * 2, strict=True)]
+    (tmp_path / "points.txt").write_text("\n".join(lines) + "\n")
+    result = CliRunner().invoke(calibrate_main, ["--points", str(tmp_path / "points.txt"), "--ir-size", "640x512",
+                                                 "--vis-size", "640x480", "-o", str(tmp_path / "H.json")])
+    assert result.exit_code == 1 and len(result.output.strip().splitlines()) == 1, result.output
+    assert "--ir-size 640x512" in result.output and not (tmp_path / "H.json").exists()
