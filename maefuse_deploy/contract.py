@@ -9,6 +9,7 @@ This is the bottom module: export, engine and backends import it, it imports not
 from __future__ import annotations
 
 import json
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -210,24 +211,36 @@ def batch_slices(count: int, size: int) -> list[slice]:
     return [slice(start, min(start + size, count)) for start in range(0, count, size)]
 
 
-def load_graph(path: str | Path) -> tuple[onnx.ModelProto, GraphInfo]:
-    """The one reader of a graph file: its protobuf, loaded without its weights (external data stays on disk), and
-    the :class:`GraphInfo` of its maefuse metadata.
+def require_graph_file(path: str | os.PathLike[str]) -> Path:
+    """The one check that a graph file is there, with the one message every reader of graphs gives."""
+    file = Path(path)
+    if not file.is_file():
+        raise InputError(f"ONNX graph not found: {file}", fix="export one with maefuse-export --onnx")
+    return file
+
+
+def load_onnx(path: str | os.PathLike[str]) -> onnx.ModelProto:
+    """A graph file's protobuf, loaded without its weights (external data stays on disk); a missing or unreadable
+    file is one line. For readers of any ONNX graph (the TensorRT parser check); maefuse graphs: :func:`load_graph`."""
+    import onnx
+
+    file = require_graph_file(path)
+    try:
+        return onnx.load(str(file), load_external_data=False)
+    except Exception as exc:  # onnx raises protobuf's DecodeError, OSError or ValueError for a damaged file
+        raise InputError(f"{file} is not a readable ONNX graph ({type(exc).__name__})",
+                         fix="re-export it with maefuse-export --onnx") from exc
+
+
+def load_graph(path: str | os.PathLike[str]) -> tuple[onnx.ModelProto, GraphInfo]:
+    """The one reader of a graph file: its protobuf (:func:`load_onnx`) and the :class:`GraphInfo` of its maefuse
+    metadata.
 
     A missing, unreadable or metadata-less file is refused here, in one line, for every command that reads graphs;
     readers that need more of the graph (tensor specs, external files) take it from the returned protobuf.
     """
-    import onnx
-
-    file = Path(path)
-    if not file.is_file():
-        raise InputError(f"ONNX graph not found: {file}", fix="export one with maefuse-export --onnx")
-    try:
-        proto = onnx.load(str(file), load_external_data=False)
-    except Exception as exc:  # onnx raises protobuf's DecodeError, OSError or ValueError for a damaged file
-        raise InputError(f"{file} is not a readable ONNX graph ({type(exc).__name__})",
-                         fix="re-export it with maefuse-export --onnx") from exc
-    return proto, GraphInfo.from_metadata({p.key: p.value for p in proto.metadata_props}, source=str(file))
+    proto = load_onnx(path)
+    return proto, GraphInfo.from_metadata({p.key: p.value for p in proto.metadata_props}, source=str(path))
 
 
 def read_graph_info(path: str | Path) -> tuple[GraphInfo, int | None]:

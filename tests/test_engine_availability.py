@@ -62,7 +62,7 @@ def run_cli(args: list[str]):
 def test_cli_missing_onnx(tmp_path):
     result = run_cli([str(tmp_path / "nope.onnx"), "-o", str(tmp_path / "m.engine")])
     assert result.exit_code == 1
-    assert result.output.startswith("error: ONNX file") and "does not exist" in result.output
+    assert result.output.startswith("error: ONNX graph not found:")  # contract.require_graph_file's one line
 
 
 def test_cli_input_errors_come_before_availability(monkeypatch, tmp_path):

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from ..checks import cuda_index
-from ..contract import INPUT_IR, INPUT_VIS, OUTPUT_FUSED, BatchProfile, GraphInfo
+from ..contract import INPUT_IR, INPUT_VIS, OUTPUT_FUSED, BatchProfile, GraphInfo, require_graph_file
 from ..errors import InputError, UnavailableError
 from .base import BackendBase
 
@@ -42,9 +42,7 @@ class OnnxRuntimeBackend(BackendBase):
         import onnxruntime as ort
 
         device_id = cuda_index(device)  # a bad device string fails before the graph is read
-        path = Path(path)
-        if not path.is_file():
-            raise InputError(f"ONNX graph not found: {path}", fix="export one with maefuse-export --onnx")
+        path = require_graph_file(path)
         if optimization_level not in OPTIMIZATION_LEVELS:
             raise InputError(f"unknown optimisation level {optimization_level!r}",
                              fix=f"use one of {', '.join(OPTIMIZATION_LEVELS)}")

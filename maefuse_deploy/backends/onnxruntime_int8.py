@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..contract import read_graph_info
+from ..contract import read_graph_info, require_graph_file
 from ..errors import InputError
 from .onnxruntime import OnnxRuntimeBackend
 
@@ -28,9 +28,7 @@ def quantize_dynamic_int8(graph: str | os.PathLike[str], out: str | os.PathLike[
 
     from ..atomic import atomic_path
 
-    graph, out = Path(graph), Path(out)
-    if not graph.is_file():
-        raise InputError(f"ONNX graph not found: {graph}", fix="export one with maefuse-export --onnx")
+    graph, out = require_graph_file(graph), Path(out)
     start = time.perf_counter()
     with atomic_path(out) as tmp:
         quantize_dynamic(graph, tmp, weight_type=QuantType.QInt8, per_channel=True,

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from ..contract import INPUT_IR, INPUT_VIS, BatchProfile, read_graph_info
+from ..contract import INPUT_IR, INPUT_VIS, BatchProfile, read_graph_info, require_graph_file
 from ..errors import InputError, UnavailableError
 from ..processing import ir_to_grey8, prepare_pair, vis_to_bgr8
 from ..sample_pairs import as_arrays, load_pairs
@@ -109,8 +109,7 @@ class OpenVinoBackend(BackendBase):
             raise InputError(f"unknown OpenVINO precision {precision!r}", fix=f"use one of {', '.join(PRECISIONS)}")
         if device != "cpu":
             raise InputError(f"the openvino backend runs on the CPU, not {device!r}", fix="pass --device cpu")
-        if not path.is_file():
-            raise InputError(f"ONNX graph not found: {path}", fix="export one with maefuse-export --onnx")
+        require_graph_file(path)
         if precision == "int8" and calibration is None:
             raise InputError("OpenVINO INT8 needs real calibration pairs",
                              fix="pass a folder of registered pairs (ir/ and vi/), e.g. ../shared/data/ivif/RoadScene")

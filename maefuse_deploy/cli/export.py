@@ -8,7 +8,6 @@ from pathlib import Path
 import click
 
 from ..contract import parse_frame_size
-from ..errors import InputError
 from ..export import check_trt, export_onnx
 from ..export.request import ExportRequest, check_outputs
 from ..hashing import file_sha256
@@ -59,8 +58,6 @@ def main(onnx_out, aoti_out, trt_model, model, config, preset, height, width, ba
         export_triton(triton_repo, triton_from, triton_name)
         return
     if trt_model is not None:
-        if not trt_model.is_file():
-            raise InputError(f"ONNX graph not found: {trt_model}", fix="check the path")
         for major in ("10", "11"):
             result = check_trt(trt_model, major)
             status = "OK" if result.ok else f"{len(result.blockers)} blocker(s)"

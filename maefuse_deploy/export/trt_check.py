@@ -12,6 +12,8 @@ from pathlib import Path
 
 import onnx
 
+from ..contract import load_onnx
+
 SUPPORTED_OPS = frozenset(
     (
         "Abs", "Acos", "Acosh", "Add", "And", "ArgMax", "ArgMin", "Asin", "Asinh", "Atan", "Atanh", "AveragePool",
@@ -49,7 +51,7 @@ class TrtCheck:
 
 def check_trt(path: str | Path, trt_major: str = "10") -> TrtCheck:
     """Report every node, attribute, type and dynamic shape that would stop a TensorRT build of ``path``."""
-    model = onnx.load(str(path), load_external_data=False)
+    model = load_onnx(path)
     report = TrtCheck(str(path))
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
     low, high = OPSET_RANGE[trt_major]

@@ -34,7 +34,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any, TextIO
 
 from ..atomic import atomic_path
-from ..contract import BatchProfile, parse_batch_profile
+from ..contract import BatchProfile, parse_batch_profile, require_graph_file
 from ..errors import InputError
 from ..hashing import file_sha256
 from ..version import __version__
@@ -115,8 +115,7 @@ def prepare_build(
         raise InputError(f"--workspace {options.workspace_gib} GiB is not positive", fix="give a size in GiB, e.g. 4")
     if options.opt_level is not None and not 0 <= options.opt_level <= 5:
         raise InputError(f"--opt-level {options.opt_level} is outside 0..5", fix="use 0 (fastest build) to 5")
-    if not onnx_path.is_file():
-        raise InputError(f"ONNX file {onnx_path} does not exist", fix="export one with maefuse-export --onnx")
+    require_graph_file(onnx_path)
     _check_writable(engine_path, "engine")
     if options.timing_cache is not None:
         _check_writable(Path(options.timing_cache), "timing cache")
