@@ -28,7 +28,7 @@ def report_errors(command: F) -> F:
         # for them (read when the first capture opens).
         os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
         if "OPENCV_LOG_LEVEL" not in os.environ:  # read at import: set OpenCV's level itself
-            cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+            _opencv_errors_only()
         try:
             return command(*args, **kwargs)
         except MaeFuseError as exc:
@@ -39,6 +39,16 @@ def report_errors(command: F) -> F:
             sys.exit(130)
 
     return wrapper  # type: ignore[return-value]
+
+
+def _opencv_errors_only() -> None:
+    """OpenCV's own log at error level: ``cv2.utils.logging`` in OpenCV 5, ``cv2.setLogLevel`` in OpenCV 4 (the
+    serving venv's, docs/serving.md), where level 2 is the same ERROR."""
+    logging = getattr(getattr(cv2, "utils", None), "logging", None)
+    if logging is not None:
+        logging.setLogLevel(logging.LOG_LEVEL_ERROR)
+    elif hasattr(cv2, "setLogLevel"):
+        cv2.setLogLevel(2)
 
 
 def _show_warning(message: Warning | str, *_args: Any, **_kwargs: Any) -> None:
