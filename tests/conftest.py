@@ -90,3 +90,28 @@ def _deterministic_threads():
     # Two CI cores: intra-op threads beyond that only add contention noise.
     torch.set_num_threads(min(2, torch.get_num_threads()))
     yield
+
+
+def write_video(path: Path, images, fps: float = 25, fourcc: str = "FFV1") -> Path:
+    """A real video file of ``images`` (HxWx3 BGR uint8) at ``fps``; FFV1 is lossless, so the frames read back
+    equal the ones written."""
+    import cv2
+
+    writer = cv2.VideoWriter(str(path), cv2.CAP_FFMPEG, cv2.VideoWriter_fourcc(*fourcc), fps,
+                             (images[0].shape[1], images[0].shape[0]))
+    assert writer.isOpened()
+    for image in images:
+        writer.write(image)
+    writer.release()
+    return path
+
+
+@pytest.fixture(scope="module")
+def fuser():
+    """The micro model with random weights, batch 4, for tests that check plumbing, not fusion (a test module may
+    define its own ``fuser``)."""
+    from maefuse_deploy.runtime.fuser import Fuser
+
+    with Fuser.from_checkpoint("random:maefuse-micro", batch_size=4) as fuser:
+        yield fuser
+

@@ -15,21 +15,14 @@ import cv2
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import require_module
+from conftest import require_module, write_video
 
 from maefuse_deploy.atomic import TEMP_PREFIX
 from maefuse_deploy.cli.stream import main as stream_main
-from maefuse_deploy.runtime.fuser import Fuser
 from maefuse_deploy.stream import Pipeline, PushSource, TimestampPairer, stream
 from maefuse_deploy.stream.sources import Frame
 
 SIZE = (128, 96)  # (W, H): small frames keep the random-weights maefuse-micro fast on two cores
-
-
-@pytest.fixture(scope="module")
-def fuser():
-    with Fuser.from_checkpoint("random:maefuse-micro", batch_size=4) as f:
-        yield f
 
 
 @pytest.fixture(scope="module")
@@ -46,16 +39,6 @@ def frames(msrs):
         for out, image in ((ir, ir_full), (vis, vis_full)):
             out.append(cv2.resize(image[y : y + 192, x : x + 256], SIZE, interpolation=cv2.INTER_AREA))
     return ir, vis
-
-
-def write_video(path: Path, images, fps: float, fourcc: str = "FFV1") -> Path:
-    writer = cv2.VideoWriter(str(path), cv2.CAP_FFMPEG, cv2.VideoWriter_fourcc(*fourcc), fps,
-                             (images[0].shape[1], images[0].shape[0]))
-    assert writer.isOpened()
-    for image in images:
-        writer.write(image)
-    writer.release()
-    return path
 
 
 def read_video(path: Path) -> list[np.ndarray]:

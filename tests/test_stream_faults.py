@@ -19,22 +19,15 @@ from pathlib import Path
 import cv2
 import pytest
 from click.testing import CliRunner
-from conftest import require_module
+from conftest import require_module, write_video
 
 from maefuse_deploy.atomic import TEMP_PREFIX
 from maefuse_deploy.cli.stream import main as stream_main
 from maefuse_deploy.errors import InputError
-from maefuse_deploy.runtime.fuser import Fuser
 from maefuse_deploy.stream import Pipeline, PushSource, stream
 
 SIZE = (128, 96)  # (W, H)
 RANDOM = "random:maefuse-micro"
-
-
-@pytest.fixture(scope="module")
-def fuser():
-    with Fuser.from_checkpoint(RANDOM, batch_size=4) as f:
-        yield f
 
 
 @pytest.fixture(scope="module")
@@ -49,16 +42,6 @@ def frames(msrs):
             image = cv2.imread(str(msrs / side / f"{n}.png"))
             out.append(cv2.resize(image[y : y + 192, x : x + 256], SIZE, interpolation=cv2.INTER_AREA))
     return ir, vis
-
-
-def write_video(path: Path, images, fps: float = 25, fourcc: str = "FFV1") -> Path:
-    writer = cv2.VideoWriter(str(path), cv2.CAP_FFMPEG, cv2.VideoWriter_fourcc(*fourcc), fps,
-                             (images[0].shape[1], images[0].shape[0]))
-    assert writer.isOpened()
-    for image in images:
-        writer.write(image)
-    writer.release()
-    return path
 
 
 def count_frames(path: Path) -> int:

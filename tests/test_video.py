@@ -13,18 +13,11 @@ from click.testing import CliRunner
 
 from maefuse_deploy.cli.fuse import main as fuse_main
 from maefuse_deploy.errors import InputError
-from maefuse_deploy.runtime.fuser import Fuser
 from maefuse_deploy.runtime.video import SmoothedRange, VideoReader, fuse_video, plan_video
 from maefuse_deploy.stream import Pipeline
 
 SIZE = (128, 96)  # (W, H)
 RANDOM = "random:maefuse-micro"
-
-
-@pytest.fixture(scope="module")
-def fuser():
-    with Fuser.from_checkpoint(RANDOM, batch_size=4) as f:
-        yield f
 
 
 def thermal_frames(count: int) -> list[np.ndarray]:
