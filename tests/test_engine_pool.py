@@ -22,7 +22,7 @@ def test_pool_thread_safety():
     lock = threading.Lock()
     violations = []
 
-    def factory() -> int:
+    def factory(place: int) -> int:
         time.sleep(0.002)  # creating a context is slow: leave a window for races
         with lock:
             created.append(len(created))
@@ -61,7 +61,7 @@ def test_pool_thread_safety():
 def test_pool_factory_failure_frees_the_place():
     calls = []
 
-    def factory() -> str:
+    def factory(place: int) -> str:
         calls.append(1)
         if len(calls) == 1:
             raise MemoryError("no GPU memory")
@@ -75,7 +75,7 @@ def test_pool_factory_failure_frees_the_place():
 
 
 def test_pool_waits_and_times_out():
-    pool = ContextPool(object, 1)
+    pool = ContextPool(lambda place: object(), 1)
     taken, release = threading.Event(), threading.Event()
 
     def holder() -> None:
@@ -98,7 +98,7 @@ def test_pool_waits_and_times_out():
 
 def test_pool_close_waits_for_lent_items():
     events = []
-    pool = ContextPool(lambda: "ctx", 2, destroy=lambda item: events.append("destroyed"))
+    pool = ContextPool(lambda place: "ctx", 2, destroy=lambda item: events.append("destroyed"))
     taken = threading.Event()
 
     def holder() -> None:
@@ -113,3 +113,38 @@ def test_pool_close_waits_for_lent_items():
     pool.close(timeout=5)
     thread.join(5)
     assert events == ["returned", "destroyed"]
+
+
+def test_each_item_gets_its_own_place():
+    """Issue 27: a dynamic-shape TensorRT engine's contexts in concurrent use need one optimization profile each;
+    the pool numbers its items 0..size-1, each number held by one live item, a failed creation's number reused."""
+    size, lock, places = 3, threading.Lock(), []
+    failures = iter([True])  # the first creation fails
+
+    def factory(place: int) -> int:
+        time.sleep(0.002)
+        if next(failures, False):
+            raise MemoryError("no GPU memory")
+        with lock:
+            places.append(place)
+        return place
+
+    pool = ContextPool(factory, size)
+    with pytest.raises(MemoryError), pool.acquire():
+        pass
+
+    together = threading.Barrier(size, timeout=10)  # all three lent at once: three items must exist
+
+    def worker() -> None:
+        with pool.acquire():
+            together.wait()
+        for _ in range(20):
+            with pool.acquire():
+                time.sleep(0.0005)
+
+    threads = [threading.Thread(target=worker, daemon=True) for _ in range(size)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert sorted(places) == list(range(size))  # every place once: none shared, none beyond the size

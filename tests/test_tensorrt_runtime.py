@@ -8,6 +8,8 @@ The GPU tests in test_tensorrt_gpu.py (marked ``tensorrt``) run the same paths o
 
 from __future__ import annotations
 
+import ctypes
+import itertools
 from enum import Enum
 from pathlib import Path
 from types import SimpleNamespace
@@ -16,7 +18,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from maefuse_deploy.backends.tensorrt import GraphBook, _Slot, _TensorSpec
+from maefuse_deploy.backends.tensorrt import TENSOR_ALIGNMENT, GraphBook, _aligned, _pool_size, _Slot, _TensorSpec
 from maefuse_deploy.contract import BatchProfile
 from maefuse_deploy.tensorrt.availability import LogRouter
 from maefuse_deploy.tensorrt.build import add_profile, save_timing_cache
@@ -37,13 +39,33 @@ class RecordingRuntime:
     cudaStreamCaptureMode = SimpleNamespace(cudaStreamCaptureModeThreadLocal="thread-local")
     cudaMemcpyKind = SimpleNamespace(cudaMemcpyHostToDevice="h2d", cudaMemcpyDeviceToHost="d2h")
 
-    def __init__(self, end_capture_error: Err = Err.cudaSuccess) -> None:
+    cudaStreamNonBlocking = 1
+    cudaEventDisableTiming = 2
+
+    def __init__(self, end_capture_error: Err = Err.cudaSuccess, current_device: int = 0) -> None:
         self.calls: list[tuple[Any, ...]] = []
         self.end_capture_error = end_capture_error
+        self.current_device = current_device  # CUDA's per-thread current device, as cudaSetDevice leaves it
+        self._events = itertools.cycle([DONE, READY])
+        self._device_addresses = itertools.count(TENSOR_ALIGNMENT, TENSOR_ALIGNMENT)  # cudaMalloc: 256-aligned
+        self._pinned: list[Any] = []  # host memory behind cudaMallocHost's addresses, kept alive
 
     def __getattr__(self, name: str) -> Any:
         def call(*args: Any) -> tuple[Any, ...]:
             self.calls.append((name, *args))
+            if name == "cudaSetDevice":
+                self.current_device = args[0]
+            if name == "cudaGetDevice":
+                return (Err.cudaSuccess, self.current_device)
+            if name == "cudaStreamCreateWithFlags":
+                return (Err.cudaSuccess, SLOT_STREAM)
+            if name == "cudaEventCreateWithFlags":
+                return (Err.cudaSuccess, next(self._events))
+            if name == "cudaMalloc":
+                return (Err.cudaSuccess, next(self._device_addresses))
+            if name == "cudaMallocHost":
+                self._pinned.append((ctypes.c_byte * args[0])())
+                return (Err.cudaSuccess, ctypes.addressof(self._pinned[-1]))
             if name == "cudaStreamEndCapture":
                 error = self.end_capture_error
                 return (error, None if error != Err.cudaSuccess else "graph")
@@ -60,15 +82,24 @@ class RecordingRuntime:
 
 
 class RecordingContext:
+    """An execution context's calls, returning what TensorRT returns (False for a refused address or shape)."""
+
     def __init__(self, calls: list[tuple[Any, ...]], enqueue_ok: bool = True) -> None:
         self.calls = calls
         self.enqueue_ok = enqueue_ok
+        self.refused_address: str | None = None  # the tensor whose set_tensor_address returns False
+        self.max_batch = 4  # set_input_shape returns False above it
 
-    def set_tensor_address(self, name: str, ptr: int) -> None:
+    def set_tensor_address(self, name: str, ptr: int) -> bool:
         self.calls.append(("set_tensor_address", name, ptr))
+        return name != self.refused_address
 
     def set_input_shape(self, name: str, shape: tuple[int, ...]) -> bool:
         self.calls.append(("set_input_shape", name, shape))
+        return shape[0] <= self.max_batch
+
+    def set_optimization_profile_async(self, index: int, stream: int) -> bool:
+        self.calls.append(("set_optimization_profile_async", index, stream))
         return True
 
     def execute_async_v3(self, stream: int) -> bool:
@@ -76,19 +107,26 @@ class RecordingContext:
         return self.enqueue_ok
 
 
-def make_slot(cudart: RecordingRuntime, cuda_graph: bool = False) -> _Slot:
-    """A slot over recorders, built without allocating (the allocation path needs a GPU)."""
+def fake_backend(cudart: RecordingRuntime, cuda_graph: bool = False) -> SimpleNamespace:
+    """What a slot reads from its backend; the engine creates recording contexts."""
     tensors = {name: _TensorSpec(name != "fused", np.float32, (3, 16, 16)) for name in ("ir", "vis", "fused")}
-    backend = SimpleNamespace(device=0, cuda_graph=cuda_graph, _tensors=tensors, engine_path=Path("m.engine"),
-                              min_batch=1, max_batch=4, profile=BatchProfile(1, 1, 4))
+    engine = SimpleNamespace(create_execution_context=lambda: RecordingContext(cudart.calls))
+    return SimpleNamespace(device=0, cuda_graph=cuda_graph, _tensors=tensors, engine_path=Path("m.engine"),
+                           min_batch=1, max_batch=4, profile=BatchProfile(1, 1, 4), _engine=engine, _cudart=cudart)
+
+
+def make_slot(cudart: RecordingRuntime, cuda_graph: bool = False) -> _Slot:
+    """A slot over recorders, built without allocating."""
+    backend = fake_backend(cudart, cuda_graph)
     slot = _Slot.__new__(_Slot)
     slot._backend = backend
     slot._cudart = cudart
     slot.context = RecordingContext(cudart.calls)
     slot.stream, slot.done, slot.ready = SLOT_STREAM, DONE, READY
-    slot.host, slot._host_ptr, slot._device_ptr = {}, {}, {"ir": 1, "vis": 2, "fused": 3}
+    slot.host, slot._host_ptr, slot._device_ptr = {}, {}, {"ir": 1024, "vis": 1280, "fused": 1536}
     slot.graphs = GraphBook(slot._destroy_graph)
     slot._own_addresses = False
+    slot.profile = None
     return slot
 
 
@@ -98,10 +136,13 @@ def make_slot(cudart: RecordingRuntime, cuda_graph: bool = False) -> _Slot:
 def test_a_graph_is_replayed_only_at_the_shape_it_was_captured_at():
     released = []
     book = GraphBook(released.append)
-    assert book.shape_set(1, (4,)) and book.graph(1) is None
+    assert not book.is_set(1, (4,))
+    book.shape_set(1, (4,))
+    assert book.graph(1) is None
     book.captured(1, "g4")
-    assert not book.shape_set(1, (4,)) and book.graph(1) == "g4"  # same shape: no set_input_shape, same graph
-    assert book.shape_set(1, (2,)) and released == ["g4"]  # another shape was set: the graph is gone
+    assert book.is_set(1, (4,)) and book.graph(1) == "g4"  # same shape: no set_input_shape, same graph
+    book.shape_set(1, (2,))
+    assert released == ["g4"]  # another shape was set: the graph is gone
     assert book.graph(1) is None
     book.shape_set(1, (4,))
     assert book.graph(1) is None  # back at 4 the old graph is not replayed: the context state changed in between
@@ -163,7 +204,7 @@ def test_failed_enqueue_inside_capture_also_falls_back():
 def test_device_run_hands_off_between_streams_in_order():
     cudart = RecordingRuntime()
     slot = make_slot(cudart)
-    slot.run_device(11, 12, 13, 2, CALLER_STREAM)
+    slot.run_device(256, 512, 768, 2, CALLER_STREAM)
     calls = [c for c in cudart.calls if c[0] != "set_tensor_address" and c[0] != "set_input_shape"]
     assert calls == [
         ("cudaEventRecord", READY, CALLER_STREAM),  # the caller's producers are done
@@ -173,18 +214,116 @@ def test_device_run_hands_off_between_streams_in_order():
         ("cudaStreamWaitEvent", CALLER_STREAM, DONE, 0),  # the caller's consumers wait for the engine
     ]
     addresses = {c[1]: c[2] for c in cudart.calls if c[0] == "set_tensor_address"}
-    assert addresses == {"ir": 11, "vis": 12, "fused": 13}
+    assert addresses == {"ir": 256, "vis": 512, "fused": 768}
 
 
 def test_close_waits_on_the_stream_device_runs_used():
     cudart = RecordingRuntime()
     slot = make_slot(cudart)
-    slot.run_device(11, 12, 13, 2, CALLER_STREAM)
+    slot.run_device(256, 512, 768, 2, CALLER_STREAM)
     cudart.calls.clear()
     slot.close()
     names = cudart.names()
     assert names.index("cudaStreamSynchronize") < names.index("cudaFree")
     assert ("cudaStreamSynchronize", SLOT_STREAM) in cudart.calls
+
+
+# -- issue 27: bound addresses checked and aligned, the caller's device kept, shapes recorded after success, one
+#    optimization profile per context ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", ["host", "device"])
+def test_a_refused_tensor_address_is_a_one_line_error_naming_the_tensor(path):
+    cudart = RecordingRuntime()
+    slot = make_slot(cudart)
+    slot.context.refused_address = "vis"
+    with pytest.raises(EngineError, match="'vis'") as info:
+        if path == "host":
+            slot.run_host(np.zeros((1, 3, 16, 16), np.float32), np.zeros((1, 3, 16, 16), np.float32))
+        else:
+            slot.run_device(256, 512, 768, 1, CALLER_STREAM)
+    assert "\n" not in str(info.value) and "m.engine" in str(info.value)
+    assert "execute_async_v3" not in cudart.names()  # nothing runs on an address TensorRT did not take
+
+
+def test_a_misaligned_device_address_is_refused_before_tensorrt_sees_it():
+    cudart = RecordingRuntime()
+    slot = make_slot(cudart)
+    with pytest.raises(EngineError, match=f"'ir'.*{TENSOR_ALIGNMENT}-byte"):
+        slot.run_device(256 + 100, 512, 768, 1, CALLER_STREAM)
+    assert "set_tensor_address" not in cudart.names() and "execute_async_v3" not in cudart.names()
+
+
+def test_tensors_at_unaligned_offsets_are_copied_to_aligned_memory():
+    """A uint8 batch sliced at a row (H*W = 100 bytes) starts off the 256-byte grid set_tensor_address needs."""
+    import torch
+
+    raw = torch.arange(4096, dtype=torch.int64).remainder(251).to(torch.uint8)
+    base = -raw.data_ptr() % TENSOR_ALIGNMENT
+    batch = raw[base:base + 400].view(4, 10, 10)  # starts on the grid; its row 1 is 100 bytes past it
+    halves = raw[base + 128:base + 328].view(torch.float16).view(10, 10)  # 128 bytes past it
+    assert _aligned(torch, batch).data_ptr() == batch.data_ptr()  # aligned already: used in place, no copy
+    for tensor in (batch[1:3], batch[3:], halves):
+        assert tensor.data_ptr() % TENSOR_ALIGNMENT != 0
+        aligned = _aligned(torch, tensor)
+        assert aligned.data_ptr() % TENSOR_ALIGNMENT == 0 and aligned.is_contiguous()
+        assert aligned.dtype == tensor.dtype and aligned.shape == tensor.shape
+        assert torch.equal(aligned.view(torch.uint8), tensor.contiguous().view(torch.uint8))
+
+
+def test_activate_puts_the_callers_current_device_back():
+    cudart = RecordingRuntime(current_device=1)  # the caller works on GPU 1; the backend runs on GPU 0
+    slot = make_slot(cudart)
+    with slot.activate():
+        assert cudart.current_device == 0
+    assert cudart.current_device == 1
+    with pytest.raises(RuntimeError), slot.activate():
+        raise RuntimeError("the run failed")
+    assert cudart.current_device == 1  # also after a failure
+    slot.close()
+    assert cudart.current_device == 1  # close() frees on GPU 0 and puts GPU 1 back too
+    cudart = RecordingRuntime(current_device=0)
+    with make_slot(cudart).activate():
+        pass
+    assert "cudaSetDevice" not in cudart.names()  # already current: nothing to change
+
+
+def test_a_refused_batch_is_refused_every_time_not_recorded_as_set():
+    cudart = RecordingRuntime()
+    slot = make_slot(cudart)
+    slot._set_batch(4)
+    for _ in range(2):  # the second try used to find batch 6 "already set" and enqueue at the old shape
+        with pytest.raises(EngineError, match="does not accept batch 6"):
+            slot._set_batch(6)
+    cudart.calls.clear()
+    slot._set_batch(4)  # a failed set may have changed part of the context's state: 4 is set again
+    assert [c for c in cudart.calls if c[0] == "set_input_shape"] == [
+        ("set_input_shape", "ir", (4, 3, 16, 16)), ("set_input_shape", "vis", (4, 3, 16, 16))]
+
+
+@pytest.mark.parametrize("profile", [None, 0, 2])
+def test_each_slot_selects_its_own_optimization_profile(profile):
+    cudart = RecordingRuntime()
+    slot = _Slot(fake_backend(cudart), profile)
+    selected = [c for c in cudart.calls if c[0] == "set_optimization_profile_async"]
+    if profile:
+        assert selected == [("set_optimization_profile_async", profile, SLOT_STREAM)]
+        names = cudart.names()
+        # selecting is asynchronous: the stream is synchronised before the slot is used
+        assert names.index("cudaStreamSynchronize") > names.index("set_optimization_profile_async")
+    else:
+        assert selected == []  # a new context starts on profile 0
+    slot._set_batch(2)
+    assert ("set_input_shape", "ir", (2, 3, 16, 16)) in cudart.calls
+    slot.close()
+
+
+def test_pool_size_is_limited_to_the_profiles_of_a_dynamic_engine():
+    assert _pool_size(2, dynamic_batch=True, profiles=1, requested=False) == (1, None)
+    size, note = _pool_size(3, dynamic_batch=True, profiles=2, requested=True)
+    assert size == 2 and note is not None and "2 optimization profiles" in note and "\n" not in note
+    assert _pool_size(3, dynamic_batch=True, profiles=4, requested=True) == (3, None)
+    assert _pool_size(3, dynamic_batch=False, profiles=1, requested=True) == (3, None)  # static shapes: shared
 
 
 # -- 4d: the timing cache saved is the one the build filled ----------------------------------------------------------

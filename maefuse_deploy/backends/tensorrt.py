@@ -9,6 +9,11 @@ maximum and pads those below its minimum. How a call runs:
   length of the call. Each pooled slot owns one CUDA stream, two events, pinned host buffers and device buffers
   sized for the profile's largest batch (allocated once), and, with ``cuda_graph=True``, the CUDA graph captured
   for the context's current input shape (:class:`GraphBook`).
+- Optimization profiles: TensorRT requires each execution context in concurrent use of a dynamic-shape engine to
+  have its own profile, so such an engine's pool holds at most as many contexts as the engine has profiles, slot
+  N on profile N (the C++ runtime does the same); a static-shape engine's contexts share its one profile.
+- Every address bound with ``set_tensor_address`` is checked (TensorRT's refusal, and 256-byte alignment, which
+  it requires); a call makes the backend's GPU current and puts the caller's current device back.
 - numpy in: copy into the pinned buffers, async host-to-device, enqueue (``execute_async_v3`` on tensor addresses
   set once, or a graph launch), async device-to-host, synchronise the slot's stream, copy out.
 - torch CUDA tensors in (the tensor path): TensorRT reads and writes the tensors' memory directly, with no copy and
@@ -23,6 +28,7 @@ TensorRT and cuda-python are imported when a backend is created, never at module
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import math
 import os
@@ -37,7 +43,7 @@ from ..checks import cuda_index
 from ..contract import INPUT_IR, INPUT_VIS, OUTPUT_FUSED, BatchProfile
 from ..errors import InputError
 from ..tensorrt import availability
-from ..tensorrt.cuda import CudaRuntime, checked
+from ..tensorrt.cuda import CudaRuntime, checked, on_device
 from ..tensorrt.errors import EngineError
 from ..tensorrt.pool import ContextPool
 from ..tensorrt.sidecar import check_compatibility, graph_info_of, read_sidecar
@@ -47,6 +53,7 @@ if TYPE_CHECKING:  # checked against tensorrt-stubs (.ci/typecheck); imported fo
     import tensorrt
 
 DEFAULT_POOL_SIZE = 2  # each context holds the engine's activation memory; two keep a second thread busy
+TENSOR_ALIGNMENT = 256  # bytes: set_tensor_address refuses (or misreads) addresses off this grid
 _TRT_DTYPES = {"FLOAT": np.float32, "HALF": np.float16, "UINT8": np.uint8}  # what the contract allows at io
 
 
@@ -93,14 +100,14 @@ class TensorRTBackend(BackendBase):
         self.profile = BatchProfile(sidecar.min_batch, sidecar.min_batch, sidecar.max_batch)
         self.description = f"tensorrt: {self.engine_path} ({sidecar.precision}, io {self.io}, batch {self.profile})"
 
-        checked(cudart, cudart.cudaSetDevice(self.device), f"selecting CUDA device {self.device}")
         self._logger = availability.shared_logger(trt)
         self._runtime = trt.Runtime(self._logger)
         if sidecar.version_compat:
             # Version-compatible plans carry their own lean runtime (host code), which TensorRT only loads
             # when allowed; the sidecar says this plan was built that way on purpose.
             self._runtime.engine_host_code_allowed = True
-        self._engine = self._runtime.deserialize_cuda_engine(self.engine_path.read_bytes())
+        with on_device(cudart, self.device):
+            self._engine = self._runtime.deserialize_cuda_engine(self.engine_path.read_bytes())
         if self._engine is None:
             raise EngineError(
                 f"TensorRT could not load engine {self.engine_path}",
@@ -109,7 +116,13 @@ class TensorRTBackend(BackendBase):
         self._tensors = _io_tensors(trt, self._engine, self.engine_path)
         ir_shape = self._tensors[INPUT_IR].sample_shape
         self.input_size = (ir_shape[1], ir_shape[2]) if self.io == "float" else (ir_shape[0], ir_shape[1])
-        self._pool = ContextPool(lambda: _Slot(self), pool_size or DEFAULT_POOL_SIZE, destroy=_Slot.close)
+        dynamic = any(int(self._engine.get_tensor_shape(name)[0]) < 0 for name in (INPUT_IR, INPUT_VIS))
+        size, note = _pool_size(pool_size or DEFAULT_POOL_SIZE, dynamic_batch=dynamic,
+                                profiles=int(self._engine.num_optimization_profiles), requested=pool_size is not None)
+        if note is not None:
+            self.notes.append(note)
+        # The pool's place numbers are unique among its live slots: a dynamic-shape engine's slot uses that profile.
+        self._pool = ContextPool(lambda place: _Slot(self, place if dynamic else None), size, destroy=_Slot.close)
 
     @classmethod
     def open(cls, source: str | os.PathLike[str] | None, *, device: str = "cuda", dtype: str | None = None,
@@ -120,8 +133,7 @@ class TensorRTBackend(BackendBase):
 
     def _run_impl(self, ir: np.ndarray, vis: np.ndarray) -> np.ndarray:
         """numpy batch inside the profile -> numpy output (pinned copies, one stream synchronisation)."""
-        with self._open_pool().acquire() as slot:
-            slot.activate()
+        with self._open_pool().acquire() as slot, slot.activate():
             return slot.run_host(ir, vis)
 
     def _run_tensor_impl(self, ir: Any, vis: Any) -> Any:
@@ -132,14 +144,15 @@ class TensorRTBackend(BackendBase):
         if ir.device != here or vis.device != here:
             return super()._run_tensor_impl(ir, vis)
         specs = self._tensors
-        ir = ir.to(_torch_dtype(torch, specs[INPUT_IR].dtype)).contiguous()
-        vis = vis.to(_torch_dtype(torch, specs[INPUT_VIS].dtype)).contiguous()
+        # A batch the base class sliced off a larger one can start anywhere (a uint8 frame of H*W bytes): copy it
+        # to aligned memory on the caller's stream, which the slot's stream waits for.
+        ir = _aligned(torch, ir.to(_torch_dtype(torch, specs[INPUT_IR].dtype)).contiguous())
+        vis = _aligned(torch, vis.to(_torch_dtype(torch, specs[INPUT_VIS].dtype)).contiguous())
         out_spec = specs[OUTPUT_FUSED]
         out = torch.empty((ir.shape[0], *out_spec.sample_shape), dtype=_torch_dtype(torch, out_spec.dtype),
                           device=here)
         caller = torch.cuda.current_stream(here)
-        with self._open_pool().acquire() as slot:
-            slot.activate()
+        with self._open_pool().acquire() as slot, slot.activate():
             # No record_stream on the slot's stream: the caller's stream already waits for the slot's `done`, so
             # memory the caching allocator hands out again is only touched after the engine; and close() destroys
             # that stream while these tensors may live on, which torch would then record events on.
@@ -184,15 +197,22 @@ class GraphBook:
         self._graph: dict[int, tuple[tuple[int, ...], Any]] = {}
         self._failed: set[int] = set()
 
-    def shape_set(self, context: int, shape: tuple[int, ...]) -> bool:
-        """Record that ``shape`` is now set on ``context``; True when it changed (the caller must set it)."""
-        if self._shape.get(context) == shape:
-            return False
-        self._shape[context] = shape
+    def is_set(self, context: int, shape: tuple[int, ...]) -> bool:
+        """Whether ``shape`` is the one last set on ``context`` (then set_input_shape is not needed)."""
+        return self._shape.get(context) == shape
+
+    def forget(self, context: int) -> None:
+        """The context's shape is about to change, or may have (a failed set): unknown shape, graph released."""
+        self._shape.pop(context, None)
         held = self._graph.pop(context, None)
         if held is not None:
             self._release(held[1])
-        return True
+
+    def shape_set(self, context: int, shape: tuple[int, ...]) -> None:
+        """Record ``shape`` on ``context``; only after set_input_shape accepted it for every input."""
+        if self._shape.get(context) != shape:
+            self.forget(context)
+        self._shape[context] = shape
 
     def graph(self, context: int) -> Any:
         """The graph captured at the context's current shape, or None."""
@@ -231,9 +251,10 @@ class _TensorSpec:
 class _Slot:
     """One execution context with its stream, events, buffers and CUDA graph; used by one thread at a time."""
 
-    def __init__(self, backend: TensorRTBackend) -> None:
+    def __init__(self, backend: TensorRTBackend, profile: int | None) -> None:
         self._backend = backend
         self._cudart: CudaRuntime = backend._cudart
+        self.profile = profile  # this context's own optimization profile (dynamic shapes), None: static shapes
         self.context: tensorrt.IExecutionContext | None = None
         self.stream: Any = None
         self.done: Any = None  # recorded on this slot's stream after each run: "the context is free again"
@@ -244,14 +265,14 @@ class _Slot:
         self.graphs = GraphBook(self._destroy_graph)
         self._own_addresses = False
         try:
-            self._allocate()
+            with self.activate():
+                self._allocate()
         except BaseException:
             self.close()
             raise
 
     def _allocate(self) -> None:
         cudart, backend = self._cudart, self._backend
-        self.activate()
         self.context = backend._engine.create_execution_context()
         if self.context is None:
             raise EngineError(
@@ -265,6 +286,13 @@ class _Slot:
         flags = cudart.cudaEventDisableTiming
         self.done = checked(cudart, cudart.cudaEventCreateWithFlags(flags), "creating an event")
         self.ready = checked(cudart, cudart.cudaEventCreateWithFlags(flags), "creating an event")
+        if self.profile:  # a new context starts on profile 0
+            if not self.context.set_optimization_profile_async(self.profile, int(self.stream)):
+                raise EngineError(
+                    f"TensorRT could not select optimization profile {self.profile} of {backend.engine_path}",
+                    fix="use a smaller pool_size",
+                )
+            checked(cudart, cudart.cudaStreamSynchronize(self.stream), "selecting an optimization profile")
         max_batch = backend.max_batch or 1
         for name, spec in backend._tensors.items():
             nbytes = max_batch * spec.sample_bytes
@@ -280,10 +308,9 @@ class _Slot:
                               fix="create a new backend")
         return context
 
-    def activate(self) -> None:
-        """Make the backend's GPU current for this thread (CUDA keeps the current device per thread)."""
-        cudart = self._cudart
-        checked(cudart, cudart.cudaSetDevice(self._backend.device), f"selecting CUDA device {self._backend.device}")
+    def activate(self) -> contextlib.AbstractContextManager[None]:
+        """The backend's GPU current for a ``with`` block, the caller's current device put back after it."""
+        return on_device(self._cudart, self._backend.device)
 
     def run_host(self, ir: np.ndarray, vis: np.ndarray) -> np.ndarray:
         """Pinned copy in, H2D, enqueue, D2H, synchronise; returns a copy of the output (the buffer is reused)."""
@@ -321,9 +348,9 @@ class _Slot:
         cudart, context, stream = self._cudart, self._context(), self.stream
         checked(cudart, cudart.cudaEventRecord(self.ready, caller_stream), "recording an event on the caller's stream")
         checked(cudart, cudart.cudaStreamWaitEvent(stream, self.ready, 0), "ordering after the caller's work")
-        for name, ptr in ((INPUT_IR, ir_ptr), (INPUT_VIS, vis_ptr), (OUTPUT_FUSED, out_ptr)):
-            context.set_tensor_address(name, ptr)
         self._own_addresses = False
+        for name, ptr in ((INPUT_IR, ir_ptr), (INPUT_VIS, vis_ptr), (OUTPUT_FUSED, out_ptr)):
+            self._bind(context, name, ptr)
         self._set_batch(count)
         # Graphs are not used here: a graph records tensor addresses, and the caller's change from call to call.
         self._enqueue(stream, use_graph=False)
@@ -332,8 +359,11 @@ class _Slot:
 
     def close(self) -> None:
         """Free everything this slot holds; best effort, so one failure does not leak the rest."""
+        with self.activate():  # close() may run on a thread whose current GPU is another
+            self._free()
+
+    def _free(self) -> None:
         cudart = self._cudart
-        cudart.cudaSetDevice(self._backend.device)  # close() may run on a thread whose current GPU is another
         if self.stream is not None:
             cudart.cudaStreamSynchronize(self.stream)  # device runs are on this stream too, so this waits for them
         self.graphs.clear()
@@ -361,19 +391,32 @@ class _Slot:
     def _use_own_addresses(self) -> None:
         if not self._own_addresses:
             for name, ptr in self._device_ptr.items():
-                self._context().set_tensor_address(name, ptr)
+                self._bind(self._context(), name, ptr)
             self._own_addresses = True
 
+    def _bind(self, context: tensorrt.IExecutionContext, name: str, ptr: int) -> None:
+        engine = self._backend.engine_path.name
+        if ptr % TENSOR_ALIGNMENT:
+            raise EngineError(
+                f"the address of tensor {name!r} for engine {engine} is not {TENSOR_ALIGNMENT}-byte aligned",
+                fix="pass tensors that start at their own allocation (e.g. .clone() a slice)",
+            )
+        if not context.set_tensor_address(name, ptr):
+            raise EngineError(f"TensorRT refused the address of tensor {name!r} for engine {engine}",
+                              fix="pass contiguous CUDA tensors on the backend's GPU")
+
     def _set_batch(self, count: int) -> None:
-        specs = self._backend._tensors
-        if not self.graphs.shape_set(id(self.context), (count,)):
+        specs, key = self._backend._tensors, id(self.context)
+        if self.graphs.is_set(key, (count,)):
             return
+        self.graphs.forget(key)  # from here the context's shape changes, also when a set below is refused
         for name in (INPUT_IR, INPUT_VIS):
             if not self._context().set_input_shape(name, (count, *specs[name].sample_shape)):
                 raise EngineError(
                     f"engine {self._backend.engine_path.name} does not accept batch {count}",
                     fix=f"use batches of {self._backend.min_batch}..{self._backend.max_batch}, or rebuild with --batch",
                 )
+        self.graphs.shape_set(key, (count,))
 
     def _enqueue(self, stream: Any, *, use_graph: bool) -> None:
         key = id(self.context)
@@ -453,6 +496,30 @@ def _io_tensors(trt: ModuleType, engine: tensorrt.ICudaEngine, path: Path) -> di
             fix="build it from a maefuse-export graph",
         )
     return tensors
+
+
+def _pool_size(wanted: int, *, dynamic_batch: bool, profiles: int, requested: bool) -> tuple[int, str | None]:
+    """How many contexts may run at once, and a note when fewer than ``requested`` (an explicit pool_size).
+
+    Each context of a dynamic-shape engine in concurrent use needs its own optimization profile (TensorRT's
+    IExecutionContext contract), so there are at most as many as the engine has; static-shape contexts share one.
+    """
+    if not dynamic_batch or wanted <= profiles:
+        return wanted, None
+    size = max(profiles, 1)
+    note = (f"pool_size {wanted} lowered to {size}: the engine has {profiles} optimization profiles and each "
+            "concurrent context of a dynamic-batch engine needs its own") if requested else None
+    return size, note
+
+
+def _aligned(torch: ModuleType, tensor: Any) -> Any:
+    """``tensor`` (contiguous) when its data starts on the TENSOR_ALIGNMENT grid, else an aligned copy of it."""
+    if tensor.data_ptr() % TENSOR_ALIGNMENT == 0:
+        return tensor
+    nbytes = tensor.numel() * tensor.element_size()
+    raw = torch.empty(nbytes + TENSOR_ALIGNMENT, dtype=torch.uint8, device=tensor.device)
+    start = -raw.data_ptr() % TENSOR_ALIGNMENT  # allocations are at least 64-byte aligned: fine for any itemsize
+    return raw[start:start + nbytes].view(tensor.dtype).view(tensor.shape).copy_(tensor)
 
 
 def _torch_dtype(torch: ModuleType, dtype: Any) -> Any:

@@ -10,7 +10,8 @@ installed cuda-bindings, so a call the bindings do not have is a type error, not
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
 from .errors import EngineError
@@ -31,6 +32,7 @@ class CudaRuntime(Protocol):
     cudaEventRecord: CudaCall
     cudaFree: CudaCall
     cudaFreeHost: CudaCall
+    cudaGetDevice: CudaCall
     cudaGetDeviceCount: CudaCall
     cudaGetDeviceProperties: CudaCall
     cudaGetErrorName: CudaCall
@@ -59,12 +61,34 @@ def checked(cudart: CudaRuntime, result: tuple[Any, ...], what: str) -> Any:
         return None
     return values[0] if len(values) == 1 else tuple(values)
 
+
+@contextlib.contextmanager
+def on_device(cudart: CudaRuntime, device: int) -> Iterator[None]:
+    """Make ``device`` current for the block, then put back the device that was current before.
+
+    CUDA keeps the current device per host thread, and a library call must not change the caller's: a caller
+    working on another GPU would find its next allocations and launches there.
+    """
+    previous = checked(cudart, cudart.cudaGetDevice(), "reading the current CUDA device")
+    if previous == device:
+        yield
+        return
+    checked(cudart, cudart.cudaSetDevice(device), f"selecting CUDA device {device}")
+    try:
+        yield
+    except BaseException:
+        cudart.cudaSetDevice(previous)  # best effort: the error being raised is the one to report
+        raise
+    checked(cudart, cudart.cudaSetDevice(previous), f"selecting CUDA device {previous} again")
+
+
 def cuda_error_name(cudart: CudaRuntime, err: Any) -> str:
     try:
         name = cudart.cudaGetErrorName(err)[1]
     except Exception:  # an error while naming an error must not hide the original one
         return str(err)
     return text(name)
+
 
 def text(value: Any) -> str:
     """A C string from the bindings (bytes with a NUL terminator, or str) as a Python str."""

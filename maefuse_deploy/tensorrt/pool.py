@@ -3,7 +3,8 @@
 TensorRT execution contexts are not thread-safe (docs/architecture.md §6), and each one holds its activation memory,
 so the runtime keeps a few of them and lends one to each calling thread for the length of a call. Items are created
 on demand (creating one is slow, outside the lock) and destroyed by :meth:`ContextPool.close`, which waits for the
-ones still lent out.
+ones still lent out. The factory gets the item's place, a number in 0..size-1 that no other live item holds: a
+dynamic-shape engine's context uses it as its own optimization profile (contexts in concurrent use need one each).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ T = TypeVar("T")
 
 
 class ContextPool(Generic[T]):
-    def __init__(self, factory: Callable[[], T], size: int, destroy: Callable[[T], None] | None = None) -> None:
+    def __init__(self, factory: Callable[[int], T], size: int, destroy: Callable[[T], None] | None = None) -> None:
         if size < 1:
             raise ValueError(f"pool size must be at least 1, got {size}")
         self._factory = factory
@@ -31,6 +32,7 @@ class ContextPool(Generic[T]):
         self._items: list[T] = []
         self._lent = 0
         self._creating = 0
+        self._free_places = list(range(size - 1, -1, -1))  # popped from the end: 0 first
         self._closed = False
 
     @property
@@ -76,14 +78,16 @@ class ContextPool(Generic[T]):
                     return self._idle.pop()
                 if len(self._items) + self._creating < self._size:
                     self._creating += 1
+                    place = self._free_places.pop()
                     break
                 if not self._cond.wait(_remaining(deadline)):
                     raise TimeoutError(f"no pooled item became free within {timeout} s")
         try:
-            item = self._factory()
+            item = self._factory(place)
         except BaseException:
             with self._cond:
                 self._creating -= 1
+                self._free_places.append(place)
                 self._cond.notify_all()
             raise
         with self._cond:
