@@ -16,12 +16,17 @@ Input conversions: IR is taken as grey (a colour IR file is converted with BGR2G
 linear stretch of the frame between its 0.5th and 99.5th percentiles: a per-frame automatic gain, robust to a few
 hot or dead pixels, which keeps the contrast of the scene instead of the sensor's full 16-bit range. 16-bit VIS is
 scaled by 255/65535. An alpha channel is dropped (the fused image has no transparency).
+
+The same steps on torch tensors (``*_tensor`` below) keep CUDA frames on their GPU (Fuser's device path): the
+colour conversions are OpenCV's 14-bit fixed-point arithmetic in integers (bit-exact), the 16-bit stretch takes
+the percentiles as numpy does, and only the resizes (OpenCV's fixed-point bilinear and bicubic, here in floating
+point with the same geometry) may differ from the host path by a grey level. torch is imported only there.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import cv2
 import numpy as np
@@ -86,7 +91,9 @@ class PairContext:
     """What post-processing needs to turn a network output back into an image of the input's size."""
 
     original_size: tuple[int, int]  # (H, W) of the input pair
-    vis_ycrcb: np.ndarray  # HxWx3 uint8 YCrCb of the VIS at network size (official) or input size (native)
+    # HxWx3 uint8 YCrCb of the VIS at network size (official) or input size (native): a numpy array, or a torch
+    # tensor on the frames' device (prepare_pair_tensor)
+    vis_ycrcb: Any
     colour: bool  # the VIS was colour: return BGR, else grey
     network_size: tuple[int, int]  # (H, W) of the tensors given to the network
 
@@ -163,3 +170,185 @@ def finish_pair(decoded: np.ndarray, context: PairContext, policy: Policy) -> np
     if policy == "official" and bgr.shape[:2] != (height, width):
         bgr = cv2.resize(bgr, (width, height), interpolation=cv2.INTER_CUBIC)
     return bgr if context.colour else np.ascontiguousarray(bgr[:, :, 0])
+
+
+# -- the same processing on torch tensors (Fuser's device path) ----------------------------------------------------
+
+# OpenCV's integer colour conversions: RGB2YCrCb_i / YCrCb2RGB_i in 14-bit fixed point, RGB2Gray (8 and 16 bits)
+# in 15-bit, each with rounded shifts; int32 holds every intermediate (16-bit grey: at most 65535 * 2**15 + 2**14).
+_SHIFT, _GREY_SHIFT = 14, 15
+_R2Y, _G2Y, _B2Y = 4899, 9617, 1868
+_GREY_R, _GREY_G, _GREY_B = 9798, 19235, 3735
+_Y2CR, _Y2CB = 11682, 9241
+_CR2R, _CR2G, _CB2G, _CB2B = 22987, -11698, -5636, 29049
+
+
+def _descale(value: Any, shift: int = _SHIFT) -> Any:
+    """OpenCV's CV_DESCALE on an int32 tensor: round, then shift (arithmetic for negative values, as in C)."""
+    return (value + (1 << (shift - 1))) >> shift
+
+
+def _grey(b: Any, g: Any, r: Any) -> Any:
+    """OpenCV's BGR2GRAY of int32 channel planes."""
+    return _descale(b * _GREY_B + g * _GREY_G + r * _GREY_R, _GREY_SHIFT)
+
+
+def _to_uint8(value: Any) -> Any:
+    return value.clamp(0, 255).to(dtype=_torch().uint8)
+
+
+def _torch() -> Any:
+    import torch
+
+    return torch
+
+
+def _stand_in(tensor: Any) -> np.ndarray:
+    """A numpy array of the tensor's shape and (uint8/uint16) dtype that owns no pixels, for the shared checks."""
+    dtype = np.uint16 if tensor.dtype == _torch().uint16 else np.uint8
+    return np.lib.stride_tricks.as_strided(np.zeros(1, dtype), shape=tuple(tensor.shape), strides=(0,) * tensor.ndim)
+
+
+def check_pair_tensor(ir: Any, vis: Any, name: str = "pair") -> None:
+    """:func:`check_pair` for torch tensors (HxW or HxWxC, uint8 or uint16)."""
+    torch = _torch()
+    if ir.dtype not in (torch.uint8, torch.uint16) or vis.dtype not in (torch.uint8, torch.uint16):
+        raise InputError(f"{name}: images must be uint8 or uint16, got {ir.dtype} and {vis.dtype}")
+    check_pair(_stand_in(ir), _stand_in(vis), name)
+
+
+def _grey_of_bgr(image: Any) -> Any:
+    """HxWx3 (or 4) BGR(A) integer tensor -> HxW int32 grey, OpenCV's BGR2GRAY (8 and 16 bits alike)."""
+    wide = image.to(dtype=_torch().int32)
+    return _grey(wide[..., 0], wide[..., 1], wide[..., 2])
+
+
+def ir_to_grey8_tensor(image: Any) -> Any:
+    """:func:`ir_to_grey8` on a tensor: HxW uint8 on the tensor's device."""
+    torch = _torch()
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[:, :, 0]
+    sixteen = image.dtype == torch.uint16
+    grey = _grey_of_bgr(image) if image.ndim == 3 else image.to(dtype=torch.int32)
+    if not sixteen:
+        return _to_uint8(grey).contiguous()
+    low, high = _percentiles(grey, IR16_PERCENTILES)
+    scale = 255.0 / max(float(high - low), 1.0)
+    return _to_uint8((grey.to(dtype=torch.float32) - low) * scale + 0.5).contiguous()
+
+
+def _percentiles(values: Any, percents: tuple[float, ...]) -> list[float]:
+    """np.percentile's default (linear) method on a tensor: the order statistics on the device, the interpolation
+    in float64 on the host exactly as numpy does it (a few scalars cross, not the frame)."""
+    ordered = values.flatten().sort().values
+    count = int(ordered.numel())
+    found = []
+    for percent in percents:
+        q = percent / 100
+        index = count * q + (1 + q * (1 - 1 - 1)) - 1  # numpy's virtual index for alpha = beta = 1
+        below = min(max(int(np.floor(index)), 0), count - 1)
+        a, b = float(ordered[below]), float(ordered[min(below + 1, count - 1)])
+        t = index - np.floor(index)
+        found.append(b - (b - a) * (1 - t) if t >= 0.5 else a + (b - a) * t)
+    return found
+
+
+def vis_to_bgr8_tensor(image: Any) -> Any:
+    """:func:`vis_to_bgr8` on a tensor: HxW or HxWx3 uint8."""
+    torch = _torch()
+    if image.dtype == torch.uint16:
+        image = (image.to(dtype=torch.float32) * (255.0 / 65535.0) + 0.5).to(dtype=torch.uint8)
+    if image.ndim == 3 and image.shape[2] == 4:
+        image = image[:, :, :3]
+    return image.contiguous()
+
+
+def bgr_to_ycrcb_tensor(bgr: Any) -> Any:
+    """HxWx3 uint8 BGR -> HxWx3 uint8 YCrCb, OpenCV's COLOR_BGR2YCrCb bit for bit."""
+    wide = bgr.to(dtype=_torch().int32)
+    b, g, r = wide[..., 0], wide[..., 1], wide[..., 2]
+    y = _descale(b * _B2Y + g * _G2Y + r * _R2Y)
+    delta = 128 << _SHIFT
+    cr = _descale((r - y) * _Y2CR + delta)
+    cb = _descale((b - y) * _Y2CB + delta)
+    return _to_uint8(_torch().stack([y, cr, cb], dim=-1))
+
+
+def ycrcb_to_bgr_tensor(ycrcb: Any) -> Any:
+    """HxWx3 uint8 YCrCb -> HxWx3 uint8 BGR, OpenCV's COLOR_YCrCb2BGR bit for bit."""
+    wide = ycrcb.to(dtype=_torch().int32)
+    y, cr, cb = wide[..., 0], wide[..., 1] - 128, wide[..., 2] - 128
+    b = y + _descale(cb * _CB2B)
+    g = y + _descale(cb * _CB2G + cr * _CR2G)
+    r = y + _descale(cr * _CR2R)
+    return _to_uint8(_torch().stack([b, g, r], dim=-1))
+
+
+def _resize(image: Any, size: tuple[int, int], mode: str) -> Any:
+    """HxW or HxWxC uint8 -> (H, W) = ``size`` uint8: half-pixel centres, edges replicated, no antialiasing (as
+    OpenCV's INTER_LINEAR / INTER_CUBIC), rounded to the nearest integer."""
+    import torch.nn.functional as functional
+
+    planes = image[None, None] if image.ndim == 2 else image.permute(2, 0, 1)[None]
+    resized = functional.interpolate(planes.float(), size=size, mode=mode, align_corners=False)
+    out = _to_uint8(resized.round())[0]
+    return out[0] if image.ndim == 2 else out.permute(1, 2, 0)
+
+
+def normalise_tensor(grey: Any) -> Any:
+    """:func:`normalise` on a tensor: HxW uint8 -> (3, H, W) float32 on its device."""
+    torch = _torch()
+    mean = torch.from_numpy(IMAGENET_MEAN).to(grey.device)[:, None, None]
+    std = torch.from_numpy(IMAGENET_STD).to(grey.device)[:, None, None]
+    return (grey.to(dtype=torch.float32) / 255.0 - mean) / std
+
+
+def prepare_pair_tensor(
+    ir: Any, vis: Any, policy: Policy, model_size: tuple[int, int], patch_size: int, name: str = "pair"
+) -> tuple[Any, Any, PairContext]:
+    """:func:`prepare_pair` on tensors of one device: the network inputs and context stay on it."""
+    import torch.nn.functional as functional
+
+    if ir.ndim == 3 and ir.shape[2] == 1:
+        ir = ir[:, :, 0]
+    if vis.ndim == 3 and vis.shape[2] == 1:
+        vis = vis[:, :, 0]
+    check_pair_tensor(ir, vis, name)
+    ir8 = ir_to_grey8_tensor(ir)
+    vis8 = vis_to_bgr8_tensor(vis)
+    height, width = int(vis8.shape[0]), int(vis8.shape[1])
+    colour = vis8.ndim == 3
+    vis_bgr = vis8 if colour else vis8[:, :, None].expand(height, width, 3)
+    ycrcb = bgr_to_ycrcb_tensor(vis_bgr)
+    if policy == "official":
+        if (height, width) != tuple(model_size):
+            ir8 = _resize(ir8, model_size, "bilinear")
+            ycrcb = _resize(ycrcb, model_size, "bilinear")
+        ir_net, vis_net = ir8, ycrcb[:, :, 0]
+    elif policy == "native":
+        pads = (0, -width % patch_size, 0, -height % patch_size)
+        ir_net, vis_net = (
+            functional.pad(plane[None, None].float(), pads, mode="replicate")[0, 0] for plane in (ir8, ycrcb[:, :, 0])
+        )
+    else:
+        raise InputError(f"unknown preprocessing policy {policy!r}", fix=f"use one of {', '.join(POLICIES)}")
+    context = PairContext((height, width), ycrcb, colour, (int(ir_net.shape[0]), int(ir_net.shape[1])))
+    return normalise_tensor(ir_net), normalise_tensor(vis_net), context
+
+
+def finish_pair_tensor(decoded: Any, context: PairContext, policy: Policy) -> Any:
+    """:func:`finish_pair` on a tensor: (3, H, W) float32 -> HxWx3 BGR (or HxW grey) uint8 on its device."""
+    torch = _torch()
+    mean = torch.from_numpy(IMAGENET_MEAN).to(decoded.device)
+    std = torch.from_numpy(IMAGENET_STD).to(decoded.device)
+    rgb = ((decoded.permute(1, 2, 0) * std + mean) * 255.0).clamp(0, 255).to(dtype=torch.uint8)
+    wide = rgb.to(dtype=torch.int32)
+    fused_grey = _to_uint8(_grey(wide[..., 2], wide[..., 1], wide[..., 0]))  # RGB2GRAY
+    height, width = context.original_size
+    if policy == "native":
+        fused_grey = fused_grey[:height, :width]
+    ycrcb = torch.cat([fused_grey[:, :, None], context.vis_ycrcb[:, :, 1:]], dim=2)
+    bgr = ycrcb_to_bgr_tensor(ycrcb)
+    if policy == "official" and tuple(bgr.shape[:2]) != (height, width):
+        bgr = _resize(bgr, (height, width), "bicubic")
+    return bgr if context.colour else bgr[:, :, 0].contiguous()

@@ -110,3 +110,97 @@ def test_batching_is_cut_by_one_rule():
     assert batch_slices(10, 4) == [slice(0, 4), slice(4, 8), slice(8, 10)]
     assert batch_slices(0, 4) == [] and batch_slices(3, 8) == [slice(0, 3)]
     assert Fuser.open("random:maefuse-micro", device="cpu").batch_size == DEFAULT_BATCH_SIZE
+
+
+# -- issue 27: the device path (CUDA frames stay on the GPU) and DLPack objects --------------------------------------
+
+
+class DLPackFrame:
+    """A DLPack producer that is neither numpy nor torch (as a CuPy or JAX array is), over a numpy array."""
+
+    def __init__(self, array: np.ndarray, device: tuple[int, int] | None = None) -> None:
+        self._array = array
+        self._device = device  # what __dlpack_device__ reports; None: the array's own (CPU)
+
+    def __dlpack__(self, **kwargs):
+        return self._array.__dlpack__(**kwargs)
+
+    def __dlpack_device__(self):
+        return self._device or self._array.__dlpack_device__()
+
+
+def test_path_selection_by_where_the_frames_and_the_backend_are():
+    from maefuse_deploy.runtime.fuser import fuse_path, image_device
+
+    cuda0, cuda1, cpu = torch.device("cuda", 0), torch.device("cuda", 1), torch.device("cpu")
+    cuda_frame = DLPackFrame(VIS, device=(2, 0))  # reports kDLCUDA device 0; only its device is asked
+    assert image_device(IR) is None and image_device(torch.from_numpy(IR)) == cpu
+    assert image_device(DLPackFrame(IR)) == cpu and image_device(cuda_frame) == cuda0
+    # a CUDA tensor pair on the backend's GPU (torch on CUDA, TensorRT): processed there
+    assert fuse_path(cuda0, cuda0, cuda0) == "device"
+    assert fuse_path(image_device(cuda_frame), cuda0, torch.device("cuda")) == "device"  # DLPack; "cuda" = GPU 0
+    # everything else: host processing, the result moved back to the caller's device
+    assert fuse_path(cpu, cpu, cpu) == "host"  # CPU tensors
+    assert fuse_path(None, None, cuda0) == "host"  # numpy arrays
+    assert fuse_path(image_device(DLPackFrame(IR)), cuda0, cuda0) == "host"  # a CPU DLPack object
+    assert fuse_path(cuda0, None, cuda0) == "host"  # one numpy image
+    assert fuse_path(cuda0, cuda0, cuda1) == "host"  # frames on another GPU than the backend's
+    assert fuse_path(cuda0, cuda0, None) == "host"  # onnxruntime / OpenVINO: no tensor device
+    assert fuse_path(cuda0, cuda0, cpu) == "host"
+    with pytest.raises(InputError, match="DLPack"):
+        image_device([[1, 2]])
+
+
+def test_dlpack_objects_are_accepted_and_come_back_as_tensors(micro):
+    out = micro.fuse(DLPackFrame(IR), DLPackFrame(VIS))
+    assert isinstance(out, torch.Tensor) and out.device.type == "cpu"
+    np.testing.assert_array_equal(out.numpy(), micro.fuse(IR, VIS))
+
+
+@pytest.mark.parametrize("policy", ["official", "native"])
+def test_device_processing_matches_the_host_path(msrs, policy):
+    """The device path's steps run on CPU tensors here: colour conversions are OpenCV's integer arithmetic (exact),
+    the official policy's resizes are floating point (OpenCV's are fixed point): a few grey levels at most."""
+    import cv2
+
+    fuser = Fuser.open("random:maefuse-micro", device="cpu", policy=policy)
+    ir16 = (cv2.imread(str(msrs / "ir" / "00633D.png"), cv2.IMREAD_UNCHANGED).astype(np.uint16) * 200 + 900)
+    vis = cv2.imread(str(msrs / "vi" / "00633D.png"))
+    pairs = [(ir16, vis), (ir16, vis[:, :, 1].copy()), (ir16[:, :, None], cv2.cvtColor(vis, cv2.COLOR_BGR2BGRA))]
+    host = fuser.fuse_batch(pairs)
+    device = fuser.run_on_device([(torch.from_numpy(ir), torch.from_numpy(v)) for ir, v in pairs],
+                                 ["a", "b", "c"])
+    for want, got in zip(host, device, strict=True):
+        assert isinstance(got, torch.Tensor) and got.dtype == torch.uint8 and tuple(got.shape) == want.shape
+        diff = np.abs(want.astype(int) - got.numpy())
+        if policy == "native":
+            assert diff.max() == 0
+        else:
+            assert diff.max() <= 3 and (diff > 1).mean() < 0.03
+
+
+def test_device_path_of_a_uint8_graph_is_exact(uint8_graph):
+    fuser = Fuser.open(uint8_graph, device="cpu")
+    ir16 = (IR.astype(np.uint16) * 40 + 3000).astype(np.uint16)
+    pairs = [(ir16, VIS), (IR, VIS[:, :, 0].copy())]
+    device = fuser.run_on_device([(torch.from_numpy(ir), torch.from_numpy(vis)) for ir, vis in pairs], ["a", "b"])
+    for want, got in zip(fuser.fuse_batch(pairs), device, strict=True):
+        np.testing.assert_array_equal(got.numpy(), want)
+
+
+def test_device_path_refuses_what_the_host_path_refuses(micro):
+    with pytest.raises(InputError, match="uint8 or uint16"):
+        micro.run_on_device([(torch.zeros(64, 64), torch.zeros(64, 64, 3))], ["pair 0"])
+    with pytest.raises(InputError, match="IR is 32x32 but VIS is 64x64"):
+        micro.run_on_device([(torch.zeros(32, 32, dtype=torch.uint8), torch.from_numpy(VIS))], ["pair 0"])
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_pairs_stay_on_the_gpu():
+    fuser = Fuser.open("random:maefuse-micro", device="cuda")
+    ir, vis = torch.from_numpy(IR).cuda(), torch.from_numpy(VIS).cuda()
+    out = fuser.fuse(ir, vis)
+    assert out.device == ir.device and out.dtype == torch.uint8
+    cpu = fuser.run_on_device([(ir.cpu(), vis.cpu())], ["cpu"])[0]
+    assert np.abs(out.cpu().numpy().astype(int) - cpu.numpy()).max() <= 1  # same steps, GPU float rounding

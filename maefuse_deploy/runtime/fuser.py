@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 import warnings
 from collections import defaultdict
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, Literal
 
 import cv2
 import numpy as np
@@ -20,29 +20,79 @@ from ..processing import (
     PairContext,
     Policy,
     check_pair,
+    check_pair_tensor,
     finish_pair,
+    finish_pair_tensor,
     ir_to_grey8,
+    ir_to_grey8_tensor,
     prepare_pair,
+    prepare_pair_tensor,
     vis_to_bgr8,
+    vis_to_bgr8_tensor,
 )
 from .limits import check_native_pass
 
-Image = Any  # numpy array (OpenCV layout) or torch tensor of the same layout
+Image = Any  # numpy array (OpenCV layout), torch tensor or other DLPack object of the same layout
+FusePath = Literal["device", "host"]
+_DLPACK_CPU, _DLPACK_CUDA = 1, 2  # DLDeviceType codes (dlpack.h)
 
 
 def _to_numpy(image: Image) -> np.ndarray:
     if isinstance(image, np.ndarray):
         return image
+    return _as_tensor_input(image).detach().cpu().numpy()
+
+
+def _as_tensor_input(image: Image) -> Any:
+    """A torch tensor as is; another DLPack object (CuPy, JAX, ...) as a tensor sharing its memory."""
     if is_tensor(image):
-        return image.detach().cpu().numpy()
-    raise InputError(f"expected a numpy array or torch tensor, got {type(image).__name__}")
+        return image
+    if hasattr(image, "__dlpack__"):
+        import torch
+
+        return torch.from_dlpack(image)
+    raise InputError(f"expected a numpy array, torch tensor or DLPack object, got {type(image).__name__}")
+
+
+def image_device(image: Image) -> Any:
+    """The torch device an image lives on; None for numpy arrays (DLPack objects are not converted to ask)."""
+    if isinstance(image, np.ndarray):
+        return None
+    if is_tensor(image):
+        return image.device
+    if hasattr(image, "__dlpack_device__"):
+        import torch
+
+        kind, index = image.__dlpack_device__()
+        return torch.device("cuda", int(index)) if int(kind) == _DLPACK_CUDA else torch.device("cpu")
+    raise InputError(f"expected a numpy array, torch tensor or DLPack object, got {type(image).__name__}")
+
+
+def fuse_path(ir_device: Any, vis_device: Any, backend_device: Any) -> FusePath:
+    """Where a pair is processed: ``"device"`` when both images are on the CUDA GPU the backend computes on
+    (pre/post-processing and network stay there, no copy through the host), else ``"host"`` (numpy processing,
+    the result moved to the caller's device). Devices are torch devices, None for numpy images or a backend
+    without a tensor device (onnxruntime, OpenVINO)."""
+    devices = (ir_device, vis_device, backend_device)
+    if any(device is None or device.type != "cuda" for device in devices):
+        return "host"
+    return "device" if len({_cuda_index(device) for device in devices}) == 1 else "host"
+
+
+def _cuda_index(device: Any) -> int:
+    if device.index is not None:
+        return int(device.index)
+    import torch  # "cuda" without an index is the current device
+
+    return int(torch.cuda.current_device()) if torch.cuda.is_available() else 0
 
 
 def _result_device(ir: Image, vis: Image) -> Any:
-    """Where a pair's result goes: None for numpy callers, else the device of the caller's tensor (VIS first)."""
+    """Where a pair's result goes: None for numpy callers, else the device of the caller's tensor or DLPack object
+    (VIS first)."""
     for image in (vis, ir):
-        if is_tensor(image):
-            return image.device
+        if not isinstance(image, np.ndarray):
+            return image_device(image)
     return None
 
 
@@ -120,40 +170,67 @@ class Fuser:
         return self.fuse_batch([(ir, vis)])[0]
 
     def fuse_batch(self, pairs: Sequence[tuple[Image, Image]], names: Sequence[str] | None = None) -> list[Image]:
-        """Fuse many pairs, ``batch_size`` at a time; each result equals what :meth:`fuse` gives for the pair."""
-        arrays = [(_to_numpy(ir), _to_numpy(vis)) for ir, vis in pairs]
-        devices = [_result_device(ir, vis) for ir, vis in pairs]
-        labels = list(names) if names is not None else [f"pair {i}" for i in range(len(arrays))]
-        run = self._run_in_graph if self.backend.io == "uint8" else self._run_float
-        results = run(arrays, labels)
-        return [r if device is None else _as_tensor(r, device) for r, device in zip(results, devices, strict=True)]
+        """Fuse many pairs, ``batch_size`` at a time; each result equals what :meth:`fuse` gives for the pair.
 
-    def _run_float(self, pairs: list[tuple[np.ndarray, np.ndarray]], labels: list[str]) -> list[np.ndarray]:
+        Pairs of CUDA tensors (or CUDA DLPack objects) on the GPU a torch or TensorRT backend runs on take the
+        device path (:func:`fuse_path`): processing on that GPU, results returned there, no host round trip.
+        """
+        labels = list(names) if names is not None else [f"pair {i}" for i in range(len(pairs))]
+        target = self.backend.tensor_device
+        paths = [fuse_path(image_device(ir), image_device(vis), target) for ir, vis in pairs]
+        results: list[Image] = [None] * len(pairs)
+        host = [i for i, path in enumerate(paths) if path == "host"]
+        if host:
+            arrays = [(_to_numpy(pairs[i][0]), _to_numpy(pairs[i][1])) for i in host]
+            run = self._run_in_graph if self.backend.io == "uint8" else self._run_float
+            for index, result in zip(host, run(arrays, [labels[i] for i in host]), strict=True):
+                device = _result_device(*pairs[index])
+                results[index] = result if device is None else _as_tensor(result, device)
+        device_pairs = [i for i, path in enumerate(paths) if path == "device"]
+        if device_pairs:
+            tensors = [(_as_tensor_input(pairs[i][0]), _as_tensor_input(pairs[i][1])) for i in device_pairs]
+            for index, result in zip(device_pairs, self.run_on_device(tensors, [labels[i] for i in device_pairs]),
+                                     strict=True):
+                results[index] = result
+        return results
+
+    def run_on_device(self, pairs: list[tuple[Any, Any]], labels: list[str]) -> list[Any]:
+        """The device path: torch tensor pairs (all on one device) processed and fused there, tensors back.
+
+        Also runs on CPU tensors (the same steps, e.g. to compare with the host path); :meth:`fuse_batch` takes it
+        for CUDA pairs on the backend's GPU only.
+        """
+        if self.backend.io == "uint8":
+            return self._run_in_graph(pairs, labels, _TENSOR_OPS)
+        return self._run_float(pairs, labels, _TENSOR_OPS)
+
+    def _run_float(self, pairs: list[tuple[Any, Any]], labels: list[str], ops: _Ops | None = None) -> list[Any]:
+        ops = ops or _NUMPY_OPS
         model_size = self.model_size or (0, 0)
         if self.backend.input_size is not None and self._graph_model_policy() != "official":
-            self._warn_resize([vis.shape[:2] for _, vis in pairs])
-        prepared: list[tuple[np.ndarray, np.ndarray, PairContext]] = [
-            prepare_pair(ir, vis, self.policy, model_size, self.backend.patch_size, name=label)
+            self._warn_resize([(int(vis.shape[0]), int(vis.shape[1])) for _, vis in pairs])
+        prepared: list[tuple[Any, Any, PairContext]] = [
+            ops.prepare(ir, vis, self.policy, model_size, self.backend.patch_size, name=label)
             for (ir, vis), label in zip(pairs, labels, strict=True)
         ]
         # Native-policy pairs of different sizes make different token grids: batch each grid separately.
         by_shape: dict[tuple[int, int], list[int]] = defaultdict(list)
         for index, (_, _, context) in enumerate(prepared):
             by_shape[context.network_size].append(index)
-        results: list[np.ndarray | None] = [None] * len(prepared)
+        results: list[Any] = [None] * len(prepared)
         for indices in by_shape.values():
             for part in batch_slices(len(indices), self.batch_size):
                 chunk = indices[part]
-                ir_batch = np.stack([prepared[i][0] for i in chunk])
-                vis_batch = np.stack([prepared[i][1] for i in chunk])
+                ir_batch = ops.stack([prepared[i][0] for i in chunk])
+                vis_batch = ops.stack([prepared[i][1] for i in chunk])
                 config = getattr(self.backend, "config", None)
                 if self.policy == "native" and config is not None:
-                    height, width = ir_batch.shape[2:]
+                    height, width = (int(d) for d in ir_batch.shape[2:])
                     check_native_pass(config, getattr(self.backend, "device", "cpu"), height, width, len(chunk))
-                decoded = check_finite(self.backend.run(ir_batch, vis_batch), f"{self.backend.name} network output")
+                decoded = ops.check_finite(self.backend.run(ir_batch, vis_batch), f"{self.backend.name} network output")
                 for row, index in enumerate(chunk):
-                    results[index] = finish_pair(decoded[row], prepared[index][2], self.policy)
-        return [r for r in results if r is not None]
+                    results[index] = ops.finish(decoded[row], prepared[index][2], self.policy)
+        return results
 
     def _graph_model_policy(self) -> str | None:
         """The policy a graph's weights were trained for (its metadata's config), None when it does not say."""
@@ -176,21 +253,22 @@ class Fuser:
                     stacklevel=4,
                 )
 
-    def _run_in_graph(self, pairs: list[tuple[np.ndarray, np.ndarray]], labels: list[str]) -> list[np.ndarray]:
+    def _run_in_graph(self, pairs: list[tuple[Any, Any]], labels: list[str], ops: _Ops | None = None) -> list[Any]:
+        ops = ops or _NUMPY_OPS
         size = self.backend.input_size
         assert size is not None
         irs, viss, colour = [], [], []
         for (ir, vis), label in zip(pairs, labels, strict=True):
-            check_pair(ir, vis, label)
-            # The graph takes HxW uint8 grey IR and HxWx3 uint8 BGR VIS; the host conversions are the float path's
+            ops.check(ir, vis, label)
+            # The graph takes HxW uint8 grey IR and HxWx3 uint8 BGR VIS; the conversions are the float path's
             # (processing.py): 16-bit IR stretched by its percentiles, 16-bit VIS scaled, BGRA to BGR, grey VIS
             # given as BGR and the result returned grey.
-            ir = ir_to_grey8(ir)
-            vis = vis_to_bgr8(vis)
+            ir = ops.ir_to_grey8(ir)
+            vis = ops.vis_to_bgr8(vis)
             colour.append(vis.ndim == 3)
             if vis.ndim == 2:
-                vis = cv2.cvtColor(vis, cv2.COLOR_GRAY2BGR)
-            if ir.shape[:2] != size or vis.shape[:2] != size:
+                vis = ops.grey_to_bgr(vis)
+            if tuple(ir.shape[:2]) != size or tuple(vis.shape[:2]) != size:
                 raise InputError(
                     f"{label}: frames are {vis.shape[1]}x{vis.shape[0]} but the graph takes {size[1]}x{size[0]}",
                     fix="export a graph for this camera size (maefuse-export --camera-size WxH)",
@@ -199,9 +277,9 @@ class Fuser:
             viss.append(vis)
         out = []
         for part in batch_slices(len(irs), self.batch_size):
-            fused = self.backend.run(np.stack(irs[part]), np.stack(viss[part]))
+            fused = self.backend.run(ops.stack(irs[part]), ops.stack(viss[part]))
             out.extend(list(fused))
-        return [image if is_colour else np.ascontiguousarray(image[:, :, 0])
+        return [image if is_colour else ops.contiguous(image[:, :, 0])
                 for image, is_colour in zip(out, colour, strict=True)]
 
     def close(self) -> None:
@@ -222,3 +300,38 @@ def _as_tensor(image: np.ndarray, device: Any) -> Any:
     import torch
 
     return torch.from_numpy(np.ascontiguousarray(image)).to(device)
+
+
+class _Ops:
+    """The array operations of one path: numpy on the host, torch on the frames' device."""
+
+    def __init__(self, *, check: Callable[..., None], prepare: Callable[..., Any], finish: Callable[..., Any],
+                 ir_to_grey8: Callable[[Any], Any], vis_to_bgr8: Callable[[Any], Any],
+                 grey_to_bgr: Callable[[Any], Any], stack: Callable[[list[Any]], Any],
+                 contiguous: Callable[[Any], Any], check_finite: Callable[[Any, str], Any]) -> None:
+        self.check, self.prepare, self.finish = check, prepare, finish
+        self.ir_to_grey8, self.vis_to_bgr8, self.grey_to_bgr = ir_to_grey8, vis_to_bgr8, grey_to_bgr
+        self.stack, self.contiguous, self.check_finite = stack, contiguous, check_finite
+
+
+def _torch_stack(items: list[Any]) -> Any:
+    import torch
+
+    return torch.stack(items)
+
+
+def _tensor_check_finite(tensor: Any, what: str) -> Any:
+    import torch
+
+    if not bool(torch.isfinite(tensor).all()):  # one flag crosses to the host; the tensor only on failure
+        check_finite(tensor.detach().cpu().numpy(), what)
+    return tensor
+
+
+_NUMPY_OPS = _Ops(check=check_pair, prepare=prepare_pair, finish=finish_pair, ir_to_grey8=ir_to_grey8,
+                  vis_to_bgr8=vis_to_bgr8, grey_to_bgr=lambda grey: cv2.cvtColor(grey, cv2.COLOR_GRAY2BGR),
+                  stack=np.stack, contiguous=np.ascontiguousarray, check_finite=check_finite)
+_TENSOR_OPS = _Ops(check=check_pair_tensor, prepare=prepare_pair_tensor, finish=finish_pair_tensor,
+                   ir_to_grey8=ir_to_grey8_tensor, vis_to_bgr8=vis_to_bgr8_tensor,
+                   grey_to_bgr=lambda grey: grey[:, :, None].expand(*grey.shape, 3).contiguous(),
+                   stack=_torch_stack, contiguous=lambda image: image.contiguous(), check_finite=_tensor_check_finite)
