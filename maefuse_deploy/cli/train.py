@@ -72,6 +72,15 @@ def _betas(text: str) -> tuple[float, float]:
               "energy of the error to the pixel MSE, for sharper edges (0: the release's plain MSE)")
 @click.option("--loss", type=click.Choice(FUSION_LOSSES), **_default("loss"),
               help="fuse stage: the release's Sobel+Laplacian loss, or the older intensity+gradient loss")
+@click.option("--teacher", metavar="CHECKPOINT",
+              help="fuse stage: distil this model into the one trained (a checkpoint file in any layout, e.g. "
+              "weights converted from the release, or a trained model's name: maefuse-tiny); it may have another "
+              "config; frozen, it fuses every batch, and the loss adds --distill-weight x the mean grey-level "
+              "distance to its fused image")
+@click.option("--distill-weight", type=click.FloatRange(min=0, min_open=True), **_default("distill_weight"),
+              help="with --teacher: weight of the distance to the teacher's fused image (grey levels, 0-255)")
+@click.option("--distill-only", is_flag=True,
+              help="with --teacher: minimise the distance to the teacher alone, without the fusion loss")
 @click.option("--steps", type=click.IntRange(min=1), help="optimiser steps (overrides --epochs)")
 @click.option("--epochs", type=click.IntRange(min=1), help="passes over the training data")
 @batch_size_option(DEFAULTS["batch_size"], "pairs per optimiser step, per process")
@@ -98,7 +107,7 @@ def main(stage: str, data: tuple[Path, ...], out: Path, config: str, init: Path 
          split: Path | None, exclude: tuple[Path, ...], use_test50: bool, val_split: Path | None, val_count: int,
          processing: str | None, crop: bool, native_tokens: int, native_positions: int,
          flip: bool, train_parts: str | None, mask_ratio: float,
-         edge_weight: float, loss: FusionLoss,
+         edge_weight: float, loss: FusionLoss, teacher: str | None, distill_weight: float, distill_only: bool,
          steps: int | None, epochs: int | None, batch_size: int, accum: int, lr: float, betas: str,
          weight_decay: float, warmup_steps: int, schedule: str, amp: str, seed: int, checkpoint_every: int,
          val_every: int, log_every: int, device: str, workers: int, max_minutes: float | None,
@@ -113,7 +122,8 @@ def main(stage: str, data: tuple[Path, ...], out: Path, config: str, init: Path 
         preprocess=processing, crop=crop, native_tokens=native_tokens,
         native_positions=native_positions, flip=flip,
         train=tuple(train_parts.split(",")) if train_parts else None,
-        mask_ratio=mask_ratio, edge_weight=edge_weight, loss=loss, steps=steps, epochs=epochs, batch_size=batch_size,
+        mask_ratio=mask_ratio, edge_weight=edge_weight, loss=loss, teacher=teacher, distill_weight=distill_weight,
+        distill_only=distill_only, steps=steps, epochs=epochs, batch_size=batch_size,
         accum=accum, lr=lr,
         betas=_betas(betas), weight_decay=weight_decay, warmup_steps=warmup_steps, schedule=schedule, amp=amp,
         seed=seed, checkpoint_every=checkpoint_every, val_every=val_every, log_every=log_every, device=device,

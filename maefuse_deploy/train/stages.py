@@ -4,7 +4,8 @@
   full-image reconstruction).
 * ``decoder``: full-image reconstruction with the encoder frozen.
 * ``align``: fusion layer output -> mean of the two encoder outputs (latent MSE).
-* ``fuse``: a fusion loss on the decoded image.
+* ``fuse``: a fusion loss on the decoded image; with a teacher (:mod:`.distill`) plus ``distill_weight`` times the
+  student's distance to the teacher's fused image (or that distance alone, ``distill_only``).
 
 Full-image reconstruction (``decoder``, ``mae`` without masking) minimises pixel MSE plus ``edge_weight`` times
 the Sobel energy of the error (:func:`~.losses.edge_error`; 0, the release's plain MSE, by default).
@@ -24,6 +25,7 @@ from torch import nn
 from ..errors import InputError
 from ..model.maefuse import MaeFuse
 from ..model.vit import Origin, grid_positions, patchify, unpatchify
+from .distill import DEFAULT_DISTILL_WEIGHT, DISTILL_STAGES, Teacher, distill_distance
 from .losses import FusionLoss, alignment_loss, edge_error, fusion_loss, reconstruction_loss
 
 PARTS: tuple[str, ...] = ("encoder", "decoder", "fusion")
@@ -66,6 +68,20 @@ def parse_parts(text: str | Sequence[str]) -> tuple[str, ...]:
     return parts
 
 
+def check_distillation(stage: str, teacher: bool, weight: float, only: bool) -> None:
+    """A teacher only where the stage fuses an image; the distillation options only with a teacher."""
+    if teacher and stage not in DISTILL_STAGES:
+        raise InputError(
+            f"--teacher has no meaning in stage {stage}: only {', '.join(DISTILL_STAGES)} produces a fused image to "
+            "compare with the teacher's",
+            fix=f"run this stage without --teacher and distil in --stage {DISTILL_STAGES[0]}",
+        )
+    if not teacher and (only or weight != DEFAULT_DISTILL_WEIGHT):
+        raise InputError("--distill-weight and --distill-only need a --teacher", fix="pass --teacher CHECKPOINT")
+    if weight <= 0:
+        raise InputError(f"distillation weight must be above 0, got {weight}", fix="drop --teacher to train without")
+
+
 class StageModule(nn.Module):
     """Wraps a MaeFuse for one stage; ``forward(batch, generator)`` returns the scalar loss.
 
@@ -83,10 +99,17 @@ class StageModule(nn.Module):
         loss: FusionLoss = "sobel-laplacian",
         seed: int = 0,
         edge_weight: float = 0.0,
+        teacher: Teacher | None = None,
+        distill_weight: float = DEFAULT_DISTILL_WEIGHT,
+        distill_only: bool = False,
     ) -> None:
         super().__init__()
         if stage not in STAGES:
             raise InputError(f"unknown stage {stage!r}", fix=f"use one of {', '.join(STAGES)}")
+        check_distillation(stage, teacher is not None, distill_weight, distill_only)
+        self.teacher = teacher
+        self.distill_weight = distill_weight
+        self.distill_only = distill_only
         if not 0.0 <= mask_ratio < 1.0:
             raise InputError(f"mask ratio must be in [0, 1), got {mask_ratio}")
         if edge_weight < 0:
@@ -173,8 +196,14 @@ class StageModule(nn.Module):
         fused_tokens = self.model.fusion(ir_tokens, vis_tokens, grid, origin)
         if self.stage == "align":
             return alignment_loss(fused_tokens, ir_tokens, vis_tokens)
-        fused = unpatchify(self.model.mae.decode(fused_tokens, grid, origin), grid, self.model.config.patch_size)
-        return fusion_loss(self.loss_name, fused, ir, vis)
+        patch = self.model.config.patch_size
+        fused = unpatchify(self.model.mae.decode(fused_tokens, grid, origin), grid, patch)
+        if self.teacher is None:
+            return fusion_loss(self.loss_name, fused, ir, vis)
+        distance = distill_distance(fused, self.teacher.fuse(ir, vis, (origin[0] * patch, origin[1] * patch)))
+        if self.distill_only:
+            return self.distill_weight * distance
+        return fusion_loss(self.loss_name, fused, ir, vis) + self.distill_weight * distance
 
 
 def describe_trainable(module: StageModule) -> list[str]:
@@ -193,4 +222,9 @@ def describe_trainable(module: StageModule) -> list[str]:
         lines.append("  (official attention: the CFM (fusion.cross_model) has no effect and stays frozen)")
     if module.mask_token is not None:
         lines.append(f"  mask token TRAIN  {module.mask_token.numel()} parameters (training only, not shipped)")
+    if module.teacher is not None:
+        size = sum(p.numel() for p in module.teacher.model.parameters()) / 1e6
+        fusion_term = "" if module.distill_only else f"{module.loss_name} loss + "
+        lines.append(f"  teacher  frozen {size:8.3f}M parameters: {module.teacher.description}; loss = {fusion_term}"
+                     f"{module.distill_weight:g} x mean |grey student - grey teacher| (0-255)")
     return lines

@@ -38,10 +38,11 @@ from ..model.config import get_config
 from ..model.maefuse import MaeFuse, build_model
 from ..model.sources import trained_weights
 from .dataset import Augment, ImageView, PairDataset, Preprocess, check_batchable, read_names, select_pairs
+from .distill import DEFAULT_DISTILL_WEIGHT, Teacher
 from .distributed import World, barrier, close_world, init_world, mean_across
 from .evaluate import mean_scores, score, strip, tensor_to_grey8
 from .losses import FUSION_LOSSES, FusionLoss
-from .stages import STAGES, StageModule, describe_trainable, parse_parts
+from .stages import STAGES, StageModule, check_distillation, describe_trainable, parse_parts
 
 if TYPE_CHECKING:
     from torch.utils.tensorboard import SummaryWriter
@@ -76,6 +77,11 @@ class TrainOptions:
     mask_ratio: float = 0.75
     edge_weight: float = 0.0  # full-image reconstruction: weight of the Sobel error term (stages.StageModule)
     loss: FusionLoss = "sobel-laplacian"
+    # Distillation (train/distill.py): a model to fuse each batch too; the student also minimises (or, with
+    # distill_only, only) distill_weight x its grey-level L1 distance to the teacher's fused image.
+    teacher: str | None = None
+    distill_weight: float = DEFAULT_DISTILL_WEIGHT
+    distill_only: bool = False
     steps: int | None = None
     epochs: int | None = None
     batch_size: int = 32
@@ -119,6 +125,7 @@ class TrainOptions:
             raise InputError(f"unknown AMP mode {self.amp!r}", fix=f"use one of {', '.join(AMP_MODES)}")
         if self.schedule not in SCHEDULES:
             raise InputError(f"unknown schedule {self.schedule!r}", fix=f"use one of {', '.join(SCHEDULES)}")
+        check_distillation(self.stage, self.teacher is not None, self.distill_weight, self.distill_only)
         if self.native_tokens < 0 or (self.native_tokens and self.crop):
             raise InputError("native crops and --crop exclude each other", fix="pass only one of them")
         if self.steps is None and self.epochs is None:
@@ -230,6 +237,8 @@ class Trainer:
         self.echo = echo if self.world.main else (lambda _message: None)
         self.spec = STAGES[options.stage]
         self.model_config = get_config(options.config)
+        # The teacher loads first: a bad --teacher is refused before the student and the data cost any time.
+        self.teacher = Teacher.load(options.teacher).to(self.world.device) if options.teacher else None
         initial = self._load_initial()
         self.options = options.resolved(initial.config.policy)
         if options.preprocess is None and self.options.preprocess == "native":
@@ -298,8 +307,8 @@ class Trainer:
         model.config = model.config.replace(policy=o.trained_policy)
         trainable = parse_parts(o.train) if o.train else self.spec.default_train
         self.trainable = trainable
-        self.module = StageModule(model, o.stage, trainable, o.mask_ratio, o.loss, o.seed,
-                                  o.edge_weight).to(self.world.device)
+        self.module = StageModule(model, o.stage, trainable, o.mask_ratio, o.loss, o.seed, o.edge_weight,
+                                  self.teacher, o.distill_weight, o.distill_only).to(self.world.device)
         self.echo(f"stage {o.stage}: {self.spec.summary}")
         for line in describe_trainable(self.module):
             self.echo(line)
@@ -551,7 +560,13 @@ class Trainer:
             if self.spec.pairs:
                 losses.append(float(self.module({"ir": ir, "vis": vis})))
                 fused8 = _crop_to(tensor_to_grey8(model(ir, vis)), sizes)
-                metric_rows += [score(f, i, v) for f, i, v in zip(fused8, ir8, vis8, strict=True)]
+                rows = [score(f, i, v) for f, i, v in zip(fused8, ir8, vis8, strict=True)]
+                if self.teacher is not None:
+                    # How far the student's output (as the runtime returns it) still is from the teacher's.
+                    teacher8 = _crop_to(tensor_to_grey8(self.teacher.fuse(ir, vis)), sizes)
+                    for item_row, f, t in zip(rows, fused8, teacher8, strict=True):
+                        item_row["teacher_L1"] = float(np.mean(np.abs(f.astype(np.float64) - t)))
+                metric_rows += rows
                 if not previews:
                     previews = [ir8[0], vis8[0], fused8[0]]
             else:
