@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import sys
 from pathlib import Path
 
 import click
@@ -10,9 +12,12 @@ import numpy as np
 from ..atomic import check_output
 from ..contract import parse_frame_size
 from ..errors import InputError
-from ..io import find_pairs, read_image, write_image
+from ..io import IMAGE_SUFFIXES, find_pairs, read_image, write_image
 from ..registration import (
+    DEFAULT_FRAMES,
     TRANSFORMS,
+    FrameCollector,
+    Progress,
     Registration,
     check_calibration,
     from_frames,
@@ -25,8 +30,14 @@ from .common import note, report_errors
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--ir", type=click.Path(path_type=Path), help="IR frame or folder of frames (pairs by file stem)")
-@click.option("--vis", type=click.Path(path_type=Path), help="VIS frame or folder, same names as --ir")
+@click.option("--ir", metavar="PATH|SOURCE",
+              help="IR frame or folder of frames (pairs by file stem); or a live source as maefuse-stream takes it "
+                   "(video file, /dev/videoN, rtsp:// URL, GStreamer pipeline): calibrate from its stream")
+@click.option("--vis", metavar="PATH|SOURCE",
+              help="VIS frame or folder, same names as --ir; or a live source (same kinds)")
+@click.option("--frames", "max_frames", type=click.IntRange(min=1),
+              help=f"live sources: keep at most N frame pairs (new views with shared structure), fewer when the "
+                   f"uncertainty is within --max-uncertainty sooner  [default: {DEFAULT_FRAMES}]")
 @click.option("--points", type=click.Path(path_type=Path),
               help="point pairs, one 'ir_x ir_y vis_x vis_y' line each: the exact least-squares mapping")
 @click.option("--ir-size", help="IR frame size WxH (with --points and no --ir frames)")
@@ -44,17 +55,29 @@ from .common import note, report_errors
               help="with --check: fail when the median displacement is larger (pixels)")
 @click.option("--preview", type=click.Path(path_type=Path), help="write a PNG: VIS with the registered IR edges in red")
 @report_errors
-def main(ir: Path | None, vis: Path | None, points: Path | None, ir_size: str | None, vis_size: str | None,
-         model: str, max_uncertainty: float, out: Path | None, overwrite: bool, check_path: Path | None,
-         max_residual: float,
-         preview: Path | None) -> None:
-    """Estimate the IR-to-VIS homography (or affine map) from point pairs or from frame pairs, or check one."""
+def main(ir: str | None, vis: str | None, max_frames: int | None, points: Path | None, ir_size: str | None,
+         vis_size: str | None, model: str, max_uncertainty: float, out: Path | None, overwrite: bool,
+         check_path: Path | None, max_residual: float, preview: Path | None) -> None:
+    """Estimate the IR-to-VIS homography (or affine map) from point pairs, frame pairs or a live rig, or check one."""
     if (ir is None) != (vis is None):
         raise click.UsageError("pass both --ir and --vis, or neither")
     if (out is None) == (check_path is None):
         raise click.UsageError("pass --out H.json to calibrate, or --check H.json to measure a calibration")
     if preview is not None and ir is None:
         raise click.UsageError("--preview needs --ir/--vis frames to draw on")
+    live = ir is not None and vis is not None and _is_live(ir)
+    if ir is not None and vis is not None and live != _is_live(vis):
+        raise click.UsageError("--ir and --vis must both be images (files or folders) or both live sources (video "
+                               "files, devices, URLs, GStreamer pipelines)")
+    if live:
+        assert ir is not None and vis is not None  # live needs both
+        if points is not None or check_path is not None:
+            raise click.UsageError("--points and --check take image frames (files or folders), not live sources")
+        assert out is not None  # the usage check above
+        _calibrate_live(ir, vis, max_frames or DEFAULT_FRAMES, model, max_uncertainty, out, preview, overwrite)
+        return
+    if max_frames is not None:
+        raise click.UsageError("--frames is for live sources (video files, devices, URLs, GStreamer pipelines)")
     found = find_pairs(ir, vis) if ir and vis else []
     # Every file this run writes is checked before any work: never an input, never replaced unasked.
     inputs = [points, check_path, ir, vis, *(path for pair in found for path in (pair.ir, pair.vis))]
@@ -89,8 +112,78 @@ def main(ir: Path | None, vis: Path | None, points: Path | None, ir_size: str | 
              " px (parallax and mismatches)")
     else:
         raise InputError("nothing to calibrate from", fix="pass --points FILE or --ir/--vis frame pairs")
-    if preview is not None:
-        write_image(preview, overlay(registration, *frames[0]))
+    _write(registration, frames[0] if frames else None, out, preview)
+
+
+def _is_live(spec: str) -> bool:
+    """An image file or a folder of images is the frame-pair mode; anything else (a video file, a device, a URL,
+    a GStreamer pipeline) is a live source."""
+    if "!" in spec or "://" in spec:
+        return True
+    path = Path(spec)
+    return not (path.is_dir() or path.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def _calibrate_live(ir: str, vis: str, frames: int, model: str, max_uncertainty: float, out: Path,
+                    preview: Path | None, overwrite: bool) -> None:
+    """Read both sources, pair by timestamp (the stream's rule), keep pairs until the collector is done, write."""
+    # The stream layer (sources, pairing) imports the model runtime (torch, a second or two): only live
+    # calibration needs it.
+    from ..stream import TimestampPairer, open_source
+
+    for target, option in ((out, "-o"), (preview, "--preview")):
+        if target is not None:
+            check_output(target, inputs=[ir, vis], overwrite=overwrite, what=option)
+    if preview is not None and out.resolve() == preview.resolve():
+        raise click.UsageError("-o and --preview name the same file")
+    collector = FrameCollector(model, max_uncertainty_px=max_uncertainty, max_frames=frames)  # type: ignore[arg-type]
+    note(f"collecting frame pairs (paired by timestamp): new views with shared structure, until the corner "
+         f"uncertainty is within {max_uncertainty:g} px or {frames} pairs are kept; Ctrl-C abandons")
+    tty = sys.stderr.isatty()
+    shown: tuple[int, int] | None = None
+    with contextlib.ExitStack() as stack:
+        if tty:  # end the rewritten line, whatever ends the collection (an error is its own line)
+            stack.callback(click.echo, "", err=True)
+        sources = {}
+        for name, spec in (("ir", ir), ("vis", vis)):
+            sources[name] = open_source(spec, name)
+            stack.callback(sources[name].close)
+        pairer = TimestampPairer(fps=(sources["ir"].nominal_fps, sources["vis"].nominal_fps))
+        while not collector.done and (role := pairer.needs()) is not None:
+            for pair in pairer.add(role, sources[role].read()):
+                collector.offer(pair.ir.image, pair.vis.image)
+                progress = collector.progress()
+                # On a terminal the line is rewritten for every pair; in a log, one line per change.
+                if tty:
+                    click.echo("\r" + _progress_line(progress, max_uncertainty), err=True, nl=False)
+                elif shown != (progress.kept, progress.estimated_from):
+                    note(_progress_line(progress, max_uncertainty))
+                shown = (progress.kept, progress.estimated_from)
+                if collector.done:
+                    break
+    if not collector.done:
+        note(f"the sources ended after {collector.read} frame pairs")
+    registration = collector.result()
+    note(f"{registration.extra['matches']} structure matches from {len(collector.kept)} kept of {collector.read} "
+         f"frame pairs read, coverage {100 * registration.extra['coverage']:.0f} % of the frame; residual median "
+         f"{registration.residual_px:.2f} px, 90th percentile {registration.extra['residual_p90_px']:.2f} px")
+    _write(registration, collector.kept[0], out, preview)
+
+
+def _progress_line(progress: Progress, limit: float) -> str:
+    if progress.uncertainty_px is None:
+        estimate = "no estimate yet"
+    else:
+        estimate = (f"uncertainty {progress.uncertainty_px:.2f} px (limit {limit:g}) from {progress.estimated_from}, "
+                    f"coverage {100 * (progress.coverage or 0.0):.0f} %")
+    return f"calibrating: {progress.read} pairs read, {progress.kept} kept, {estimate}"
+
+
+def _write(registration: Registration, frames: tuple[np.ndarray, np.ndarray] | None, out: Path,
+           preview: Path | None) -> None:
+    """Write the preview (on ``frames``, an (ir, vis) pair) and the calibration, and print what was written."""
+    if preview is not None and frames is not None:  # --preview without frames is a usage error
+        write_image(preview, overlay(registration, *frames))
     registration.save(out)
     corners = ", ".join(f"({x:.1f}, {y:.1f})" for x, y in registration.ir_corners_in_vis())
     click.echo(f"{registration.model} IR {registration.ir_size[0]}x{registration.ir_size[1]} -> VIS "

@@ -1,7 +1,9 @@
 """IR-to-VIS registration of a camera rig: the mapping and its calibration file (``mapping.py``: load, save,
-check, warp), and its estimation from point pairs or frame pairs (``estimate.py``). docs/streaming.md describes
-the file format, the method and its measured accuracy."""
+check, warp), its estimation from point pairs or frame pairs (``estimate.py``), and which pairs of a live rig's
+stream to estimate from (``collect.py``). docs/streaming.md describes the file format, the method and its measured
+accuracy."""
 
+from .collect import DEFAULT_FRAMES, FrameCollector, Progress
 from .estimate import (
     TRANSFORMS,
     CalibrationCheck,
@@ -12,6 +14,7 @@ from .estimate import (
     from_points,
     overlay,
     read_point_pairs,
+    structure_matches,
 )
 from .mapping import (
     FORMAT_NAME,
@@ -25,12 +28,15 @@ from .mapping import (
 )
 
 __all__ = [
+    "DEFAULT_FRAMES",
     "FORMAT_NAME",
     "FORMAT_VERSION",
     "MODELS",
     "TRANSFORMS",
     "CalibrationCheck",
+    "FrameCollector",
     "Model",
+    "Progress",
     "Registration",
     "alignment_residuals",
     "check_calibration",
@@ -42,4 +48,5 @@ __all__ = [
     "map_points",
     "overlay",
     "read_point_pairs",
+    "structure_matches",
 ]

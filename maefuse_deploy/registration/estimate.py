@@ -689,6 +689,17 @@ def alignment_residuals(ir: np.ndarray, vis: np.ndarray, matrix: np.ndarray) -> 
     return np.linalg.norm(map_points(matrix, matches[:, :2]) - matches[:, 2:4], axis=1)
 
 
+def structure_matches(ir: np.ndarray, vis: np.ndarray, matrix: np.ndarray) -> int:
+    """How many structure blocks of one (ir, vis) pair match under ``matrix`` (3x3 IR -> VIS) at the first,
+    coarsest pyramid stage of ``from_frames`` (search +-32 px at 640 px wide): what the pair can give an estimate
+    that is still tens of pixels off. Fewer than ``MIN_MATCHES``: too little shared structure (a dark or flat
+    frame, a capped lens, frames of two different scenes)."""
+    ir_grey, vis_grey = ir_to_grey8(ir), ir_to_grey8(vis)
+    stage = _stages((vis_grey.shape[1], vis_grey.shape[0]))[0]
+    channels = _structure_channels(_resize(vis_grey, stage.factor), CHANNEL_BLUR)
+    return len(_match_pairs([(ir_grey, vis_grey)], [channels], np.asarray(matrix, dtype=np.float64), stage)[0])
+
+
 @dataclass(frozen=True)
 class CalibrationCheck:
     """How well a calibration registers some frame pairs: structure displacement left, in VIS pixels."""
