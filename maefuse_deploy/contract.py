@@ -167,9 +167,6 @@ class FrameSize(NamedTuple):
     def hw(self) -> tuple[int, int]:
         return self.height, self.width
 
-    def __str__(self) -> str:
-        return f"{self.width}x{self.height}"
-
 
 _FRAME_SIZE = re.compile(r"\s*(\d+)\s*[xX]\s*(\d+)\s*")
 

@@ -8,11 +8,10 @@ imported, so this package imports them only on use.
 from __future__ import annotations
 
 from .base import BackendBase, IoMode, is_tensor
-from .devices import DEVICE_HELP, resolve_device
+from .devices import resolve_device
 from .registry import FUSER_BACKENDS, REGISTRY, BackendEntry, backend_names, entry_for, get_entry, open_backend
 
 __all__ = [
-    "DEVICE_HELP",
     "FUSER_BACKENDS",
     "REGISTRY",
     "BackendBase",

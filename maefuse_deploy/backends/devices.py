@@ -5,8 +5,6 @@ from __future__ import annotations
 from ..contract import parse_device
 from ..errors import UnavailableError
 
-DEVICE_HELP = "auto (cuda when a GPU is visible, else cpu), cpu, cuda or cuda:N"
-
 
 def cuda_visible() -> bool:
     import torch

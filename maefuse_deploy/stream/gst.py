@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError, UnavailableError
-from .sources import Frame
+from .sources import DEFAULT_TIMEOUT_S, Frame
 
 _INIT_LOCK = threading.Lock()
 SOURCE_SINK_NAME = "maefuse_sink"
@@ -65,7 +65,7 @@ def _bus_error(pipeline: Any, gst: Any) -> str | None:
 class GstSource:
     """Frames from a GStreamer pipeline string through ``appsink``; timestamps are the buffer PTS (seconds)."""
 
-    def __init__(self, description: str, role: str = "gst", *, timeout_s: float = 5.0) -> None:
+    def __init__(self, description: str, role: str = "gst", *, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
         self._gst = gst = load_gst()
         self.name = f"{role} GStreamer pipeline"
         if "appsink" not in description:

@@ -46,7 +46,16 @@ from ..runtime.video import SmoothedRange, rates_differ
 from .gst import GstSource
 from .pairing import IndexPairer, Pair, TimestampPairer
 from .sinks import CallbackSink, Sink, VideoFileSink, open_sink
-from .sources import CaptureSource, Gap, PushSource, Reconnect, ReconnectingSource, Source, VideoFileSource
+from .sources import (
+    DEFAULT_TIMEOUT_S,
+    CaptureSource,
+    Gap,
+    PushSource,
+    Reconnect,
+    ReconnectingSource,
+    Source,
+    VideoFileSource,
+)
 
 QueuePolicy = Literal["drop-oldest", "block"]
 POLICIES = ("auto", "drop-oldest", "block")
@@ -216,7 +225,7 @@ def open_source(spec: Any, role: str, *, raw: bool = False, reconnect: Reconnect
     if hasattr(spec, "read") and hasattr(spec, "close"):
         return spec
     policy = reconnect if reconnect is not None and reconnect.enabled else None
-    timeout = policy.stall_s if policy is not None else 5.0  # the sources' own default read timeout
+    timeout = policy.stall_s if policy is not None else DEFAULT_TIMEOUT_S
     text = str(spec)
     opener: Callable[[], Source]
     if isinstance(spec, int) or text.isdigit():

@@ -23,6 +23,8 @@ import numpy as np
 from ..errors import InputError, MaeFuseError
 from ..runtime.video import VideoReader
 
+DEFAULT_TIMEOUT_S = 5.0  # how long a source waits to open, or for a frame, before it reports the problem
+
 
 @dataclass
 class Frame:
@@ -94,7 +96,8 @@ class CaptureSource:
 
     live = True
 
-    def __init__(self, spec: str | int, role: str = "camera", *, raw: bool = False, timeout_s: float = 5.0) -> None:
+    def __init__(self, spec: str | int, role: str = "camera", *, raw: bool = False,
+                 timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
         self.name = f"{role} {spec}"
         if isinstance(spec, int) or str(spec).startswith("/dev/video"):
             device = spec if isinstance(spec, int) else int(str(spec).removeprefix("/dev/video") or 0)
