@@ -20,7 +20,7 @@ TEMP_PREFIX = ".maefuse-tmp-"
 _TEMP_NAME = re.compile(re.escape(TEMP_PREFIX) + r"(\d+)-")
 
 
-def _umask() -> int:
+def umask() -> int:
     """The process umask, read without changing it where /proc allows (os.umask alone must set it to read it)."""
     with contextlib.suppress(OSError, ValueError):
         for line in Path("/proc/self/status").read_text().splitlines():
@@ -49,7 +49,7 @@ def new_temp_file(target: str | os.PathLike[str], suffix: str | None = None) -> 
             f"cannot write {target}: {exc.strerror or exc}", fix="choose a writable output folder"
         ) from exc
     try:
-        os.fchmod(fd, 0o666 & ~_umask())
+        os.fchmod(fd, 0o666 & ~umask())
     finally:
         os.close(fd)
     return Path(name)
@@ -80,11 +80,11 @@ def atomic_path(target: str | os.PathLike[str], suffix: str | None = None) -> It
         raise
     # Some writers replace the file instead of filling it (safetensors creates its own, 0600): set the mode again.
     with contextlib.suppress(OSError):
-        os.chmod(tmp, 0o666 & ~_umask())
+        os.chmod(tmp, 0o666 & ~umask())
     move_into_place(tmp, target)
 
 
-def _process_alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -109,7 +109,7 @@ def remove_leftovers(folder: str | os.PathLike[str]) -> list[Path]:
         if match is None or not entry.is_file() or entry.is_symlink():
             continue
         pid = int(match.group(1))
-        if pid == os.getpid() or _process_alive(pid):
+        if pid == os.getpid() or process_alive(pid):
             continue
         with contextlib.suppress(FileNotFoundError):
             entry.unlink()

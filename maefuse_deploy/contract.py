@@ -197,6 +197,7 @@ def parse_device(text: str | None) -> tuple[str, int | None]:
 
 # Pairs per call where the caller does not say (Fuser, maefuse-fuse, maefuse-stream, RemoteFuser): small enough to
 # keep a 2-core CPU's latency per call low, large enough to amortise a call on a GPU.
+RANDOM_PREFIX = "random:"  # "random:maefuse-tiny": a config's network with random weights (tests, demos)
 DEFAULT_BATCH_SIZE = 4
 
 

@@ -24,6 +24,24 @@ IN_REPO_DATA = REPO / "tests" / "data"
 SHARED_DATA = REPO.parent / "shared" / "data" / "ivif"
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Compiled models (backend auto, openvino-weights) go to a cache of this run, never the user's ~/.cache:
+    a test must not depend on, or leave behind, what another run compiled. Commands the tests start inherit it."""
+    import tempfile
+
+    from maefuse_deploy.backends.cache import CACHE_ENV
+
+    os.environ[CACHE_ENV] = tempfile.mkdtemp(prefix="maefuse-test-cache-")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    import shutil
+
+    from maefuse_deploy.backends.cache import CACHE_ENV
+
+    shutil.rmtree(os.environ.get(CACHE_ENV, ""), ignore_errors=True)
+
+
 def data_root() -> Path:
     """The folder real-pair tests read: $MAEFUSE_DATA, else ../shared/data/ivif, else tests/data."""
     configured = os.environ.get(DATA_ENV)

@@ -9,15 +9,27 @@ from __future__ import annotations
 
 from .base import BackendBase, IoMode, is_tensor
 from .devices import resolve_device
-from .registry import FUSER_BACKENDS, REGISTRY, BackendEntry, backend_names, entry_for, get_entry, open_backend
+from .registry import (
+    AUTO,
+    FUSER_BACKENDS,
+    REGISTRY,
+    BackendEntry,
+    backend_names,
+    choose_backend,
+    entry_for,
+    get_entry,
+    open_backend,
+)
 
 __all__ = [
+    "AUTO",
     "FUSER_BACKENDS",
     "REGISTRY",
     "BackendBase",
     "BackendEntry",
     "IoMode",
     "backend_names",
+    "choose_backend",
     "entry_for",
     "get_entry",
     "is_tensor",

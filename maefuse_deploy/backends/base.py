@@ -38,6 +38,7 @@ Adding a backend (e.g. OpenVINO):
 from __future__ import annotations
 
 import abc
+from collections.abc import Sequence
 from typing import Any, ClassVar, Literal
 
 import numpy as np
@@ -67,6 +68,8 @@ class BackendBase(abc.ABC):
     default_policy: str = "official"  # what the weights were trained for; graphs and engines: official
     description: str = ""
     warnings: tuple[str, ...] = ()
+    chosen: str = ""  # with backend "auto": which backend it picked and why (one line the CLIs print)
+    events: Sequence[str] = ()  # what it did on an input shape's first use (a compile, a cache hit); CLIs print it
     build_notes: tuple[str, ...] = ()  # what opening it did that a benchmark row should mention (quantization, ...)
 
     @property

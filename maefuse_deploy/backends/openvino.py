@@ -135,7 +135,7 @@ class OpenVinoBackend(BackendBase):
         try:
             model = core.read_model(str(path))
         except Exception as exc:  # OpenVINO raises RuntimeError subclasses with multi-line text
-            raise InputError(f"OpenVINO cannot read {path}: {_first_line(exc)}", fix="re-export the graph") from exc
+            raise InputError(f"OpenVINO cannot read {path}: {first_line(exc)}", fix="re-export the graph") from exc
         if precision == "int8":
             if calibration is None:  # rejected at the top already, before OpenVINO loads
                 raise AssertionError("int8 without calibration pairs")
@@ -154,7 +154,7 @@ class OpenVinoBackend(BackendBase):
         try:
             self.compiled = core.compile_model(model, "CPU", config)
         except Exception as exc:
-            raise InputError(f"OpenVINO cannot compile {path} for the CPU: {_first_line(exc)}",
+            raise InputError(f"OpenVINO cannot compile {path} for the CPU: {first_line(exc)}",
                              fix="check that the CPU supports the precision (bf16 needs AVX-512 BF16 or AMX)") from exc
         self.request = self.compiled.create_infer_request()
         self.description = (f"openvino {precision}: {path} (io {self.io}, {self.info.width}x{self.info.height}, "
@@ -226,6 +226,6 @@ class OpenVinoBackend(BackendBase):
         self.compiled = None
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
     lines = [line for line in str(exc).strip().splitlines() if line.strip()]
     return lines[0] if lines else type(exc).__name__

@@ -10,11 +10,13 @@ only needed by the backend that uses it.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from ..contract import RANDOM_PREFIX, read_graph_info
 from ..errors import InputError
 from .base import BackendBase
 from .devices import resolve_device
@@ -71,13 +73,19 @@ REGISTRY: dict[str, BackendEntry] = {
         BackendEntry("openvino-int8", "graph", (), ("cpu",), ("int8",), _OPENVINO_OPTIONS,
                      ".openvino:OpenVinoBackend", graph_precisions=("fp32",),
                      summary="OpenVINO on NNCF int8 (calibrated on real pairs)"),
+        BackendEntry("openvino-weights", "weights", (), ("cpu",), ("auto", "int8", "bfloat16", "float32"),
+                     ("threads", "calibration", "calibration_pairs", "cache_dir", "min_psnr"),
+                     ".openvino_weights:OpenVinoWeightsBackend",
+                     summary="OpenVINO from torch weights: each frame size converted, the fastest precision within "
+                             "40 dB of float32, cached on disk"),
         BackendEntry("tensorrt", "engine", (".engine", ".plan", ".trt"), ("cuda",), (),
                      ("cuda_graph", "allow_incompatible", "pool_size", "onnx_path"),
                      ".tensorrt:TensorRTBackend", summary="TensorRT engines"),
     )
 }
+AUTO = "auto"
 # What --backend offers; the others are bench variants.
-FUSER_BACKENDS = ("torch", "onnxruntime", "openvino", "tensorrt")
+FUSER_BACKENDS = (AUTO, "torch", "onnxruntime", "openvino", "openvino-weights", "tensorrt")
 
 
 def backend_names() -> tuple[str, ...]:
@@ -97,6 +105,51 @@ def entry_for(source: str | os.PathLike[str] | None) -> BackendEntry:
         if suffix and suffix in entry.suffixes:
             return entry
     return REGISTRY["torch"]
+
+
+def choose_backend(
+    source: str | os.PathLike[str] | None,
+    device: str | None = AUTO,
+    dtype: str | None = None,
+    options: tuple[str, ...] = (),
+) -> tuple[str, str]:
+    """``backend="auto"``: the fastest backend installed for ``source`` on ``device`` -> (entry name, why).
+
+    An engine runs in TensorRT. On a GPU: a graph in onnxruntime, weights in torch. On a CPU: a graph in OpenVINO
+    when it is installed (else onnxruntime); trained weights in OpenVINO converted per frame size (openvino-weights:
+    int8, bf16 or float32, whichever is fastest within 40 dB of float32, cached on disk) when it is installed, else
+    torch; random weights (``random:CONFIG``, tests and demos) in torch. A ``dtype`` or option the faster backend
+    does not take (``float16``, ``cuda_graph``) keeps the file's own backend, which then checks them.
+    """
+    path = None if source is None else Path(source)
+    entry = entry_for(path)
+    if entry.needs == "engine":
+        return entry.name, "a TensorRT engine"
+    kind = default_device(entry.name, path) if device in (None, AUTO) else resolve_device(device)
+    if kind.startswith("cuda"):
+        return entry.name, f"{'graph' if entry.needs == 'graph' else 'weights'} on a GPU"
+    if entry.needs == "weights" and str(source or "").startswith(RANDOM_PREFIX):
+        return entry.name, "random weights: nothing worth compiling or quantizing"
+    if not _installed("openvino"):
+        return entry.name, "on the CPU; OpenVINO is not installed (pip install 'maefuse-deploy[openvino]')"
+    faster = REGISTRY["openvino" if entry.needs == "graph" else "openvino-weights"]
+    if entry.needs == "graph" and path is not None:
+        precision = read_graph_info(path)[0].precision
+        if precision not in faster.graph_precisions:
+            return entry.name, f"on the CPU; {faster.name} lowers fp32 graphs itself, this one is {precision}"
+    if dtype is not None and faster.dtypes and dtype not in faster.dtypes:
+        return entry.name, f"on the CPU; {faster.name} does not compute in {dtype}"
+    unknown = sorted(set(options) - set(faster.options))
+    if unknown:
+        return entry.name, f"on the CPU; {faster.name} has no option {unknown[0]}"
+    return faster.name, "on the CPU, OpenVINO installed"
+
+
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ValueError:  # sys.modules[module] is None: its import is blocked
+        return False
 
 
 def default_device(backend: str | None, source: str | os.PathLike[str] | None) -> str:
@@ -126,6 +179,11 @@ def open_backend(
         path, loaded = source, None
     else:
         path, loaded = None, source
+    chosen_because = None
+    if name == AUTO:
+        if loaded is not None:
+            raise InputError("backend auto opens a model source, not a loaded module", fix="name the backend")
+        name, chosen_because = choose_backend(path, device, dtype, tuple(options))
     entry = get_entry(name) if name else entry_for(path)
     device = default_device(entry.name, path) if device in (None, "auto") else resolve_device(device)
     kind = device.partition(":")[0]
@@ -156,4 +214,6 @@ def open_backend(
     else:
         backend = entry.load().open(path, device=device, dtype=dtype, config=config, **entry.preset, **options)
     backend.name = entry.name
+    if chosen_because is not None:
+        backend.chosen = f"backend auto: {entry.name} ({chosen_because})"
     return backend

@@ -8,7 +8,7 @@ from typing import Any, cast
 import click
 from tqdm import tqdm
 
-from ..backends import FUSER_BACKENDS
+from ..backends import AUTO
 from ..contract import DEFAULT_BATCH_SIZE
 from ..io import DEFAULT_MAX_PIXELS, OUTPUT_FORMATS
 from ..model.config import CONFIGS
@@ -19,6 +19,7 @@ from ..runtime.fuser import Fuser
 from ..runtime.video import fuse_video, is_video, plan_video
 from .common import note, report_errors
 from .options import (
+    backend_option,
     batch_size_option,
     device_option,
     int8_calibration_option,
@@ -39,10 +40,11 @@ MODEL_SIZES = ", ".join(f"{c.img_size[1]}x{c.img_size[0]} for {name}" for name, 
 @model_option("checkpoint file, .onnx graph, engine, a trained model's name (maefuse-tiny), or random:CONFIG for "
               "random weights [default: the built-in model]")
 @click.option("--config", help="model config name, when the checkpoint does not say (needs --model)")
-@click.option("--backend", type=click.Choice(FUSER_BACKENDS), help="[default: from the checkpoint's file type]")
+@backend_option()
 @device_option("auto", "auto is cuda when a GPU is visible (TensorRT engines: cuda), else cpu")
-@click.option("--dtype", type=click.Choice(["float32", "float16", "bfloat16", "int8"]), default="float32",
-              show_default=True, help="torch: the weights' dtype; openvino: float32, bfloat16 or int8 (quantized)")
+@click.option("--dtype", type=click.Choice(["float32", "float16", "bfloat16", "int8"]),
+              help="torch: the weights' dtype; openvino, openvino-weights: float32, bfloat16 or int8 (quantized) "
+              "[default: the backend's: torch float32, openvino float32, openvino-weights the fastest within 40 dB]")
 @int8_calibration_option("openvino --dtype int8: a folder of real pairs (ir/ and vi/) to calibrate the quantization on")
 @processing_option(f"official: the release's resize to the model size ({MODEL_SIZES}); native: pad to the patch "
                    "size, no resize [default: the policy the checkpoint records its weights were trained for (config "
@@ -70,7 +72,7 @@ def main(
     config: str | None,
     backend: str | None,
     device: str,
-    dtype: str,
+    dtype: str | None,
     int8_calibration: Path | None,
     processing: str | None,
     batch_size: int,
@@ -101,12 +103,16 @@ def main(
         job = plan_fuse_job(ir, vis, out, fmt=fmt, allow_lossy=lossy, with_side_by_side=side_by_side,
                             overwrite=overwrite, max_pixels=max_pixels)
     if server is not None:
-        fuser = remote_fuser(server, batch_size, model=model, config=config, backend=backend, processing=processing,
+        fuser = remote_fuser(server, batch_size, model=model, config=config, processing=processing,
+                             backend=None if backend == AUTO else backend, dtype=dtype,
                              device=None if device == "auto" else device, int8_calibration=int8_calibration)
     else:
         options = {"calibration": int8_calibration} if int8_calibration is not None else {}
         fuser = Fuser.open(model, backend, device=device, dtype=dtype, policy=cast(Policy | None, processing),
                            config=config, batch_size=batch_size, **options)
+    backend = getattr(fuser, "backend", None)  # None: a RemoteFuser (the server's backend)
+    if backend is not None and backend.chosen:
+        note(backend.chosen)
     note(f"model: {fuser.description}")
     for warning in fuser.warnings:
         note(f"warning: {warning}")
@@ -114,12 +120,14 @@ def main(
         if video:
             with tqdm(desc="fusing frames", unit="frame") as bar:
                 result = fuse_video(fuser, video_job, strict=strict, progress=bar.update)
-            for problem in result.problems:
-                note(f"warning: {problem}")
+            for line in [*(backend.events if backend is not None else ()), *(f"warning: {p}" for p in result.problems)]:
+                note(line)
             click.echo(f"wrote {_count(result.frames, 'fused frame')} to {video_job.out}")
             return
         with tqdm(total=len(job.pairs), desc="fusing", unit="pair") as bar:
             fuse_pairs(fuser, job, resize=resize_ir, registration=registration, progress=bar.update)
+    for event in backend.events if backend is not None else ():
+        note(event)
     extra = f" and {_count(len(job.side_by_side), 'side-by-side')}" if job.side_by_side else ""
     where = job.fused[0] if len(job.fused) == 1 else f"{job.folder}/"
     click.echo(f"wrote {_count(len(job.fused), 'fused image')}{extra} for {_count(len(job.pairs), 'pair')} to {where}")

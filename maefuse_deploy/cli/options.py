@@ -175,6 +175,19 @@ def int8_calibration_option(help: str) -> Callable[[F], F]:
                                    (("calibration_alias", ("--calibration",), path),), type=path, metavar="DIR")
 
 
+BACKEND_HELP = ("auto: the fastest installed for the model on --device (CPU: OpenVINO, weights converted per frame "
+                "size at the fastest precision within 40 dB of float32 and cached; GPU: torch; engines: TensorRT; "
+                "docs/backends.md), or name one")
+
+
+def backend_option() -> Callable[[F], F]:
+    """``--backend``, the Fuser's choices, default ``auto`` (maefuse_deploy.backends.choose_backend decides)."""
+    from ..backends.registry import AUTO, FUSER_BACKENDS
+
+    return click.option("--backend", type=click.Choice(FUSER_BACKENDS), default=AUTO, show_default=True,
+                        help=BACKEND_HELP)
+
+
 def device_option(default: str | None, help: str) -> Callable[[F], F]:
     """``--device auto|cpu|cuda|cuda:N``, validated before anything loads."""
     return lambda command: _shared(command, "device", ("--device",), f"{DEVICE_FORMS}: {help}", default, (),

@@ -7,22 +7,22 @@ from typing import cast
 
 import click
 
-from ..backends import FUSER_BACKENDS
 from ..errors import MaeFuseError
 from ..processing import Policy
 from ..runtime.fuser import Fuser
 from ..serve.server import ServeSettings, check_settings, require_pytriton, serve, set_torch_threads
 from .common import note, report_errors
-from .options import device_option, model_option, processing_option
+from .options import backend_option, device_option, model_option, processing_option
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @model_option("checkpoint file, .onnx graph or engine; random:CONFIG for random weights (e.g. random:maefuse-micro) "
               "[default: the built-in model]")
 @click.option("--config", help="model config name, when the checkpoint does not say")
-@click.option("--backend", type=click.Choice(FUSER_BACKENDS), help="[default: from the checkpoint's file type]")
+@backend_option()
 @device_option("auto", "auto is cuda for TensorRT engines, else cpu")
-@click.option("--dtype", type=click.Choice(["float32", "float16", "bfloat16"]), default="float32", show_default=True)
+@click.option("--dtype", type=click.Choice(["float32", "float16", "bfloat16", "int8"]),
+              help="[default: the backend's: torch float32, openvino-weights the fastest within 40 dB of float32]")
 @processing_option()
 @click.option("--max-batch", type=click.IntRange(min=1), default=8, show_default=True,
               help="largest batch Triton forms (capped by the backend's own largest batch)")
@@ -40,7 +40,7 @@ from .options import device_option, model_option, processing_option
               "each other (benchmarks/serving.md)")
 @click.option("--verbose", "-v", count=True, help="Triton's verbose log level")
 @report_errors
-def main(model: str | None, config: str | None, backend: str | None, device: str, dtype: str,
+def main(model: str | None, config: str | None, backend: str | None, device: str, dtype: str | None,
          processing: str | None, max_batch: int, queue_delay_us: int, host: str, http_port: int, grpc_port: int,
          metrics_port: int, model_name: str, exit_timeout: int, threads: int | None, verbose: int) -> None:
     """Serve MaeFuse from a real Triton Inference Server until SIGTERM/SIGINT (which drain in-flight requests)."""
@@ -58,15 +58,24 @@ def main(model: str | None, config: str | None, backend: str | None, device: str
         set_torch_threads(threads)
     fuser = Fuser.open(model, backend, device=device, dtype=dtype, policy=cast(Policy | None, processing),
                        config=config, batch_size=max_batch)
+    if fuser.backend.chosen:
+        note(fuser.backend.chosen)
     note(f"model: {fuser.description} (policy {fuser.policy}, batch {fuser.batch_size})")
     for warning in fuser.warnings:
         note(f"warning: {warning}")
     with fuser:
         report = serve(fuser, dataclasses.replace(settings, max_batch=fuser.batch_size),
-                       on_ready=lambda line: note(f"ready: {line}"))
+                       on_ready=lambda line: _ready(fuser, line))
     if not report.drained:
         raise MaeFuseError(
             f"stopped, not drained: {report.failed} in-flight request(s) failed or were cut off, {report.answered} "
             f"answered (Triton exit code {report.triton_exit_code})",
             fix=f"raise --exit-timeout if the drain ran out of time; Triton's log: {report.log}")
     note(f"stopped: in-flight requests drained ({report.answered} answered after the stop signal)")
+
+
+def _ready(fuser: Fuser, line: str) -> None:
+    for event in fuser.backend.events:  # the warm-up's first-use work (a compile, a cache hit)
+        note(event)
+    note(f"ready: {line}")
+

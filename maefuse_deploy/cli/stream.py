@@ -9,7 +9,6 @@ from types import FrameType
 
 import click
 
-from ..backends import FUSER_BACKENDS
 from ..contract import DEFAULT_BATCH_SIZE
 from ..errors import MaeFuseError
 from ..processing import POLICIES as PROCESSING_POLICIES
@@ -20,7 +19,7 @@ from ..stream.pipeline import PAIRINGS, POLICIES, Pipeline, open_endpoints
 from ..stream.sinks import VideoFileSink
 from ..stream.sources import Reconnect
 from .common import note, report_errors
-from .options import batch_size_option, deprecated, device_option, model_option, processing_option
+from .options import backend_option, batch_size_option, deprecated, device_option, model_option, processing_option
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -57,9 +56,10 @@ from .options import batch_size_option, deprecated, device_option, model_option,
 @model_option("checkpoint file, .onnx graph, engine, a trained model's name (maefuse-tiny), or random:CONFIG for "
               "random weights [default: the built-in model]")
 @click.option("--config", help="model config name, when the checkpoint does not say (needs --model)")
-@click.option("--backend", type=click.Choice(FUSER_BACKENDS), help="[default: from the model's file type]")
+@backend_option()
 @device_option("auto", "auto is cuda when a GPU is visible (TensorRT engines: cuda), else cpu")
-@click.option("--dtype", type=click.Choice(["float32", "float16", "bfloat16"]), default="float32", show_default=True)
+@click.option("--dtype", type=click.Choice(["float32", "float16", "bfloat16", "int8"]),
+              help="[default: the backend's: torch float32, openvino-weights the fastest within 40 dB of float32]")
 @processing_option(old=None)
 @batch_size_option(DEFAULT_BATCH_SIZE, "largest number of waiting pairs fused in one call", batch_alias=True)
 @click.option("--reconnect/--no-reconnect", default=True, show_default=True,
@@ -79,7 +79,7 @@ def main(ir: str, vis: str, out: str, overwrite: bool, homography: Path | None, 
          max_latency_ms: float | None,
          batch_wait_ms: float | None, side_by_side: bool, lossless: bool, fps: float | None,
          max_frames: int | None, raw_ir: bool,
-         model: str | None, config: str | None, backend: str | None, device: str, dtype: str,
+         model: str | None, config: str | None, backend: str | None, device: str, dtype: str | None,
          processing: str | None, batch_size: int, reconnect: bool, stall_s: float, give_up_s: float,
          metrics_port: int | None, metrics_host: str,
          quiet: bool) -> None:
@@ -103,6 +103,8 @@ def main(ir: str, vis: str, out: str, overwrite: bool, homography: Path | None, 
         if metrics is not None:
             metrics.close()
         raise
+    if fuser.backend.chosen:
+        note(fuser.backend.chosen)
     note(f"model: {fuser.description}")
     for warning in fuser.warnings:
         note(f"warning: {warning}")
@@ -152,6 +154,8 @@ def main(ir: str, vis: str, out: str, overwrite: bool, homography: Path | None, 
                 signal.signal(number, handler)
             if metrics is not None:
                 metrics.close()
+    for event in fuser.backend.events:
+        note(event)
     if signals:
         note(f"stopped on {signals[0]}")
     click.echo(stats.summary())

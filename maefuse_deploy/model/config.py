@@ -143,6 +143,20 @@ CONFIGS: dict[str, MaeFuseConfig] = {
             decoder_num_heads=4,
             fusion_num_heads=3,
         ),
+        # Real-time size: maefuse-tiny's network with 32x32 patches, a quarter of the tokens (640x480: 20x15), so
+        # attention costs a sixteenth; trained from maefuse-tiny resampled (model/resample.py).
+        MaeFuseConfig(
+            name="maefuse-rt",
+            img_size=(256, 256),
+            patch_size=32,
+            embed_dim=192,
+            depth=6,
+            num_heads=3,
+            decoder_embed_dim=128,
+            decoder_depth=2,
+            decoder_num_heads=4,
+            fusion_num_heads=3,
+        ),
         # Unit-test size: a 4x4 token grid, milliseconds per pass on a CPU.
         MaeFuseConfig(
             name="maefuse-micro",

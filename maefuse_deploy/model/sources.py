@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..contract import RANDOM_PREFIX
 from ..errors import InputError
 from .checkpoint import load_checkpoint
 from .config import CONFIGS, MaeFuseConfig
@@ -15,7 +16,6 @@ WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 DEFAULT_WEIGHTS = WEIGHTS_DIR / "maefuse-tiny.safetensors"
 DEFAULT_CONFIG = "maefuse-tiny"
 RANDOM_SEED = 0
-RANDOM_PREFIX = "random:"  # "random:maefuse-tiny": a config's network with random weights (tests, demos)
 # Model names that mean trained weights shipped with the package.
 TRAINED_MODELS = {DEFAULT_CONFIG: DEFAULT_WEIGHTS}
 

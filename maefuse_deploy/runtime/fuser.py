@@ -11,7 +11,7 @@ from typing import Any, Literal
 import cv2
 import numpy as np
 
-from ..backends import BackendBase, is_tensor, open_backend
+from ..backends import AUTO, BackendBase, is_tensor, open_backend
 from ..checks import check_finite
 from ..contract import DEFAULT_BATCH_SIZE, batch_slices
 from ..errors import InputError
@@ -142,7 +142,7 @@ class Fuser:
     def open(
         cls,
         source: str | os.PathLike[str] | None = None,
-        backend: str | None = None,
+        backend: str | None = AUTO,
         *,
         device: str | None = "auto",
         dtype: str | None = None,
@@ -153,12 +153,14 @@ class Fuser:
     ) -> Fuser:
         """A Fuser over any model: a checkpoint, a config name (random weights), an .onnx graph or an engine.
 
-        ``source=None`` takes the built-in default model. ``backend`` defaults to what the file is (the registry's
-        suffixes: .onnx -> onnxruntime, .engine/.plan -> tensorrt, else torch). ``device="auto"`` is cuda when a
-        GPU is visible, else cpu (TensorRT: cuda). ``dtype`` applies to torch weights (default float32); graphs and
-        engines run in the precision they were made in. ``policy=None`` takes the one the weights were trained for
-        (graphs and engines have a fixed size: official). ``options`` go to the backend (its registry entry lists
-        them: torch cuda_graph; onnxruntime threads, allow_fallback, ...; tensorrt cuda_graph, pool_size, ...).
+        ``source=None`` takes the built-in default model. ``backend="auto"`` takes the fastest one installed for
+        the source on the device (:func:`maefuse_deploy.backends.choose_backend`; ``backend.chosen`` says which
+        and why); None takes what the file is (.onnx -> onnxruntime, .engine/.plan -> tensorrt, else torch).
+        ``device="auto"`` is cuda when a GPU is visible, else cpu (TensorRT: cuda). ``dtype`` applies to torch
+        weights (default float32) and openvino-weights (default: the fastest within 40 dB); graphs and engines run in
+        the precision they were made in. ``policy=None`` takes the one the weights were trained for (graphs and
+        engines have a fixed size: official). ``options`` go to the backend (its registry entry lists them: torch
+        cuda_graph; onnxruntime threads, allow_fallback, ...; tensorrt cuda_graph, pool_size, ...).
         """
         runner = open_backend(backend, source, device=device, dtype=dtype, config=config, **options)
         return cls(runner, policy=policy, batch_size=batch_size)

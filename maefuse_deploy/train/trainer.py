@@ -297,7 +297,9 @@ class Trainer:
             if o.stage != "mae":
                 self.echo(f"WARNING: stage {o.stage} starts from RANDOM weights (no --init); the recipe runs mae first")
             return build_model(self.model_config, seed=o.seed)
-        model, report = load_checkpoint(trained_weights(o.init), self.model_config, allow_partial=True)
+        model, report = load_checkpoint(
+            trained_weights(o.init), self.model_config, allow_partial=True, allow_patch_resample=True
+        )
         self.echo(f"init: {report.summary()}")
         return model
 
