@@ -61,11 +61,13 @@ def test_default_run_measures_every_backend_that_runs_here(ivif, tmp_path):
     assert data["fastest"][0]["class"] == ">= 40 dB" and data["fastest"][0]["backend"] == best["backend"]
     assert f"fastest, fused PSNR vs float32 >= 40 dB: {best['backend']} batch 1" in result.output
     int8 = [r for r in ok if r["precision"] == "int8"]
-    # int8 rows are held to the bfloat16 floor: the FLOPs at the bfloat16 peak, recorded whether or not this CPU
-    # ran a bfloat16 row (CPUs without AVX-512 BF16 skip torch-bf16, so no row's floor can stand in for it).
+    # int8 rows are held to an int8 floor: the FLOPs at the int8 matmul rate OpenVINO reaches on this CPU (VNNI or
+    # AMX), probed with the toolchain those rows run, never a float probe standing in for it.
     for row in int8:
-        bf16_peak = data["peaks"]["bfloat16"]["flops_per_s"]
-        assert row["floor_ms"] == pytest.approx(data["flops"]["deployed"]["total"] / bf16_peak * 1e3)
+        peak = data["peaks"]["int8"]
+        assert "OpenVINO int8 matmul" in peak["source"]
+        assert row["floor_ms"] == pytest.approx(data["flops"]["deployed"]["total"] / peak["flops_per_s"] * 1e3)
+    assert rows["openvino-weights"]["reason"].startswith("not run by default")
 
 
 def test_graph_as_model_is_measured_with_its_runtimes(micro_graph, ivif):

@@ -34,7 +34,7 @@ from ..runtime.fuser import Fuser
 from ..sample_pairs import Pair, load_pairs
 from .accuracy import AccuracyTally, Reference, compute_reference, default_pairs_dir
 from .backends import BackendFactory, Skipped, inspect_model, row_precision
-from .flops import count_flops, floor_seconds, measure_peak
+from .flops import count_flops, floor_seconds, measure_int8_peak, measure_peak
 from .machine import cpu_flags, describe_machine
 from .memory import PeakMemory
 from .settings import BenchSettings, plan_backends
@@ -47,9 +47,6 @@ if TYPE_CHECKING:
 BASELINE = "release-style"
 RELEASE_TOLERANCE = 1e-4  # docs/model.md §2: the release's batch-1 output, within float32 rounding
 ACCURACY_CLASS_DB = 40.0  # fused-image PSNR vs float32 above which a row counts as visually identical
-# int8 rows have no matmul probe of their own: their floor is the bfloat16 one (the targets are stated
-# against it; VNNI's int8 dot products peak at twice the BF16 rate, so x floor < 2 is possible for them).
-FLOOR_PRECISION = {"int8": "bfloat16"}
 CallResult = tuple[np.ndarray | None, list[np.ndarray], StageTimes]  # decoder output or None, fused images, times
 
 
@@ -122,7 +119,16 @@ class Peaks:
         if precision not in self.known:
             if self.device.type == "cuda" and not torch.cuda.is_available():
                 return None
-            dtype = getattr(torch, precision)
+            if precision == "int8":
+                # int8 rows are OpenVINO's on the CPU: their floor is that toolchain's int8 matmul rate.
+                measured = measure_int8_peak() if self.device.type == "cpu" else None
+                if measured is None:
+                    return None
+                self.known[precision] = {"flops_per_s": measured[0], "source": measured[1]}
+                return measured[0]
+            dtype = getattr(torch, precision, None)
+            if not isinstance(dtype, torch.dtype):  # "auto": the row's precision is chosen at run time
+                return None
             value, size = measure_peak(self.device, dtype)
             self.known[precision] = {"flops_per_s": value, "source": f"measured: {size}x{size} matmul"}
         return float(self.known[precision]["flops_per_s"])
@@ -359,7 +365,7 @@ def _run(settings: BenchSettings, log: Callable[[str], None], command: str) -> B
         settings=_settings_dict(settings),
         flops=flops,
         peaks={precision: peaks.known[precision] for precision in
-               dict.fromkeys(FLOOR_PRECISION.get(row.precision, row.precision) for row in rows if row.status == "ok")
+               dict.fromkeys(row.precision for row in rows if row.status == "ok")
                if precision in peaks.known},
         rows=rows,
         release_check=_release_check(rows, config, reference is not None),
@@ -415,7 +421,7 @@ def _finish_rows(rows: list[Row], flops: dict[str, Any] | None, peaks: Peaks) ->
         if row.status != "ok" or row.compute_ms is None:
             continue
         if flops is not None:
-            rate = peaks.rate(FLOOR_PRECISION.get(row.precision, row.precision))
+            rate = peaks.rate(row.precision)
             if rate is not None:
                 row.floor_ms = floor_seconds(flops["deployed"]["total"], rate) * 1e3
                 row.floor_ratio = row.compute_ms["p50"] / row.floor_ms

@@ -23,6 +23,8 @@ NOT_BY_DEFAULT = {
                       "float32); name it in --backends to measure it",
         "torch-compile": "not run by default: torch.compile takes minutes per input shape on a CPU; name it in "
                          "--backends to measure it",
+        "openvino-weights": "not run by default: its compiled models are the openvino and openvino-int8 rows'; "
+                            "name it in --backends to time backend auto's choice",
     },
     "cuda": {
         "torch-compile": "not run by default: compilation takes minutes; name it in --backends to measure it",
