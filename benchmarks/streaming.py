@@ -1,6 +1,6 @@
 """Stream throughput and capture-to-fused latency of maefuse_deploy.stream vs bare Fuser.fuse_batch.
 
-    python benchmarks/streaming.py --frames 12 --rounds 3 --out benchmarks/streaming.json
+    python benchmarks/streaming.py --frames 12 --rounds 3 [--backend torch] --out benchmarks/streaming.json
 
 The built-in model (maefuse-tiny, native policy) at 640x480 on the six MSRS pairs, cycled. Rows:
 * bare: ``Fuser.fuse_batch`` on the decoded frames, batches of ``--batch`` (the ceiling).
@@ -73,6 +73,7 @@ def main() -> None:
     parser.add_argument("--fps", type=float, default=30.0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--backend", default="auto", help="Fuser backend (auto: what maefuse-stream uses by default)")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -82,8 +83,10 @@ def main() -> None:
     ir_frames = [ir[n % len(ir)] for n in range(args.frames)]
     vis_frames = [vis[n % len(vis)] for n in range(args.frames)]
     registration = Registration(np.linalg.inv(DISTORTION), (640, 512), (640, 480))
-    fuser = Fuser.from_checkpoint(batch_size=args.batch)
-    fuser.fuse_batch(list(zip(ir_frames[:2], vis_frames[:2], strict=True)))  # warm-up
+    fuser = Fuser.open(backend=args.backend, batch_size=args.batch)
+    print(fuser.backend.chosen or f"backend {args.backend}", "|", fuser.description)
+    fuser.fuse_batch(list(zip(ir_frames[:2], vis_frames[:2], strict=True)))  # warm-up (and a first compile)
+    print(*fuser.backend.events, sep="\n")
     rounds: list[dict[str, dict]] = []
     # The machine is shared: its load changes over minutes. Each round measures every row on the same frames
     # back to back, and the ratios to bare are taken within a round.

@@ -19,7 +19,7 @@ from maefuse_deploy.model.maefuse import build_model
 
 
 def test_graph_colour_conversions_match_opencv() -> None:
-    """BGR -> YCrCb -> BGR and RGB -> grey in the graph equal OpenCV's 8-bit conversions (within rounding ties)."""
+    """BGR -> YCrCb -> BGR in the graph equal OpenCV's 8-bit conversions within rounding ties; RGB -> grey exactly."""
     rng = np.random.default_rng(0)
     bgr = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
     tensor = torch.from_numpy(bgr).permute(2, 0, 1)[None].float()
@@ -30,9 +30,11 @@ def test_graph_colour_conversions_match_opencv() -> None:
     back = _ycrcb_to_bgr(torch.from_numpy(want).permute(2, 0, 1)[None].float()).round().clamp(0, 255)
     back_want = cv2.cvtColor(want, cv2.COLOR_YCrCb2BGR)
     assert np.abs(back[0].permute(1, 2, 0).numpy() - back_want).max() <= 1
-    rgb = bgr[:, :, ::-1].copy()
-    grey = grey_of(torch.from_numpy(rgb).permute(2, 0, 1)[None].float()).round()[0, 0].numpy()
-    assert np.abs(grey - cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)).max() <= 1
+    # The fused grey is the host path's to the grey level: every one of the 2^24 RGB colours.
+    levels = np.arange(256, dtype=np.uint8)
+    rgb = np.stack(np.meshgrid(levels, levels, levels, indexing="ij"), axis=-1).reshape(4096, 4096, 3)
+    grey = grey_of(torch.from_numpy(rgb).permute(2, 0, 1)[None].float())[0, 0].numpy()
+    np.testing.assert_array_equal(grey, cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY))
 
 
 def test_aoti_module_takes_uint8_frames_at_the_camera_size() -> None:

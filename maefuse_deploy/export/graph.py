@@ -70,9 +70,20 @@ _CR, _CB = 11682 / _Q, 9241 / _Q
 _CR2R, _CR2G, _CB2G, _CB2B = 22987 / _Q, 11698 / _Q, 5636 / _Q, 29049 / _Q
 
 
+# RGB2GRAY is not the Y of YCrCb: OpenCV computes it in 15-bit fixed point (processing._GREY_*), and the host path
+# (processing.finish_pair) uses that conversion. 9798/32768 equals 4899/16384, but 19235 and 3735 are not twice
+# 9617 and 1868, so the YCrCb weights put about one pixel in a thousand a grey level off the host's.
+_GREY_Q = 32768.0
+_GREY_R, _GREY_G, _GREY_B = 9798 / _GREY_Q, 19235 / _GREY_Q, 3735 / _GREY_Q
+
+
 def grey_of(rgb: torch.Tensor) -> torch.Tensor:
-    """(B, 3, H, W) float RGB 0-255 -> (B, 1, H, W) float grey, OpenCV's RGB2GRAY weights (unrounded)."""
-    return _R2Y * rgb[:, 0:1] + _G2Y * rgb[:, 1:2] + _B2Y * rgb[:, 2:3]
+    """(B, 3, H, W) float RGB, whole numbers 0-255 -> (B, 1, H, W) float grey, rounded: OpenCV's RGB2GRAY exactly.
+
+    Each weight is k / 2^15 and each product and sum stays below 2^24, so float32 holds them exactly; OpenCV's
+    CV_DESCALE rounds half up, hence floor(x + 0.5) and not round() (half to even).
+    """
+    return torch.floor(_GREY_R * rgb[:, 0:1] + _GREY_G * rgb[:, 1:2] + _GREY_B * rgb[:, 2:3] + 0.5)
 
 
 def _bgr_to_ycrcb(bgr: torch.Tensor) -> torch.Tensor:
@@ -153,7 +164,7 @@ class InGraphProcessing(nn.Module):
         ir_net = (ir / 255.0 - self.mean) / self.std
         vis_net = (ycrcb[:, 0:1] / 255.0 - self.mean) / self.std
         rgb = ((self.network(ir_net, vis_net) * self.std + self.mean) * 255.0).clamp(0, 255).floor()
-        grey = grey_of(rgb).round()
+        grey = grey_of(rgb)
         bgr = _ycrcb_to_bgr(torch.cat([grey, ycrcb[:, 1:]], dim=1)).round().clamp(0, 255)
         if self.resizes:
             bgr = self.up_rows @ bgr @ self.up_cols
