@@ -67,7 +67,8 @@ def main() -> int:
         f"! multifilesink location={element_out}/%04d.png {source(ir)} ! queue ! m.ir {source(vis)} ! queue ! m.vis")
     stream_out = args.work / "stream"
     subprocess.run([sys.executable, "-m", "maefuse_deploy.cli.stream", "--ir", source(ir), "--vis", source(vis),
-                    "--out", str(stream_out), "--ir-offset-ms", str(IR_OFFSET_MS), "--policy", "block", "--quiet"],
+                    "--out", str(stream_out), "--ir-offset-ms", str(IR_OFFSET_MS), "--policy", "block", "--quiet",
+                    "--backend", "torch"],  # float32 like the element's package, not auto's int8
                    check=True, timeout=600)
 
     from_element, from_stream = read_frames(element_out), read_frames(stream_out)

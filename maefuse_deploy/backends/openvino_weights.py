@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
+import threading
 import time
 import warnings
 from collections.abc import Sequence
@@ -103,6 +104,9 @@ class OpenVinoWeightsBackend(BackendBase):
         self.warnings = tuple(warnings)
         self._weights_digest: str | None = None
         self._compiled: dict[tuple[int, int], _Compiled] = {}
+        # One infer request per shape, and OpenVINO's requests are not thread-safe: callers on several threads
+        # (a server's instances) take turns, as they would for the CPU's cores anyway.
+        self._lock = threading.Lock()
         self.events: list[str] = []  # one line per shape prepared (what a CLI prints and a test reads)
 
     @classmethod
@@ -262,10 +266,11 @@ class OpenVinoWeightsBackend(BackendBase):
     # -- the backend hooks ---------------------------------------------------------------------------------------
 
     def _run_impl(self, ir: np.ndarray, vis: np.ndarray) -> np.ndarray:
-        compiled = self.prepare(int(ir.shape[2]), int(ir.shape[3]))
         pairs = [(np.ascontiguousarray(ir[i : i + 1], np.float32), np.ascontiguousarray(vis[i : i + 1], np.float32))
                  for i in range(ir.shape[0])]
-        return np.concatenate(self._run_all(compiled.request, pairs), axis=0)
+        with self._lock:
+            compiled = self.prepare(int(ir.shape[2]), int(ir.shape[3]))
+            return np.concatenate(self._run_all(compiled.request, pairs), axis=0)
 
     def close(self) -> None:
         self._compiled.clear()

@@ -80,7 +80,7 @@ def test_report(
 
     # The baselines fuse the sources as the metrics see them (the default convention's grey conversion).
     grey_mode = get_convention("default").grey
-    fuser = Fuser.from_checkpoint(checkpoint, policy=policy)
+    fuser = Fuser.open(checkpoint, "torch", policy=policy)  # scores are of the model: float32, not auto's int8
     rows: dict[str, list[dict[str, float]]] = {"model": [], "mean": [], "max": []}
     for pair in pairs:
         ir, vis = read_image(pair.ir, "IR"), read_image(pair.vis, "VIS")
@@ -105,7 +105,7 @@ def write_preview(
     from ..io import write_image
     from ..runtime.fuser import Fuser
 
-    fuser = Fuser.from_checkpoint(checkpoint, policy=policy)
+    fuser = Fuser.open(checkpoint, "torch", policy=policy)  # scores are of the model: float32, not auto's int8
     rows = []
     for pair in pairs:
         ir, vis = read_image(pair.ir, "IR"), read_image(pair.vis, "VIS")
