@@ -26,6 +26,7 @@ from maefuse_deploy.tensorrt.build import (
     TYPING_STRONG,
 )
 from maefuse_deploy.tensorrt.errors import EngineCompatibilityError
+from maefuse_deploy.tensorrt.pool import DEFAULT_POOL_SIZE
 from maefuse_deploy.tensorrt.sidecar import (
     check_compatibility,
     read_sidecar,
@@ -89,7 +90,8 @@ def _micro_inputs(count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 def test_build_writes_engine_sidecar_and_layers(micro_engine, micro_onnx, gpu_dir):
     sidecar = read_sidecar(micro_engine)
     assert sidecar.onnx_sha256 == file_sha256(micro_onnx)
-    assert sidecar.profiles == (BatchProfile(1, 2, 4),)  # the range the exporter recorded
+    # The range the exporter recorded, once per context of the default pool (each concurrent context needs one).
+    assert sidecar.profiles == (BatchProfile(1, 2, 4),) * DEFAULT_POOL_SIZE
     assert sidecar.io == "float" and sidecar.precision == "fp16" and sidecar.typing == TYPING_STRONG
     assert Path(f"{micro_engine}.layers.json").is_file() and Path(f"{micro_engine}.build.log").is_file()
     assert (gpu_dir / "timing.cache").is_file()

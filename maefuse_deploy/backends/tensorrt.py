@@ -45,14 +45,13 @@ from ..errors import InputError
 from ..tensorrt import availability
 from ..tensorrt.cuda import CudaRuntime, checked, on_device
 from ..tensorrt.errors import EngineError
-from ..tensorrt.pool import ContextPool
+from ..tensorrt.pool import DEFAULT_POOL_SIZE, ContextPool
 from ..tensorrt.sidecar import check_compatibility, graph_info_of, read_sidecar
 from .base import BackendBase
 
 if TYPE_CHECKING:  # checked against tensorrt-stubs (.ci/typecheck); imported for real when a backend opens
     import tensorrt
 
-DEFAULT_POOL_SIZE = 2  # each context holds the engine's activation memory; two keep a second thread busy
 TENSOR_ALIGNMENT = 256  # bytes: set_tensor_address refuses (or misreads) addresses off this grid
 _TRT_DTYPES = {"FLOAT": np.float32, "HALF": np.float16, "UINT8": np.uint8}  # what the contract allows at io
 
@@ -508,7 +507,8 @@ def _pool_size(wanted: int, *, dynamic_batch: bool, profiles: int, requested: bo
         return wanted, None
     size = max(profiles, 1)
     note = (f"pool_size {wanted} lowered to {size}: the engine has {profiles} optimization profiles and each "
-            "concurrent context of a dynamic-batch engine needs its own") if requested else None
+            "concurrent context of a dynamic-batch engine needs its own; rebuild it with maefuse-build-engine "
+            f"--profiles {wanted} for {wanted} at once") if requested else None
     return size, note
 
 

@@ -9,6 +9,7 @@ import click
 
 from ..atomic import check_output
 from ..tensorrt.build import BuildOptions, build_engine, prepare_build
+from ..tensorrt.pool import DEFAULT_POOL_SIZE
 from ..tensorrt.sidecar import sidecar_path
 from .common import note, report_errors
 from .options import batch_range_option, device_option, model_option
@@ -37,6 +38,13 @@ from .options import batch_range_option, device_option, model_option
     "range recorded by maefuse-export --batch-range), else 1:1:8]",
     batch_alias=True,
 )
+@click.option(
+    "--profiles",
+    type=click.IntRange(min=1),
+    help="optimization profiles (each over the batch range): how many calls a dynamic-batch engine runs at once, "
+    "since each concurrent execution context needs its own; a graph with a fixed batch needs one [default: "
+    f"{DEFAULT_POOL_SIZE} (the backend's pool_size) for a dynamic-batch graph, else 1]",
+)
 @click.option("--workspace", type=float, help="builder workspace limit in GiB [default: TensorRT's]")
 @click.option(
     "--timing-cache",
@@ -55,6 +63,7 @@ def main(
     output: Path,
     precision: str,
     batch_range: str | None,
+    profiles: int | None,
     workspace: float | None,
     timing_cache: Path | None,
     opt_level: int | None,
@@ -71,6 +80,7 @@ def main(
     options = BuildOptions(
         precision=precision,
         batch=batch_range,
+        profiles=profiles,
         workspace_gib=workspace,
         timing_cache=timing_cache,
         opt_level=opt_level,
@@ -90,7 +100,7 @@ def main(
         f"engine:  {result.engine_path} ({result.engine_bytes / 2**20:.1f} MiB; TensorRT "
         f"{sidecar.tensorrt_version}; {sidecar.gpu_name}, compute capability {cc[0]}.{cc[1]})"
     )
-    click.echo(f"batch:   {plan.profile}; precision {sidecar.precision} ({sidecar.typing}); io {sidecar.io}")
+    click.echo(f"batch:   {plan.profiles_summary}; precision {sidecar.precision} ({sidecar.typing}); io {sidecar.io}")
     click.echo(f"sidecar: {result.sidecar_path}")
     click.echo(f"layers:  {result.layers_path}")
     click.echo(f"log:     {result.log_path}")

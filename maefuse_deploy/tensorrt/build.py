@@ -3,7 +3,8 @@
 Two steps: :func:`prepare_build` checks everything a CPU can check (the ONNX, its metadata and layouts, the batch
 profile, writable outputs) so that input mistakes are reported before anyone looks for a GPU; :func:`build_engine`
 then does the TensorRT work, which is kept thin: parse from the file path (so external weight data beside the
-graph is found), one optimisation profile over the batch axis, precision, timing cache, build, inspect, write.
+graph is found), the optimisation profiles over the batch axis (one per context that may run at once: see
+:func:`add_profiles`), precision, timing cache, build, inspect, write.
 
 Precision, by TensorRT version (docs/architecture.md §6):
 
@@ -43,8 +44,9 @@ from .cuda import checked
 from .errors import EngineError
 from .layers import AttentionReport, attention_report
 from .onnx_info import OnnxGraph, profile_shapes, read_graph
+from .pool import DEFAULT_POOL_SIZE
 from .progress import ProgressLine, Spinner
-from .sidecar import AMPERE, Sidecar, sidecar_path, version_parts, write_sidecar
+from .sidecar import AMPERE, RuntimeFacts, Sidecar, sidecar_path, version_parts, write_sidecar
 
 if TYPE_CHECKING:  # checked against tensorrt-stubs (.ci/typecheck); imported for real only in build_engine
     import tensorrt
@@ -69,6 +71,9 @@ class BuildOptions:
     opt_level: int | None = None  # TensorRT builder optimisation level 0..5 (TensorRT's default: 3)
     hardware_compat: bool = False
     version_compat: bool = False
+    # Optimization profiles (all over the same batch range), one per execution context that may run at once.
+    # None: DEFAULT_POOL_SIZE for a dynamic-batch graph (the backend's default pool), 1 for a fixed-batch one.
+    profiles: int | None = None
 
 
 @dataclass(frozen=True)
@@ -81,6 +86,24 @@ class BuildPlan:
     profile: BatchProfile
     shapes: dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]]
     options: BuildOptions
+    profile_count: int = 1  # identical optimization profiles of ``profile`` (see add_profiles)
+
+    @property
+    def profiles(self) -> tuple[BatchProfile, ...]:
+        """Every optimization profile the engine gets, in TensorRT's order (what the sidecar records)."""
+        return (self.profile,) * self.profile_count
+
+    @property
+    def profiles_text(self) -> str:
+        """``2 optimization profiles`` (the build's progress line)."""
+        return f"{self.profile_count} optimization profile{'s' if self.profile_count != 1 else ''}"
+
+    @property
+    def profiles_summary(self) -> str:
+        """The profiles and what they allow at run time, for the build report."""
+        if self.graph.static_batch is not None:
+            return f"{self.profile} in {self.profiles_text}, shared by every context (static shapes)"
+        return f"{self.profile} in {self.profiles_text}, so up to {self.profile_count} calls at once per backend"
 
     @property
     def layers_path(self) -> Path:
@@ -127,7 +150,8 @@ def prepare_build(
             fix="build from the FP32 export, or use --precision fp16",
         )
     profile = _resolve_profile(graph, options.batch)
-    return BuildPlan(onnx_path, engine_path, graph, profile, profile_shapes(graph, profile), options)
+    count = _resolve_profile_count(graph, options.profiles)
+    return BuildPlan(onnx_path, engine_path, graph, profile, profile_shapes(graph, profile), options, count)
 
 
 def choose_typing(tensorrt_version: str, has_fp16_flag: bool, precision: str, plan: BuildPlan) -> str:
@@ -201,7 +225,7 @@ def build_engine(plan: BuildPlan, *, device: int = 0, stream: TextIO | None = No
             config.set_flag(trt.BuilderFlag.VERSION_COMPATIBLE)
         # Detailed verbosity puts layer types and tactics into the inspector output (the attention report).
         config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
-        add_profile(builder, config, plan)
+        add_profiles(builder, config, plan)
         _attach_timing_cache(config, options.timing_cache, notes)
 
         line = ProgressLine(stream, f"building {plan.engine_path.name}")
@@ -220,32 +244,21 @@ def build_engine(plan: BuildPlan, *, device: int = 0, stream: TextIO | None = No
                 f"TensorRT could not build an engine from {plan.onnx_path}: {detail}",
                 fix=f"read {plan.log_path}; a larger --workspace or a lower --opt-level can help",
             )
-        line.close(f"built {plan.engine_path.name}")
+        line.close(f"built {plan.engine_path.name} with {plan.profiles_text}")
 
         if options.timing_cache is not None:
             save_timing_cache(config, options.timing_cache)
         info_json = _layer_information(trt, logger, serialized, options.version_compat)
 
     report = attention_report(info_json)
-    sidecar = Sidecar(
-        tensorrt_version=trt.__version__,
-        gpu_name=gpu.name,
-        compute_capability=gpu.compute_capability,
-        onnx_path=str(plan.onnx_path),
+    sidecar = engine_sidecar(
+        plan,
+        availability.runtime_facts(trt, gpu),
+        typing=typing_mode,
         onnx_sha256=onnx_sha256,
         external_data_sha256=external,
-        profiles=(plan.profile,),
-        input_shapes={name: [list(s) for s in shapes] for name, shapes in plan.shapes.items()},
-        precision=options.precision,
-        typing=typing_mode,
-        io=plan.graph.info.io,
-        graph_metadata=plan.graph.info.to_metadata(),
-        build_time=datetime.now(UTC).isoformat(timespec="seconds"),
-        build_seconds=round(build_seconds, 3),
-        hardware_compat=options.hardware_compat,
-        version_compat=options.version_compat,
+        build_seconds=build_seconds,
         attention_fused=report.status,
-        toolkit_version=__version__,
     )
     with atomic_path(plan.layers_path) as tmp:
         tmp.write_text(_pretty(info_json), encoding="utf-8")
@@ -267,6 +280,41 @@ def build_engine(plan: BuildPlan, *, device: int = 0, stream: TextIO | None = No
     )
 
 
+def engine_sidecar(
+    plan: BuildPlan,
+    built_on: RuntimeFacts,
+    *,
+    typing: str,
+    onnx_sha256: str,
+    external_data_sha256: dict[str, str],
+    build_seconds: float,
+    attention_fused: str,
+) -> Sidecar:
+    """The sidecar of the engine built from ``plan`` on ``built_on``: every profile the plan adds (the backend sizes
+    its pool from the engine's profile count), the shapes, and how the engine was built."""
+    options = plan.options
+    return Sidecar(
+        tensorrt_version=built_on.tensorrt_version,
+        gpu_name=built_on.gpu_name,
+        compute_capability=built_on.compute_capability,
+        onnx_path=str(plan.onnx_path),
+        onnx_sha256=onnx_sha256,
+        external_data_sha256=external_data_sha256,
+        profiles=plan.profiles,
+        input_shapes={name: [list(s) for s in shapes] for name, shapes in plan.shapes.items()},
+        precision=options.precision,
+        typing=typing,
+        io=plan.graph.info.io,
+        graph_metadata=plan.graph.info.to_metadata(),
+        build_time=datetime.now(UTC).isoformat(timespec="seconds"),
+        build_seconds=round(build_seconds, 3),
+        hardware_compat=options.hardware_compat,
+        version_compat=options.version_compat,
+        attention_fused=attention_fused,
+        toolkit_version=__version__,
+    )
+
+
 def _resolve_profile(graph: OnnxGraph, batch: str | BatchProfile | None) -> BatchProfile:
     requested = parse_batch_profile(batch) if isinstance(batch, str) else batch
     static = graph.static_batch
@@ -278,6 +326,24 @@ def _resolve_profile(graph: OnnxGraph, batch: str | BatchProfile | None) -> Batc
             fix=f"use --batch {static}, or export with maefuse-export --dynamic-batch {requested}",
         )
     return BatchProfile(static, static, static)
+
+
+def _resolve_profile_count(graph: OnnxGraph, requested: int | None) -> int:
+    """How many optimization profiles to build: TensorRT lets each execution context of a dynamic-shape engine in
+    concurrent use run only on a profile of its own, so the backend's pool holds at most this many contexts."""
+    if requested is not None and (isinstance(requested, bool) or not isinstance(requested, int) or requested < 1):
+        raise InputError(f"--profiles {requested!r} is not a whole number of at least 1", fix="use e.g. --profiles 2")
+    static = graph.static_batch
+    if static is not None:
+        # Static shapes: every context shares the one profile, so more would only lengthen the build.
+        if requested is not None and requested > 1:
+            raise InputError(
+                f"{graph.path} has a fixed batch of {static}, so its engine's contexts share one optimization "
+                f"profile and --profiles {requested} cannot be built",
+                fix="leave out --profiles, or export with maefuse-export --batch-range MIN:OPT:MAX for a dynamic batch",
+            )
+        return 1
+    return DEFAULT_POOL_SIZE if requested is None else requested
 
 
 def _declared_range(graph: OnnxGraph) -> BatchProfile | None:
@@ -394,22 +460,32 @@ class BuildLog:
         return write
 
 
-def add_profile(builder: tensorrt.Builder, config: tensorrt.IBuilderConfig, plan: BuildPlan) -> None:
-    """The batch profile of ``plan`` on ``config``; TensorRT's refusals become one-line errors with the fix."""
+def add_profiles(builder: tensorrt.Builder, config: tensorrt.IBuilderConfig, plan: BuildPlan) -> None:
+    """``plan.profile_count`` identical batch profiles on ``config``, in order: the backend's pool puts context N on
+    profile N, since TensorRT lets each context of a dynamic-shape engine in concurrent use run only on its own."""
+    for index in range(plan.profile_count):
+        add_profile(builder, config, plan, index=index)
+
+
+def add_profile(
+    builder: tensorrt.Builder, config: tensorrt.IBuilderConfig, plan: BuildPlan, *, index: int = 0
+) -> None:
+    """The batch profile of ``plan`` on ``config`` as profile ``index``; TensorRT's refusals become one-line errors
+    with the fix, naming the profile."""
     profile = builder.create_optimization_profile()
     for name, (lo, opt, hi) in plan.shapes.items():
         try:
             profile.set_shape(name, lo, opt, hi)  # type: ignore[arg-type]  # the bindings take tuples as Dims
         except (RuntimeError, TypeError, ValueError) as exc:  # the bindings raise for shapes the input rejects
             raise EngineError(
-                f"TensorRT refused the shapes {lo} / {opt} / {hi} for input {name!r} of {plan.onnx_path} "
-                f"({' '.join(str(exc).split()) or type(exc).__name__})",
+                f"TensorRT refused the shapes {lo} / {opt} / {hi} for input {name!r} of {plan.onnx_path} in "
+                f"optimization profile {index} ({' '.join(str(exc).split()) or type(exc).__name__})",
                 fix="re-export the graph with maefuse-export --onnx, or pick another --batch",
             ) from exc
     if config.add_optimization_profile(profile) < 0:
         raise EngineError(
-            f"TensorRT rejected the batch profile {plan.profile} for {plan.onnx_path} (add_optimization_profile "
-            "returned -1: the shapes do not fit the network's inputs)",
+            f"TensorRT rejected optimization profile {index} (batch {plan.profile}) for {plan.onnx_path} "
+            "(add_optimization_profile returned -1: the shapes do not fit the network's inputs)",
             fix=f"pick a --batch range the graph accepts (its batch axis: {plan.graph.static_batch or 'dynamic'})",
         )
 

@@ -19,6 +19,11 @@ from .errors import EngineError
 
 T = TypeVar("T")
 
+# Contexts a pool holds unless asked otherwise: each holds the engine's activation memory; two keep a second thread
+# busy. Here, below both users: the backend sizes its pool with it, and maefuse-build-engine builds as many
+# optimization profiles by default, since each concurrent context of a dynamic-batch engine needs its own.
+DEFAULT_POOL_SIZE = 2
+
 
 class ContextPool(Generic[T]):
     def __init__(self, factory: Callable[[int], T], size: int, destroy: Callable[[T], None] | None = None) -> None:
