@@ -43,7 +43,7 @@ def test_default_run_measures_every_backend_that_runs_here(ivif, tmp_path):
     assert list(rows) == list(BACKENDS)  # every backend has a row: measured, or skipped with its reason
     expected = {"release-style", "torch", "onnxruntime", "onnxruntime-int8"}
     if "avx512_bf16" in data["machine"]["cpu_flags"] or "amx_bf16" in data["machine"]["cpu_flags"]:
-        expected |= {"torch-bf16"} | ({"openvino-bf16"} if HAS_OPENVINO else set())
+        expected |= {"torch-bf16"} | ({"openvino-bf16", "openvino-int8-bf16"} if HAS_OPENVINO else set())
     if HAS_OPENVINO:
         expected |= {"openvino", "openvino-int8"}
     for name, row in rows.items():

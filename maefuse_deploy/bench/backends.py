@@ -112,7 +112,7 @@ class BackendFactory:
             notes.append("CUDA graphs")
         if "threads" in entry.options and self.settings.threads:
             options["threads"] = self.settings.threads
-        if "calibration" in entry.options and entry.dtypes[:1] == ("int8",):
+        if "calibration" in entry.options and entry.dtypes[0].startswith("int8"):
             options["calibration"] = self.calibration_dir
             options["calibration_pairs"] = self.settings.calibration_pairs
         config = self.settings.config if entry.needs == "weights" else None

@@ -106,6 +106,11 @@ def _first_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
+def floor_precision(precision: str) -> str:
+    """The peak a row's floor is taken at: int8-bf16 rows spend most FLOPs in int8 (the linear layers)."""
+    return "int8" if precision.startswith("int8") else precision
+
+
 class Peaks:
     """Peak matmul rate per precision: given by the user, else measured once on first use."""
 
@@ -116,6 +121,7 @@ class Peaks:
         }
 
     def rate(self, precision: str) -> float | None:
+        precision = floor_precision(precision)
         if precision not in self.known:
             if self.device.type == "cuda" and not torch.cuda.is_available():
                 return None
@@ -314,7 +320,7 @@ def _run(settings: BenchSettings, log: Callable[[str], None], command: str) -> B
     rows: list[Row] = []
     streams: list[StreamResult] = []
     calibration_dir = settings.calibration_dir or pairs_dir
-    if settings.calibration_dir is None and any(name.endswith("int8") for name, why in plan_backends(
+    if settings.calibration_dir is None and any("int8" in name for name, why in plan_backends(
             settings.backends, settings.device, cpu_flags()) if why is None):
         notes.append("int8 rows calibrate on the pairs they are checked on: their accuracy is optimistic "
                      "(pass --calibration FOLDER with other pairs)")
@@ -365,7 +371,7 @@ def _run(settings: BenchSettings, log: Callable[[str], None], command: str) -> B
         settings=_settings_dict(settings),
         flops=flops,
         peaks={precision: peaks.known[precision] for precision in
-               dict.fromkeys(row.precision for row in rows if row.status == "ok")
+               dict.fromkeys(floor_precision(row.precision) for row in rows if row.status == "ok")
                if precision in peaks.known},
         rows=rows,
         release_check=_release_check(rows, config, reference is not None),

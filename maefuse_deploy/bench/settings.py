@@ -30,7 +30,7 @@ NOT_BY_DEFAULT = {
         "torch-compile": "not run by default: compilation takes minutes; name it in --backends to measure it",
     },
 }
-NEEDS_BF16 = ("torch-bf16", "openvino-bf16")
+NEEDS_BF16 = ("torch-bf16", "openvino-bf16", "openvino-int8-bf16")
 
 
 def plan_backends(requested: tuple[str, ...] | None, device: str, cpu_flags: list[str]) -> list[tuple[str, str | None]]:
