@@ -21,7 +21,7 @@ from .options import backend_option, device_option, model_option, processing_opt
 @click.option("--config", help="model config name, when the checkpoint does not say")
 @backend_option()
 @device_option("auto", "auto is cuda for TensorRT engines, else cpu")
-@click.option("--dtype", type=click.Choice(["float32", "float16", "bfloat16", "int8"]),
+@click.option("--dtype", type=click.Choice(["float32", "float16", "bfloat16", "int8", "int8-bf16"]),
               help="[default: the backend's: torch float32, openvino-weights the fastest within 40 dB of float32]")
 @processing_option()
 @click.option("--max-batch", type=click.IntRange(min=1), default=8, show_default=True,

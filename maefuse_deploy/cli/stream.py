@@ -58,7 +58,7 @@ from .options import backend_option, batch_size_option, deprecated, device_optio
 @click.option("--config", help="model config name, when the checkpoint does not say (needs --model)")
 @backend_option()
 @device_option("auto", "auto is cuda when a GPU is visible (TensorRT engines: cuda), else cpu")
-@click.option("--dtype", type=click.Choice(["float32", "float16", "bfloat16", "int8"]),
+@click.option("--dtype", type=click.Choice(["float32", "float16", "bfloat16", "int8", "int8-bf16"]),
               help="[default: the backend's: torch float32, openvino-weights the fastest within 40 dB of float32]")
 @processing_option(old=None)
 @batch_size_option(DEFAULT_BATCH_SIZE, "largest number of waiting pairs fused in one call", batch_alias=True)
