@@ -43,8 +43,9 @@ MODEL_SIZES = ", ".join(f"{c.img_size[1]}x{c.img_size[0]} for {name}" for name, 
 @backend_option()
 @device_option("auto", "auto is cuda when a GPU is visible (TensorRT engines: cuda), else cpu")
 @click.option("--dtype", type=click.Choice(["float32", "float16", "bfloat16", "int8", "int8-bf16"]),
-              help="torch: the weights' dtype; openvino, openvino-weights: float32, bfloat16, int8 or int8-bf16 (quantized) "
-              "[default: the backend's: torch float32, openvino float32, openvino-weights the fastest within 40 dB]")
+              help="torch: the weights' dtype; openvino, openvino-weights: float32, bfloat16, int8 or int8-bf16 "
+              "(quantized) [default: the backend's: torch float32, openvino float32, openvino-weights the fastest "
+              "within 40 dB]")
 @int8_calibration_option("openvino --dtype int8: a folder of real pairs (ir/ and vi/) to calibrate the quantization on")
 @processing_option(f"official: the release's resize to the model size ({MODEL_SIZES}); native: pad to the patch "
                    "size, no resize [default: the policy the checkpoint records its weights were trained for (config "
