@@ -27,7 +27,10 @@ SIZE = (64, 64)
 # Measured on RoadScene pairs (2026-11-28, CPU): float32 <= 6e-7 and identical images; bfloat16 0.0099 / 57 dB;
 # float16 0.0014 / 65 dB. int8 (onnxruntime dynamic, OpenVINO NNCF calibrated on the MSRS pairs), on these pairs:
 # 0.020 / 54.6 dB.
-TOLERANCE = {"float32": (1e-5, 60.0), "bfloat16": (0.03, 50.0), "float16": (0.005, 55.0), "int8": (0.06, 45.0)}
+TOLERANCE = {"float32": (1e-5, 60.0), "bfloat16": (0.03, 50.0), "float16": (0.005, 55.0), "int8": (0.06, 45.0),
+             # auto (openvino-weights) promises the fused image >= 40 dB from float32 (on its calibration pairs), with
+             # whichever precision is fastest on the CPU; int8-bf16 on these random weights: max 0.19, mean 0.015.
+             "auto": (0.3, 40.0)}
 
 
 @pytest.fixture(scope="module")
@@ -69,15 +72,19 @@ def open_here(name: str, weights, calibration=None) -> BackendBase:
     if entry.needs == "engine":
         pytest.skip("no TensorRT engine can be built without a GPU (the tensorrt-marked tests cover it)")
     try:
-        options = {"calibration": calibration} if "calibration" in entry.options and entry.dtypes[0] == "int8" else {}
+        quantizes = entry.dtypes[:1] in (("int8",), ("int8-bf16",))
+        options = {"calibration": calibration} if "calibration" in entry.options and quantizes else {}
         return open_backend(name, str(weights[entry.needs]), device="cpu", **options)
     except UnavailableError as exc:
         pytest.skip(str(exc))
 
 
 def precision_of(name: str) -> str:
+    """The tolerance class of an entry's default precision: int8 with the rest in bf16 is held to int8's; auto
+    (openvino-weights) to its own promise, >= 40 dB from float32, whichever precision it picks."""
     entry = get_entry(name)
-    return entry.dtypes[0] if entry.dtypes else "float32"
+    precision = entry.dtypes[0] if entry.dtypes else "float32"
+    return "int8" if precision == "int8-bf16" else precision
 
 
 @pytest.mark.parametrize("name", list(REGISTRY))
