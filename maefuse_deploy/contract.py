@@ -241,9 +241,34 @@ def load_graph(path: str | os.PathLike[str]) -> tuple[onnx.ModelProto, GraphInfo
     return proto, GraphInfo.from_metadata({p.key: p.value for p in proto.metadata_props}, source=str(path))
 
 
+def graph_input_dims(info: GraphInfo) -> dict[str, list[int]]:
+    """The per-pair input dims (batch dropped) a graph with this metadata must take: float io (3, H, W) each at the
+    network size; uint8 io IR (H, W) and VIS (H, W, 3) at the camera size."""
+    if info.io == "uint8":
+        height, width = info.camera_height, info.camera_width
+        return {INPUT_IR: [height, width], INPUT_VIS: [height, width, 3]}
+    return {INPUT_IR: [3, info.height, info.width], INPUT_VIS: [3, info.height, info.width]}
+
+
+def check_graph_inputs(path: str | os.PathLike[str], info: GraphInfo, found: dict[str, list[Any]]) -> None:
+    """A graph's own input dims (``found``: per input, batch dropped) must be what its metadata promises, else every
+    run would fail deep inside the runtime: the one check of every graph backend."""
+    expected = graph_input_dims(info)
+    if found != expected:
+        raise InputError(f"graph {path} takes inputs {found} but its metadata says {expected}",
+                         fix="re-export the graph with maefuse-export --onnx")
+
+
 def read_graph_info(path: str | Path) -> tuple[GraphInfo, int | None]:
-    """A graph file's maefuse metadata (:func:`load_graph`) and its static batch, or None when it is dynamic."""
+    """A graph file's maefuse metadata (:func:`load_graph`) and its static batch, or None when it is dynamic; the
+    graph's input dims are checked against the metadata (:func:`check_graph_inputs`)."""
     proto, info = load_graph(path)
+    found = {
+        value.name: [dim.dim_value if dim.HasField("dim_value") else dim.dim_param
+                     for dim in value.type.tensor_type.shape.dim[1:]]
+        for value in proto.graph.input
+    }
+    check_graph_inputs(path, info, found)
     dims = proto.graph.input[0].type.tensor_type.shape.dim if proto.graph.input else []
     static_batch = dims[0].dim_value if dims and dims[0].HasField("dim_value") else None
     return info, static_batch or None

@@ -120,8 +120,9 @@ def test_ready_means_an_inference_answers_and_a_group_sigterm_drains(tmp_path, p
 
 
 def test_a_drain_that_runs_out_of_time_says_how_many_requests_failed_and_exits_non_zero(tmp_path, pair):
-    server = ServerProcess(tmp_path / "serve.log", ["--exit-timeout", "0", "--threads", "1", "--max-batch", "3"],
-                           executable=SERVE_BIN)
+    # torch float32: a known, slow workload (backend auto would pick OpenVINO int8 where the serving venv has it).
+    server = ServerProcess(tmp_path / "serve.log", ["--exit-timeout", "0", "--threads", "1", "--max-batch", "3",
+                                                    "--backend", "torch"], executable=SERVE_BIN)
     ir, vis = pair
     heavy = (np.stack([ir] * 3), np.stack([vis] * 3))  # 3 pairs per request, one request at a time, one thread
     with server:

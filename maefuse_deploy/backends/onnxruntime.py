@@ -10,7 +10,15 @@ from typing import Any
 import numpy as np
 
 from ..checks import cuda_index
-from ..contract import INPUT_IR, INPUT_VIS, OUTPUT_FUSED, BatchProfile, GraphInfo, require_graph_file
+from ..contract import (
+    INPUT_IR,
+    INPUT_VIS,
+    OUTPUT_FUSED,
+    BatchProfile,
+    GraphInfo,
+    check_graph_inputs,
+    require_graph_file,
+)
 from ..errors import InputError, UnavailableError
 from .base import BackendBase
 
@@ -86,14 +94,7 @@ class OnnxRuntimeBackend(BackendBase):
                             f"{self.info.width}x{self.info.height}, batch {self.profile})")
 
     def _check_inputs(self, path: Path) -> None:
-        """The graph's own input shapes must be what its metadata promises (else every run would fail)."""
-        height, width = self.input_size or (0, 0)
-        expected = {INPUT_IR: [height, width], INPUT_VIS: [height, width, 3]} if self.io == "uint8" else {
-            INPUT_IR: [3, height, width], INPUT_VIS: [3, height, width]}
-        found = {i.name: list(i.shape[1:]) for i in self.session.get_inputs()}
-        if found != expected:
-            raise InputError(f"graph {path} takes inputs {found} but its metadata says {expected}",
-                             fix="re-export the graph with maefuse-export --onnx")
+        check_graph_inputs(path, self.info, {i.name: list(i.shape[1:]) for i in self.session.get_inputs()})
 
     def _check(self, ir_shape: tuple, vis_shape: tuple, ir_dtype: str, vis_dtype: str) -> None:
         """A uint8 graph's frames as they come from a camera, named with the fix before the layout check: its
