@@ -11,8 +11,9 @@
 # int8's NNCF calibration (never completed on l640 yet: see docs/cpu_inference.md). Run it when nothing else uses
 # the CPU: the script records the load average at the start, and numbers taken above a load of ~0.5 are not speeds.
 #
-# The floors are docs/model.md §6's (197 GFLOP/s FP32, 810 GFLOP/s BF16, measured with torch's matmul); int8 rows are held
-# to the BF16 floor. onnxruntime (MLAS) and OpenVINO run FP32 at about twice MKL's rate on Zen 5 (MKL takes its
+# The floors are docs/model.md §6's (197 GFLOP/s FP32, 810 GFLOP/s BF16, measured with torch's matmul on the Zen 5);
+# int8 rows (int8, int8-bf16) are held to the int8 probe's rate, measured in the run (OpenVINO, NNCF). On another
+# CPU drop --peak-tflops so that every floor is measured there. onnxruntime (MLAS) and OpenVINO run FP32 at about twice MKL's rate on Zen 5 (MKL takes its
 # AVX2 path on AMD; see docs/cpu_inference.md), so their FP32 rows can sit below 1x of that floor.
 #
 # Usage: benchmarks/run_cpu_l640.sh [OUTPUT_DIR]   (default /tmp/maefuse-bench-l640)
