@@ -12,8 +12,8 @@ OpenVINO reads our ONNX graphs directly and is built for this CPU's AVX-512 BF16
           calls at load time (and a few minutes for l640 on a 2-core CPU).
 ``int8-bf16``  int8 as above, and what NNCF leaves in float (attention's matmuls, softmax, norms) in bf16 by the
           precision hint: on a CPU with BF16 units (AVX-512 BF16, AMX) attention then stops being the float32 half of
-          the time (maefuse-l640 at 640x640: 2.15 s per pair against 3.17 s for int8, 46.4 dB from float32, busy
-          Xeon with AMX).
+          the time (maefuse-l640 at 640x640 on a Xeon with AMX: 1.92 s per pair against 3.67 s for int8; both
+          27 dB from float32 with these random weights when calibrated on other pairs: benchmarks/README.md).
 
 Threads: ``threads`` sets ``INFERENCE_NUM_THREADS`` (default: OpenVINO's, one per core); the latency hint runs one
 request on all of them, which is what a camera pipeline calling ``run`` once per frame wants.
