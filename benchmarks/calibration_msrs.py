@@ -26,6 +26,7 @@ from maefuse_deploy import Fuser
 from maefuse_deploy.compare import psnr
 from maefuse_deploy.errors import InputError
 from maefuse_deploy.registration import alignment_residuals, corner_error, from_frames
+from maefuse_deploy.registration.estimate import MAX_UNCERTAINTY_PX
 
 CANVAS = (640, 512)
 DAY_PAIRS = ("00537D", "00633D", "00556D")
@@ -43,15 +44,20 @@ def evaluate(fuser: Fuser, ir: np.ndarray, vis: np.ndarray, model: str) -> dict[
     distorted = cv2.warpPerspective(ir, distortion, CANVAS, flags=cv2.INTER_LINEAR)
     row: dict[str, object] = {"model": model}
     try:
-        own = from_frames([(ir, vis)], model)  # type: ignore[arg-type]
+        # Measured whatever the uncertainty (no refusal), then marked as the default bound would treat it: the
+        # table shows both what was refused and how far off it was.
+        own = from_frames([(ir, vis)], model, max_uncertainty_px=None)  # type: ignore[arg-type]
         started = time.perf_counter()
-        estimate = from_frames([(distorted, vis)], model)  # type: ignore[arg-type]
+        estimate = from_frames([(distorted, vis)], model, max_uncertainty_px=None)  # type: ignore[arg-type]
         row["seconds"] = round(time.perf_counter() - started, 2)
     except InputError as exc:
         row["error"] = str(exc)
         return row
     back = np.linalg.inv(distortion)
     row["matches"] = estimate.extra["matches"]
+    row["corner_uncertainty_px"] = round(float(estimate.extra["corner_uncertainty_px"]["max"]), 2)
+    row["coverage"] = estimate.extra["coverage"]
+    row["accepted_at_default_bound"] = row["corner_uncertainty_px"] <= MAX_UNCERTAINTY_PX
     row["relative_corner_error_px"] = round(corner_error(estimate.matrix, own.matrix @ back, vis_size), 2)
     row["absolute_corner_error_px"] = round(corner_error(estimate.matrix, back, vis_size), 2)
     for label, matrix in (("dataset", np.eye(3)), ("method", own.matrix)):
@@ -82,7 +88,7 @@ def picture(data: Path, out: Path) -> None:
     """00633D, top right: the pair as shipped (left) and as the method registers it (right), 2x zoom."""
     ir = cv2.imread(str(data / "ir" / "00633D.png"), cv2.IMREAD_GRAYSCALE)
     vis = cv2.imread(str(data / "vi" / "00633D.png"), cv2.IMREAD_GRAYSCALE)
-    own = from_frames([(ir, vis)])
+    own = from_frames([(ir, vis)], max_uncertainty_px=None)
     x, y, w, h = 400, 60, 220, 160
     panels = [edge_overlay(image, vis)[y:y + h, x:x + w] for image in (ir, own.warp(ir))]
     gap = np.full((h, 4, 3), 255, np.uint8)
@@ -112,12 +118,13 @@ def main() -> None:
             cv2.imread(str(args.data / "vi" / f"{n}.png"))) for n in DAY_PAIRS]
     distorted = [(cv2.warpPerspective(ir, known_distortion(), CANVAS, flags=cv2.INTER_LINEAR), vis) for ir, vis in day]
     for model in ("homography", "affine"):
-        own = from_frames(day, model)  # type: ignore[arg-type]
-        estimate = from_frames(distorted, model)  # type: ignore[arg-type]
+        own = from_frames(day, model, max_uncertainty_px=None)  # type: ignore[arg-type]
+        estimate = from_frames(distorted, model, max_uncertainty_px=None)  # type: ignore[arg-type]
         back = np.linalg.inv(known_distortion())
         relative = corner_error(estimate.matrix, own.matrix @ back, (640, 480))
         joint[model] = {"pairs": list(DAY_PAIRS), "matches": estimate.extra["matches"],
                         "relative_corner_error_px": round(relative, 2),
+                        "corner_uncertainty_px": round(float(estimate.extra["corner_uncertainty_px"]["max"]), 2),
                         "absolute_corner_error_px": round(corner_error(estimate.matrix, back, (640, 480)), 2)}
         print(json.dumps({"joint": model, **joint[model]}), flush=True)
     record = {"date": datetime.now(UTC).strftime("%Y-%m-%d"), "command": "python benchmarks/calibration_msrs.py",
