@@ -7,6 +7,7 @@ import csv
 import dataclasses
 import json
 import math
+import re
 from pathlib import Path
 
 import click
@@ -226,17 +227,24 @@ def test_item08_percentiles_need_enough_samples(tmp_path: Path) -> None:
     assert any("p90 needs at least 10" in line for line in lines)
     # The recorded tables of benchmarks/ that were measured with 3 calls show no p90/p99 as if they meant something:
     # the columns are labelled (n=3) or every row has "-" there, and the text says to read max ms.
+    # Every table recorded with 3 calls is checked; one without percentile columns shows nothing misleading.
     readme = (Path(__file__).resolve().parents[1] / "benchmarks" / "README.md").read_text()
-    section = readme[readme.index("--iterations 3"):]
-    lines = section[section.index("| backend"):].splitlines()
-    table = lines[: next(i for i, line in enumerate(lines) if not line.startswith("|"))]
-    columns = [c.strip() for c in table[0].split("|")]
-    rows = [[c.strip() for c in line.split("|")] for line in table[2:] if line.startswith("| ")]
-    for name in ("p90 ms", "p99 ms"):
-        labelled = f"{name} (n=3)" in columns
-        index = columns.index(f"{name} (n=3)" if labelled else name)
-        assert labelled or all(row[index] == "-" for row in rows), name
-    assert rows and "read max ms" in section
+    checked = 0
+    for start in [m.start() for m in re.finditer("--iterations 3", readme)]:
+        section = readme[start:]
+        lines = section[section.index("| backend"):].splitlines()
+        table = lines[: next(i for i, line in enumerate(lines) if not line.startswith("|"))]
+        columns = [c.strip() for c in table[0].split("|")]
+        rows = [[c.strip() for c in line.split("|")] for line in table[2:] if line.startswith("| ")]
+        assert rows, section[:200]
+        for name in ("p90 ms", "p99 ms"):
+            labelled = f"{name} (n=3)" in columns
+            if not labelled and name not in columns:
+                continue
+            index = columns.index(f"{name} (n=3)" if labelled else name)
+            assert labelled or all(row[index] == "-" for row in rows), name
+            checked += 1
+    assert checked and "read max ms" in readme
 
 
 # -- item 4: --compare over images defined in both sets ----------------------------------------------------------
