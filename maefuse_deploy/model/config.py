@@ -127,36 +127,27 @@ def _positive_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
+# Shipped demo/default size: ViT-Tiny width, 16x16 tokens at 256x256.
+_TINY = MaeFuseConfig(
+    name="maefuse-tiny",
+    img_size=(256, 256),
+    embed_dim=192,
+    depth=6,
+    num_heads=3,
+    decoder_embed_dim=128,
+    decoder_depth=2,
+    decoder_num_heads=4,
+    fusion_num_heads=3,
+)
 CONFIGS: dict[str, MaeFuseConfig] = {
     config.name: config
     for config in (
         MaeFuseConfig(name="maefuse-l640"),
-        # Shipped demo/default size: ViT-Tiny width, 16x16 tokens at 256x256.
-        MaeFuseConfig(
-            name="maefuse-tiny",
-            img_size=(256, 256),
-            embed_dim=192,
-            depth=6,
-            num_heads=3,
-            decoder_embed_dim=128,
-            decoder_depth=2,
-            decoder_num_heads=4,
-            fusion_num_heads=3,
-        ),
+        _TINY,
         # Real-time size: maefuse-tiny's network with 32x32 patches, a quarter of the tokens (640x480: 20x15), so
-        # attention costs a sixteenth; trained from maefuse-tiny resampled (model/resample.py).
-        MaeFuseConfig(
-            name="maefuse-rt",
-            img_size=(256, 256),
-            patch_size=32,
-            embed_dim=192,
-            depth=6,
-            num_heads=3,
-            decoder_embed_dim=128,
-            decoder_depth=2,
-            decoder_num_heads=4,
-            fusion_num_heads=3,
-        ),
+        # attention costs a sixteenth; trained from maefuse-tiny resampled (model/resample.py), which needs exactly
+        # this: the same network but for the patch.
+        _TINY.replace(name="maefuse-rt", patch_size=32),
         # Unit-test size: a 4x4 token grid, milliseconds per pass on a CPU.
         MaeFuseConfig(
             name="maefuse-micro",
