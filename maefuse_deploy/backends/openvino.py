@@ -75,6 +75,41 @@ def _is_weight(node: Any) -> bool:
     return bool(node.get_type_name() == "Constant")
 
 
+def compile_config(precision: str, threads: int | None = None) -> dict[str, Any]:
+    """The CPU plugin's settings for one of PRECISIONS: the latency hint (one request on every core), and the
+    precision of what runs in float: bf16 for ``bf16`` and ``int8-bf16``; f32 otherwise, so that what NNCF left in
+    float under ``int8`` runs in float32 and not at the plugin's choice."""
+    config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY",
+                              "INFERENCE_PRECISION_HINT": "bf16" if precision in ("bf16", "int8-bf16") else "f32"}
+    if threads:
+        config["INFERENCE_NUM_THREADS"] = threads
+    return config
+
+
+def quantize_int8(model: Any, feeds: Sequence[dict[Any, np.ndarray]]) -> Any:
+    """NNCF post-training int8 of an OpenVINO model (the transformer preset, attention's activation x activation
+    matmuls left in float: :func:`activation_matmuls`), calibrated on ``feeds`` (one input dict per call, keyed
+    by input name or index)."""
+    try:
+        import nncf
+    except ImportError as exc:
+        raise UnavailableError(f"NNCF is not available for OpenVINO INT8 ({exc})",
+                               fix='pip install "maefuse-deploy[openvino]"') from exc
+    logger = logging.getLogger("nncf")
+    saved = logger.level
+    logger.setLevel(logging.WARNING)  # one INFO line per ignored matmul (48 for l640); the progress bars stay
+    try:
+        return nncf.quantize(
+            model,
+            nncf.Dataset(list(feeds)),
+            model_type=nncf.ModelType.TRANSFORMER,
+            subset_size=len(feeds),
+            ignored_scope=nncf.IgnoredScope(names=activation_matmuls(model), validate=False),
+        )
+    finally:
+        logger.setLevel(saved)
+
+
 def load_calibration_pairs(folder: str | os.PathLike[str], count: int) -> list[tuple[np.ndarray, np.ndarray]]:
     """The first ``count`` pairs of ``folder`` (``ir/`` and ``vi/`` inside) as camera frames: IR HxW uint8 grey,
     VIS HxWx3 uint8 BGR (OpenCV layout), in name order.
@@ -149,15 +184,8 @@ class OpenVinoBackend(BackendBase):
             start = time.perf_counter()
             model = self._quantize(model, frames)
             self.quantize_s = time.perf_counter() - start
-        config: dict[str, Any] = {
-            "PERFORMANCE_HINT": "LATENCY",
-            # int8: what NNCF left in float runs in float32, not the CPU plugin's choice; int8-bf16: in bf16.
-            "INFERENCE_PRECISION_HINT": "bf16" if precision in ("bf16", "int8-bf16") else "f32",
-        }
-        if threads:
-            config["INFERENCE_NUM_THREADS"] = threads
         try:
-            self.compiled = core.compile_model(model, "CPU", config)
+            self.compiled = core.compile_model(model, "CPU", compile_config(precision, threads))
         except Exception as exc:
             raise InputError(f"OpenVINO cannot compile {path} for the CPU: {first_line(exc)}",
                              fix="check that the CPU supports the precision (bf16 needs AVX-512 BF16 or AMX)") from exc
@@ -197,27 +225,9 @@ class OpenVinoBackend(BackendBase):
         return feeds
 
     def _quantize(self, model: Any, frames: list[tuple[np.ndarray, np.ndarray]]) -> Any:
-        try:
-            import nncf
-        except ImportError as exc:
-            raise UnavailableError(f"NNCF is not available for OpenVINO INT8 ({exc})",
-                                   fix='pip install "maefuse-deploy[openvino]"') from exc
         if not frames:
             raise InputError("OpenVINO INT8 calibration found no pairs", fix="pass a folder with ir/ and vi/ pairs")
-        feeds = self._network_inputs(frames)
-        logger = logging.getLogger("nncf")
-        saved = logger.level
-        logger.setLevel(logging.WARNING)  # one INFO line per ignored matmul (48 for l640); the progress bars stay
-        try:
-            return nncf.quantize(
-                model,
-                nncf.Dataset(feeds),
-                model_type=nncf.ModelType.TRANSFORMER,
-                subset_size=len(feeds),
-                ignored_scope=nncf.IgnoredScope(names=activation_matmuls(model), validate=False),
-            )
-        finally:
-            logger.setLevel(saved)
+        return quantize_int8(model, self._network_inputs(frames))
 
     def _run_impl(self, ir: np.ndarray, vis: np.ndarray) -> np.ndarray:
         if self.request is None:

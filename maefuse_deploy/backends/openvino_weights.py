@@ -39,7 +39,7 @@ import numpy as np
 import torch
 
 from ..compare import psnr
-from ..errors import InputError, UnavailableError
+from ..errors import InputError
 from ..model.maefuse import MaeFuse, set_fused_attention
 from ..model.sources import resolve_torch_model
 from ..processing import denormalise, prepare_pair
@@ -47,12 +47,18 @@ from ..sample_pairs import as_arrays, load_pairs
 from ..version import __version__
 from .base import BackendBase
 from .cache import CacheKey, ModelCache
-from .openvino import DEFAULT_CALIBRATION_PAIRS, activation_matmuls, first_line, import_openvino, load_calibration_pairs
+from .openvino import (
+    DEFAULT_CALIBRATION_PAIRS,
+    DTYPE_PRECISIONS,
+    compile_config,
+    first_line,
+    import_openvino,
+    load_calibration_pairs,
+    quantize_int8,
+)
 
 PRECISIONS = ("auto", "int8-bf16", "int8", "bfloat16", "float32")
 MIN_PSNR_DB = 40.0  # what "keeps the fused image" means: the bound, and the benchmark's
-# int8: what NNCF left in float (attention's matmuls, softmax, norms) stays float32; int8-bf16: bf16.
-_HINTS = {"int8-bf16": "bf16", "int8": "f32", "bfloat16": "bf16", "float32": "f32"}
 
 
 @dataclass
@@ -96,6 +102,11 @@ class OpenVinoWeightsBackend(BackendBase):
         frames = (load_calibration_pairs(calibration, calibration_pairs) if calibration is not None
                   else as_arrays(load_pairs(None, calibration_pairs)))
         self.calibration_frames = frames
+        digest = hashlib.sha256()  # part of every cache key: hashed once, not per frame size
+        for ir, vis in frames:
+            digest.update(np.ascontiguousarray(ir).tobytes())
+            digest.update(np.ascontiguousarray(vis).tobytes())
+        self._calibration_sha256 = digest.hexdigest()
         self.calibration_name = str(calibration) if calibration is not None else "the shipped samples"
         self.cache = ModelCache(cache_dir)
         # OpenVINO's compiled-blob cache (its own format and checks) beside ours: a second start skips the compile.
@@ -159,13 +170,9 @@ class OpenVinoWeightsBackend(BackendBase):
             nncf_version = nncf.__version__
         except ImportError:  # float precisions need no NNCF; int8 says how to install it when it is tried
             nncf_version = "absent"
-        calibration = hashlib.sha256()
-        for ir, vis in self.calibration_frames:
-            calibration.update(np.ascontiguousarray(ir).tobytes())
-            calibration.update(np.ascontiguousarray(vis).tobytes())
         identity = (("weights", self._weights_sha256()), ("config", self.config.to_json()),
                     ("shape", f"1x3x{shape[0]}x{shape[1]}"), ("precision", self.requested),
-                    ("min_psnr", repr(self.min_psnr)), ("calibration", calibration.hexdigest()))
+                    ("min_psnr", repr(self.min_psnr)), ("calibration", self._calibration_sha256))
         versions = (("maefuse-deploy", __version__), ("openvino", self.ov.__version__),
                     ("nncf", nncf_version), ("torch", torch.__version__))
         return CacheKey("openvino", identity, versions)
@@ -225,7 +232,8 @@ class OpenVinoWeightsBackend(BackendBase):
                 candidates = [c for c in candidates if not c.startswith("int8")]
                 tried.append("int8 skipped: NNCF not installed")
             if "BF16" not in self.core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
-                candidates = [c for c in candidates if _HINTS[c] != "bf16"]
+                candidates = [c for c in candidates
+                              if self._compile_config(c)["INFERENCE_PRECISION_HINT"] != "bf16"]
                 tried.append("bf16 skipped: the CPU has no bf16 units")
         quantized = None
         for precision in candidates:
@@ -233,7 +241,8 @@ class OpenVinoWeightsBackend(BackendBase):
                 # One quantization for both int8 kinds, calibrated WITHOUT the last pair: the accuracy check below
                 # then includes a pair the quantization never saw (on maefuse-l640 with random weights, int8
                 # calibrated and checked on the same pairs read 46 dB; checked on other pairs, 27 dB).
-                quantized = quantized or self._quantize(converted, feeds[:-1] if len(feeds) > 1 else feeds)
+                seen = feeds[:-1] if len(feeds) > 1 else feeds
+                quantized = quantized or quantize_int8(converted, [{0: ir, 1: vis} for ir, vis in seen])
             model = quantized if precision.startswith("int8") else converted
             request = self.core.compile_model(model, "CPU", self._compile_config(precision)).create_infer_request()
             psnr_db = min(psnr(_grey8(out), _grey8(ref)) for out, ref in
@@ -244,22 +253,8 @@ class OpenVinoWeightsBackend(BackendBase):
                 return {"precision": precision, "psnr_db": repr(psnr_db), "tried": "tried " + ", ".join(tried)}
         raise AssertionError("the last candidate always returns")
 
-    def _quantize(self, model: Any, feeds: Sequence[tuple[np.ndarray, np.ndarray]]) -> Any:
-        try:
-            import nncf
-        except ImportError as exc:
-            raise UnavailableError(f"NNCF is not available for OpenVINO int8 ({exc})",
-                                   fix='pip install "maefuse-deploy[openvino]"') from exc
-        inputs = [{0: ir, 1: vis} for ir, vis in feeds]
-        return nncf.quantize(model, nncf.Dataset(inputs), model_type=nncf.ModelType.TRANSFORMER,
-                             subset_size=len(inputs),
-                             ignored_scope=nncf.IgnoredScope(names=activation_matmuls(model), validate=False))
-
     def _compile_config(self, precision: str) -> dict[str, Any]:
-        config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": _HINTS[precision]}
-        if self.threads:
-            config["INFERENCE_NUM_THREADS"] = self.threads
-        return config
+        return compile_config(DTYPE_PRECISIONS[precision], self.threads)
 
     def _compile(self, folder: Path, precision: str) -> Any:
         try:
