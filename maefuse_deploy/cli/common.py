@@ -58,3 +58,21 @@ def _show_warning(message: Warning | str, *_args: Any, **_kwargs: Any) -> None:
 
 def note(message: str) -> None:
     click.echo(message, err=True)
+
+
+def note_model(fuser: Any, detail: str = "") -> None:
+    """What every fusing command says before it starts: the backend ``auto`` chose and why, the model line
+    (``detail`` appended) and the model's warnings. A RemoteFuser has no local backend: the server chose it."""
+    backend = getattr(fuser, "backend", None)
+    if backend is not None and backend.chosen:
+        note(backend.chosen)
+    note(f"model: {fuser.description}{detail}")
+    for warning in fuser.warnings:
+        note(f"warning: {warning}")
+
+
+def note_backend_events(fuser: Any) -> None:
+    """What the backend did on each frame size's first use (a compile, a cache hit), once the work is done."""
+    backend = getattr(fuser, "backend", None)
+    for event in backend.events if backend is not None else ():
+        note(event)

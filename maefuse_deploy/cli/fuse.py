@@ -17,7 +17,7 @@ from ..registration import load_registration
 from ..runtime.files import SAMPLES_DIR, fuse_pairs, plan_fuse_job
 from ..runtime.fuser import Fuser
 from ..runtime.video import fuse_video, is_video, plan_video
-from .common import note, report_errors
+from .common import note, note_backend_events, note_model, report_errors
 from .options import (
     backend_option,
     batch_size_option,
@@ -111,24 +111,19 @@ def main(
         options = {"calibration": int8_calibration} if int8_calibration is not None else {}
         fuser = Fuser.open(model, backend, device=device, dtype=dtype, policy=cast(Policy | None, processing),
                            config=config, batch_size=batch_size, **options)
-    backend = getattr(fuser, "backend", None)  # None: a RemoteFuser (the server's backend)
-    if backend is not None and backend.chosen:
-        note(backend.chosen)
-    note(f"model: {fuser.description}")
-    for warning in fuser.warnings:
-        note(f"warning: {warning}")
+    note_model(fuser)
     with fuser:
         if video:
             with tqdm(desc="fusing frames", unit="frame") as bar:
                 result = fuse_video(fuser, video_job, strict=strict, progress=bar.update)
-            for line in [*(backend.events if backend is not None else ()), *(f"warning: {p}" for p in result.problems)]:
-                note(line)
+            note_backend_events(fuser)
+            for problem in result.problems:
+                note(f"warning: {problem}")
             click.echo(f"wrote {_count(result.frames, 'fused frame')} to {video_job.out}")
             return
         with tqdm(total=len(job.pairs), desc="fusing", unit="pair") as bar:
             fuse_pairs(fuser, job, resize=resize_ir, registration=registration, progress=bar.update)
-    for event in backend.events if backend is not None else ():
-        note(event)
+    note_backend_events(fuser)
     extra = f" and {_count(len(job.side_by_side), 'side-by-side')}" if job.side_by_side else ""
     where = job.fused[0] if len(job.fused) == 1 else f"{job.folder}/"
     click.echo(f"wrote {_count(len(job.fused), 'fused image')}{extra} for {_count(len(job.pairs), 'pair')} to {where}")

@@ -11,7 +11,7 @@ from ..errors import MaeFuseError
 from ..processing import Policy
 from ..runtime.fuser import Fuser
 from ..serve.server import ServeSettings, check_settings, require_pytriton, serve, set_torch_threads
-from .common import note, report_errors
+from .common import note, note_backend_events, note_model, report_errors
 from .options import backend_option, device_option, model_option, processing_option
 
 
@@ -58,11 +58,7 @@ def main(model: str | None, config: str | None, backend: str | None, device: str
         set_torch_threads(threads)
     fuser = Fuser.open(model, backend, device=device, dtype=dtype, policy=cast(Policy | None, processing),
                        config=config, batch_size=max_batch)
-    if fuser.backend.chosen:
-        note(fuser.backend.chosen)
-    note(f"model: {fuser.description} (policy {fuser.policy}, batch {fuser.batch_size})")
-    for warning in fuser.warnings:
-        note(f"warning: {warning}")
+    note_model(fuser, f" (policy {fuser.policy}, batch {fuser.batch_size})")
     with fuser:
         report = serve(fuser, dataclasses.replace(settings, max_batch=fuser.batch_size),
                        on_ready=lambda line: _ready(fuser, line))
@@ -75,7 +71,6 @@ def main(model: str | None, config: str | None, backend: str | None, device: str
 
 
 def _ready(fuser: Fuser, line: str) -> None:
-    for event in fuser.backend.events:  # the warm-up's first-use work (a compile, a cache hit)
-        note(event)
+    note_backend_events(fuser)  # the warm-up's first-use work (a compile, a cache hit)
     note(f"ready: {line}")
 

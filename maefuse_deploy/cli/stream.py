@@ -18,7 +18,7 @@ from ..stream.metrics import MetricsServer
 from ..stream.pipeline import PAIRINGS, POLICIES, Pipeline, open_endpoints
 from ..stream.sinks import VideoFileSink
 from ..stream.sources import Reconnect
-from .common import note, report_errors
+from .common import note, note_backend_events, note_model, report_errors
 from .options import backend_option, batch_size_option, deprecated, device_option, model_option, processing_option
 
 
@@ -103,11 +103,7 @@ def main(ir: str, vis: str, out: str, overwrite: bool, homography: Path | None, 
         if metrics is not None:
             metrics.close()
         raise
-    if fuser.backend.chosen:
-        note(fuser.backend.chosen)
-    note(f"model: {fuser.description}")
-    for warning in fuser.warnings:
-        note(f"warning: {warning}")
+    note_model(fuser)
     with fuser:
         pipeline = Pipeline(
             fuser, ends.ir, ends.vis, sink=ends.sink, registration=registration, pair=pair,
@@ -154,8 +150,7 @@ def main(ir: str, vis: str, out: str, overwrite: bool, homography: Path | None, 
                 signal.signal(number, handler)
             if metrics is not None:
                 metrics.close()
-    for event in fuser.backend.events:
-        note(event)
+    note_backend_events(fuser)
     if signals:
         note(f"stopped on {signals[0]}")
     click.echo(stats.summary())
