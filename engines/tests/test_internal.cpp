@@ -96,15 +96,23 @@ int warp() {
     return failures;
 }
 
-void expect_incompatible(const SidecarFacts& s, const MachineFacts& m, bool allow, const std::string& needle) {
+// A call that must be refused with `status` and a message naming `needle` (the one line a user reads); `what` names
+// the call when it is accepted instead.
+template <class Call>
+void expect_refusal(Call call, int status, const std::string& what, const std::string& needle) {
     try {
-        check_compatibility(s, m, allow, "model.engine");
-        EXPECT(false, "accepted, expected a refusal mentioning %s", needle.c_str());
+        call();
+        EXPECT(false, "%s accepted, expected a refusal mentioning %s", what.c_str(), needle.c_str());
     } catch (const Failure& e) {
         std::printf("refused: %s\n", e.what());
-        EXPECT(e.status == MAEFUSE_ERROR_INCOMPATIBLE, "status %d", e.status);
+        EXPECT(e.status == status, "status %d", e.status);
         EXPECT(std::string(e.what()).find(needle) != std::string::npos, "message lacks %s", needle.c_str());
     }
+}
+
+void expect_incompatible(const SidecarFacts& s, const MachineFacts& m, bool allow, const std::string& needle) {
+    expect_refusal([&] { check_compatibility(s, m, allow, "model.engine"); }, MAEFUSE_ERROR_INCOMPATIBLE, "sidecar",
+                   needle);
 }
 
 int sidecar_rules() {
@@ -156,14 +164,7 @@ int calibration_errors() {
         return path;
     };
     auto refuse = [&](const std::string& path, const std::string& needle) {
-        try {
-            load_registration(path);
-            EXPECT(false, "%s accepted", path.c_str());
-        } catch (const Failure& e) {
-            std::printf("refused: %s\n", e.what());
-            EXPECT(e.status == MAEFUSE_ERROR_CALIBRATION && std::string(e.what()).find(needle) != std::string::npos,
-                   "message lacks %s", needle.c_str());
-        }
+        expect_refusal([&] { load_registration(path); }, MAEFUSE_ERROR_CALIBRATION, path, needle);
     };
     refuse("/nonexistent/cal.json", "not found");
     refuse(write("maefuse-cal-a.json", "{not json"), "not valid JSON");
@@ -214,14 +215,7 @@ EngineTensors good_tensors(int64_t batch, int64_t h, int64_t w) {
 }
 
 void expect_refused(const EngineTensors& t, const std::string& needle) {
-    try {
-        check_engine_tensors(t, "model.engine");
-        EXPECT(false, "engine accepted, expected a refusal mentioning %s", needle.c_str());
-    } catch (const Failure& e) {
-        std::printf("refused: %s\n", e.what());
-        EXPECT(e.status == MAEFUSE_ERROR_MODEL_FILE, "status %d", e.status);
-        EXPECT(std::string(e.what()).find(needle) != std::string::npos, "message lacks %s", needle.c_str());
-    }
+    expect_refusal([&] { check_engine_tensors(t, "model.engine"); }, MAEFUSE_ERROR_MODEL_FILE, "engine", needle);
 }
 
 // The engine's tensors before any buffer is sized from them: one frame per call, uint8, one fixed frame size.
