@@ -81,7 +81,28 @@ def test_default_fuser_is_openvino_within_40_db_of_torch(pairs: list, tmp_path: 
         assert psnr(ours, theirs) >= 40.0
     [event] = fuser.backend.events
     assert f"{SIZE[0]}x{SIZE[1]} in " in event and "cache built (no entry)" in event
+    assert "timed int8" in event  # chosen by measured speed (which wins depends on the CPU), then accuracy
     assert fuser.backend.description.startswith("openvino-weights ")  # the chosen precision replaces "auto"
+
+
+def test_int8_calibrated_on_night_pairs_keeps_day_pairs_within_40_db(msrs: Path, tmp_path: Path) -> None:
+    """A deployment calibrates on whatever pairs it has, rarely its own camera's. NNCF's SmoothQuant fitted its
+    per-channel scales to the night pairs and read 33-39 dB on the day pairs (RoadScene -> MSRS at 640x480: 24-27
+    dB); the recipe without it holds >= 43 dB both ways, so the bound is the benchmark's 40 dB."""
+    night = tmp_path / "night"
+    for kind in ("ir", "vi"):
+        (night / kind).mkdir(parents=True)
+        for image in sorted((msrs / kind).glob("*N.png")):
+            (night / kind / image.name).symlink_to(image)
+    day = [(cv2.resize(ir, SIZE, interpolation=cv2.INTER_AREA), cv2.resize(vis, SIZE, interpolation=cv2.INTER_AREA))
+           for ir, vis in as_arrays(load_pairs(msrs, 6))[:3]]
+    assert len(list((night / "ir").iterdir())) == 3 and len(day) == 3
+    reference = Fuser.open("maefuse-tiny", "torch", device="cpu").fuse_batch(day)
+    fuser = Fuser.open("maefuse-tiny", "openvino-weights", device="cpu", dtype="int8", calibration=night,
+                       calibration_pairs=3, cache_dir=tmp_path / "cache")
+    for ours, theirs in zip(fuser.fuse_batch(day), reference, strict=True):
+        assert psnr(ours, theirs) >= 40.0
+    assert fuser.backend.description.startswith("openvino-weights int8:")
 
 
 def _open(cache: Path, model: str = "random:maefuse-micro") -> Fuser:

@@ -5,18 +5,15 @@ OpenVINO reads our ONNX graphs directly and is built for this CPU's AVX-512 BF16
 ``fp32``  the graph as exported, every op in float32 (``INFERENCE_PRECISION_HINT=f32``).
 ``bf16``  the same graph with OpenVINO's inference precision hint set to bf16: matmuls and convolutions run in
           bfloat16 with float32 accumulation; the weights stay float32 in the file.
-``int8``  post-training quantization with NNCF (transformer preset: SmoothQuant, layer norms and softmax kept in
-          float) of the linear layers, calibrated on real IR/VIS pairs prepared exactly as the runtime prepares
-          them; attention's two activation x activation matmuls and everything else NNCF leaves unquantized run in
-          float32 (see activation_matmuls for why). Calibration runs the float32 graph once per pair, so it costs a few
-          calls at load time (and a few minutes for l640 on a 2-core CPU).
+``int8``  post-training quantization with NNCF of the linear layers (quantize_int8: the transformer preset without
+          SmoothQuant, layer norms and softmax kept in float), calibrated on real IR/VIS pairs prepared exactly as
+          the runtime prepares them; attention's two activation x activation matmuls and everything else NNCF
+          leaves unquantized run in float32 (see activation_matmuls for why). Calibration runs the float32 graph
+          once per pair, so it costs a few calls at load time (and a few minutes for l640 on a 2-core CPU).
 ``int8-bf16``  int8 as above, and what NNCF leaves in float (attention's matmuls, softmax, norms) in bf16 by the
           precision hint: on a CPU with BF16 units (AVX-512 BF16, AMX) attention then stops being the float32 half of
-          the time (maefuse-l640 at 640x640 on a Xeon with AMX: 1.92 s per pair against 3.67 s for int8; both
-          27 dB from float32 with these random weights when calibrated on other pairs: benchmarks/README.md).
-
-Threads: ``threads`` sets ``INFERENCE_NUM_THREADS`` (default: OpenVINO's, one per core); the latency hint runs one
-request on all of them, which is what a camera pipeline calling ``run`` once per frame wants.
+          the time (maefuse-l640 at 640x640 on a Xeon with AMX: about 1.7 s per pair against 3.7 s for int8 and
+          2.6 s for bf16: benchmarks/README.md).
 """
 
 from __future__ import annotations
@@ -87,11 +84,18 @@ def compile_config(precision: str, threads: int | None = None) -> dict[str, Any]
 
 
 def quantize_int8(model: Any, feeds: Sequence[dict[Any, np.ndarray]]) -> Any:
-    """NNCF post-training int8 of an OpenVINO model (the transformer preset, attention's activation x activation
-    matmuls left in float: :func:`activation_matmuls`), calibrated on ``feeds`` (one input dict per call, keyed
-    by input name or index)."""
+    """NNCF post-training int8 of an OpenVINO model (the transformer preset without SmoothQuant, attention's
+    activation x activation matmuls left in float: :func:`activation_matmuls`), calibrated on ``feeds`` (one input
+    dict per call, keyed by input name or index).
+
+    SmoothQuant is off because its per-channel scales, fitted to the calibration pairs, do not carry to other
+    cameras: maefuse-tiny at 640x480 calibrated on RoadScene and checked on MSRS read 24.5-27.0 dB from float32 with
+    it and 44.8-45.2 dB without it, at the same speed (random maefuse-l640: benchmarks/README.md). A deployment
+    calibrates on whatever pairs it has, rarely its own camera's.
+    """
     try:
         import nncf
+        from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, AdvancedSmoothQuantParameters
     except ImportError as exc:
         raise UnavailableError(f"NNCF is not available for OpenVINO INT8 ({exc})",
                                fix='pip install "maefuse-deploy[openvino]"') from exc
@@ -105,6 +109,8 @@ def quantize_int8(model: Any, feeds: Sequence[dict[Any, np.ndarray]]) -> Any:
             model_type=nncf.ModelType.TRANSFORMER,
             subset_size=len(feeds),
             ignored_scope=nncf.IgnoredScope(names=activation_matmuls(model), validate=False),
+            advanced_parameters=AdvancedQuantizationParameters(
+                smooth_quant_alphas=AdvancedSmoothQuantParameters(matmul=-1, convolution=-1)),
         )
     finally:
         logger.setLevel(saved)
