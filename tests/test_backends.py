@@ -25,9 +25,10 @@ from maefuse_deploy.processing import prepare_pair
 SIZE = (64, 64)
 # Decoder output (normalised space) max abs difference to float32 batch 1, and fused-image PSNR floor, by precision.
 # Measured on RoadScene pairs (2026-11-28, CPU): float32 <= 6e-7 and identical images; bfloat16 0.0099 / 57 dB;
-# float16 0.0014 / 65 dB. int8 (onnxruntime dynamic, OpenVINO NNCF calibrated on the MSRS pairs), on these pairs:
-# 0.020 / 54.6 dB.
-TOLERANCE = {"float32": (1e-5, 60.0), "bfloat16": (0.03, 50.0), "float16": (0.005, 55.0), "int8": (0.06, 45.0),
+# float16 0.0014 / 65 dB. int8 on these pairs (2026-12-06): onnxruntime dynamic 0.020 / 54.9 dB; OpenVINO NNCF
+# without SmoothQuant, calibrated on them, 0.069 (mean 0.005) / 52.4 dB (with SmoothQuant it read 0.020 here, and
+# 20 dB worse on pairs of another data set: docs/backends.md).
+TOLERANCE = {"float32": (1e-5, 60.0), "bfloat16": (0.03, 50.0), "float16": (0.005, 55.0), "int8": (0.15, 45.0),
              # auto (openvino-weights) promises the fused image >= 40 dB from float32 (on its calibration pairs), with
              # whichever precision is fastest on the CPU; int8-bf16 on these random weights: max 0.19, mean 0.015.
              "auto": (0.3, 40.0)}
