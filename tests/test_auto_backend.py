@@ -21,6 +21,7 @@ from conftest import require_module
 from maefuse_deploy import Fuser
 from maefuse_deploy.backends import choose_backend
 from maefuse_deploy.backends.cache import ENTRY_FILE
+from maefuse_deploy.backends.openvino_weights import check_order
 from maefuse_deploy.compare import psnr
 from maefuse_deploy.sample_pairs import as_arrays, load_pairs
 
@@ -83,6 +84,16 @@ def test_default_fuser_is_openvino_within_40_db_of_torch(pairs: list, tmp_path: 
     assert f"{SIZE[0]}x{SIZE[1]} in " in event and "cache built (no entry)" in event
     assert "timed int8" in event  # chosen by measured speed (which wins depends on the CPU), then accuracy
     assert fuser.backend.description.startswith("openvino-weights ")  # the chosen precision replaces "auto"
+
+
+def test_precisions_are_checked_fastest_first_and_int8_must_be_clearly_faster() -> None:
+    # maefuse-tiny 640x480 and maefuse-l640 as measured on the Xeon with AMX (docs/backends.md)
+    assert check_order({"int8-bf16": 0.0490, "int8": 0.0666, "bfloat16": 0.0434}) == ["bfloat16", "int8-bf16", "int8"]
+    assert check_order({"int8-bf16": 1.61, "int8": 3.05, "bfloat16": 2.10}) == ["int8-bf16", "bfloat16", "int8"]
+    # 3 % faster is within the margin: the float precision is checked first; 10 % faster is not
+    assert check_order({"int8-bf16": 0.97, "bfloat16": 1.0})[0] == "bfloat16"
+    assert check_order({"int8-bf16": 0.90, "bfloat16": 1.0})[0] == "int8-bf16"
+    assert check_order({"int8": 0.5}) == ["int8"]  # a CPU without BF16: int8, then the float32 fallback
 
 
 def test_int8_calibrated_on_night_pairs_keeps_day_pairs_within_40_db(msrs: Path, tmp_path: Path) -> None:

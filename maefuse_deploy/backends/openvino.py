@@ -14,6 +14,9 @@ OpenVINO reads our ONNX graphs directly and is built for this CPU's AVX-512 BF16
           precision hint: on a CPU with BF16 units (AVX-512 BF16, AMX) attention then stops being the float32 half of
           the time (maefuse-l640 at 640x640 on a Xeon with AMX: about 1.7 s per pair against 3.7 s for int8 and
           2.6 s for bf16: benchmarks/README.md).
+
+Threads: ``threads`` sets ``INFERENCE_NUM_THREADS`` (default: OpenVINO's, one per core); the latency hint runs one
+request on all of them, which is what a camera pipeline calling ``run`` once per frame wants.
 """
 
 from __future__ import annotations

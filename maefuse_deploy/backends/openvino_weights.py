@@ -260,21 +260,18 @@ class OpenVinoWeightsBackend(BackendBase):
         # fastest first (which is fastest depends on the CPU and the model: maefuse-tiny at 640x480 on a Xeon with
         # AMX runs bf16 in 44 ms and int8-bf16 in 49; on a CPU without BF16, int8 is the only speed-up).
         fallback = candidates[-1]
-        timed = {}
-        for precision in candidates[:-1]:
-            request = self.core.compile_model(lowered(precision), "CPU",
-                                              self._compile_config(precision)).create_infer_request()
-            timed[precision] = (_seconds_per_pair(request, feeds[0]), request)
-        # int8 must be clearly faster to be chosen over a float precision: it is the least exact, and the only one
-        # whose accuracy depends on the calibration pairs.
-        order = sorted(timed, key=lambda p: timed[p][0] * (INT8_MARGIN if p.startswith("int8") else 1.0))
+
+        def compile_request(precision: str) -> Any:
+            return self.core.compile_model(lowered(precision), "CPU",
+                                           self._compile_config(precision)).create_infer_request()
+
+        # Only the time is kept: one compiled l640 holds 0.3-0.6 GB, and the checks below compile again.
+        timed = {precision: _seconds_per_pair(compile_request(precision), feeds[0]) for precision in candidates[:-1]}
         if timed:
-            notes.append("timed " + ", ".join(f"{p} {timed[p][0] * 1e3:.1f} ms" for p in timed))
+            notes.append("timed " + ", ".join(f"{p} {seconds * 1e3:.1f} ms" for p, seconds in timed.items()))
         checked: list[str] = []
-        for precision in [*order, fallback]:
-            request = (timed[precision][1] if precision in timed else
-                       self.core.compile_model(lowered(precision), "CPU",
-                                               self._compile_config(precision)).create_infer_request())
+        for precision in [*check_order(timed), fallback]:
+            request = compile_request(precision)
             psnr_db = min(psnr(_grey8(out), _grey8(ref)) for out, ref in
                           zip(self._run_all(request, feeds), references, strict=True))
             checked.append(f"{precision} {psnr_db:.1f} dB")
@@ -314,6 +311,14 @@ class OpenVinoWeightsBackend(BackendBase):
 
     def close(self) -> None:
         self._compiled.clear()
+
+
+def check_order(seconds: dict[str, float]) -> list[str]:
+    """Precisions timed at ``seconds`` a pair, in the order their accuracy is checked (the first within the bound
+    is taken): fastest first, an int8 kind counted INT8_MARGIN slower than it ran, so that it is taken over a float
+    precision only when clearly faster: it is the least exact, and the only one whose accuracy depends on the
+    calibration pairs."""
+    return sorted(seconds, key=lambda p: seconds[p] * (INT8_MARGIN if p.startswith("int8") else 1.0))
 
 
 def _seconds_per_pair(request: Any, feed: tuple[np.ndarray, np.ndarray]) -> float:
