@@ -17,10 +17,10 @@ import cv2
 import numpy as np
 from click.testing import CliRunner
 from conftest import write_video
-from test_calibration_trust import ALL, make_pair, view_change
+from test_calibration_trust import ALL, make_pair
 
 from maefuse_deploy.cli.calibrate import main as calibrate_main
-from maefuse_deploy.registration import corner_error, from_frames
+from maefuse_deploy.registration import corner_error, from_frames, view_change
 
 SCENE_S = 0.4  # each scene lasts 10 IR frames at 25 fps and 12 VIS frames at 30 fps: scene changes pair cleanly
 

@@ -9,6 +9,7 @@ MSRS 640x480 pairs, 256x256 crops, a 768x576 resize), grey and colour VIS, day a
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -17,25 +18,9 @@ from click.testing import CliRunner
 
 from maefuse_deploy.cli.calibrate import main as calibrate_main
 from maefuse_deploy.errors import InputError
-from maefuse_deploy.registration import corner_error, from_frames, from_points, map_points
+from maefuse_deploy.registration import corner_error, from_frames, from_points, map_points, view_change
 
 CORNERS = ("top_left", "top_right", "bottom_right", "bottom_left")
-
-
-def view_change(size: tuple[int, int], degrees: float, scale: float, shift: tuple[float, float],
-                tilt: float) -> tuple[np.ndarray, tuple[int, int]]:
-    """A known change of the IR camera's view about the frame centre -> (3x3 original IR -> new IR, new size).
-
-    The new IR frame is a canvas 8 % larger, so the whole original view stays in it."""
-    width, height = size
-    canvas = (round(width * 1.08), round(height * 1.08))
-    c, s = np.cos(np.deg2rad(degrees)) * scale, np.sin(np.deg2rad(degrees)) * scale
-    centre_in = np.array([[1, 0, -width / 2], [0, 1, -height / 2], [0, 0, 1.0]])
-    centre_out = np.array([[1, 0, canvas[0] / 2 + shift[0]], [0, 1, canvas[1] / 2 + shift[1]], [0, 0, 1.0]])
-    # Perspective terms that move the frame's edges by ``tilt`` px (x - p x^2 at x = width / 2).
-    perspective = [4 * tilt / width ** 2, -4 * tilt / height ** 2, 1.0]
-    change = centre_out @ np.array([[c, -s, 0], [s, c, 0], perspective]) @ centre_in
-    return change, canvas
 
 
 def load(msrs, name: str, grey_vis: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -98,6 +83,43 @@ def test_known_view_changes_of_real_rigs_of_several_sizes_are_recovered_or_refus
         outcomes.append(f"{label}: {estimate.extra['fitted_model']} {error:.2f} px (+-{uncertainty['max']:.2f})")
         assert error <= 2.0, outcomes
     assert accepted >= 1, outcomes
+
+
+def test_roadscene_pairs_are_mostly_accepted_and_never_more_than_2_px_off(roadscene):
+    """The issue's measure on frames with structure over most of the frame: the first 24 RoadScene test50 pairs
+    (446x259 to 597x370, colour VIS, day and night), a 3-degree roll, scale 1.04, shift (-5, 3) px, without and with
+    a 2 px perspective tilt. auto must accept at least 60 % at the default bound and every accepted estimate must
+    be within 2 px of the truth (measured 17 and 15 of 24, worst 0.38 and 1.96 px: benchmarks/calibration_roadscene.py;
+    before auto weighed the homography when the affine was not supported, 9 and 10)."""
+    names = [Path(line.strip()).stem for line in (roadscene / "test50.txt").read_text().splitlines()][:24]
+    for degrees, tilt in ((3.0, 0.0), (3.0, 2.0)):
+        outcomes = []
+        for name in names:
+            ir = cv2.imread(str(roadscene / "ir" / f"{name}.jpg"), cv2.IMREAD_GRAYSCALE)
+            vis = cv2.imread(str(roadscene / "vi" / f"{name}.jpg"))
+            change, canvas = view_change((ir.shape[1], ir.shape[0]), degrees, 1.04, (-5.0, 3.0), tilt)
+            try:
+                estimate = from_frames([(cv2.warpPerspective(ir, change, canvas, flags=cv2.INTER_LINEAR), vis)])
+                own = from_frames([(ir, vis)], max_uncertainty_px=None)
+            except InputError as exc:
+                assert "\n" not in str(exc)
+                continue
+            error = corner_error(estimate.matrix, own.matrix @ np.linalg.inv(change), (vis.shape[1], vis.shape[0]))
+            outcomes.append((name, estimate.extra["fitted_model"], round(error, 2)))
+            assert error <= 2.0, outcomes
+        assert len(outcomes) >= 0.6 * len(names), (tilt, outcomes)
+
+
+def test_a_forced_model_the_frames_contradict_is_refused_naming_the_model_they_show(msrs):
+    """--transform affine on a rig whose IR view was tilted (perspective, 3 px at the edges): the affine fit alone
+    reads 1.7 px of bootstrap spread and was accepted 7.3 px off; the homography the frames show counts against it."""
+    pairs = [make_pair(msrs, name, f"256 crop at {at}", False)
+             for name in ALL[:3] for at in ("(100, 60)", "(300, 180)")]
+    change, canvas = view_change((256, 256), -1.5, 1.03, (-4.0, 5.0), 3.0)
+    changed = [(cv2.warpPerspective(ir, change, canvas, flags=cv2.INTER_LINEAR), vis) for ir, vis in pairs]
+    with pytest.raises(InputError, match="frames show a homography") as caught:
+        from_frames(changed, "affine")
+    assert "\n" not in str(caught.value) and "--transform auto or homography" in str(caught.value)
 
 
 def test_a_homography_extrapolated_from_central_matches_is_refused_and_auto_falls_back(msrs):

@@ -15,6 +15,7 @@ from .estimate import (
     overlay,
     read_point_pairs,
     structure_matches,
+    view_change,
 )
 from .mapping import (
     FORMAT_NAME,
@@ -49,4 +50,5 @@ __all__ = [
     "overlay",
     "read_point_pairs",
     "structure_matches",
+    "view_change",
 ]
