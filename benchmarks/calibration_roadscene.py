@@ -11,6 +11,10 @@ uncertainty is within the default bound (``MAX_UNCERTAINTY_PX``). Writes calibra
 summary table.
 
     python benchmarks/calibration_roadscene.py [--data ../shared/data/ivif/RoadScene] [--pairs 24] [--out benchmarks]
+        [--variant native|grey-vis|crop-256|resize-768x576] [--models auto,homography,affine]
+
+``--variant`` makes other sizes and kinds of the same pairs: the VIS in grey, a 256x256 centre crop, or both frames
+resized to 768x576 (bicubic); the JSON is then calibration_roadscene-VARIANT.json.
 """
 
 from __future__ import annotations
@@ -38,15 +42,32 @@ def first_line(exc: Exception) -> str:
     return str(exc).splitlines()[0]
 
 
-def measure(data: Path, name: str) -> list[dict[str, object]]:
+VARIANTS = ("native", "grey-vis", "crop-256", "resize-768x576")
+
+
+def load(data: Path, name: str, variant: str) -> tuple[np.ndarray, np.ndarray]:
+    """The pair as the variant makes it: IR HxW uint8 grey, VIS HxWx3 uint8 BGR (HxW for grey-vis)."""
     ir = cv2.imread(str(data / "ir" / f"{name}.jpg"), cv2.IMREAD_GRAYSCALE)
     vis = cv2.imread(str(data / "vi" / f"{name}.jpg"))
+    if variant == "grey-vis":
+        return ir, cv2.cvtColor(vis, cv2.COLOR_BGR2GRAY)
+    if variant == "crop-256":
+        top, left = max((ir.shape[0] - 256) // 2, 0), (ir.shape[1] - 256) // 2
+        return ir[top:top + 256, left:left + 256].copy(), vis[top:top + 256, left:left + 256].copy()
+    if variant == "resize-768x576":
+        return (cv2.resize(ir, (768, 576), interpolation=cv2.INTER_CUBIC),
+                cv2.resize(vis, (768, 576), interpolation=cv2.INTER_CUBIC))
+    return ir, vis
+
+
+def measure(data: Path, name: str, variant: str, models: tuple[str, ...]) -> list[dict[str, object]]:
+    ir, vis = load(data, name, variant)
     vis_size = (vis.shape[1], vis.shape[0])
     # The truth, one for every model: the least uncertain of the models' estimates on the unchanged pair, composed
     # with the change. (Each model's own estimate would be a bad truth where that model does not fit the pair:
     # FLIR_04593 as shipped is 6 px from affine, and a tilt that cancels that made an affine fit look 6 px off.)
     owns = {}
-    for model in MODELS:
+    for model in MODELS:  # every model's own estimate, whichever are measured: the truth is the least uncertain
         try:
             owns[model] = from_frames([(ir, vis)], model, max_uncertainty_px=None)  # type: ignore[arg-type]
         except InputError as exc:
@@ -54,10 +75,10 @@ def measure(data: Path, name: str) -> list[dict[str, object]]:
     rows: list[dict[str, object]] = []
     if not owns:
         return [{"pair": name, "size": list(vis_size), "model": model, "change": change_name,
-                 "error": f"unchanged pair: {own_error}"} for model in MODELS for change_name in CHANGES]
+                 "error": f"unchanged pair: {own_error}"} for model in models for change_name in CHANGES]
     truth_model = min(owns, key=lambda m: float(owns[m].extra["corner_uncertainty_px"]["max"]))
     truth = owns[truth_model]
-    for model in MODELS:
+    for model in models:
         for change_name, params in CHANGES.items():
             change, canvas = view_change((ir.shape[1], ir.shape[0]), *params)
             row: dict[str, object] = {"pair": name, "size": list(vis_size), "model": model, "change": change_name,
@@ -80,11 +101,11 @@ def measure(data: Path, name: str) -> list[dict[str, object]]:
     return rows
 
 
-def summary(rows: list[dict[str, object]]) -> list[str]:
+def summary(rows: list[dict[str, object]], models: tuple[str, ...]) -> list[str]:
     lines = ["| change | model | accepted | accepted models | worst accepted error | accepted > 2 px / > 5 px | "
              "no estimate |", "|---|---|---|---|---|---|---|"]
     for change_name in CHANGES:
-        for model in MODELS:
+        for model in models:
             group = [r for r in rows if r["change"] == change_name and r["model"] == model]
             accepted = [r for r in group if r.get("accepted")]
             errors = [float(r["relative_corner_error_px"]) for r in accepted]  # type: ignore[arg-type]
@@ -106,24 +127,32 @@ def main() -> None:
                         default=Path(__file__).resolve().parents[2] / "shared/data/ivif/RoadScene")
     parser.add_argument("--pairs", type=int, default=24)
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent)
+    parser.add_argument("--variant", choices=VARIANTS, default="native")
+    parser.add_argument("--models", default=",".join(MODELS), help="comma list of " + ", ".join(MODELS))
     args = parser.parse_args()
+    models = tuple(args.models.split(","))
+    if not set(models) <= set(MODELS):
+        parser.error(f"--models: choose from {', '.join(MODELS)}")
     names = [Path(line.strip()).stem for line in (args.data / "test50.txt").read_text().splitlines()
              if line.strip()][:args.pairs]
     started = time.perf_counter()
     load_at_start = describe_machine().get("load_average")
     rows = []
     for index, name in enumerate(names, 1):
-        rows.extend(measure(args.data, name))
+        rows.extend(measure(args.data, name, args.variant, models))
         print(f"{index}/{len(names)} {name}", flush=True)
-    lines = summary(rows)
+    lines = summary(rows, models)
     record = {"date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-              "command": f"python benchmarks/calibration_roadscene.py --pairs {args.pairs}",
+              "command": f"python benchmarks/calibration_roadscene.py --pairs {args.pairs} --variant {args.variant} "
+                         f"--models {','.join(models)}", "variant": args.variant,
               "machine": describe_machine(), "bound_px": MAX_UNCERTAINTY_PX,
               "load_average_at_start": load_at_start, "changes": CHANGES,
               "wall_s": round(time.perf_counter() - started, 1), "summary": lines, "rows": rows}
-    (args.out / "calibration_roadscene.json").write_text(json.dumps(record, indent=1) + "\n")
+    out = args.out / ("calibration_roadscene.json" if args.variant == "native" else
+                      f"calibration_roadscene-{args.variant}.json")
+    out.write_text(json.dumps(record, indent=1) + "\n")
     print("\n".join(lines))
-    print(f"wrote {args.out / 'calibration_roadscene.json'} ({record['wall_s']} s)")
+    print(f"wrote {out} ({record['wall_s']} s)")
 
 
 if __name__ == "__main__":

@@ -503,11 +503,12 @@ def from_frames(
         forced = f"--transform {model}"
         contradicted = [name for name, seen in choice.evidence.items() if seen.get("rejected") == forced]
         if contradicted:
+            article = "an" if contradicted[-1] == "affine" else "a"
             raise InputError(
-                f"calibration too uncertain: the frames show a {contradicted[-1]} (it moves the output's corners "
-                f"{choice.evidence[contradicted[-1]]['corner_shift_px']:.1f} px from the {model} fit, beyond its own "
-                f"uncertainty); the {model} fit's expected error at the corners is {uncertainty['max']:.2f} px "
-                f"(limit {max_uncertainty_px:g} px)",
+                f"calibration too uncertain: the frames show {article} {contradicted[-1]} (it moves the output's "
+                f"corners {choice.evidence[contradicted[-1]]['corner_shift_px']:.1f} px from the {model} fit, beyond "
+                f"its own uncertainty); the {model} fit's expected error at the corners is {uncertainty['max']:.2f} "
+                f"px (limit {max_uncertainty_px:g} px)",
                 fix=f"use --transform auto or {contradicted[-1]}")
         raise InputError(
             f"calibration too uncertain: the {choice.fit.model} fit's expected error at the output's corners is "
