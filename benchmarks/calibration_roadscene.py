@@ -38,10 +38,6 @@ MODELS = ("auto", "homography", "affine")
 CHANGES = {"similarity": (3.0, 1.04, (-5.0, 3.0), 0.0), "similarity + 2 px tilt": (3.0, 1.04, (-5.0, 3.0), 2.0)}
 
 
-def first_line(exc: Exception) -> str:
-    return str(exc).splitlines()[0]
-
-
 VARIANTS = ("native", "grey-vis", "crop-256", "resize-768x576")
 
 
@@ -71,33 +67,35 @@ def measure(data: Path, name: str, variant: str, models: tuple[str, ...]) -> lis
         try:
             owns[model] = from_frames([(ir, vis)], model, max_uncertainty_px=None)  # type: ignore[arg-type]
         except InputError as exc:
-            own_error = first_line(exc)
+            own_error = str(exc)  # an InputError is one line
     rows: list[dict[str, object]] = []
     if not owns:
         return [{"pair": name, "size": list(vis_size), "model": model, "change": change_name,
                  "error": f"unchanged pair: {own_error}"} for model in models for change_name in CHANGES]
     truth_model = min(owns, key=lambda m: float(owns[m].extra["corner_uncertainty_px"]["max"]))
     truth = owns[truth_model]
-    for model in models:
-        for change_name, params in CHANGES.items():
-            change, canvas = view_change((ir.shape[1], ir.shape[0]), *params)
+    truth_label = (f"{truth_model} ({truth.extra['fitted_model']}), "
+                   f"{float(truth.extra['corner_uncertainty_px']['max']):.2f} px")
+    for change_name, params in CHANGES.items():
+        # One changed frame and one truth per change, for every model measured on it.
+        change, canvas = view_change((ir.shape[1], ir.shape[0]), *params)
+        changed = [(cv2.warpPerspective(ir, change, canvas, flags=cv2.INTER_LINEAR), vis)]
+        changed_truth = truth.matrix @ np.linalg.inv(change)
+        for model in models:
             row: dict[str, object] = {"pair": name, "size": list(vis_size), "model": model, "change": change_name,
-                                      "truth": f"{truth_model} ({truth.extra['fitted_model']}), "
-                                               f"{float(truth.extra['corner_uncertainty_px']['max']):.2f} px"}
+                                      "truth": truth_label}
             started = time.perf_counter()
             try:
-                estimate = from_frames([(cv2.warpPerspective(ir, change, canvas, flags=cv2.INTER_LINEAR), vis)],
-                                       model, max_uncertainty_px=None)  # type: ignore[arg-type]
+                estimate = from_frames(changed, model, max_uncertainty_px=None)  # type: ignore[arg-type]
             except InputError as exc:
-                rows.append({**row, "error": first_line(exc)})
+                rows.append({**row, "error": str(exc)})
                 continue
             uncertainty = float(estimate.extra["corner_uncertainty_px"]["max"])
             rows.append({**row, "seconds": round(time.perf_counter() - started, 2),
                          "fitted": estimate.extra["fitted_model"], "matches": estimate.extra["matches"],
                          "coverage": estimate.extra["coverage"], "corner_uncertainty_px": round(uncertainty, 2),
                          "accepted": uncertainty <= MAX_UNCERTAINTY_PX,
-                         "relative_corner_error_px": round(corner_error(
-                             estimate.matrix, truth.matrix @ np.linalg.inv(change), vis_size), 2)})
+                         "relative_corner_error_px": round(corner_error(estimate.matrix, changed_truth, vis_size), 2)})
     return rows
 
 
