@@ -10,13 +10,13 @@ from maefuse_deploy.errors import CheckpointError
 from maefuse_deploy.model.checkpoint import load_checkpoint, save_checkpoint
 from maefuse_deploy.model.config import CONFIGS
 from maefuse_deploy.model.maefuse import build_model
-from maefuse_deploy.model.resample import resample_patch
+from maefuse_deploy.model.resample import resample_patch, warm_start
 from maefuse_deploy.model.sources import DEFAULT_WEIGHTS
 
 
 def test_patch_32_model_equals_the_trained_model_on_frames_shrunk_twice() -> None:
     tiny, _ = load_checkpoint(DEFAULT_WEIGHTS)
-    rt = resample_patch(tiny, CONFIGS["maefuse-rt"])
+    rt = resample_patch(tiny, CONFIGS["maefuse-tiny"].replace(name="tiny-p32", patch_size=32))
     assert rt.config.patch_size == 32 and rt.config.policy == "official"  # the policy is the caller's to keep
     generator = torch.Generator().manual_seed(0)
     ir, vis = (torch.randn(1, 3, 96, 128, generator=generator) for _ in range(2))  # 3 x 4 tokens of 32
@@ -42,6 +42,28 @@ def test_training_init_resamples_but_inference_loading_refuses(tmp_path) -> None
     wanted = CONFIGS["maefuse-micro"].replace(name="micro-p32", patch_size=32)
     with pytest.raises(CheckpointError, match="was saved for maefuse-micro"):
         load_checkpoint(path, wanted)  # fusing with the wrong config is an error, never a silent resample
-    model, report = load_checkpoint(path, wanted, allow_patch_resample=True)
+    model, report = load_checkpoint(path, wanted, allow_warm_start=True)
     assert model.config.patch_size == 32
-    assert any("resampled from maefuse-micro (patch 16) to patch 32" in note for note in report.notes)
+    assert "warm start from maefuse-micro: resampled to patch 32" in report.notes[-1]
+
+
+def test_real_time_model_starts_with_every_tensor_of_the_built_in_model() -> None:
+    tiny, _ = load_checkpoint(DEFAULT_WEIGHTS)
+    rt, note = warm_start(tiny, CONFIGS["maefuse-rt"])
+    assert rt.config.num_heads == 1 and rt.config.decoder_num_heads == 2
+    assert "attention regrouped into num_heads 1, decoder_num_heads 2" in note
+    rt_state = rt.state_dict()
+    assert all(torch.equal(value, rt_state[key]) for key, value in tiny.state_dict().items())
+    # The same tensors grouped into fewer heads are a different function: the reason it is fine-tuned after.
+    generator = torch.Generator().manual_seed(0)
+    ir, vis = (torch.randn(1, 3, 64, 64, generator=generator) for _ in range(2))
+    with torch.no_grad():
+        assert float((rt(ir, vis) - tiny(ir, vis)).abs().max()) > 1e-3
+
+
+def test_warm_start_refuses_other_widths_and_depths() -> None:
+    micro = build_model(CONFIGS["maefuse-micro"], seed=0)
+    with pytest.raises(CheckpointError, match="only head counts and the patch size"):
+        warm_start(micro, CONFIGS["maefuse-micro"].replace(depth=3, num_heads=1))
+    with pytest.raises(CheckpointError, match="only head counts and the patch size"):
+        warm_start(micro, CONFIGS["maefuse-micro"].replace(patch_size=24, img_size=(96, 96)))

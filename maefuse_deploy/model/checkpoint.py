@@ -29,7 +29,7 @@ from ..errors import CheckpointError
 from ..version import __version__
 from .config import CONFIGS, MaeFuseConfig, get_config
 from .maefuse import MaeFuse, build_model
-from .resample import resample_patch
+from .resample import warm_start
 
 FORMAT_KEY = "maefuse.format"
 CONFIG_KEY = "maefuse.config"
@@ -264,15 +264,15 @@ def load_checkpoint(
     config: MaeFuseConfig | str | None = None,
     *,
     allow_partial: bool = False,
-    allow_patch_resample: bool = False,
+    allow_warm_start: bool = False,
     trust_pickle: bool = False,
 ) -> tuple[MaeFuse, LoadReport]:
     """Load any supported checkpoint into a new MaeFuse (eval mode, float32, CPU).
 
     Complete layouts (ours, the released fusion file) load strictly: every missing, unexpected or mis-shaped key
     is an error. MAE-only files need ``allow_partial=True`` (training), since the result cannot fuse yet.
-    ``allow_patch_resample=True`` (training's --init) lets one of our files saved for a config that differs from
-    ``config`` only in a whole-factor patch size start that config (:func:`resample.resample_patch`).
+    ``allow_warm_start=True`` (training's --init) lets one of our files saved for a config that differs from
+    ``config`` only in head counts or a whole-factor patch size start that config (:func:`resample.warm_start`).
     """
     path = Path(path)
     state, metadata = read_state(path, trust_pickle=trust_pickle)
@@ -287,14 +287,11 @@ def load_checkpoint(
                 raise CheckpointError(f"checkpoint {path} stores no model config", fix="name it with --config")
             config = stored_config
         elif stored_config is not None:
-            if allow_patch_resample and stored_config.patch_size != config.patch_size:
+            if allow_warm_start and not stored_config.same_network(config):
                 model, report = load_checkpoint(path, stored_config, trust_pickle=trust_pickle)
-                factor = config.patch_size // stored_config.patch_size
-                report.notes.append(
-                    f"resampled from {stored_config.name} (patch {stored_config.patch_size}) to patch "
-                    f"{config.patch_size}: starts as that model on frames shrunk {factor}x"
-                )
-                return resample_patch(model, config.replace(policy=stored_config.policy)), report
+                model, note = warm_start(model, config.replace(policy=stored_config.policy))
+                report.notes.append(note)
+                return model, report
             if not stored_config.same_network(config):
                 raise CheckpointError(
                     f"checkpoint {path} was saved for {stored_config.name}, not {config.name}",

@@ -298,7 +298,7 @@ class Trainer:
                 self.echo(f"WARNING: stage {o.stage} starts from RANDOM weights (no --init); the recipe runs mae first")
             return build_model(self.model_config, seed=o.seed)
         model, report = load_checkpoint(
-            trained_weights(o.init), self.model_config, allow_partial=True, allow_patch_resample=True
+            trained_weights(o.init), self.model_config, allow_partial=True, allow_warm_start=True
         )
         self.echo(f"init: {report.summary()}")
         return model
