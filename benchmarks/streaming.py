@@ -2,7 +2,7 @@
 
     python benchmarks/streaming.py --frames 12 --rounds 3 [--backend torch] --out benchmarks/streaming.json
 
-The built-in model (maefuse-tiny, native policy) at 640x480 on the six MSRS pairs, cycled. Rows:
+The built-in model (or ``--model``, native policy) at 640x480 on the six MSRS pairs, cycled. Rows:
 * bare: ``Fuser.fuse_batch`` on the decoded frames, batches of ``--batch`` (the ceiling).
 * files/block: two lossless 25 fps video files -> pipeline (timestamp pairing, block policy) -> no-op callback.
 * files/block + registration: the same with a homography warp of every IR frame (a 640x512 IR file).
@@ -73,6 +73,7 @@ def main() -> None:
     parser.add_argument("--fps", type=float, default=30.0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--model", help="checkpoint or trained model name [default: the built-in model]")
     parser.add_argument("--backend", default="auto", help="Fuser backend (auto: what maefuse-stream uses by default)")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
@@ -83,7 +84,7 @@ def main() -> None:
     ir_frames = [ir[n % len(ir)] for n in range(args.frames)]
     vis_frames = [vis[n % len(vis)] for n in range(args.frames)]
     registration = Registration(np.linalg.inv(DISTORTION), (640, 512), (640, 480))
-    fuser = Fuser.open(backend=args.backend, batch_size=args.batch)
+    fuser = Fuser.open(args.model, backend=args.backend, batch_size=args.batch)
     print(fuser.backend.chosen or f"backend {args.backend}", "|", fuser.description)
     fuser.fuse_batch(list(zip(ir_frames[:2], vis_frames[:2], strict=True)))  # warm-up (and a first compile)
     print(*fuser.backend.events, sep="\n")

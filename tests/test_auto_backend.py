@@ -96,22 +96,27 @@ def test_precisions_are_checked_fastest_first_and_int8_must_be_clearly_faster() 
     assert check_order({"int8": 0.5}) == ["int8"]  # a CPU without BF16: int8, then the float32 fallback
 
 
-def test_int8_calibrated_on_night_pairs_keeps_day_pairs_within_40_db(msrs: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize(("model", "calibrate_on", "check_on"), [("maefuse-tiny", "N", "D"), ("maefuse-rt", "D", "N")])
+def test_int8_calibrated_on_other_pairs_keeps_the_image_within_40_db(msrs: Path, tmp_path: Path, model: str,
+                                                                     calibrate_on: str, check_on: str) -> None:
     """A deployment calibrates on whatever pairs it has, rarely its own camera's. NNCF's SmoothQuant fitted its
     per-channel scales to the night pairs and read 33-39 dB on the day pairs (RoadScene -> MSRS at 640x480: 24-27
-    dB); the recipe without it holds >= 43 dB both ways, so the bound is the benchmark's 40 dB."""
-    night = tmp_path / "night"
+    dB); maefuse-rt calibrated on day pairs read 31 dB on night pairs while attention's output projections were
+    int8 (their input's range follows how sharply the tokens attend). The recipe holds >= 43 dB both ways, so the
+    bound is the benchmark's 40 dB."""
+    calibration = tmp_path / "calibration"
     for kind in ("ir", "vi"):
-        (night / kind).mkdir(parents=True)
-        for image in sorted((msrs / kind).glob("*N.png")):
-            (night / kind / image.name).symlink_to(image)
-    day = [(cv2.resize(ir, SIZE, interpolation=cv2.INTER_AREA), cv2.resize(vis, SIZE, interpolation=cv2.INTER_AREA))
-           for ir, vis in as_arrays(load_pairs(msrs, 6))[:3]]
-    assert len(list((night / "ir").iterdir())) == 3 and len(day) == 3
-    reference = Fuser.open("maefuse-tiny", "torch", device="cpu").fuse_batch(day)
-    fuser = Fuser.open("maefuse-tiny", "openvino-weights", device="cpu", dtype="int8", calibration=night,
+        (calibration / kind).mkdir(parents=True)
+        for image in sorted((msrs / kind).glob(f"*{calibrate_on}.png")):
+            (calibration / kind / image.name).symlink_to(image)
+    checked = [(cv2.resize(pair.ir, SIZE, interpolation=cv2.INTER_AREA),
+                cv2.resize(pair.vis, SIZE, interpolation=cv2.INTER_AREA))
+               for pair in load_pairs(msrs, 6) if pair.name.endswith(check_on)]
+    assert len(list((calibration / "ir").iterdir())) == 3 and len(checked) == 3
+    reference = Fuser.open(model, "torch", device="cpu").fuse_batch(checked)
+    fuser = Fuser.open(model, "openvino-weights", device="cpu", dtype="int8", calibration=calibration,
                        calibration_pairs=3, cache_dir=tmp_path / "cache")
-    for ours, theirs in zip(fuser.fuse_batch(day), reference, strict=True):
+    for ours, theirs in zip(fuser.fuse_batch(checked), reference, strict=True):
         assert psnr(ours, theirs) >= 40.0
     assert fuser.backend.description.startswith("openvino-weights int8:")
 

@@ -124,6 +124,27 @@ def test_release_style_row_is_the_baseline_and_matches_official(bench):
     assert check["status"] == "passed" and check["max_abs_err"] <= 1e-4 and check["pairs"] == 2
 
 
+def test_versus_times_the_model_it_replaces_in_the_same_run_and_is_the_speed_up_baseline(msrs, tmp_path):
+    """The real-time question: the model under test against another model's torch float32 row, one run. The
+    other model's row is timed like every row; the speed-ups and the fastest line are over it."""
+    path = tmp_path / "versus.json"
+    result = invoke(["--latency", "--model", "random:maefuse-micro", "--versus", "maefuse-tiny", "--backends",
+                     "torch,torch-bf16", "--iterations", "2", "--warmup", "0", "--pairs", "2", "--pairs-dir",
+                     str(msrs), "--resolution", "64x64", "--threads", "1", "--json", str(path)])
+    assert result.exit_code == 0, result.output
+    data = json.loads(path.read_text())
+    (versus,) = [row for row in data["rows"] if row["model"] is not None]
+    assert versus["model"] == "maefuse-tiny" and versus["backend"] == "torch" and versus["precision"] == "float32"
+    assert versus["speedup"] == pytest.approx(1.0) and versus["floor_ms"] is None and versus["psnr_db"] is None
+    (micro,) = [row for row in rows_of(data, "torch") if row["model"] is None]
+    # maefuse-micro (32 wide, 4x4 tokens) against maefuse-tiny at 64x64: the small model is the faster one.
+    assert micro["speedup"] == pytest.approx(micro["throughput_pairs_s"] / versus["throughput_pairs_s"])
+    assert micro["speedup"] > 1.0
+    assert "torch (maefuse-tiny)" in result.output
+    assert "x the pairs/s of torch float32 maefuse-tiny" in result.output
+    assert data["fastest"] and all(best["speedup_over"] == "torch float32 maefuse-tiny" for best in data["fastest"])
+
+
 def test_unavailable_backend_is_a_skipped_row(bench):
     result, data, _ = bench
     rows = rows_of(data, "tensorrt")

@@ -11,11 +11,11 @@ from maefuse_deploy.model.checkpoint import load_checkpoint, save_checkpoint
 from maefuse_deploy.model.config import CONFIGS
 from maefuse_deploy.model.maefuse import build_model
 from maefuse_deploy.model.resample import resample_patch, warm_start
-from maefuse_deploy.model.sources import DEFAULT_WEIGHTS
+from maefuse_deploy.model.sources import TRAINED_MODELS
 
 
 def test_patch_32_model_equals_the_trained_model_on_frames_shrunk_twice() -> None:
-    tiny, _ = load_checkpoint(DEFAULT_WEIGHTS)
+    tiny, _ = load_checkpoint(TRAINED_MODELS["maefuse-tiny"])
     rt = resample_patch(tiny, CONFIGS["maefuse-tiny"].replace(name="tiny-p32", patch_size=32))
     assert rt.config.patch_size == 32 and rt.config.policy == "official"  # the policy is the caller's to keep
     generator = torch.Generator().manual_seed(0)
@@ -48,7 +48,7 @@ def test_training_init_resamples_but_inference_loading_refuses(tmp_path) -> None
 
 
 def test_real_time_model_starts_with_every_tensor_of_the_built_in_model() -> None:
-    tiny, _ = load_checkpoint(DEFAULT_WEIGHTS)
+    tiny, _ = load_checkpoint(TRAINED_MODELS["maefuse-tiny"])
     rt, note = warm_start(tiny, CONFIGS["maefuse-rt"])
     assert rt.config.num_heads == 1 and rt.config.decoder_num_heads == 2
     assert "attention regrouped into num_heads 1, decoder_num_heads 2" in note

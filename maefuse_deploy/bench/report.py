@@ -43,6 +43,11 @@ def _psnr(value: float | None) -> str:
     return "inf" if math.isinf(value) else f"{value:.1f}"
 
 
+def row_label(row: Row) -> str:
+    """A row's backend, with the model it runs where that is not the model under test (--versus)."""
+    return row.backend if row.model is None else f"{row.backend} ({row.model})"
+
+
 def _columns(rows: list[Row]) -> list[Column]:
     """The table's columns; stage and device columns appear only where some row has them."""
     def stat(key: SummaryKey) -> Callable[[Row], str]:
@@ -52,7 +57,7 @@ def _columns(rows: list[Row]) -> list[Column]:
         return lambda r: _ms(getattr(r, key))
 
     columns: list[Column] = [
-        ("backend", lambda r: r.backend),
+        ("backend", row_label),
         ("batch", lambda r: str(r.batch)),
         ("precision", lambda r: r.precision),
         ("p50 ms", stat("p50")),
@@ -125,6 +130,8 @@ def _fastest_lines(result: BenchResult) -> list[str]:
         extras = [f"{_psnr(best['psnr_db'])} dB"] if best["psnr_db"] is not None else []
         if best["floor_ratio"] is not None:
             extras.append(f"{best['floor_ratio']:.2f}x floor")
+        if best.get("speedup") is not None:
+            extras.append(f"{best['speedup']:.2f}x the pairs/s of {best['speedup_over']}")
         lines.append(f"fastest, fused PSNR vs float32 {best['class']}: {best['backend']} batch {best['batch']} "
                      f"({best['precision']}), p50 {_ms(best['p50_ms'])} ms per pair"
                      + (f" ({', '.join(extras)})" if extras else ""))
@@ -248,7 +255,7 @@ def write_plot(result: BenchResult, path: str | os.PathLike[str]) -> Path:
     ax = axes[0][0]
     if rows:
         ax.boxplot([r.samples_ms for r in rows], whis=(0, 100))
-        ax.set_xticks(range(1, len(rows) + 1), [f"{r.backend}\nbatch {r.batch}" for r in rows], fontsize=7,
+        ax.set_xticks(range(1, len(rows) + 1), [f"{row_label(r)}\nbatch {r.batch}" for r in rows], fontsize=7,
                       rotation=45 if len(rows) > 8 else 0, ha="right" if len(rows) > 8 else "center")
         ax.set_yscale("log")
         ax.yaxis.set_major_formatter(ScalarFormatter())

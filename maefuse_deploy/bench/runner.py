@@ -2,7 +2,9 @@
 
 Each row: per-pair latency percentiles (end to end and compute only, transfers apart on a GPU), throughput, peak
 host and device memory, load and first-call time, accuracy against the torch float32 reference on real pairs,
-the ratio to the arithmetic floor (flops.py) and the speed-up over the release-style row (release_style.py).
+the ratio to the arithmetic floor (flops.py) and the speed-up over the release-style row (release_style.py), or
+over another model's torch float32 row measured in the same run (``versus``: a smaller model against the one it
+replaces).
 
 Timed calls feed real pairs, rotating through them, so the accuracy columns come from the timed outputs
 themselves: no extra passes, which matters when one pass of the released model takes 15 s on a CPU.
@@ -29,6 +31,7 @@ from ..backends import open_backend
 from ..checks import check_finite
 from ..errors import InputError, MaeFuseError, NonFiniteError, UnavailableError
 from ..model.config import MaeFuseConfig
+from ..model.sources import resolve_torch_model
 from ..processing import PairContext, finish_pair, prepare_pair
 from ..runtime.fuser import Fuser
 from ..sample_pairs import Pair, load_pairs
@@ -78,6 +81,7 @@ class Row:
     floor_ms: float | None = None
     floor_ratio: float | None = None
     speedup: float | None = None
+    model: str | None = None  # None: the model under test; else the --versus model this row runs
     samples_ms: list[float] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -358,6 +362,8 @@ def _run(settings: BenchSettings, log: Callable[[str], None], command: str) -> B
                 backend.close()
                 del backend
                 gc.collect()
+        if settings.versus is not None:
+            rows.append(_versus_row(settings, pairs, model_size, memory, log))
     if not settings.latency:  # --stream alone: rows only explain the backends that could not stream
         rows = [row for row in rows if row.status != "ok"]
     _finish_rows(rows, flops, peaks)
@@ -411,6 +417,25 @@ def _measure_row(row: Row, backend: Backend, load_s: float, notes: list[str], me
             log(f"{row.backend} batch {row.batch}: {row.status}: {row.reason}")
 
 
+def _versus_row(settings: BenchSettings, pairs: list[Pair], model_size: tuple[int, int], memory: PeakMemory,
+                log: Callable[[str], None]) -> Row:
+    """The --versus model in torch float32, timed like every row (its accuracy columns stay empty: the reference
+    is the model under test's)."""
+    assert settings.versus is not None
+    resolved = resolve_torch_model(settings.versus)
+    row = Row("torch", 1, "float32", io=settings.io, model=resolved.model.config.name)
+    row.notes.append(f"--versus: {resolved.description}")
+    log(f"torch ({row.model}, --versus): loading")
+    start = time.perf_counter()
+    backend = open_backend("torch", resolved.model, device=settings.device)
+    try:
+        _measure_row(row, backend, time.perf_counter() - start, [], Measurement(settings, pairs, model_size, None),
+                     memory, settings, log)
+    finally:
+        backend.close()
+    return row
+
+
 def _stream(name: str, backend: Backend, settings: BenchSettings, pairs: list[Pair], model_size: tuple[int, int],
             log: Callable[[str], None]) -> StreamResult:
     batch = 1 if name == BASELINE else max(settings.batches)
@@ -421,12 +446,14 @@ def _stream(name: str, backend: Backend, settings: BenchSettings, pairs: list[Pa
 
 
 def _finish_rows(rows: list[Row], flops: dict[str, Any] | None, peaks: Peaks) -> None:
-    """The columns that compare rows: floor ratio (needs the peak rate) and speed-up over the baseline."""
-    baseline = next((r for r in rows if r.backend == BASELINE and r.status == "ok"), None)
+    """The columns that compare rows: floor ratio (needs the peak rate) and speed-up over the baseline: the
+    --versus row where there is one, else the release-style row."""
+    versus = next((r for r in rows if r.model is not None and r.status == "ok"), None)
+    baseline = versus or next((r for r in rows if r.backend == BASELINE and r.status == "ok"), None)
     for row in rows:
         if row.status != "ok" or row.compute_ms is None:
             continue
-        if flops is not None:
+        if flops is not None and row.model is None:  # the FLOPs are the model under test's
             rate = peaks.rate(row.precision)
             if rate is not None:
                 row.floor_ms = floor_seconds(flops["deployed"]["total"], rate) * 1e3
@@ -439,7 +466,9 @@ def fastest_by_class(rows: list[Row], has_reference: bool) -> list[dict[str, Any
     """The fastest measured row (lowest p50 per pair) within each accuracy class: fused PSNR vs float32 at least
     ACCURACY_CLASS_DB, or below it; without a reference, one class of every row.
     """
-    measured = [r for r in rows if r.status == "ok" and r.latency_ms is not None]
+    measured = [r for r in rows if r.status == "ok" and r.latency_ms is not None and r.model is None]
+    versus = next((r for r in rows if r.model is not None and r.status == "ok"), None)
+    over = f"{versus.backend} {versus.precision} {versus.model}" if versus is not None else BASELINE
     if has_reference:
         classes = [(f">= {ACCURACY_CLASS_DB:g} dB", [r for r in measured if (r.psnr_db or 0.0) >= ACCURACY_CLASS_DB]),
                    (f"< {ACCURACY_CLASS_DB:g} dB", [r for r in measured if (r.psnr_db or 0.0) < ACCURACY_CLASS_DB])]
@@ -452,7 +481,8 @@ def fastest_by_class(rows: list[Row], has_reference: bool) -> list[dict[str, Any
         best = min(members, key=lambda r: r.latency_ms["p50"] if r.latency_ms else math.inf)
         assert best.latency_ms is not None
         fastest.append({"class": label, "backend": best.backend, "batch": best.batch, "precision": best.precision,
-                        "p50_ms": best.latency_ms["p50"], "psnr_db": best.psnr_db, "floor_ratio": best.floor_ratio})
+                        "p50_ms": best.latency_ms["p50"], "psnr_db": best.psnr_db, "floor_ratio": best.floor_ratio,
+                        "speedup": best.speedup, "speedup_over": over})
     return fastest
 
 

@@ -119,6 +119,7 @@ class BenchSettings:
     fps: float = 30.0
     duration: float = 10.0
     queue: int = 2
+    versus: str | None = None  # torch weights timed in float32 in the same run; the speed-up column's baseline
 
     def validate(self) -> None:
         if self.backends is not None:
@@ -144,5 +145,7 @@ class BenchSettings:
             raise InputError("nothing to measure", fix="pass --latency, --stream or both")
         if self.stream and (self.fps <= 0 or self.duration <= 0 or self.queue < 1):
             raise InputError("--fps and --duration must be positive and --queue at least 1")
+        if self.versus is not None and not self.latency:
+            raise InputError("--versus times a latency row", fix="pass --latency with it")
         if parse_device(self.device)[0] == "auto":  # the CLI resolves auto (backends.devices) before this
             raise InputError("device 'auto' is not resolved here", fix="use cpu, cuda or cuda:N")

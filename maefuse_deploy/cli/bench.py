@@ -41,6 +41,8 @@ from .options import (
 @click.option("--config", help="model config name, when the checkpoint does not say")
 @click.option("--reference", help="torch weights for the float32 reference and the torch rows when --model is a "
               "graph or engine")
+@click.option("--versus", help="also time these torch weights (a checkpoint or trained model name, e.g. "
+              "maefuse-tiny) in float32 in the same run; the speed-up column is over that row")
 @click.option("--backends", help=f"comma list of {', '.join(BACKENDS)} [default: every backend that can run on "
               "--device; the others are listed with the reason]")
 @batches_option("1")
@@ -70,6 +72,7 @@ from .options import (
 @click.option("--plot", "plot_path", type=click.Path(path_type=Path), help="PNG of the latency distributions")
 @report_errors
 def main(latency: bool, stream: bool, model: str | None, config: str | None, reference: str | None,
+         versus: str | None,
          backends: str | None, batches: str, iterations: int, warmup: int, resolution: str | None, io: str, device: str,
          peak_tflops: str | None, pairs: int, pairs_dir: Path | None, threads: int | None,
          int8_calibration: Path | None, int8_calibration_pairs: int | None, calibration_pairs_alias: int | None,
@@ -86,7 +89,7 @@ def main(latency: bool, stream: bool, model: str | None, config: str | None, ref
         if path is not None:
             check_writable(path, option)
     settings = BenchSettings(
-        model=model, config=config, reference=reference,
+        model=model, config=config, reference=reference, versus=versus,
         backends=parse_backends(backends) if backends is not None else None,
         batches=parse_batches(batches), iterations=iterations, warmup=warmup,
         resolution=parse_frame_size(resolution, "--resolution").hw if resolution else None, io=io,  # type: ignore[arg-type]

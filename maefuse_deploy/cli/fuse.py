@@ -37,7 +37,8 @@ MODEL_SIZES = ", ".join(f"{c.img_size[1]}x{c.img_size[0]} for {name}" for name, 
 @click.option("--out", type=click.Path(path_type=Path), default=Path("fused"), show_default=True,
               help="output folder, one image file for one pair (fused.png), or a video file")
 @click.option("--overwrite", is_flag=True, help="replace output files that already exist (refused by default)")
-@model_option("checkpoint file, .onnx graph, engine, a trained model's name (maefuse-tiny), or random:CONFIG for "
+@model_option("checkpoint file, .onnx graph, engine, a trained model's name (maefuse-rt, maefuse-tiny), or "
+              "random:CONFIG for "
               "random weights [default: the built-in model]")
 @click.option("--config", help="model config name, when the checkpoint does not say (needs --model)")
 @backend_option()

@@ -53,7 +53,8 @@ from .options import backend_option, batch_size_option, deprecated, device_optio
 @click.option("--frames", "max_frames", type=click.IntRange(min=1), help="stop after this many pairs")
 @click.option("--raw-ir", is_flag=True, help="ask a V4L2 IR camera for raw (16-bit) frames (V4L2 only: 16-bit video "
               "files are read as 16-bit without it)")
-@model_option("checkpoint file, .onnx graph, engine, a trained model's name (maefuse-tiny), or random:CONFIG for "
+@model_option("checkpoint file, .onnx graph, engine, a trained model's name (maefuse-rt, maefuse-tiny), or "
+              "random:CONFIG for "
               "random weights [default: the built-in model]")
 @click.option("--config", help="model config name, when the checkpoint does not say (needs --model)")
 @backend_option()

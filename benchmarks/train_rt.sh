@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Reproduces the shipped maefuse-rt (maefuse_deploy/weights/maefuse-rt.safetensors), the built-in real-time model:
+# maefuse-tiny's weights with its attention regrouped into one encoder head and two decoder heads
+# (model/resample.py: warm_start), fine-tuned in the fuse stage on the release loss plus 10 x the grey-level
+# distance to maefuse-tiny's fused image (distillation, --teacher). Usage, from the repository root:
+#   benchmarks/train_rt.sh [RUN_DIR]            (DATA=... to point at another RoadScene copy)
+# Data: RoadScene's 171 pairs outside test50.txt; the last 8 of those names are validation, 163 pairs train.
+# Ran 2026-12-06 07:54-08:5x UTC on the 2-core Intel Xeon (family 6 model 167), OMP_NUM_THREADS=2, the machine
+# shared with other work part of the time: a replay matches statistically, not bit for bit (float summation order).
+# Then: python benchmarks/realtime_quality.py (the quality table and pictures in benchmarks/training.md).
+set -euo pipefail
+DATA=${DATA:-../shared/data/ivif/RoadScene}
+RUN=${1:-runs/rt}
+maefuse-train --config maefuse-rt --stage fuse --data "$DATA" --out "$RUN/1-heads" --init maefuse-tiny \
+  --teacher maefuse-tiny --native-crops 400 --native-positions 64 --flip --seed 0 --train encoder,decoder,fusion \
+  --loss sobel-laplacian --batch-size 16 --lr 2e-4 --warmup-steps 50 --schedule cosine --steps 3000 --val-every 20 \
+  --checkpoint-every 50 --amp bf16 --no-progress
