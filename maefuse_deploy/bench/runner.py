@@ -422,11 +422,11 @@ def _versus_row(settings: BenchSettings, pairs: list[Pair], model_size: tuple[in
     """The --versus model in torch float32, timed like every row (its accuracy columns stay empty: the reference
     is the model under test's)."""
     assert settings.versus is not None
+    log(f"torch ({settings.versus}, --versus): loading")
+    start = time.perf_counter()
     resolved = resolve_torch_model(settings.versus)
     row = Row("torch", 1, "float32", io=settings.io, model=resolved.model.config.name)
     row.notes.append(f"--versus: {resolved.description}")
-    log(f"torch ({row.model}, --versus): loading")
-    start = time.perf_counter()
     backend = open_backend("torch", resolved.model, device=settings.device)
     try:
         _measure_row(row, backend, time.perf_counter() - start, [], Measurement(settings, pairs, model_size, None),
