@@ -96,7 +96,7 @@ def test_a_teacher_of_another_config_lands_on_the_students_grid() -> None:
     native = Teacher(build_model(MICRO.replace(name="native", policy="native"), seed=4), "native")
     odd_ir, odd_vis = torch.randn(1, 3, 72, 80), torch.randn(1, 3, 72, 80)
     assert native.fuse(odd_ir, odd_vis).shape == (1, 3, 72, 80)
-    # A trained model's name: the built-in maefuse-tiny (width 192, 256x256 native) teaches a 64x64 micro batch.
+    # A trained model's name: the shipped maefuse-tiny (width 192, 256x256 native) teaches a 64x64 micro batch.
     tiny = Teacher.load("maefuse-tiny")
     assert "maefuse-tiny" in tiny.description and tiny.fuse(ir, vis).shape == (2, 3, 64, 64)
 

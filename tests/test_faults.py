@@ -404,8 +404,9 @@ def test_exit_codes_are_distinct():
 def test_model_names_mean_trained_weights():
     tiny = resolve_torch_model("maefuse-tiny")
     builtin = resolve_torch_model(None)
-    assert tiny.path == builtin.path and tiny.path is not None and not tiny.warnings
-    assert "built-in maefuse-tiny" in tiny.description
+    assert resolve_torch_model("maefuse-rt").path == builtin.path and "built-in maefuse-rt" in builtin.description
+    assert tiny.path is not None and tiny.path != builtin.path and not tiny.warnings
+    assert "shipped maefuse-tiny" in tiny.description
     random = resolve_torch_model("random:maefuse-tiny")
     assert random.path is None and "RANDOM" in random.description and random.warnings
     for name, weights in zip(tiny.model.state_dict().values(), random.model.state_dict().values(), strict=True):

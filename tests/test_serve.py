@@ -75,7 +75,7 @@ def log_text(server: ServerProcess) -> str:
 
 @pytest.fixture(scope="module")
 def fuser():
-    with Fuser.from_checkpoint(None) as direct:  # the built-in maefuse-tiny, as the server loads it
+    with Fuser.from_checkpoint(None) as direct:  # the built-in model, as the server loads it
         yield direct
 
 

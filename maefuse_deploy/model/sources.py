@@ -61,7 +61,8 @@ def resolve_torch_model(
         if not weights.is_file():
             raise InputError(f"the built-in weights {weights} are missing", fix="reinstall maefuse-deploy")
         model, report = load_checkpoint(weights)
-        return ModelSource(f"built-in {model.config.name} ({weights.name})", model, weights)
+        kind = "built-in" if weights == DEFAULT_WEIGHTS else "shipped"
+        return ModelSource(f"{kind} {model.config.name} ({weights.name})", model, weights)
     if name.startswith(RANDOM_PREFIX):
         config_name = name[len(RANDOM_PREFIX) :]
         if config_name not in CONFIGS:
