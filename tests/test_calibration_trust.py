@@ -119,6 +119,41 @@ def test_roadscene_pairs_are_mostly_accepted_and_never_more_than_2_px_off(roadsc
         assert len(outcomes) >= 0.6 * len(names), (tilt, outcomes)
 
 
+def test_an_auto_estimate_that_depends_on_its_matching_path_is_refused_saying_how_far_the_paths_end(roadscene):
+    """FLIR_04722 resized to 768x576 with a tilted view: auto took a similarity at half resolution, matched the last
+    rounds under that warp and ended 7.2 px from the truth with a bootstrap spread of 1.97 px: accepted. Matched
+    with the homography from the first round on, the same frames end 5.8 px away; that gap now counts."""
+    ir = cv2.resize(cv2.imread(str(roadscene / "ir" / "FLIR_04722.jpg"), cv2.IMREAD_GRAYSCALE), (768, 576),
+                    interpolation=cv2.INTER_CUBIC)
+    vis = cv2.resize(cv2.imread(str(roadscene / "vi" / "FLIR_04722.jpg")), (768, 576), interpolation=cv2.INTER_CUBIC)
+    change, canvas = view_change((768, 576), 3.0, 1.04, (-5.0, 3.0), 2.0)
+    with pytest.raises(InputError, match=r"matched with the homography from the first round on it ends [\d.]+ px "
+                                         r"away") as refused:
+        from_frames([(cv2.warpPerspective(ir, change, canvas, flags=cv2.INTER_LINEAR), vis)])
+    assert "\n" not in str(refused.value)
+
+
+def test_the_second_paths_end_counts_in_the_uncertainty_like_a_richer_models_move():
+    """Chosen.with_other_path on two fits 3 px apart at the right edge: that move becomes the bias there, the
+    evidence says how far, and a path that found too few matches changes nothing but says so."""
+    from maefuse_deploy.registration.estimate import Chosen, Fit
+
+    def fit(matrix: np.ndarray) -> Fit:
+        empty = np.zeros(0)
+        return Fit("homography", matrix, empty, empty, empty, np.zeros((0, 8)), empty)
+
+    shifted = np.eye(3)
+    shifted[0, 0] = 1.0 + 3.0 / 639  # x' = x * (1 + 3/639): the right corners move 3 px, the left ones not at all
+    chosen = Chosen(fit(np.eye(3)), np.zeros((200, 4, 2)), np.zeros((4, 2)), 0.9, {"similarity": {}})
+    counted = chosen.with_other_path(Chosen(fit(shifted), np.zeros((200, 4, 2)), np.zeros((4, 2)), 0.9, {}),
+                                     (640, 480))
+    assert counted.evidence["homography path"]["corner_gap_px"] == pytest.approx(3.0, abs=1e-6)
+    assert np.allclose(np.linalg.norm(counted.bias, axis=1), [0.0, 3.0, 3.0, 0.0])  # top-left first, clockwise
+    unchanged = chosen.with_other_path(None, (640, 480))
+    assert np.array_equal(unchanged.bias, chosen.bias)
+    assert unchanged.evidence["homography path"] == {"rejected": "too few matches"}
+
+
 def test_a_forced_model_the_frames_contradict_is_refused_naming_the_model_they_show(msrs):
     """--transform affine on a rig whose IR view was tilted (perspective, 3 px at the edges): the affine fit alone
     reads 1.7 px of bootstrap spread and was accepted 7.3 px off; the homography the frames show counts against it."""

@@ -446,6 +446,37 @@ def coverage(vis_points: np.ndarray, vis_size: tuple[int, int]) -> float:
     return len({(int(x), int(y)) for x, y in cells}) / COVERAGE_GRID ** 2
 
 
+@dataclass
+class _Matching:
+    """The pairs of one calibration at every level (grey frames, the VIS frames' channels per level factor): runs
+    levels of warp-match-fit rounds from a start."""
+
+    greys: list[tuple[np.ndarray, np.ndarray]]
+    channels: dict[float, list[list[np.ndarray]]]
+    ir_size: tuple[int, int]
+    vis_size: tuple[int, int]
+
+    def run(self, stages: Sequence[Stage], current: np.ndarray, model: Transform
+            ) -> tuple[np.ndarray, Chosen | None, np.ndarray, int]:
+        """-> (the last matrix, the last "target" round's choice or None, its matches (N, 6), pairs that gave any)."""
+        choice, matches, used = None, np.zeros((0, 6)), 0
+        for stage in stages:
+            for _ in range(stage.rounds):
+                matches, used = _match_pairs(self.greys, self.channels[stage.factor], current, stage)
+                if len(matches) < MIN_MATCHES:
+                    raise InputError(
+                        f"automatic calibration found only {len(matches)} structure matches in {len(self.greys)} "
+                        f"frame pair(s) at {stage.factor:.2g}x resolution",
+                        fix="use daytime frames with clear shared edges, more pairs, or point pairs (--points)")
+                if stage.model != "target":
+                    current = _robust_fit(matches[:, :2], matches[:, 2:4], matches[:, 4], stage.model, self.ir_size,
+                                          self.vis_size, start=current).matrix
+                    continue
+                choice = choose_model(matches, model, self.ir_size, self.vis_size, current)
+                current = choice.fit.matrix
+        return current, choice, matches, used
+
+
 def from_frames(
     pairs: Sequence[tuple[np.ndarray, np.ndarray]],
     model: Transform = "auto",
@@ -456,7 +487,8 @@ def from_frames(
     """Estimate the IR-to-VIS mapping from one or more (ir, vis) frame pairs of one rig (OpenCV layouts: HxW or
     HxWx3 BGR, uint8 or uint16). All pairs' block matches go into one fit.
 
-    ``model``: "auto" chooses by evidence (``choose_model``); "similarity", "affine" or "homography" forces one
+    ``model``: "auto" chooses by evidence (``choose_model``) and counts how far a second matching path, with the
+    homography in every round of the last levels, ends from it; "similarity", "affine" or "homography" forces one
     (a similarity is saved as an affine matrix with ``fitted_model`` "similarity"). ``initial`` (3x3, IR -> VIS)
     replaces the coarse search; it must be within about 30 VIS pixels everywhere. An estimate whose expected
     error at a corner of the output exceeds ``max_uncertainty_px`` is refused (``None``: never).
@@ -478,21 +510,23 @@ def from_frames(
         current = _best_start(greys, channels[first.factor], _coarse_starts(*greys[0], first.factor), first)
     else:
         current = np.asarray(initial, dtype=np.float64)
-    for stage in stages:
-        vis_channels = channels[stage.factor]
-        for _ in range(stage.rounds):
-            matches, used = _match_pairs(greys, vis_channels, current, stage)
-            if len(matches) < MIN_MATCHES:
-                raise InputError(
-                    f"automatic calibration found only {len(matches)} structure matches in {len(pairs)} frame "
-                    f"pair(s) at {stage.factor:.2g}x resolution",
-                    fix="use daytime frames with clear shared edges, more pairs, or point pairs (--points)")
-            if stage.model != "target":
-                current = _robust_fit(matches[:, :2], matches[:, 2:4], matches[:, 4], stage.model, ir_size,
-                                      vis_size, start=current).matrix
-                continue
-            choice = choose_model(matches, model, ir_size, vis_size, current)
-            current = choice.fit.matrix
+    # The shared levels (similarity, affine) run once; the requested model's levels follow.
+    split = next(index for index, stage in enumerate(stages) if stage.model == "target")
+    matching = _Matching(greys, channels, ir_size, vis_size)
+    current = matching.run(stages[:split], current, model)[0]
+    _, choice, matches, used = matching.run(stages[split:], current, model)
+    assert choice is not None  # the last stages are "target" ones
+    if model == "auto":
+        # The path matters: each round matches blocks under the previous round's warp, within a few px of it. An
+        # auto path that went through a similarity where the view is tilted can end at a fit consistent with the
+        # matches it made, corners and all far off, with a small bootstrap spread (FLIR_04722 at 768x576, tilted:
+        # 1.97 px reported, 7.2 px off). The same levels run again with the homography from the first round on;
+        # how far apart the two ends are at the corners counts in the uncertainty like a richer model's move.
+        try:
+            homography = matching.run(stages[split:], current, "homography")[1]
+        except InputError:  # too few matches along that path: no second end to weigh, auto's own rules stand
+            homography = None
+        choice = choice.with_other_path(homography, vis_size)
     residual = choice.fit.distance
     uncertainty = corner_uncertainty(choice.offsets + choice.bias)
     extra = {"fitted_model": choice.fit.model, "corner_uncertainty_px": uncertainty,
@@ -510,10 +544,13 @@ def from_frames(
                 f"its own uncertainty); the {model} fit's expected error at the corners is {uncertainty['max']:.2f} "
                 f"px (limit {max_uncertainty_px:g} px)",
                 fix=f"use --transform auto or {contradicted[-1]}")
+        gap = choice.evidence.get("homography path", {}).get("corner_gap_px", 0.0)
+        path = (f"; matched with the homography from the first round on it ends {gap:.1f} px away"
+                if gap > max_uncertainty_px else "")
         raise InputError(
             f"calibration too uncertain: the {choice.fit.model} fit's expected error at the output's corners is "
             f"{uncertainty['max']:.2f} px (limit {max_uncertainty_px:g} px; matches cover "
-            f"{100 * choice.coverage:.0f} % of the frame)",
+            f"{100 * choice.coverage:.0f} % of the frame{path})",
             fix="add more frame pairs of other scenes, frames with structure near the edges, or point pairs "
                 "(--points)")
     saved: Model = "homography" if choice.fit.model == "homography" else "affine"
@@ -530,6 +567,22 @@ class Chosen:
     bias: np.ndarray  # (4, 2): how far the richer model the data could not rule out moves the corners
     coverage: float
     evidence: dict[str, Any]
+
+    def with_other_path(self, other: Chosen | None, vis_size: tuple[int, int]) -> Chosen:
+        """This choice with the end of another matching path counted: where ``other``'s fit puts the output's
+        corners away from this fit, that move joins the bias (per corner, the larger), and the evidence says how
+        far (None: that path found too few matches to end anywhere)."""
+        if other is None:
+            return replace(self, evidence={**self.evidence, "homography path": {"rejected": "too few matches"}})
+        corners = frame_corners(vis_size)
+        gap = map_points(other.fit.matrix, map_points(np.linalg.inv(self.fit.matrix), corners)) - corners
+        larger = np.linalg.norm(gap, axis=1) > np.linalg.norm(self.bias, axis=1)
+        bias = self.bias.copy()
+        bias[larger] = gap[larger]
+        evidence = {**self.evidence, "homography path": {
+            "corner_gap_px": round(float(np.max(np.linalg.norm(gap, axis=1))), 3),
+            "uncertainty_px": corner_uncertainty(other.offsets)["max"]}}
+        return replace(self, bias=bias, evidence=evidence)
 
 
 def choose_model(matches: np.ndarray, model: Transform, ir_size: tuple[int, int], vis_size: tuple[int, int],
