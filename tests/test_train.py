@@ -297,6 +297,29 @@ def window_of(plane: np.ndarray, top: int, left: int, height: int, width: int) -
     return torch.from_numpy(normalise(plane[top : top + height, left : left + width]))
 
 
+def test_photometric_changes_tones_only_reproducibly_and_keeps_the_crops(msrs: Path) -> None:
+    """--photometric: the same crops and flips as without it (its own random stream), each plane through a
+    monotone tone curve, the same on every replay of an epoch."""
+    pairs, _ = select_pairs([msrs])
+    plain = PairDataset(pairs, (64, 64), 16, "native", Augment(flip=True, native_tokens=12), seed=0)
+    toned = PairDataset(pairs, (64, 64), 16, "native", Augment(flip=True, native_tokens=12, photometric=1.0), seed=0)
+    indices = [0, 1, 2, 3]
+    before, after = plain.__getitems__(indices), toned.__getitems__(indices)
+    assert all(torch.equal(a["origin"], b["origin"]) for a, b in zip(before, after, strict=True))
+    changed = 0
+    for a, b in zip(before, after, strict=True):
+        for key in ("ir", "vis"):
+            assert a[key].shape == b[key].shape
+            # A monotone curve keeps the order of the pixels' grey levels: the same crop, another tone.
+            x, y = a[key][0].flatten(), b[key][0].flatten()
+            order = torch.argsort(x, stable=True)
+            assert bool((y[order][1:] >= y[order][:-1] - 1e-6).all())
+            changed += int(not torch.equal(a[key], b[key]))
+    assert changed >= 6
+    again = toned.__getitems__(indices)
+    assert all(torch.equal(a["vis"], b["vis"]) for a, b in zip(after, again, strict=True))
+
+
 def test_native_crops_share_one_grid_per_batch_and_keep_native_pixels(tmp_path: Path) -> None:
     roots = [make_pairs(tmp_path / "a", 4, (100, 130)), make_pairs(tmp_path / "b", 4, (90, 150))]
     pairs, _ = select_pairs(roots)

@@ -65,6 +65,9 @@ def _betas(text: str) -> tuple[float, float]:
               help="with --native-crops: each batch's tokens start at a random row and column so every position of "
               "an N x N grid is trained (cover the largest frame the model will fuse: 64 = 1024x1024 pixels)")
 @click.option("--flip/--no-flip", **_default("flip"), help="random left-right flips")
+@click.option("--photometric", type=click.FloatRange(0, 1), **_default("photometric"), metavar="P",
+              help="each of IR and VIS, with probability P, gets a random gamma (0.6-1.6) and gain (0.4-1): the tones "
+              "of another camera or a night scene")
 @click.option("--train", "train_parts", help="comma-separated parts to train: encoder, decoder, fusion "
               "[default: per stage: mae encoder,decoder; decoder decoder; align and fuse fusion]")
 @click.option("--mask-ratio", type=float, **_default("mask_ratio"), help="mae stage; 0 = plain reconstruction")
@@ -107,7 +110,7 @@ def _betas(text: str) -> tuple[float, float]:
 def main(stage: str, data: tuple[Path, ...], out: Path, config: str, init: Path | None, resume: bool, overwrite: bool,
          split: Path | None, exclude: tuple[Path, ...], use_test50: bool, val_split: Path | None, val_count: int,
          processing: str | None, crop: bool, native_tokens: int, native_positions: int,
-         flip: bool, train_parts: str | None, mask_ratio: float,
+         flip: bool, photometric: float, train_parts: str | None, mask_ratio: float,
          edge_weight: float, loss: FusionLoss, teacher: str | None, distill_weight: float, distill_only: bool,
          steps: int | None, epochs: int | None, batch_size: int, accum: int, lr: float, betas: str,
          weight_decay: float, warmup_steps: int, schedule: str, amp: str, seed: int, checkpoint_every: int,
@@ -121,7 +124,7 @@ def main(stage: str, data: tuple[Path, ...], out: Path, config: str, init: Path 
         overwrite=overwrite, split=split,
         exclude=list(exclude), holdout_default=not use_test50, val_split=val_split, val_count=val_count,
         preprocess=processing, crop=crop, native_tokens=native_tokens,
-        native_positions=native_positions, flip=flip,
+        native_positions=native_positions, flip=flip, photometric=photometric,
         train=tuple(train_parts.split(",")) if train_parts else None,
         mask_ratio=mask_ratio, edge_weight=edge_weight, loss=loss, teacher=teacher, distill_weight=distill_weight,
         distill_only=distill_only, steps=steps, epochs=epochs, batch_size=batch_size,

@@ -164,12 +164,30 @@ class Augment:
     token is also given a random position so that every position of a ``native_positions`` square grid is
     trained (absolute position embeddings are never learned for positions no crop reached: the model paints
     patterns there).
+
+    ``photometric`` is the probability that each plane (IR and VIS apart) gets a random gamma and gain
+    (:func:`photometric`): a student distilled on one camera's frames follows its teacher less closely on
+    another's (maefuse-rt on MSRS), and a teacher labels any pixels it is given.
     """
 
     crop: bool = False
     flip: bool = False
     native_tokens: int = 0
     native_positions: int = 64
+    photometric: float = 0.0
+
+
+# --photometric: each plane, with that probability, gets a random gamma and gain (the tones of another camera or a
+# night scene): 255 * gain * (x / 255) ** gamma.
+PHOTOMETRIC_GAMMA = (0.6, 1.6)
+PHOTOMETRIC_GAIN = (0.4, 1.0)
+
+
+def photometric(plane: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """HxW uint8 -> HxW uint8 with a random gamma and gain (``PHOTOMETRIC_GAMMA``, ``PHOTOMETRIC_GAIN``)."""
+    gamma, gain = rng.uniform(*PHOTOMETRIC_GAMMA), rng.uniform(*PHOTOMETRIC_GAIN)
+    table = np.clip(255.0 * gain * (np.arange(256) / 255.0) ** gamma + 0.5, 0, 255).astype(np.uint8)
+    return cv2.LUT(plane, table)
 
 
 class PairItem(TypedDict):
@@ -275,7 +293,12 @@ class PairDataset(Dataset):
             planes = [cv2.copyMakeBorder(p, 0, pad_h, 0, pad_w, cv2.BORDER_REPLICATE) for p in planes]
         if self.augment.flip and rng.random() < 0.5:
             planes = [p[:, ::-1] for p in planes]
-        return [np.ascontiguousarray(p) for p in planes]
+        planes = [np.ascontiguousarray(p) for p in planes]
+        if self.augment.photometric > 0:
+            # A stream of its own, so that runs without it keep their crops and flips.
+            tone = np.random.default_rng([self.seed, self.epoch, index, 2])
+            planes = [photometric(p, tone) if tone.random() < self.augment.photometric else p for p in planes]
+        return planes
 
     def __getitem__(self, index: int) -> PairItem:
         return self.__getitems__([index])[0]

@@ -73,6 +73,7 @@ class TrainOptions:
     native_tokens: int = 0  # > 0: native-resolution crops of random grids up to this many patches (Augment)
     native_positions: int = 64  # with native crops: positions of grids up to this many patches a side are trained
     flip: bool = False
+    photometric: float = 0.0  # probability of a random gamma and gain per plane (Augment)
     train: tuple[str, ...] | None = None  # trainable parts; None = the stage's default
     mask_ratio: float = 0.75
     edge_weight: float = 0.0  # full-image reconstruction: weight of the Sobel error term (stages.StageModule)
@@ -261,7 +262,7 @@ class Trainer:
         else:
             train_pairs, val_pairs = pairs, []
         size, patch = self.model_config.img_size, self.model_config.patch_size
-        augment = Augment(o.crop, o.flip, o.native_tokens, o.native_positions)
+        augment = Augment(o.crop, o.flip, o.native_tokens, o.native_positions, o.photometric)
         # ignore: preprocess is a plain str (resolved() set it from the config's str policy); PairDataset checks it.
         self.train_pairs = PairDataset(train_pairs, size, patch, o.preprocess, augment, o.seed)  # type: ignore[arg-type]
         check_batchable(self.train_pairs, o.batch_size)
