@@ -1,7 +1,7 @@
 """Model configurations as data.
 
 ``maefuse-l640`` is the released model (docs/model.md §1). The small configs exist for tests, demos and the shipped
-``maefuse-tiny``; any width, depth, head count, patch and grid is allowed.
+``maefuse-rt`` (the built-in model) and ``maefuse-tiny``; any width, depth, head count, patch and grid is allowed.
 """
 
 from __future__ import annotations
