@@ -73,6 +73,15 @@ def log_text(server: ServerProcess) -> str:
     return server.log.read_text(errors="replace")
 
 
+def wait_for_log(server: ServerProcess, text: str, timeout_s: float = 30.0) -> str:
+    """The server's log once it holds ``text`` (or after ``timeout_s``): the "ready" line is written after Triton
+    answers its health checks, so a client can see the server ready a moment before the line is there."""
+    deadline = time.monotonic() + timeout_s
+    while text not in (log := log_text(server)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return log
+
+
 @pytest.fixture(scope="module")
 def fuser():
     with Fuser.from_checkpoint(None) as direct:  # the built-in model, as the server loads it
@@ -124,7 +133,7 @@ def test_server_is_live_ready_and_reports_its_model(server):
     assert [t["name"] for t in config["output"]] == ["fused"]
     status, metrics = server.get("/metrics", server.metrics_port)
     assert status == 200 and f'model="{MODEL}"' in metrics  # PyTriton restricts the index API: metrics list it
-    assert "ready: serving 'maefuse'" in log_text(server)
+    assert "ready: serving 'maefuse'" in wait_for_log(server, "ready: serving")
 
 
 def test_a_port_in_use_is_refused_in_one_line():
