@@ -83,9 +83,7 @@ def attention_projections(model: Any, activation_names: Sequence[str]) -> list[s
         if op.get_type_name() != "MatMul" or op.get_friendly_name() in activations:
             continue
         for index in range(2):
-            node = op.input_value(index).get_node()
-            while node.get_type_name() in ("Convert", "Transpose", "Reshape") and node.get_input_size():
-                node = node.input_value(0).get_node()
+            node = _through_layout_ops(op.input_value(index).get_node())
             # OpenVINO's PyTorch frontend fuses the attention into one ScaledDotProductAttention op; an ONNX graph
             # keeps its softmax x V MatMul.
             if node.get_type_name() == "ScaledDotProductAttention" or (
@@ -95,11 +93,16 @@ def attention_projections(model: Any, activation_names: Sequence[str]) -> list[s
     return names
 
 
-def _is_weight(node: Any) -> bool:
-    # A weight reaches its MatMul as a Constant, possibly through a Convert, Transpose or Reshape.
+def _through_layout_ops(node: Any) -> Any:
+    """The node a value comes from past any Convert, Transpose or Reshape (ops that move it, not compute it)."""
     while node.get_type_name() in ("Convert", "Transpose", "Reshape") and node.get_input_size():
         node = node.input_value(0).get_node()
-    return bool(node.get_type_name() == "Constant")
+    return node
+
+
+def _is_weight(node: Any) -> bool:
+    # A weight reaches its MatMul as a Constant, possibly through a Convert, Transpose or Reshape.
+    return bool(_through_layout_ops(node).get_type_name() == "Constant")
 
 
 def compile_config(precision: str, threads: int | None = None) -> dict[str, Any]:

@@ -445,10 +445,15 @@ def _stream(name: str, backend: Backend, settings: BenchSettings, pairs: list[Pa
                       queue_size=settings.queue)
 
 
+def _versus_of(rows: list[Row]) -> Row | None:
+    """The measured --versus row, if any: the speed-up baseline."""
+    return next((r for r in rows if r.model is not None and r.status == "ok"), None)
+
+
 def _finish_rows(rows: list[Row], flops: dict[str, Any] | None, peaks: Peaks) -> None:
     """The columns that compare rows: floor ratio (needs the peak rate) and speed-up over the baseline: the
     --versus row where there is one, else the release-style row."""
-    versus = next((r for r in rows if r.model is not None and r.status == "ok"), None)
+    versus = _versus_of(rows)
     baseline = versus or next((r for r in rows if r.backend == BASELINE and r.status == "ok"), None)
     for row in rows:
         if row.status != "ok" or row.compute_ms is None:
@@ -467,7 +472,7 @@ def fastest_by_class(rows: list[Row], has_reference: bool) -> list[dict[str, Any
     ACCURACY_CLASS_DB, or below it; without a reference, one class of every row.
     """
     measured = [r for r in rows if r.status == "ok" and r.latency_ms is not None and r.model is None]
-    versus = next((r for r in rows if r.model is not None and r.status == "ok"), None)
+    versus = _versus_of(rows)
     over = f"{versus.backend} {versus.precision} {versus.model}" if versus is not None else BASELINE
     if has_reference:
         classes = [(f">= {ACCURACY_CLASS_DB:g} dB", [r for r in measured if (r.psnr_db or 0.0) >= ACCURACY_CLASS_DB]),

@@ -574,8 +574,7 @@ class Chosen:
         far (None: that path found too few matches to end anywhere)."""
         if other is None:
             return replace(self, evidence={**self.evidence, "homography path": {"rejected": "too few matches"}})
-        corners = frame_corners(vis_size)
-        gap = map_points(other.fit.matrix, map_points(np.linalg.inv(self.fit.matrix), corners)) - corners
+        gap = corner_moves(other.fit.matrix, self.fit.matrix, vis_size)
         larger = np.linalg.norm(gap, axis=1) > np.linalg.norm(self.bias, axis=1)
         bias = self.bias.copy()
         bias[larger] = gap[larger]
@@ -583,6 +582,12 @@ class Chosen:
             "corner_gap_px": round(float(np.max(np.linalg.norm(gap, axis=1))), 3),
             "uncertainty_px": corner_uncertainty(other.offsets)["max"]}}
         return replace(self, bias=bias, evidence=evidence)
+
+
+def corner_moves(matrix: np.ndarray, base: np.ndarray, vis_size: tuple[int, int]) -> np.ndarray:
+    """(4, 2): how far the IR -> VIS ``matrix`` puts the output's corners from where ``base`` puts them (VIS px)."""
+    corners = frame_corners(vis_size)
+    return map_points(matrix, map_points(np.linalg.inv(base), corners)) - corners
 
 
 def choose_model(matches: np.ndarray, model: Transform, ir_size: tuple[int, int], vis_size: tuple[int, int],
@@ -608,11 +613,9 @@ def choose_model(matches: np.ndarray, model: Transform, ir_size: tuple[int, int]
     for name in names:
         fit = _robust_fit(matches[:, :2], matches[:, 2:4], matches[:, 4], name, ir_size, vis_size, start)
         fits[name] = (fit, bootstrap_corners(fit, matches[:, 5], ir_size, vis_size))
-    corners = frame_corners(vis_size)
 
     def moved(name: str, base: str) -> np.ndarray:
-        """(4, 2): how far model ``name`` puts the output's corners from where model ``base`` puts them."""
-        return map_points(fits[name][0].matrix, map_points(np.linalg.inv(fits[base][0].matrix), corners)) - corners
+        return corner_moves(fits[name][0].matrix, fits[base][0].matrix, vis_size)
 
     chosen = names[0]
     evidence: dict[str, Any] = {chosen: {"uncertainty_px": corner_uncertainty(fits[chosen][1])["max"]}}
@@ -806,9 +809,7 @@ def check_calibration(registration: Registration, pairs: Sequence[tuple[np.ndarr
 def corner_error(estimated: np.ndarray, truth: np.ndarray, vis_size: tuple[int, int]) -> float:
     """Largest misregistration (VIS pixels) at the corners of the VIS frame, i.e. of the fused output: the IR
     points that ``truth`` puts on the four VIS corners, sent through ``estimated`` (both 3x3 IR -> VIS)."""
-    corners = frame_corners(vis_size)
-    ir_points = map_points(np.linalg.inv(truth), corners)
-    return float(np.max(np.linalg.norm(map_points(estimated, ir_points) - corners, axis=1)))
+    return float(np.max(np.linalg.norm(corner_moves(estimated, truth, vis_size), axis=1)))
 
 
 def view_change(size: tuple[int, int], degrees: float, scale: float, shift: tuple[float, float],
