@@ -21,43 +21,15 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-import cv2
-import numpy as np
-
 from maefuse_deploy.bench.machine import describe_machine
-from maefuse_deploy.io import read_image, write_image
-from maefuse_deploy.metrics import get_convention
-from maefuse_deploy.metrics.compute import to_grey
-from maefuse_deploy.runtime.fuser import Fuser
+from maefuse_deploy.io import write_image
 from maefuse_deploy.train.dataset import find_root_pairs, read_names
-from maefuse_deploy.train.evaluate import baseline, mean_scores, score, strip
+from maefuse_deploy.train.evaluate import split_report, stack_rows
 
 METRICS = ("Qabf", "SCD", "VIF", "SSIM", "Nabf", "NLPD")
 LOWER_IS_BETTER = ("Nabf", "NLPD")
 PICTURED = {"roadscene": ("FLIR_04688", "FLIR_05893", "FLIR_08835"), "msrs": ("00537D", "00858N")}
 PICTURE_WIDTH = 1600
-
-
-def evaluate_set(pairs: list, fusers: dict[str, Fuser], pictured: tuple[str, ...]) -> tuple[dict, list]:
-    """Mean scores per fusion (the models, then mean and max fusion) and the picture rows of ``pictured`` pairs."""
-    grey_mode = get_convention("default").grey
-    rows: dict[str, list[dict[str, float]]] = {name: [] for name in (*fusers, "mean", "max")}
-    picture_rows = []
-    for index, pair in enumerate(pairs, 1):
-        ir, vis = read_image(pair.ir, "IR"), read_image(pair.vis, "VIS")
-        fused = {name: fuser.fuse(ir, vis) for name, fuser in fusers.items()}
-        for name, image in fused.items():
-            rows[name].append(score(image, ir, vis, METRICS))
-        ir_grey, vis_grey = to_grey(ir, grey_mode), to_grey(vis, grey_mode)
-        for kind in ("mean", "max"):
-            rows[kind].append(score(baseline(ir_grey, vis_grey, kind), ir, vis, METRICS))
-        if pair.name in pictured:
-            row = strip([ir, vis, *fused.values()])
-            picture_rows.append(cv2.resize(row, (PICTURE_WIDTH, round(row.shape[0] * PICTURE_WIDTH / row.shape[1])),
-                                           interpolation=cv2.INTER_AREA))
-        print(f"\r  {index}/{len(pairs)} pairs", end="", flush=True)
-    print()
-    return {name: mean_scores(values) for name, values in rows.items()}, picture_rows
 
 
 def main() -> None:
@@ -73,13 +45,15 @@ def main() -> None:
         "roadscene": [pair for pair in find_root_pairs(roadscene) if pair.name in test50],
         "msrs": find_root_pairs(args.data_root / "MSRS6"),
     }
-    fusers = {name: Fuser.open(name, "torch", device="cpu") for name in (args.baseline, args.model)}
     started = time.perf_counter()
     results = {}
     for set_name, pairs in sets.items():
         print(f"{set_name}: {len(pairs)} pairs")
-        results[set_name], picture = evaluate_set(pairs, fusers, PICTURED[set_name])
-        write_image(args.out / f"realtime_quality_{set_name}.png", np.concatenate(picture, axis=0))
+        report = split_report({name: name for name in (args.baseline, args.model)}, pairs, METRICS,
+                             pictured=PICTURED[set_name], progress=True)
+        results[set_name] = report.scores
+        write_image(args.out / f"realtime_quality_{set_name}.png",
+                    stack_rows([report.pictures[name] for name in PICTURED[set_name]], PICTURE_WIDTH))
     record = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": describe_machine(),

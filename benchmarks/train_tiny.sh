@@ -52,7 +52,8 @@ $TRAIN --stage fuse --native-crops 400 --native-positions 64 --flip --seed 0 --o
 python - "$DATA" "$RUN/6-positions/model.safetensors" "$RUN" <<'PY'
 import sys
 from maefuse_deploy.train.dataset import find_root_pairs, read_names
-from maefuse_deploy.train.evaluate import test_report, write_preview
+from maefuse_deploy.io import write_image
+from maefuse_deploy.train.evaluate import stack_rows, split_report
 
 data, model, run = sys.argv[1:4]
 test = set(read_names(f"{data}/test50.txt"))
@@ -60,11 +61,11 @@ pairs = [p for p in find_root_pairs(data) if p.name in test]
 metrics = ["EN", "SD", "SF", "AG", "MI", "SCD", "VIF", "Qabf", "SSIM"]
 print("| fusion | " + " | ".join(metrics) + " |")
 for policy in ("native", "official"):  # native: the policy it was trained for and its default
-    report = test_report(model, pairs, metrics, policy=policy)
-    rows = [(f"maefuse-tiny ({policy})", report["model"])]
+    report = split_report({"model": model}, pairs, metrics, policy=policy, pictured=("FLIR_04688", "FLIR_05893"))
+    rows = [(f"maefuse-tiny ({policy})", report.scores["model"])]
     if policy == "native":
-        rows += [("mean (IR+VIS)/2", report["mean"]), ("max(IR, VIS)", report["max"])]
+        rows += [("mean (IR+VIS)/2", report.scores["mean"]), ("max(IR, VIS)", report.scores["max"])]
+        write_image(f"{run}/preview.png", stack_rows(list(report.pictures.values())))
     for name, values in rows:
         print(f"| {name} | " + " | ".join(f"{values[m]:.4f}" for m in metrics) + " |")
-write_preview(model, [p for p in pairs if p.name in ("FLIR_04688", "FLIR_05893")], f"{run}/preview.png")
 PY

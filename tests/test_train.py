@@ -18,12 +18,14 @@ from safetensors.torch import load_file
 
 from maefuse_deploy.cli.train import main as train_main
 from maefuse_deploy.errors import CheckpointError, InputError
+from maefuse_deploy.io import read_image
 from maefuse_deploy.model.checkpoint import load_checkpoint, save_checkpoint
 from maefuse_deploy.model.config import CONFIGS
 from maefuse_deploy.model.maefuse import build_model
 from maefuse_deploy.processing import normalise
 from maefuse_deploy.runtime.fuser import Fuser
 from maefuse_deploy.train.dataset import Augment, PairDataset, read_names, select_pairs
+from maefuse_deploy.train.evaluate import split_report, stack_rows
 from maefuse_deploy.train.losses import edge_error, laplacian, sobel_laplacian_loss, sobel_magnitude
 from maefuse_deploy.train.stages import part_of
 from maefuse_deploy.train.trainer import Trainer, TrainOptions, train
@@ -191,6 +193,29 @@ def test_validation_writes_metrics_and_a_preview(pairs12: Path, micro_start: Pat
     preview = cv2.imread(str(tmp_path / "preview.png"))
     assert preview.shape[0] == 64 and preview.shape[1] > 3 * 64  # IR | VIS | fused at the micro model size
     assert (tmp_path / "train.csv").is_file() and (tmp_path / "model.safetensors").is_file()
+
+
+def test_split_report_scores_each_model_beside_the_baselines_and_pictures_what_it_scored(
+        pairs8: Path, micro_start: Path) -> None:
+    """The test-split report: every model and both baselines scored on every pair, a model under two labels scored
+    alike, and a pictured pair's row is IR | VIS | each model's fusion exactly as the runtime gives it."""
+    pairs, _ = select_pairs([pairs8])
+    other = micro_start.with_name("other.safetensors")
+    save_checkpoint(build_model(CONFIGS["maefuse-micro"], seed=4), other)
+    report = split_report({"a": micro_start, "again": micro_start, "b": other}, pairs[:3], ("Qabf", "SSIM"),
+                         pictured=(pairs[1].name,))
+    assert list(report.scores) == ["a", "again", "b", "mean", "max"]
+    assert report.scores["a"] == report.scores["again"] and report.scores["a"] != report.scores["b"]
+    assert all(set(values) == {"Qabf", "SSIM"} for values in report.scores.values())
+    assert list(report.pictures) == [pairs[1].name]
+    ir, vis = read_image(pairs[1].ir, "IR"), read_image(pairs[1].vis, "VIS")
+    with Fuser.open(other, "torch", device="cpu") as fuser:
+        fused = fuser.fuse(ir, vis)
+    picture = report.pictures[pairs[1].name]
+    height, width = vis.shape[:2]
+    assert picture.shape == (height, 5 * width + 4 * 4, 3)  # IR, VIS, a, again, b with 4 px gaps
+    assert np.array_equal(picture[:, -width:], fused)
+    assert stack_rows([picture, picture], 300).shape == (2 * round(height * 300 / picture.shape[1]), 300, 3)
 
 
 DDP_SCRIPT = """

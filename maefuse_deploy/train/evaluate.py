@@ -7,8 +7,8 @@ Arrays here are OpenCV-style: HxW uint8 grey, HxWx3 uint8 BGR. Fusion metrics co
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
-from pathlib import Path
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -64,51 +64,53 @@ def strip(images: Sequence[np.ndarray], gap: int = 4) -> np.ndarray:
     return np.concatenate(row[:-1], axis=1)
 
 
-def test_report(
-    checkpoint: str | os.PathLike[str],
+@dataclass(frozen=True)
+class SplitReport:
+    """What :func:`split_report` measured: per fusion (each model under its label, then ``mean`` and ``max``) the
+    per-metric mean over the pairs, and for each pictured pair its row IR | VIS | each model's fusion (one HxWx3
+    BGR uint8 image at the input size, :func:`strip`)."""
+
+    scores: dict[str, dict[str, float]]
+    pictures: dict[str, np.ndarray]
+
+
+def split_report(
+    models: Mapping[str, str | os.PathLike[str]],
     pairs: Sequence[ImagePair],
     metrics: Sequence[str] = DEFAULT_METRICS,
-    fused_dir: str | os.PathLike[str] | None = None,
     policy: Policy | None = None,
-) -> dict[str, dict[str, float]]:
-    """Fuse every pair with the full runtime (``policy``; None: the model's own; input size out) and score it next
-    to mean and max fusion. Returns {"model": ..., "mean": ..., "max": ...}, each the per-metric mean over the pairs."""
-    from ..io import write_image
+    pictured: Collection[str] = (),
+    progress: bool = False,
+) -> SplitReport:
+    """Fuse every pair with each model (label -> checkpoint or trained model name) through the full runtime in
+    torch float32 (``policy``; None: each model's own; input size out) and score it next to mean and max fusion;
+    the pairs named in ``pictured`` also give a picture row. ``progress`` prints a pair counter."""
     from ..metrics import get_convention
     from ..metrics.compute import to_grey
     from ..runtime.fuser import Fuser
 
     # The baselines fuse the sources as the metrics see them (the default convention's grey conversion).
     grey_mode = get_convention("default").grey
-    fuser = Fuser.open(checkpoint, "torch", policy=policy)  # scores are of the model: float32, not auto's int8
-    rows: dict[str, list[dict[str, float]]] = {"model": [], "mean": [], "max": []}
-    for pair in pairs:
+    # Scores are of the models: float32, not auto's int8 or bf16.
+    fusers = {label: Fuser.open(model, "torch", device="cpu", policy=policy) for label, model in models.items()}
+    rows: dict[str, list[dict[str, float]]] = {name: [] for name in (*fusers, "mean", "max")}
+    pictures = {}
+    for index, pair in enumerate(pairs, 1):
         ir, vis = read_image(pair.ir, "IR"), read_image(pair.vis, "VIS")
-        fused = fuser.fuse(ir, vis)
-        if fused_dir is not None:
-            write_image(Path(fused_dir) / f"{pair.name}.png", fused)
+        fused = {label: fuser.fuse(ir, vis) for label, fuser in fusers.items()}
+        for label, image in fused.items():
+            rows[label].append(score(image, ir, vis, metrics))
         ir_grey, vis_grey = to_grey(ir, grey_mode), to_grey(vis, grey_mode)
-        rows["model"].append(score(fused, ir, vis, metrics))
         for kind in ("mean", "max"):
             rows[kind].append(score(baseline(ir_grey, vis_grey, kind), ir, vis, metrics))
-    return {name: mean_scores(values) for name, values in rows.items()}
+        if pair.name in pictured:
+            pictures[pair.name] = strip([ir, vis, *fused.values()])
+        if progress:
+            print(f"\r  {index}/{len(pairs)} pairs", end="" if index < len(pairs) else "\n", flush=True)
+    return SplitReport({name: mean_scores(values) for name, values in rows.items()}, pictures)
 
 
-def write_preview(
-    checkpoint: str | os.PathLike[str],
-    pairs: Sequence[ImagePair],
-    path: str | os.PathLike[str],
-    width: int = 1200,
-    policy: Policy | None = None,
-) -> Path:
-    """One row per pair, IR | VIS | fused (colour, input size, full runtime), scaled to ``width``; PNG at ``path``."""
-    from ..io import write_image
-    from ..runtime.fuser import Fuser
-
-    fuser = Fuser.open(checkpoint, "torch", policy=policy)  # scores are of the model: float32, not auto's int8
-    rows = []
-    for pair in pairs:
-        ir, vis = read_image(pair.ir, "IR"), read_image(pair.vis, "VIS")
-        row = strip([ir, vis, fuser.fuse(ir, vis)])
-        rows.append(cv2.resize(row, (width, round(row.shape[0] * width / row.shape[1])), interpolation=cv2.INTER_AREA))
-    return write_image(path, np.concatenate(rows, axis=0))
+def stack_rows(rows: Sequence[np.ndarray], width: int = 1200) -> np.ndarray:
+    """Picture rows (HxWx3 BGR uint8, any sizes) -> one BGR image, each row scaled to ``width``, top to bottom."""
+    return np.concatenate([cv2.resize(row, (width, round(row.shape[0] * width / row.shape[1])),
+                                      interpolation=cv2.INTER_AREA) for row in rows], axis=0)
