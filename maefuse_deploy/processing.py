@@ -74,16 +74,36 @@ def vis_to_bgr8(image: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(image)
 
 
+# normalise's arithmetic done once per grey level: (v / 255 - mean_c) / std_c in float32 for v = 0..255, (3, 256).
+_NORMALISED_LEVELS = ((np.arange(256, dtype=np.float32) / np.float32(255.0))[None] - IMAGENET_MEAN[:, None]) / (
+    IMAGENET_STD[:, None])
+
+
 def normalise(grey: np.ndarray) -> np.ndarray:
-    """HxW uint8 grey -> (3, H, W) float32: the grey in each channel, /255, ImageNet mean/std per channel."""
-    scaled = grey.astype(np.float32) / np.float32(255.0)
-    return (scaled[None] - IMAGENET_MEAN[:, None, None]) / IMAGENET_STD[:, None, None]
+    """HxW uint8 grey -> (3, H, W) float32: the grey in each channel, /255, ImageNet mean/std per channel.
+
+    A uint8 grey has 256 levels, so each channel is a table lookup of the same float32 arithmetic (bit-identical to
+    computing it per pixel, and at 640x480 0.3 ms instead of 2 ms: it runs twice per fused pair)."""
+    out = np.empty((3, *grey.shape), np.float32)
+    for channel in range(3):
+        cv2.LUT(grey, _NORMALISED_LEVELS[channel], dst=out[channel])
+    return out
 
 
 def denormalise(decoded: np.ndarray) -> np.ndarray:
-    """(3, H, W) float32 network output -> HxWx3 uint8 (RGB order): x*std + mean, *255, clip, truncate."""
-    rgb = decoded.transpose(1, 2, 0) * IMAGENET_STD + IMAGENET_MEAN
-    return np.clip(rgb * np.float32(255.0), 0, 255).astype(np.uint8)
+    """(3, H, W) float32 network output -> HxWx3 uint8 (RGB order): x*std + mean, *255, clip, truncate.
+
+    Plane by plane in one buffer: the same float32 operations per pixel as on the HxWx3 view, without its strided
+    temporaries (0.7 ms instead of 1.2 at 640x480, once per fused pair)."""
+    buffer = np.empty(decoded.shape[1:], np.float32)
+    planes = []
+    for channel in range(3):
+        np.multiply(decoded[channel], IMAGENET_STD[channel], out=buffer)
+        np.add(buffer, IMAGENET_MEAN[channel], out=buffer)
+        np.multiply(buffer, np.float32(255.0), out=buffer)
+        np.clip(buffer, 0, 255, out=buffer)
+        planes.append(buffer.astype(np.uint8))
+    return cv2.merge(planes)
 
 
 @dataclass
