@@ -273,7 +273,9 @@ class OpenVinoBackend(BackendBase):
     def _run_impl(self, ir: np.ndarray, vis: np.ndarray) -> np.ndarray:
         if self.request is None:
             raise InputError(f"the {self.name} backend is closed", fix="open a new one")
-        self.request.infer({INPUT_IR: np.ascontiguousarray(ir), INPUT_VIS: np.ascontiguousarray(vis)})
+        # share_inputs: read in place, not copied (a synchronous call; nothing writes the arrays meanwhile).
+        feeds = {INPUT_IR: np.ascontiguousarray(ir), INPUT_VIS: np.ascontiguousarray(vis)}
+        self.request.infer(feeds, share_inputs=True)
         # The output tensor is the request's own buffer, overwritten by the next call: copy it out.
         return np.array(self.request.get_output_tensor(0).data, copy=True)
 
