@@ -28,7 +28,7 @@ from maefuse_deploy.train.evaluate import split_report, stack_rows
 
 METRICS = ("Qabf", "SCD", "VIF", "SSIM", "Nabf", "NLPD")
 LOWER_IS_BETTER = ("Nabf", "NLPD")
-PICTURED = {"roadscene": ("FLIR_04688", "FLIR_05893", "FLIR_08835"), "msrs": ("00537D", "00858N")}
+PICTURED = {"roadscene": ("FLIR_04688", "FLIR_05893"), "msrs": ("00537D", "00858N")}
 PICTURE_WIDTH = 1600
 
 
@@ -53,7 +53,7 @@ def main() -> None:
                              pictured=PICTURED[set_name], progress=True)
         results[set_name] = report.scores
         write_image(args.out / f"realtime_quality_{set_name}.png",
-                    stack_rows([report.pictures[name] for name in PICTURED[set_name]], PICTURE_WIDTH))
+                    stack_rows(list(report.pictures.values()), PICTURE_WIDTH))
     record = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": describe_machine(),

@@ -18,10 +18,12 @@ maefuse-train --config maefuse-rt --stage fuse --data "$DATA" --out "$RUN/1-head
   --loss sobel-laplacian --batch-size 16 --lr 2e-4 --warmup-steps 50 --schedule cosine --steps 3000 --val-every 20 \
   --checkpoint-every 50 --amp bf16 --no-progress
 # 2. The same distillation with photometric augmentation (--photometric 0.5: a random gamma and gain on IR and VIS
-#    apart, which the teacher labels like any pixels), from phase 1, at half the learning rate: on the MSRS pairs
-#    (another camera, night scenes) the student followed its teacher less closely than on RoadScene; this closed
-#    about 60 % of that gap (benchmarks/training.md). Ran 09:07-09:29 UTC beside other benchmarks.
+#    apart, log-uniform over gamma 0.6-2.5 and gain 0.15-1, down to night tones; the teacher labels any pixels), from
+#    phase 1, at half the learning rate: on the MSRS pairs (another camera, night scenes) the student followed its
+#    teacher less closely than on RoadScene. A first version with a narrower range (gamma 0.6-1.6, gain 0.4-1,
+#    1000 steps) closed about 60 % of that gap; this one closes it (benchmarks/training.md). Ran 10:54-11:11 UTC
+#    2026-12-06 (994 s), beside other work part of the time.
 maefuse-train --config maefuse-rt --stage fuse --data "$DATA" --out "$RUN/2-photometric" \
   --init "$RUN/1-heads/model.safetensors" --teacher maefuse-tiny --native-crops 400 --native-positions 64 --flip \
   --photometric 0.5 --seed 1 --train encoder,decoder,fusion --loss sobel-laplacian --batch-size 16 --lr 1e-4 \
-  --warmup-steps 20 --schedule cosine --steps 1000 --val-every 20 --checkpoint-every 100 --amp bf16 --no-progress
+  --warmup-steps 20 --schedule cosine --steps 1500 --val-every 20 --checkpoint-every 100 --amp bf16 --no-progress

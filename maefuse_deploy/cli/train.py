@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from ..model.config import CONFIGS
+from ..train.dataset import PHOTOMETRIC_GAIN, PHOTOMETRIC_GAMMA
 from ..train.losses import FUSION_LOSSES, FusionLoss
 from ..train.stages import STAGES
 from ..train.trainer import AMP_MODES, SCHEDULES, TrainOptions, train
@@ -22,6 +23,10 @@ DEFAULTS: dict[str, Any] = {f.name: f.default for f in fields(TrainOptions) if f
 def _default(name: str) -> dict[str, Any]:
     """click keyword arguments showing the TrainOptions field ``name``'s default."""
     return {"default": DEFAULTS[name], "show_default": True}
+
+
+def _span(bounds: tuple[float, float]) -> str:
+    return f"{bounds[0]:g}-{bounds[1]:g}"
 
 
 def _betas(text: str) -> tuple[float, float]:
@@ -66,8 +71,8 @@ def _betas(text: str) -> tuple[float, float]:
               "an N x N grid is trained (cover the largest frame the model will fuse: 64 = 1024x1024 pixels)")
 @click.option("--flip/--no-flip", **_default("flip"), help="random left-right flips")
 @click.option("--photometric", type=click.FloatRange(0, 1), **_default("photometric"), metavar="P",
-              help="each of IR and VIS, with probability P, gets a random gamma (0.6-1.6) and gain (0.4-1): the tones "
-              "of another camera or a night scene")
+              help=f"each of IR and VIS, with probability P, gets a random gamma ({_span(PHOTOMETRIC_GAMMA)}) and gain "
+              f"({_span(PHOTOMETRIC_GAIN)}), log-uniform: the tones of another camera or a night scene")
 @click.option("--train", "train_parts", help="comma-separated parts to train: encoder, decoder, fusion "
               "[default: per stage: mae encoder,decoder; decoder decoder; align and fuse fusion]")
 @click.option("--mask-ratio", type=float, **_default("mask_ratio"), help="mae stage; 0 = plain reconstruction")
