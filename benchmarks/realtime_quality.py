@@ -4,7 +4,9 @@ out of every training run) and the six MSRS pairs shipped in ../shared/data/ivif
 available here), with a side-by-side picture (IR | VIS | maefuse-tiny | the model) of a few pairs of each.
 
 Both models fuse with the full runtime in torch float32 at the input's own size (their ``native`` policy): the
-scores are of the models, not of a backend's precision.
+scores are of the models, not of a backend's precision. Under each table, the model minus the baseline pair by
+pair (signed so that + is better) with a 95 % bootstrap interval of the mean: whether a difference in the means is
+beyond what the pairs' spread can tell apart.
 
     python benchmarks/realtime_quality.py [--model maefuse-rt] [--baseline maefuse-tiny]
         [--data-root ../shared/data/ivif] [--out benchmarks]
@@ -21,6 +23,8 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
+
 from maefuse_deploy.bench.machine import describe_machine
 from maefuse_deploy.io import write_image
 from maefuse_deploy.train.dataset import find_root_pairs, read_names
@@ -30,6 +34,19 @@ METRICS = ("Qabf", "SCD", "VIF", "SSIM", "Nabf", "NLPD")
 LOWER_IS_BETTER = ("Nabf", "NLPD")
 PICTURED = {"roadscene": ("FLIR_04688", "FLIR_05893"), "msrs": ("00537D", "00858N")}
 PICTURE_WIDTH = 1600
+RESAMPLES = 10000
+
+
+def paired(model: list[dict[str, float]], baseline: list[dict[str, float]], metric: str) -> dict[str, float]:
+    """The model minus the baseline on the same pairs, signed so that positive is better (Nabf, NLPD: lower is
+    better): mean, a 95 % interval of that mean (seeded bootstrap over the pairs) and on how many pairs it is
+    better. The interval says whether a mean difference is beyond what these pairs' spread can tell apart."""
+    sign = -1.0 if metric in LOWER_IS_BETTER else 1.0
+    differences = sign * (np.array([row[metric] for row in model]) - np.array([row[metric] for row in baseline]))
+    draws = np.random.default_rng(0).integers(0, len(differences), (RESAMPLES, len(differences)))
+    low, high = np.percentile(differences[draws].mean(axis=1), [2.5, 97.5])
+    return {"mean": float(differences.mean()), "low": float(low), "high": float(high),
+            "better_pairs": int((differences > 0).sum()), "pairs": len(differences)}
 
 
 def main() -> None:
@@ -46,12 +63,14 @@ def main() -> None:
         "msrs": find_root_pairs(args.data_root / "MSRS6"),
     }
     started = time.perf_counter()
-    results = {}
+    results, comparisons = {}, {}
     for set_name, pairs in sets.items():
         print(f"{set_name}: {len(pairs)} pairs")
         report = split_report({name: name for name in (args.baseline, args.model)}, pairs, METRICS,
                              pictured=PICTURED[set_name], progress=True)
         results[set_name] = report.scores
+        comparisons[set_name] = {metric: paired(report.per_pair[args.model], report.per_pair[args.baseline], metric)
+                                 for metric in METRICS}
         write_image(args.out / f"realtime_quality_{set_name}.png",
                     stack_rows(list(report.pictures.values()), PICTURE_WIDTH))
     record = {
@@ -62,6 +81,7 @@ def main() -> None:
         "convention": "default",
         "pairs": {name: len(pairs) for name, pairs in sets.items()},
         "results": results,
+        "paired_vs_baseline": comparisons,
     }
     (args.out / "realtime_quality.json").write_text(json.dumps(record, indent=2) + "\n")
     for set_name, table in results.items():
@@ -71,6 +91,9 @@ def main() -> None:
         print("|---" * (len(METRICS) + 1) + "|")
         for name, values in table.items():
             print(f"| {name} | " + " | ".join(f"{values[m]:.4f}" for m in METRICS) + " |")
+        print(f"| {args.model} - {args.baseline}, better = + (95 % interval; pairs better) | " + " | ".join(
+            f"{c['mean']:+.4f} ({c['low']:+.4f} .. {c['high']:+.4f}; {c['better_pairs']}/{c['pairs']})"
+            for c in comparisons[set_name].values()) + " |")
 
 
 if __name__ == "__main__":

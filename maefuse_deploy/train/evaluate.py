@@ -66,12 +66,17 @@ def strip(images: Sequence[np.ndarray], gap: int = 4) -> np.ndarray:
 
 @dataclass(frozen=True)
 class SplitReport:
-    """What :func:`split_report` measured: per fusion (each model under its label, then ``mean`` and ``max``) the
-    per-metric mean over the pairs, and for each pictured pair its row IR | VIS | each model's fusion (one HxWx3
+    """What :func:`split_report` measured: per fusion (each model under its label, then ``mean`` and ``max``) each
+    pair's scores in the pairs' order, and for each pictured pair its row IR | VIS | each model's fusion (one HxWx3
     BGR uint8 image at the input size, :func:`strip`)."""
 
-    scores: dict[str, dict[str, float]]
+    per_pair: dict[str, list[dict[str, float]]]
     pictures: dict[str, np.ndarray]
+
+    @property
+    def scores(self) -> dict[str, dict[str, float]]:
+        """Per fusion, the per-metric mean over the pairs."""
+        return {name: mean_scores(rows) for name, rows in self.per_pair.items()}
 
 
 def split_report(
@@ -107,7 +112,7 @@ def split_report(
             pictures[pair.name] = strip([ir, vis, *fused.values()])
         if progress:
             print(f"\r  {index}/{len(pairs)} pairs", end="" if index < len(pairs) else "\n", flush=True)
-    return SplitReport({name: mean_scores(values) for name, values in rows.items()}, pictures)
+    return SplitReport(rows, pictures)
 
 
 def stack_rows(rows: Sequence[np.ndarray], width: int = 1200) -> np.ndarray:
