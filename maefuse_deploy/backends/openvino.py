@@ -7,8 +7,9 @@ OpenVINO reads our ONNX graphs directly and is built for this CPU's AVX-512 BF16
           bfloat16 with float32 accumulation; the weights stay float32 in the file.
 ``int8``  post-training quantization with NNCF of the linear layers (quantize_int8: the transformer preset without
           SmoothQuant, layer norms and softmax kept in float), calibrated on real IR/VIS pairs prepared exactly as
-          the runtime prepares them; attention's two activation x activation matmuls and everything else NNCF
-          leaves unquantized run in float32 (see activation_matmuls for why). Calibration runs the float32 graph
+          the runtime prepares them; attention's Q K^T is int8 too unless calibrating it would hold over 1 GiB
+          (large models: ATTENTION_CALIBRATION_BUDGET); softmax x V, the output projections and everything else
+          NNCF leaves unquantized run in float32. Calibration runs the float32 graph
           once per pair, so it costs a few calls at load time (and a few minutes for l640 on a 2-core CPU).
 ``int8-bf16``  int8 as above, and what NNCF leaves in float (attention's matmuls, softmax, norms) in bf16 by the
           precision hint: on a CPU with BF16 units (AVX-512 BF16, AMX) attention then stops being the float32 half of
@@ -52,13 +53,19 @@ def import_openvino() -> Any:
     return openvino
 
 
-def activation_matmuls(model: Any) -> list[str]:
-    """Names of the MatMuls whose two inputs are both activations: attention's Q x K^T and softmax x V.
+# NNCF keeps every activation it calibrates of one pair alive at once. Attention's matmuls are worth giving it (it
+# makes each Q K^T int8 and leaves softmax x V in float: maefuse-rt at 640x480 from an ONNX graph, int8 69 -> 53.5 ms
+# on a Xeon with AMX, 86 -> 57 ms limited to VNNI, at the same 47.5 dB on night pairs calibrated on day ones), but
+# their inputs include the softmax output, heads x N x N per block: maefuse-l640 at 640x640 needs 16 x 1600 x 1600 x
+# 2 images x 4 bytes = 330 MB a layer, 24 layers, and its calibration passed 14 GB before it was stopped. Up to this
+# many bytes of their inputs (counted whole, softmax output included) they go to NNCF.
+ATTENTION_CALIBRATION_BUDGET = 1 << 30
 
-    NNCF would quantize them too, and to calibrate the second it keeps every layer's softmax output of a pair alive
-    at once (l640: 16 heads x 1600 x 1600 x 2 images x 4 bytes = 330 MB per layer, 24 layers): the l640 calibration
-    passed 14 GB before it was stopped. Left in float, the linear layers (four fifths of the FLOPs) are still int8.
-    """
+
+def activation_matmuls(model: Any) -> list[str]:
+    """Names of the MatMuls whose two inputs are both activations: attention's Q x K^T and softmax x V (an ONNX
+    graph's; OpenVINO's PyTorch frontend fuses each attention into one ScaledDotProductAttention op instead, which
+    NNCF does not quantize)."""
     names = []
     for op in model.get_ordered_ops():
         if op.get_type_name() != "MatMul":
@@ -66,6 +73,21 @@ def activation_matmuls(model: Any) -> list[str]:
         if not any(_is_weight(op.input_value(index).get_node()) for index in range(2)):
             names.append(op.get_friendly_name())
     return names
+
+
+def calibration_bytes(model: Any, names: Sequence[str]) -> float:
+    """What NNCF keeps alive to calibrate the MatMuls ``names``: their inputs for one call, in bytes (float32; the
+    first axis is IR and VIS of the pair together). A dynamic axis makes it unknown: infinite."""
+    wanted, total = set(names), 0.0
+    for op in model.get_ordered_ops():
+        if op.get_type_name() != "MatMul" or op.get_friendly_name() not in wanted:
+            continue
+        for index in range(2):
+            shape = op.input(index).get_partial_shape()
+            if shape.is_dynamic:
+                return float("inf")
+            total += 4.0 * float(np.prod([dim.get_length() for dim in shape]))
+    return total
 
 
 def attention_projections(model: Any, activation_names: Sequence[str]) -> list[str]:
@@ -117,9 +139,11 @@ def compile_config(precision: str, threads: int | None = None) -> dict[str, Any]
 
 
 def quantize_int8(model: Any, feeds: Sequence[dict[Any, np.ndarray]]) -> Any:
-    """NNCF post-training int8 of an OpenVINO model (the transformer preset without SmoothQuant; attention's
-    activation x activation matmuls and output projections left in float: :func:`activation_matmuls`,
-    :func:`attention_projections`), calibrated on ``feeds`` (one input dict per call, keyed by input name or index).
+    """NNCF post-training int8 of an OpenVINO model (the transformer preset without SmoothQuant; attention's output
+    projections left in float, :func:`attention_projections`; its activation x activation matmuls too where
+    calibrating them would hold more than ``ATTENTION_CALIBRATION_BUDGET`` bytes, :func:`calibration_bytes`, else
+    NNCF makes Q K^T int8),
+    calibrated on ``feeds`` (one input dict per call, keyed by input name or index).
 
     SmoothQuant is off because its per-channel scales, fitted to the calibration pairs, do not carry to other
     cameras: maefuse-tiny at 640x480 calibrated on RoadScene and checked on MSRS read 24.5-27.0 dB from float32 with
@@ -132,7 +156,8 @@ def quantize_int8(model: Any, feeds: Sequence[dict[Any, np.ndarray]]) -> Any:
     except ImportError as exc:
         raise UnavailableError(f"NNCF is not available for OpenVINO INT8 ({exc})",
                                fix='pip install "maefuse-deploy[openvino]"') from exc
-    ignored = activation_matmuls(model)
+    activations = activation_matmuls(model)
+    ignored = activations if calibration_bytes(model, activations) > ATTENTION_CALIBRATION_BUDGET else []
     logger = logging.getLogger("nncf")
     saved = logger.level
     logger.setLevel(logging.WARNING)  # one INFO line per ignored matmul (48 for l640); the progress bars stay
@@ -142,7 +167,7 @@ def quantize_int8(model: Any, feeds: Sequence[dict[Any, np.ndarray]]) -> Any:
             nncf.Dataset(list(feeds)),
             model_type=nncf.ModelType.TRANSFORMER,
             subset_size=len(feeds),
-            ignored_scope=nncf.IgnoredScope(names=[*ignored, *attention_projections(model, ignored)],
+            ignored_scope=nncf.IgnoredScope(names=[*ignored, *attention_projections(model, activations)],
                                             validate=False),
             advanced_parameters=AdvancedQuantizationParameters(
                 smooth_quant_alphas=AdvancedSmoothQuantParameters(matmul=-1, convolution=-1)),
