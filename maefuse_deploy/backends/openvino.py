@@ -54,8 +54,8 @@ def import_openvino() -> Any:
 
 
 # NNCF keeps every activation it calibrates of one pair alive at once. Attention's matmuls are worth giving it (it
-# makes each Q K^T int8 and leaves softmax x V in float: maefuse-rt at 640x480 from an ONNX graph, int8 69 -> 53.5 ms
-# on a Xeon with AMX, 86 -> 57 ms limited to VNNI, at the same 47.5 dB on night pairs calibrated on day ones), but
+# makes each Q K^T int8 and leaves softmax x V in float: maefuse-rt at 640x480 from an ONNX graph, int8 70.8 -> 45.5
+# ms on a Xeon with AMX, 66.7 -> 54.4 ms limited to VNNI, the same 47.6 dB: benchmarks/README.md), but
 # their inputs include the softmax output, heads x N x N per block: maefuse-l640 at 640x640 needs 16 x 1600 x 1600 x
 # 2 images x 4 bytes = 330 MB a layer, 24 layers, and its calibration passed 14 GB before it was stopped. Up to this
 # many bytes of their inputs (counted whole, softmax output included) they go to NNCF.
