@@ -11,7 +11,7 @@ OpenVINO reads our ONNX graphs directly and is built for this CPU's AVX-512 BF16
           (large models: ATTENTION_CALIBRATION_BUDGET); softmax x V, the output projections and everything else
           NNCF leaves unquantized run in float32. Calibration runs the float32 graph
           once per pair, so it costs a few calls at load time (and a few minutes for l640 on a 2-core CPU).
-``int8-bf16``  int8 as above, and what NNCF leaves in float (attention's matmuls, softmax, norms) in bf16 by the
+``int8-bf16``  int8 as above, and what NNCF leaves in float (attention's softmax x V, softmax, norms) in bf16 by the
           precision hint: on a CPU with BF16 units (AVX-512 BF16, AMX) attention then stops being the float32 half of
           the time (maefuse-l640 at 640x640 on a Xeon with AMX: about 1.7 s per pair against 3.7 s for int8 and
           2.6 s for bf16: benchmarks/README.md).
@@ -139,11 +139,10 @@ def compile_config(precision: str, threads: int | None = None) -> dict[str, Any]
 
 
 def quantize_int8(model: Any, feeds: Sequence[dict[Any, np.ndarray]]) -> Any:
-    """NNCF post-training int8 of an OpenVINO model (the transformer preset without SmoothQuant; attention's output
-    projections left in float, :func:`attention_projections`; its activation x activation matmuls too where
-    calibrating them would hold more than ``ATTENTION_CALIBRATION_BUDGET`` bytes, :func:`calibration_bytes`, else
-    NNCF makes Q K^T int8),
-    calibrated on ``feeds`` (one input dict per call, keyed by input name or index).
+    """NNCF post-training int8 of an OpenVINO model, calibrated on ``feeds`` (one input dict per call, keyed by input
+    name or index): the transformer preset without SmoothQuant; attention's output projections left in float
+    (:func:`attention_projections`), its activation x activation matmuls too where calibrating them would hold more
+    than ``ATTENTION_CALIBRATION_BUDGET`` bytes (:func:`calibration_bytes`; else NNCF makes Q K^T int8).
 
     SmoothQuant is off because its per-channel scales, fitted to the calibration pairs, do not carry to other
     cameras: maefuse-tiny at 640x480 calibrated on RoadScene and checked on MSRS read 24.5-27.0 dB from float32 with
