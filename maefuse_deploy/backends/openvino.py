@@ -11,10 +11,10 @@ OpenVINO reads our ONNX graphs directly and is built for this CPU's AVX-512 BF16
           (large models: ATTENTION_CALIBRATION_BUDGET); softmax x V, the output projections and everything else
           NNCF leaves unquantized run in float32. Calibration runs the float32 graph
           once per pair, so it costs a few calls at load time (and a few minutes for l640 on a 2-core CPU).
-``int8-bf16``  int8 as above, and what NNCF leaves in float (attention's softmax x V, softmax, norms) in bf16 by the
-          precision hint: on a CPU with BF16 units (AVX-512 BF16, AMX) attention then stops being the float32 half of
-          the time (maefuse-l640 at 640x640 on a Xeon with AMX: about 1.7 s per pair against 3.7 s for int8 and
-          2.6 s for bf16: benchmarks/README.md).
+``int8-bf16``  int8 as above with attention's matmuls all in the float part (quantize_int8's ``attention``), which
+          with softmax and norms runs in bf16 by the precision hint: on a CPU with BF16 units (AVX-512 BF16, AMX)
+          attention then stops being the float32 half of the time (maefuse-l640 at 640x640 on a Xeon with AMX:
+          about 1.7 s per pair against 3.7 s for int8 and 2.6 s for bf16: benchmarks/README.md).
 
 Threads: ``threads`` sets ``INFERENCE_NUM_THREADS`` (default: OpenVINO's, one per core); the latency hint runs one
 request on all of them, which is what a camera pipeline calling ``run`` once per frame wants.
@@ -55,7 +55,8 @@ def import_openvino() -> Any:
 
 # NNCF keeps every activation it calibrates of one pair alive at once. Attention's matmuls are worth giving it (it
 # makes each Q K^T int8 and leaves softmax x V in float: maefuse-rt at 640x480 from an ONNX graph, int8 70.8 -> 45.5
-# ms on a Xeon with AMX, 66.7 -> 54.4 ms limited to VNNI, the same 47.6 dB: benchmarks/README.md), but
+# ms on a Xeon with AMX, 66.7 -> 54.4 ms limited to VNNI, the same 47.6 dB: benchmarks/README.md; int8 only, see
+# quantize_int8), but
 # their inputs include the softmax output, heads x N x N per block: maefuse-l640 at 640x640 needs 16 x 1600 x 1600 x
 # 2 images x 4 bytes = 330 MB a layer, 24 layers, and its calibration passed 14 GB before it was stopped. Up to this
 # many bytes of their inputs (counted whole, softmax output included) they go to NNCF.
@@ -138,11 +139,14 @@ def compile_config(precision: str, threads: int | None = None) -> dict[str, Any]
     return config
 
 
-def quantize_int8(model: Any, feeds: Sequence[dict[Any, np.ndarray]]) -> Any:
+def quantize_int8(model: Any, feeds: Sequence[dict[Any, np.ndarray]], attention: bool = False) -> Any:
     """NNCF post-training int8 of an OpenVINO model, calibrated on ``feeds`` (one input dict per call, keyed by input
     name or index): the transformer preset without SmoothQuant; attention's output projections left in float
-    (:func:`attention_projections`), its activation x activation matmuls too where calibrating them would hold more
-    than ``ATTENTION_CALIBRATION_BUDGET`` bytes (:func:`calibration_bytes`; else NNCF makes Q K^T int8).
+    (:func:`attention_projections`), and its activation x activation matmuls unless ``attention`` and calibrating
+    them holds at most ``ATTENTION_CALIBRATION_BUDGET`` bytes (:func:`calibration_bytes`; NNCF then makes Q K^T
+    int8). Ask for ``attention`` only for the ``int8`` precision, whose float parts run in float32: with the rest in
+    bf16 (``int8-bf16``) an int8 Q K^T gained nothing (maefuse-rt 31.6 vs 32.0 ms) and read 37 dB on maefuse-micro
+    against 52 dB without it (tests/test_backends.py conformance).
 
     SmoothQuant is off because its per-channel scales, fitted to the calibration pairs, do not carry to other
     cameras: maefuse-tiny at 640x480 calibrated on RoadScene and checked on MSRS read 24.5-27.0 dB from float32 with
@@ -156,7 +160,8 @@ def quantize_int8(model: Any, feeds: Sequence[dict[Any, np.ndarray]]) -> Any:
         raise UnavailableError(f"NNCF is not available for OpenVINO INT8 ({exc})",
                                fix='pip install "maefuse-deploy[openvino]"') from exc
     activations = activation_matmuls(model)
-    ignored = activations if calibration_bytes(model, activations) > ATTENTION_CALIBRATION_BUDGET else []
+    fits = calibration_bytes(model, activations) <= ATTENTION_CALIBRATION_BUDGET
+    ignored = [] if attention and fits else activations
     logger = logging.getLogger("nncf")
     saved = logger.level
     logger.setLevel(logging.WARNING)  # one INFO line per ignored matmul (48 for l640); the progress bars stay
@@ -247,7 +252,7 @@ class OpenVinoBackend(BackendBase):
             frames = (load_calibration_pairs(calibration, calibration_pairs)
                       if isinstance(calibration, str | os.PathLike) else list(calibration)[:calibration_pairs])
             start = time.perf_counter()
-            model = self._quantize(model, frames)
+            model = self._quantize(model, frames, attention=precision == "int8")
             self.quantize_s = time.perf_counter() - start
         try:
             self.compiled = core.compile_model(model, "CPU", compile_config(precision, threads))
@@ -289,10 +294,10 @@ class OpenVinoBackend(BackendBase):
             feeds = [{k: np.repeat(v, self.static_batch, axis=0) for k, v in feed.items()} for feed in feeds]
         return feeds
 
-    def _quantize(self, model: Any, frames: list[tuple[np.ndarray, np.ndarray]]) -> Any:
+    def _quantize(self, model: Any, frames: list[tuple[np.ndarray, np.ndarray]], attention: bool) -> Any:
         if not frames:
             raise InputError("OpenVINO INT8 calibration found no pairs", fix="pass a folder with ir/ and vi/ pairs")
-        return quantize_int8(model, self._network_inputs(frames))
+        return quantize_int8(model, self._network_inputs(frames), attention)
 
     def _run_impl(self, ir: np.ndarray, vis: np.ndarray) -> np.ndarray:
         if self.request is None:

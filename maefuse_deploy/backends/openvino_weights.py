@@ -254,6 +254,8 @@ class OpenVinoWeightsBackend(BackendBase):
             # includes a pair the quantization never saw (with SmoothQuant, random maefuse-l640 read 46 dB on its
             # calibration pairs and 27 dB on others: a check on seen pairs alone would have accepted it).
             seen = feeds[:-1] if len(feeds) > 1 else feeds
+            # Attention left to the float part for both kinds (one quantization serves both; converted from the
+            # torch module, each attention is one ScaledDotProductAttention op that NNCF does not quantize anyway).
             quantized = quantized or quantize_int8(converted, [{0: ir, 1: vis} for ir, vis in seen])
             return quantized
 
