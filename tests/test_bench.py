@@ -318,3 +318,15 @@ def test_bad_arguments_give_one_line_errors(tmp_path, args, expect):
     assert result.exit_code != 0
     errors = [line for line in result.output.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and expect in errors[0], result.output
+
+
+def test_the_machine_record_says_which_kernel_limits_the_run_was_made_under(monkeypatch):
+    """A run under ONEDNN_MAX_CPU_ISA stands for another CPU (no AMX, no BF16 for OpenVINO) while /proc/cpuinfo
+    still lists them: the record names the variable, and only variables that are set."""
+    from maefuse_deploy.bench.machine import KERNEL_ENVIRONMENT, describe_machine
+
+    for name in KERNEL_ENVIRONMENT:
+        monkeypatch.delenv(name, raising=False)
+    assert describe_machine()["environment"] == {}
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_VNNI")
+    assert describe_machine()["environment"] == {"ONEDNN_MAX_CPU_ISA": "AVX512_CORE_VNNI"}

@@ -84,6 +84,18 @@ def memory_total_gb() -> float | None:
     return None
 
 
+# Variables that change which kernels run or on how many threads: a run under ONEDNN_MAX_CPU_ISA=AVX512_CORE_VNNI
+# (no AMX, no AVX-512 BF16 for OpenVINO's oneDNN kernels) stands for another CPU while /proc/cpuinfo still lists
+# AMX, so a table must say it was made that way.
+KERNEL_ENVIRONMENT = ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS",
+                      "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def kernel_environment() -> dict[str, str]:
+    """The ``KERNEL_ENVIRONMENT`` variables this process has set, by name."""
+    return {name: os.environ[name] for name in KERNEL_ENVIRONMENT if name in os.environ}
+
+
 def library_versions() -> dict[str, str]:
     versions = {"python": platform.python_version()}
     for name in LIBRARIES:
@@ -131,6 +143,7 @@ def describe_machine() -> dict[str, Any]:
         "cores": usable_cores(),
         "load_average": load_average(),
         "cpu_flags": cpu_flags(),
+        "environment": kernel_environment(),
         "torch_threads": torch.get_num_threads(),
         "memory_gb": memory_total_gb(),
         "os": f"{platform.system()} {platform.release()}",

@@ -198,7 +198,9 @@ def markdown(result: BenchResult) -> str:
         + (f", load average {' / '.join(f'{v:g}' for v in machine['load_average'])} at the start"
            if machine.get("load_average") else "")
         + (f"; GPU {gpu['name']} ({gpu['memory_gb']} GiB, driver {gpu['driver']}, CUDA {gpu['cuda_runtime']})"
-           if gpu else "; no GPU"),
+           if gpu else "; no GPU")
+        + ("; run with " + " ".join(f"{name}={value}" for name, value in machine["environment"].items())
+           if machine.get("environment") else ""),
         "- libraries: " + ", ".join(f"{name} {version}" for name, version in libs.items()),
         f"- model: {result.model['description']}, resolution {result.model['resolution']}, io "
         f"{result.settings['io']}, {result.settings['iterations']} timed calls after 1 first call + "
