@@ -160,8 +160,8 @@ def quantize_int8(model: Any, feeds: Sequence[dict[Any, np.ndarray]], attention:
         raise UnavailableError(f"NNCF is not available for OpenVINO INT8 ({exc})",
                                fix='pip install "maefuse-deploy[openvino]"') from exc
     activations = activation_matmuls(model)
-    fits = calibration_bytes(model, activations) <= ATTENTION_CALIBRATION_BUDGET
-    ignored = [] if attention and fits else activations
+    quantize_attention = attention and calibration_bytes(model, activations) <= ATTENTION_CALIBRATION_BUDGET
+    ignored = [] if quantize_attention else activations
     logger = logging.getLogger("nncf")
     saved = logger.level
     logger.setLevel(logging.WARNING)  # one INFO line per ignored matmul (48 for l640); the progress bars stay

@@ -575,13 +575,17 @@ class Chosen:
         if other is None:
             return replace(self, evidence={**self.evidence, "homography path": {"rejected": "too few matches"}})
         gap = corner_moves(other.fit.matrix, self.fit.matrix, vis_size)
-        larger = np.linalg.norm(gap, axis=1) > np.linalg.norm(self.bias, axis=1)
-        bias = self.bias.copy()
-        bias[larger] = gap[larger]
+        bias = larger_per_corner(self.bias, gap)
         evidence = {**self.evidence, "homography path": {
             "corner_gap_px": round(float(np.max(np.linalg.norm(gap, axis=1))), 3),
             "uncertainty_px": corner_uncertainty(other.offsets)["max"]}}
         return replace(self, bias=bias, evidence=evidence)
+
+
+def larger_per_corner(bias: np.ndarray, move: np.ndarray) -> np.ndarray:
+    """Two (4, 2) corner displacements -> per corner the longer one (``bias`` where they tie): how a possible bias
+    grows by another move the data could not rule out."""
+    return np.where((np.linalg.norm(move, axis=1) > np.linalg.norm(bias, axis=1))[:, None], move, bias)
 
 
 def corner_moves(matrix: np.ndarray, base: np.ndarray, vis_size: tuple[int, int]) -> np.ndarray:
@@ -648,9 +652,7 @@ def choose_model(matches: np.ndarray, model: Transform, ir_size: tuple[int, int]
     # views tilted by 2 px was accepted 5-11 px off on 21 of 24 pairs when only its own spread counted).
     bias = np.zeros((4, 2))
     for name in names[names.index(chosen) + 1:]:
-        candidate = moved(name, chosen)
-        larger = np.linalg.norm(candidate, axis=1) > np.linalg.norm(bias, axis=1)
-        bias[larger] = candidate[larger]
+        bias = larger_per_corner(bias, moved(name, chosen))
     return Chosen(fits[chosen][0], fits[chosen][1], bias, share, evidence)
 
 
