@@ -249,6 +249,25 @@ def test_cli_writes_uncertainty_coverage_and_draws_it_refuses_in_one_line(msrs, 
     assert data["model"] == "affine" and data["fitted_model"] == "similarity"
 
 
+def test_cli_says_when_auto_reports_another_fit_than_support_chose(msrs, tmp_path):
+    """00537D as shipped, one pair (measured: the affine supported, 7.47 px uncertain with the homography's move as
+    its possible bias; the similarity fitted to the same matches 7.30 px): the line names both, the file records
+    both."""
+    ir, vis = load(msrs, "00537D", False)
+    cv2.imwrite(str(tmp_path / "ir.png"), ir)
+    cv2.imwrite(str(tmp_path / "vis.png"), vis)
+    result = CliRunner().invoke(calibrate_main, ["--ir", str(tmp_path / "ir.png"), "--vis", str(tmp_path / "vis.png"),
+                                                 "-o", str(tmp_path / "H.json"), "--max-uncertainty", "20"])
+    assert result.exit_code == 0, result.output
+    reported = json.loads((tmp_path / "H.json").read_text())["model_evidence"]["reported"]
+    assert reported["model"] != reported["supported_model"], reported
+    assert reported["uncertainty_px"] < reported["supported_uncertainty_px"]
+    line = next(line for line in result.output.splitlines() if line.startswith("fitted as"))
+    assert line.startswith(f"fitted as {reported['model']}, the least uncertain fit (the matches support the "
+                           f"{reported['supported_model']}, whose possible bias makes it "
+                           f"{reported['supported_uncertainty_px']:.2f} px uncertain)"), line
+
+
 def test_point_pairs_get_an_uncertainty_from_their_residuals_and_are_checked_against_the_sizes(tmp_path):
     rng = np.random.default_rng(3)
     truth = np.array([[1.02, 0.01, -12.0], [-0.01, 1.01, 8.0], [2e-5, -1e-5, 1.0]])

@@ -190,7 +190,7 @@ def _write(registration: Registration, frames: tuple[np.ndarray, np.ndarray] | N
                f"{registration.vis_size[0]}x{registration.vis_size[1]}:")
     click.echo(np.array2string(registration.matrix, precision=6, suppress_small=True))
     click.echo(f"IR corners land at {corners} in the VIS frame")
-    click.echo(f"fitted as {registration.extra.get('fitted_model', registration.model)}; {_uncertainty(registration)}")
+    click.echo(f"fitted as {_fitted(registration)}; {_uncertainty(registration)}")
     if preview is not None:
         click.echo(f"preview: {preview}")
     click.echo(f"wrote {out}")
@@ -210,6 +210,17 @@ def _check(path: Path, frames: list[tuple[np.ndarray, np.ndarray]], names: list[
         raise InputError(f"calibration {path} leaves shared structure {result.median_px:.2f} px apart (median; "
                          f"limit {max_residual:g} px)", fix="re-calibrate: the cameras moved, or these frames are "
                          "from another rig")
+
+
+def _fitted(registration: Registration) -> str:
+    """The fitted model, and where auto reported another fit than the one support chose, both with their
+    uncertainties (``model_evidence["reported"]``, estimate.least_uncertain)."""
+    fitted = str(registration.extra.get("fitted_model", registration.model))
+    reported = registration.extra.get("model_evidence", {}).get("reported")
+    if not isinstance(reported, dict) or reported.get("supported_model") in (None, fitted):
+        return fitted
+    return (f"{fitted}, the least uncertain fit (the matches support the {reported['supported_model']}, whose "
+            f"possible bias makes it {reported['supported_uncertainty_px']:.2f} px uncertain)")
 
 
 def _uncertainty(registration: Registration) -> str:
