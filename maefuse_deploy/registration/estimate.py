@@ -600,8 +600,8 @@ def least_uncertain(choice: Chosen, other_path: Chosen | None, vis_size: tuple[i
     matching rounds; it is not which estimate is closest to the truth. A simpler model that could not rule out a
     richer one carries that model's corner move as its bias, so where the richer model's own spread is smaller
     than the simpler model's spread and bias together, the richer fit is the better estimate even though its
-    extra terms are not "supported" (RoadScene: an affine reported at 1.99 px was 1.84 px off, the homography
-    fitted to the same matches 1.21 px uncertain; over the 192 single-pair calibrations of
+    extra terms are not "supported" (RoadScene FLIR_05005: an affine reported at 1.99 px was 1.84 px off, the
+    homography fitted to the same matches 1.23 px uncertain and 0.18 px off; over the 192 single-pair calibrations of
     benchmarks/calibration_roadscene.py the worst accepted error went from 1.96 to 0.61 px at native size).
     The matching rounds keep following support: steering them by the least uncertain fit kept a 12-scene live
     rig at 6.7 px instead of 1.93 px.
