@@ -607,10 +607,12 @@ def least_uncertain(choice: Chosen, other_path: Chosen | None, vis_size: tuple[i
     rig at 6.7 px instead of 1.93 px.
     """
     counted = [candidate.with_other_path(other_path, vis_size) for candidate in (choice, *choice.alternatives)]
-    best = min(counted, key=lambda candidate: candidate.uncertainty_px)  # min keeps the first (``choice``) on ties
+    uncertainties = [candidate.uncertainty_px for candidate in counted]
+    index = int(np.argmin(uncertainties))  # the first (``choice``) on ties
+    best = counted[index]
     evidence = {**best.evidence, "reported": {
-        "model": best.fit.model, "uncertainty_px": round(best.uncertainty_px, 3),
-        "supported_model": choice.fit.model, "supported_uncertainty_px": round(counted[0].uncertainty_px, 3)}}
+        "model": best.fit.model, "uncertainty_px": round(uncertainties[index], 3),
+        "supported_model": choice.fit.model, "supported_uncertainty_px": round(uncertainties[0], 3)}}
     return replace(best, evidence=evidence, alternatives=())
 
 
@@ -653,6 +655,9 @@ def choose_model(matches: np.ndarray, model: Transform, ir_size: tuple[int, int]
     def moved(name: str, base: str) -> np.ndarray:
         return corner_moves(fits[name][0].matrix, fits[base][0].matrix, vis_size)
 
+    def coverage_allows(name: str) -> bool:  # perspective terms only from matches that reach the frame's corners
+        return name != "homography" or share >= HOMOGRAPHY_COVERAGE
+
     chosen = names[0]
     evidence: dict[str, Any] = {chosen: {"uncertainty_px": corner_uncertainty(fits[chosen][1])["max"]}}
     for name in names[1:]:
@@ -664,7 +669,7 @@ def choose_model(matches: np.ndarray, model: Transform, ir_size: tuple[int, int]
         spread = corner_uncertainty(fits[name][1])["max"]
         shift = float(np.max(np.linalg.norm(moved(name, chosen), axis=1)))
         evidence[name] = {"corner_shift_px": round(shift, 3), "uncertainty_px": spread}
-        if name == "homography" and share < HOMOGRAPHY_COVERAGE:
+        if not coverage_allows(name):
             evidence[name]["rejected"] = f"coverage {share:.2f} < {HOMOGRAPHY_COVERAGE}"
         elif shift <= SUPPORT * spread:
             evidence[name]["rejected"] = "not supported"
@@ -690,8 +695,7 @@ def choose_model(matches: np.ndarray, model: Transform, ir_size: tuple[int, int]
 
     # "auto" also keeps the other fits for ``least_uncertain``: the homography only where the coverage allows it.
     alternatives = tuple(Chosen(fits[name][0], fits[name][1], possible_bias(name), share, evidence)
-                         for name in names if model == "auto" and name != chosen
-                         and (name != "homography" or share >= HOMOGRAPHY_COVERAGE))
+                         for name in names if model == "auto" and name != chosen and coverage_allows(name))
     return Chosen(fits[chosen][0], fits[chosen][1], possible_bias(chosen), share, evidence, alternatives)
 
 
