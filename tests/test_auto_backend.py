@@ -96,7 +96,8 @@ def test_precisions_are_checked_fastest_first_and_int8_must_be_clearly_faster() 
     assert check_order({"int8": 0.5}) == ["int8"]  # a CPU without BF16: int8, then the float32 fallback
 
 
-@pytest.mark.parametrize(("model", "calibrate_on", "check_on"), [("maefuse-tiny", "N", "D"), ("maefuse-rt", "D", "N")])
+@pytest.mark.parametrize(("model", "calibrate_on", "check_on"),
+                         [("maefuse-tiny", "N", "D"), ("maefuse-rt", "D", "N"), ("maefuse-rt-linear", "D", "N")])
 def test_int8_calibrated_on_other_pairs_keeps_the_image_within_40_db(msrs: Path, tmp_path: Path, model: str,
                                                                      calibrate_on: str, check_on: str) -> None:
     """A deployment calibrates on whatever pairs it has, rarely its own camera's. NNCF's SmoothQuant fitted its
@@ -149,6 +150,19 @@ def test_second_start_reads_the_cache_and_fuses_the_same(pairs: list, tmp_path: 
     assert len([p for p in tmp_path.iterdir() if p.name.startswith("openvino-") and p.name != "openvino-blobs"]) == 2
 
 
+def test_a_choice_made_for_other_cpu_kernels_is_not_read(pairs: list, tmp_path: Path, monkeypatch) -> None:
+    """auto's choice holds for the kernels it was timed on: with AMX it took bf16, which under
+    ONEDNN_MAX_CPU_ISA=AVX512_CORE_VNNI ran emulated at seconds a pair. Another cap is another entry."""
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    monkeypatch.delenv("DNNL_MAX_CPU_ISA", raising=False)
+    _open(tmp_path).fuse(*pairs[0])
+    monkeypatch.setenv("DNNL_MAX_CPU_ISA", "AVX2")
+    capped = _open(tmp_path)
+    capped.fuse(*pairs[0])
+    assert "cache built (no entry)" in capped.backend.events[0]
+    assert len([p for p in tmp_path.iterdir() if p.name.startswith("openvino-") and p.name != "openvino-blobs"]) == 2
+
+
 def test_stale_entry_is_rebuilt(pairs: list, tmp_path: Path) -> None:
     _open(tmp_path).fuse(*pairs[0])
     entry_file = _entry(tmp_path) / ENTRY_FILE
@@ -196,3 +210,20 @@ def test_a_killed_build_leaves_nothing_under_the_final_name(pairs: list, tmp_pat
     _open(tmp_path).fuse(*pairs[0])
     assert not leftover.exists() and live.exists()
     assert all(not p.name.startswith(".maefuse-tmp-") or p == live for p in tmp_path.iterdir())
+
+
+def test_a_onednn_isa_cap_without_bf16_takes_bf16_out_of_autos_candidates(monkeypatch) -> None:
+    """Under ONEDNN_MAX_CPU_ISA=AVX512_CORE_VNNI OpenVINO's bf16 runs emulated (seconds a pair) while the plugin still
+    reports BF16: auto must time int8 and float32 only, as on a CPU without BF16 units."""
+    ov = pytest.importorskip("openvino")
+    from maefuse_deploy.backends.openvino import bf16_units
+
+    core = ov.Core()
+    monkeypatch.delenv("DNNL_MAX_CPU_ISA", raising=False)
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    assert bf16_units(core)[0] == ("BF16" in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "avx512_core_vnni")
+    native, why_not = bf16_units(core)
+    assert not native and why_not  # the reason goes into the backend's notes
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX10_1_512_AMX")  # a cap that keeps AMX leaves the answer to the CPU
+    assert bf16_units(core)[0] == ("BF16" in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"))

@@ -404,7 +404,10 @@ def test_exit_codes_are_distinct():
 def test_model_names_mean_trained_weights():
     tiny = resolve_torch_model("maefuse-tiny")
     builtin = resolve_torch_model(None)
-    assert resolve_torch_model("maefuse-rt").path == builtin.path and "built-in maefuse-rt" in builtin.description
+    assert resolve_torch_model("maefuse-rt-linear").path == builtin.path
+    assert "built-in maefuse-rt-linear" in builtin.description
+    softmax = resolve_torch_model("maefuse-rt")
+    assert softmax.path not in (None, builtin.path) and "shipped maefuse-rt" in softmax.description
     assert tiny.path is not None and tiny.path != builtin.path and not tiny.warnings
     assert "shipped maefuse-tiny" in tiny.description
     random = resolve_torch_model("random:maefuse-tiny")

@@ -325,7 +325,8 @@ def test_item06_bad_device_strings_are_one_line_errors(tmp_path: Path) -> None:
 
 def test_item12_help_matches_the_code_and_config_is_not_silently_ignored(tmp_path: Path) -> None:
     runner = CliRunner()
-    fuse_help = " ".join(runner.invoke(fuse_main, ["--help"]).output.split())
+    # Wide enough that no config name is wrapped at its hyphen ("maefuse- micro").
+    fuse_help = " ".join(runner.invoke(fuse_main, ["--help"], terminal_width=1000).output.split())
     for config in CONFIGS.values():  # the resize sizes come from the configs, not from prose
         assert f"{config.img_size[1]}x{config.img_size[0]} for {config.name}" in fuse_help, fuse_help
     train_help = " ".join(runner.invoke(train_main, ["--help"]).output.split())

@@ -91,6 +91,14 @@ def calibration_bytes(model: Any, names: Sequence[str]) -> float:
     return total
 
 
+def attention_calibrates(model: Any) -> bool:
+    """Whether :func:`quantize_int8` with ``attention`` makes anything more int8: the model has activation x
+    activation MatMuls (an ONNX graph's softmax attention, or linear attention from either path) and calibrating
+    them holds at most ``ATTENTION_CALIBRATION_BUDGET`` bytes."""
+    activations = activation_matmuls(model)
+    return bool(activations) and calibration_bytes(model, activations) <= ATTENTION_CALIBRATION_BUDGET
+
+
 def attention_projections(model: Any, activation_names: Sequence[str]) -> list[str]:
     """Names of the weight MatMuls that read an attention's output (softmax x V, or a fused attention op, through
     reshapes and transposes): each block's output projection.
@@ -98,22 +106,24 @@ def attention_projections(model: Any, activation_names: Sequence[str]) -> list[s
     Their input is an average of value vectors weighted by the softmax, whose range depends on how sharply the
     pair's tokens attend, which calibration pairs of another camera do not bound: maefuse-rt (one encoder head)
     calibrated on RoadScene day pairs read 31 dB from float32 on MSRS night pairs, 49 dB with these in float (the
-    last decoder block's alone: 46 dB). They are a twelfth of a block's linear FLOPs.
+    last decoder block's alone: 46 dB). They are a twelfth of a block's linear FLOPs. Linear block attention
+    (model/vit.py: LinearAttention) ends in ``mean(V) + Q Cov``, an Add of an activation MatMul: the same holds.
     """
     activations = set(activation_names)
-    names = []
-    for op in model.get_ordered_ops():
-        if op.get_type_name() != "MatMul" or op.get_friendly_name() in activations:
-            continue
-        for index in range(2):
-            node = _through_layout_ops(op.input_value(index).get_node())
-            # OpenVINO's PyTorch frontend fuses the attention into one ScaledDotProductAttention op; an ONNX graph
-            # keeps its softmax x V MatMul.
-            if node.get_type_name() == "ScaledDotProductAttention" or (
-                    node.get_type_name() == "MatMul" and node.get_friendly_name() in activations):
-                names.append(op.get_friendly_name())
-                break
-    return names
+
+    def attention_output(node: Any) -> bool:
+        # OpenVINO's PyTorch frontend fuses softmax attention into one ScaledDotProductAttention op; an ONNX graph
+        # keeps its softmax x V MatMul.
+        node = _through_layout_ops(node)
+        kind = node.get_type_name()
+        if kind == "Add":
+            return any(_through_layout_ops(node.input_value(index).get_node()).get_friendly_name() in activations
+                       for index in range(2))
+        return kind == "ScaledDotProductAttention" or (kind == "MatMul" and node.get_friendly_name() in activations)
+
+    return [op.get_friendly_name() for op in model.get_ordered_ops()
+            if op.get_type_name() == "MatMul" and op.get_friendly_name() not in activations
+            and any(attention_output(op.input_value(index).get_node()) for index in range(2))]
 
 
 def _through_layout_ops(node: Any) -> Any:
@@ -126,6 +136,23 @@ def _through_layout_ops(node: Any) -> Any:
 def _is_weight(node: Any) -> bool:
     # A weight reaches its MatMul as a Constant, possibly through a Convert, Transpose or Reshape.
     return bool(_through_layout_ops(node).get_type_name() == "Constant")
+
+
+# oneDNN's instruction-set caps (``ONEDNN_MAX_CPU_ISA`` or ``DNNL_MAX_CPU_ISA``) that leave out AVX-512 BF16 and AMX.
+# OpenVINO's CPU kernels honour them while the plugin still reports the CPU's BF16: under AVX512_CORE_VNNI its bf16
+# ran emulated, maefuse-rt at 640x480 in 3.1 s a pair instead of 26 ms (benchmarks/README.md).
+ISA_CAPS_WITHOUT_BF16 = frozenset({"SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE",
+                                   "AVX512_CORE_VNNI"})
+
+
+def bf16_units(core: Any) -> tuple[bool, str]:
+    """Whether OpenVINO runs bf16 on units of this CPU, and if not, why (for the backend's notes)."""
+    if "BF16" not in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
+        return False, "the CPU has no bf16 units"
+    for name in ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA"):
+        if os.environ.get(name, "").upper() in ISA_CAPS_WITHOUT_BF16:
+            return False, f"{name}={os.environ[name]} leaves the kernels no bf16 units"
+    return True, ""
 
 
 def compile_config(precision: str, threads: int | None = None) -> dict[str, Any]:
@@ -160,8 +187,7 @@ def quantize_int8(model: Any, feeds: Sequence[dict[Any, np.ndarray]], attention:
         raise UnavailableError(f"NNCF is not available for OpenVINO INT8 ({exc})",
                                fix='pip install "maefuse-deploy[openvino]"') from exc
     activations = activation_matmuls(model)
-    quantize_attention = attention and calibration_bytes(model, activations) <= ATTENTION_CALIBRATION_BUDGET
-    ignored = [] if quantize_attention else activations
+    ignored = [] if attention and attention_calibrates(model) else activations
     logger = logging.getLogger("nncf")
     saved = logger.level
     logger.setLevel(logging.WARNING)  # one INFO line per ignored matmul (48 for l640); the progress bars stay

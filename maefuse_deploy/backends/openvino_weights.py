@@ -53,6 +53,8 @@ from .cache import CacheKey, ModelCache
 from .openvino import (
     DEFAULT_CALIBRATION_PAIRS,
     DTYPE_PRECISIONS,
+    attention_calibrates,
+    bf16_units,
     compile_config,
     first_line,
     import_openvino,
@@ -69,7 +71,9 @@ TIMED_RUNS = 3  # after one warm-up run: the best of these is a candidate's spee
 # 2: int8 calibrates on all but the last pair and the check includes that one.
 # 3: int8 without SmoothQuant; auto takes the fastest precision that keeps the image, measured, not a fixed order.
 # 4: int8 leaves attention's output projections in float (openvino.attention_projections).
-BUILD_RECIPE = "4"
+# 5: int8 (not int8-bf16) makes attention's activation MatMuls int8 where the converted model has them (linear
+#    attention); the key names the CPU's kernels.
+BUILD_RECIPE = "5"
 
 
 @dataclass
@@ -183,10 +187,18 @@ class OpenVinoWeightsBackend(BackendBase):
             nncf_version = "absent"
         identity = (("weights", self._weights_sha256()), ("config", self.config.to_json()),
                     ("shape", f"1x3x{shape[0]}x{shape[1]}"), ("precision", self.requested),
-                    ("min_psnr", repr(self.min_psnr)), ("calibration", self._calibration_sha256))
+                    ("min_psnr", repr(self.min_psnr)), ("calibration", self._calibration_sha256),
+                    ("cpu", self._cpu_kernels()))
         versions = (("maefuse-deploy", __version__), ("recipe", BUILD_RECIPE), ("openvino", self.ov.__version__),
                     ("nncf", nncf_version), ("torch", torch.__version__))
         return CacheKey("openvino", identity, versions)
+
+    def _cpu_kernels(self) -> str:
+        """What the CPU kernels can run here: auto's choice and its timings hold for this, not for another CPU or
+        another oneDNN cap (a bf16 choice made with AMX ran 150x slower under ONEDNN_MAX_CPU_ISA=AVX512_CORE_VNNI)."""
+        capabilities = " ".join(sorted(self.core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")))
+        native_bf16, why_not = bf16_units(self.core)
+        return capabilities if native_bf16 else f"{capabilities}; {why_not}"
 
     def _weights_sha256(self) -> str:
         if self._weights_digest is None:
@@ -240,24 +252,28 @@ class OpenVinoWeightsBackend(BackendBase):
             if importlib.util.find_spec("nncf") is None:
                 candidates = [c for c in candidates if not c.startswith("int8")]
                 notes.append("int8 skipped: NNCF not installed")
-            if "BF16" not in self.core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
+            native_bf16, why_not = bf16_units(self.core)
+            if not native_bf16:
                 candidates = [c for c in candidates
                               if self._compile_config(c)["INFERENCE_PRECISION_HINT"] != "bf16"]
-                notes.append("bf16 skipped: the CPU has no bf16 units")
-        quantized = None
+                notes.append(f"bf16 skipped: {why_not}")
+        quantized: dict[bool, Any] = {}  # by whether attention's activation MatMuls are int8 too
 
         def lowered(precision: str) -> Any:
-            nonlocal quantized
             if not precision.startswith("int8"):
                 return converted
             # One quantization for both int8 kinds, calibrated WITHOUT the last pair: the accuracy check then
             # includes a pair the quantization never saw (with SmoothQuant, random maefuse-l640 read 46 dB on its
             # calibration pairs and 27 dB on others: a check on seen pairs alone would have accepted it).
             seen = feeds[:-1] if len(feeds) > 1 else feeds
-            # Attention left to the float part for both kinds (one quantization serves both; converted from the
-            # torch module, each attention is one ScaledDotProductAttention op that NNCF does not quantize anyway).
-            quantized = quantized or quantize_int8(converted, [{0: ir, 1: vis} for ir, vis in seen])
-            return quantized
+            # int8 alone makes attention's activation x activation MatMuls int8 too, as the graph path does
+            # (quantize_int8). Converted from the torch module, softmax attention is one ScaledDotProductAttention op
+            # with none, so both int8 kinds share one quantization; linear attention has two a block
+            # (maefuse-rt-linear under the VNNI cap: Fuser.fuse 45 -> 40 ms a 640x480 pair, 48.1 -> 48.0 dB).
+            attention = precision == "int8" and attention_calibrates(converted)
+            if attention not in quantized:
+                quantized[attention] = quantize_int8(converted, [{0: ir, 1: vis} for ir, vis in seen], attention)
+            return quantized[attention]
 
         # float32 is the answer when nothing faster keeps the image; the others are timed, and tried for accuracy
         # fastest first (which is fastest depends on the CPU and the model: maefuse-tiny at 640x480 on a Xeon with

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..contract import BatchProfile
+from ..errors import InputError
 from ..model.fusion import FusionAttention
 from ..model.maefuse import MaeFuse
 from ..model.sources import resolve_torch_model
@@ -101,6 +102,14 @@ class ReleaseStyleBackend(BackendBase):
     profile = BatchProfile(1, 1, 1)
 
     def __init__(self, model: MaeFuse, device: str = "cpu", *, description: str = "") -> None:
+        if model.config.block_attention != "softmax":
+            # The release computes softmax attention; running a linear-attention model through it would give
+            # another model's output under this backend's name.
+            raise InputError(
+                f"release-style runs the authors' softmax attention; {model.config.name} has "
+                f"{model.config.block_attention} block attention",
+                fix="use the torch backend for this model",
+            )
         self.device = torch.device(resolve_device(device))
         self.model = ReleaseStyleModel(model.float()).to(self.device).eval().requires_grad_(False)
         self.patch_size = model.config.patch_size

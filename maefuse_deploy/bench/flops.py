@@ -35,11 +35,14 @@ class FlopCount:
         return {**asdict(self), "total": self.total}
 
 
-def block_flops(tokens: int, dim: int, mlp_ratio: float) -> float:
-    """One pre-norm ViT block with full self-attention over ``tokens``: qkv, QK^T, AV, proj, fc1, fc2."""
+def block_flops(tokens: int, dim: int, mlp_ratio: float, heads: int = 1, linear: bool = False) -> float:
+    """One pre-norm ViT block over ``tokens``: qkv, attention, proj, fc1, fc2.
+
+    Softmax attention is QK^T and AV (2 x 2 N^2 D); linear attention (model/vit.py: LinearAttention) is K^T V and
+    Q Cov per head (2 x 2 N D d, d = D / heads)."""
     hidden = int(dim * mlp_ratio)
     projections = 2 * tokens * dim * (3 * dim + dim)
-    attention = 2 * 2 * tokens * tokens * dim
+    attention = 2 * 2 * tokens * dim * (dim // heads if linear else tokens)
     mlp = 2 * 2 * tokens * dim * hidden
     return float(projections + attention + mlp)
 
@@ -56,10 +59,11 @@ def count_flops(config: MaeFuseConfig, grid: tuple[int, int] | None = None, form
     tokens = rows * cols
     dim, dec = config.embed_dim, config.decoder_embed_dim
     patch = 2.0 * tokens * config.patch_dim * dim
-    one_image = patch + config.depth * block_flops(tokens, dim, config.mlp_ratio)
+    linear = config.block_attention == "linear"
+    one_image = patch + config.depth * block_flops(tokens, dim, config.mlp_ratio, config.num_heads, linear)
     decoder = (
         2.0 * tokens * dim * dec
-        + config.decoder_depth * block_flops(tokens, dec, config.mlp_ratio)
+        + config.decoder_depth * block_flops(tokens, dec, config.mlp_ratio, config.decoder_num_heads, linear)
         + 2.0 * tokens * dec * config.patch_dim
     )
     ffn = 2 * 2.0 * tokens * dim * int(dim * config.fusion_mlp_ratio)

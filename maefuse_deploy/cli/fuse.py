@@ -12,6 +12,7 @@ from ..backends import AUTO
 from ..contract import DEFAULT_BATCH_SIZE
 from ..io import DEFAULT_MAX_PIXELS, OUTPUT_FORMATS
 from ..model.config import CONFIGS
+from ..model.sources import TRAINED_NAMES
 from ..processing import Policy
 from ..registration import load_registration
 from ..runtime.files import SAMPLES_DIR, fuse_pairs, plan_fuse_job
@@ -37,7 +38,7 @@ MODEL_SIZES = ", ".join(f"{c.img_size[1]}x{c.img_size[0]} for {name}" for name, 
 @click.option("--out", type=click.Path(path_type=Path), default=Path("fused"), show_default=True,
               help="output folder, one image file for one pair (fused.png), or a video file")
 @click.option("--overwrite", is_flag=True, help="replace output files that already exist (refused by default)")
-@model_option("checkpoint file, .onnx graph, engine, a trained model's name (maefuse-rt, maefuse-tiny), or "
+@model_option(f"checkpoint file, .onnx graph, engine, a trained model's name ({TRAINED_NAMES}), or "
               "random:CONFIG for "
               "random weights [default: the built-in model]")
 @click.option("--config", help="model config name, when the checkpoint does not say (needs --model)")

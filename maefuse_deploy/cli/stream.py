@@ -11,6 +11,7 @@ import click
 
 from ..contract import DEFAULT_BATCH_SIZE
 from ..errors import MaeFuseError
+from ..model.sources import TRAINED_NAMES
 from ..processing import POLICIES as PROCESSING_POLICIES
 from ..registration import load_registration
 from ..runtime.fuser import Fuser
@@ -53,7 +54,7 @@ from .options import backend_option, batch_size_option, deprecated, device_optio
 @click.option("--frames", "max_frames", type=click.IntRange(min=1), help="stop after this many pairs")
 @click.option("--raw-ir", is_flag=True, help="ask a V4L2 IR camera for raw (16-bit) frames (V4L2 only: 16-bit video "
               "files are read as 16-bit without it)")
-@model_option("checkpoint file, .onnx graph, engine, a trained model's name (maefuse-rt, maefuse-tiny), or "
+@model_option(f"checkpoint file, .onnx graph, engine, a trained model's name ({TRAINED_NAMES}), or "
               "random:CONFIG for "
               "random weights [default: the built-in model]")
 @click.option("--config", help="model config name, when the checkpoint does not say (needs --model)")

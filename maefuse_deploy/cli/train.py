@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from ..model.config import CONFIGS
+from ..model.sources import TRAINED_NAMES
 from ..train.dataset import PHOTOMETRIC_GAIN, PHOTOMETRIC_GAMMA
 from ..train.losses import FUSION_LOSSES, FusionLoss
 from ..train.stages import STAGES
@@ -47,7 +48,7 @@ def _betas(text: str) -> tuple[float, float]:
 @click.option("--config", "config", type=click.Choice(sorted(CONFIGS)), **_default("config"))
 @click.option("--init", type=click.Path(path_type=Path),
               help="start from these weights (e.g. the previous stage's model.safetensors, an MAE checkpoint, "
-              "a trained model's name (maefuse-rt, maefuse-tiny), or timm:vit_large_patch16_224.mae for timm's "
+              f"a trained model's name ({TRAINED_NAMES}), or timm:vit_large_patch16_224.mae for timm's "
               "upstream MAE-Large encoder); a checkpoint of the same widths and depths with other head counts or a "
               "whole-factor patch size starts the config too (warm start)")
 @click.option("--resume", is_flag=True, help="continue from OUT/checkpoints/last.*")

@@ -2,7 +2,7 @@
 
 A graph has one input size; a frame of any other size is resized to it and back by the runtime. A model
 trained for the official policy expects exactly that (its own model size). A model trained for the native policy
-(each frame at its own size, e.g. the built-in maefuse-rt) loses detail and accuracy when resized, so its graph
+(each frame at its own size, e.g. the built-in maefuse-rt-linear) loses detail and accuracy when resized, so its graph
 must be exported at the camera's frame size: that size is required, given directly or read from a sample frame.
 """
 

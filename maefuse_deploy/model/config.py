@@ -1,7 +1,8 @@
 """Model configurations as data.
 
 ``maefuse-l640`` is the released model (docs/model.md §1). The small configs exist for tests, demos and the shipped
-``maefuse-rt`` (the built-in model) and ``maefuse-tiny``; any width, depth, head count, patch and grid is allowed.
+``maefuse-rt-linear`` (the built-in model), ``maefuse-rt`` and ``maefuse-tiny``; any width, depth, head count, patch
+and grid is allowed.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from ..errors import CheckpointError
 
 Attention = Literal["official", "tokens"]
 ATTENTION_MODES: tuple[str, ...] = ("official", "tokens")
+BlockAttention = Literal["softmax", "linear"]
+BLOCK_ATTENTION_KINDS: tuple[str, ...] = ("softmax", "linear")
 TRAINED_POLICIES: tuple[str, ...] = ("official", "native")
 
 
@@ -25,6 +28,10 @@ class MaeFuseConfig:
     ``attention`` selects the fusion layer's semantics (docs/model.md §2): ``official`` reproduces the released
     checkpoint's batch-1 output for every pair (attention over one key); ``tokens`` is the paper's cross-attention
     over the token sequence.
+
+    ``block_attention`` is the encoder's and decoder's self-attention: ``softmax`` (MAE's, every released model) or
+    ``linear``, its first-order expansion about each query's mean logit, ``mean(V) + (q * scale) Cov(K, V)``
+    (model/vit.py): the same tensors, cost linear in the token count instead of quadratic.
 
     ``policy`` is the preprocessing the weights were trained for and the runtime's default (the release: resize to
     ``img_size``; a model trained on native-resolution crops: ``native``). It shapes no tensor, so two configs
@@ -45,6 +52,7 @@ class MaeFuseConfig:
     fusion_num_heads: int = 16
     fusion_mlp_ratio: float = 4.0
     attention: Attention = "official"
+    block_attention: BlockAttention = "softmax"
     norm_eps: float = 1e-6  # encoder/decoder LayerNorms (MAE)
     fusion_norm_eps: float = 1e-5  # the fusion FFN's LayerNorm (torch default in the release)
     policy: str = "official"
@@ -52,6 +60,8 @@ class MaeFuseConfig:
     def __post_init__(self) -> None:
         if self.attention not in ATTENTION_MODES:
             raise ValueError(f"attention must be one of {ATTENTION_MODES}, got {self.attention!r}")
+        if self.block_attention not in BLOCK_ATTENTION_KINDS:
+            raise ValueError(f"block_attention must be one of {BLOCK_ATTENTION_KINDS}, got {self.block_attention!r}")
         if self.policy not in TRAINED_POLICIES:
             raise ValueError(f"policy must be one of {TRAINED_POLICIES}, got {self.policy!r}")
         for dim, heads, what in (
@@ -150,6 +160,9 @@ CONFIGS: dict[str, MaeFuseConfig] = {
         # training starts from maefuse-tiny itself (model/resample.py: warm_start). The fusion layer's heads stay:
         # under official attention (one key) they cost nothing.
         _TINY.replace(name="maefuse-rt", num_heads=1, decoder_num_heads=2),
+        # maefuse-rt's tensors with linear block attention (model/vit.py: LinearAttention): no N x N matrix, so on a CPU
+        # without BF16 units attention stops being most of the time (benchmarks/README.md). Trained from maefuse-rt.
+        _TINY.replace(name="maefuse-rt-linear", num_heads=1, decoder_num_heads=2, block_attention="linear"),
         # Unit-test size: a 4x4 token grid, milliseconds per pass on a CPU.
         MaeFuseConfig(
             name="maefuse-micro",

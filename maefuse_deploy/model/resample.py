@@ -64,13 +64,15 @@ HEAD_FIELDS = ("num_heads", "decoder_num_heads", "fusion_num_heads")
 def warm_start(model: MaeFuse, config: MaeFuseConfig) -> tuple[MaeFuse, str]:
     """``model`` -> a new MaeFuse of ``config`` and a line saying what changed; eval mode.
 
-    ``config`` may differ from the model's in head counts (the same tensors regrouped) and in a whole-factor patch
-    size (:func:`resample_patch`); anything else (widths, depths) is a CheckpointError.
+    ``config`` may differ from the model's in head counts (the same tensors regrouped), in the block attention
+    (softmax or linear: the same tensors) and in a whole-factor patch size (:func:`resample_patch`); anything else
+    (widths, depths) is a CheckpointError.
     """
     old = model.config
     heads = {field: getattr(config, field) for field in HEAD_FIELDS if getattr(config, field) != getattr(old, field)}
     reshaped = old.replace(
-        name=config.name, policy=config.policy, patch_size=config.patch_size, img_size=config.img_size, **heads
+        name=config.name, policy=config.policy, patch_size=config.patch_size, img_size=config.img_size,
+        block_attention=config.block_attention, **heads
     )
     if reshaped != config or config.patch_size % old.patch_size:
         raise CheckpointError(
@@ -88,6 +90,8 @@ def warm_start(model: MaeFuse, config: MaeFuseConfig) -> tuple[MaeFuse, str]:
     notes = []
     if heads:
         notes.append("attention regrouped into " + ", ".join(f"{field} {value}" for field, value in heads.items()))
+    if old.block_attention != config.block_attention:
+        notes.append(f"block attention {old.block_attention} -> {config.block_attention} (the same tensors)")
     if old.patch_size != config.patch_size:
         model = resample_patch(model, config)
         factor = config.patch_size // old.patch_size

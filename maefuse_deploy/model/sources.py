@@ -13,12 +13,14 @@ from .config import CONFIGS, MaeFuseConfig
 from .maefuse import MaeFuse, build_model
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
-# The built-in model: maefuse-rt, the real-time size (MODEL_CARD.md); maefuse-tiny stays available by name.
-DEFAULT_CONFIG = "maefuse-rt"
+# The built-in model: maefuse-rt-linear, real time on CPUs without BF16 units too (MODEL_CARD.md); maefuse-rt (its
+# softmax-attention teacher) and maefuse-tiny stay available by name.
+DEFAULT_CONFIG = "maefuse-rt-linear"
 DEFAULT_WEIGHTS = WEIGHTS_DIR / f"{DEFAULT_CONFIG}.safetensors"
 RANDOM_SEED = 0
 # Model names that mean trained weights shipped with the package.
-TRAINED_MODELS = {name: WEIGHTS_DIR / f"{name}.safetensors" for name in (DEFAULT_CONFIG, "maefuse-tiny")}
+TRAINED_MODELS = {name: WEIGHTS_DIR / f"{name}.safetensors" for name in (DEFAULT_CONFIG, "maefuse-rt", "maefuse-tiny")}
+TRAINED_NAMES = ", ".join(TRAINED_MODELS)  # for help texts
 
 
 @dataclass
@@ -32,8 +34,7 @@ class ModelSource:
 
 
 def trained_weights(source: str | os.PathLike[str]) -> Path:
-    """A trained model's name (``maefuse-rt``, ``maefuse-tiny``) -> its shipped weights file; any other source as a
-    path."""
+    """A trained model's name (:data:`TRAINED_MODELS`) -> its shipped weights file; any other source as a path."""
     name = str(source)
     if name in TRAINED_MODELS and not Path(name).exists():
         return TRAINED_MODELS[name]
@@ -45,7 +46,7 @@ def resolve_torch_model(
 ) -> ModelSource:
     """A checkpoint path, a trained model's name, ``random:CONFIG`` or None (the built-in model) -> a MaeFuse module.
 
-    A model name means trained weights (``maefuse-rt``, ``maefuse-tiny``: shipped ones); random weights are asked for
+    A model name means trained weights (:data:`TRAINED_MODELS`: shipped ones); random weights are asked for
     explicitly (``random:maefuse-micro``) so that nobody gets them by accident. ``config`` names the config of a
     checkpoint that does not record one; with no checkpoint it would be silently ignored, so it is refused.
     """

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Reproduces maefuse-rt-linear (maefuse_deploy/weights/maefuse-rt-linear.safetensors): maefuse-rt's weights with
+# linear block attention (config block_attention="linear", model/vit.py: LinearAttention), fine-tuned in the fuse
+# stage on the release loss plus 10 x the grey-level distance to maefuse-rt's fused image (--teacher), with the
+# photometric augmentation maefuse-rt ended its training with, in two phases.
+# Usage, from the repository root:
+#   benchmarks/train_rt_linear.sh [RUN_DIR]            (DATA=... to point at another RoadScene copy)
+# Data: RoadScene's 171 pairs outside test50.txt; the last 8 of those names are validation, 163 pairs train.
+# Ran 2026-12-06 on the 2-core Intel Xeon (family 6 model 167), OMP_NUM_THREADS=2, beside lighter work: a replay
+# matches statistically, not bit for bit (float summation order).
+# Then: python benchmarks/realtime_quality.py --model maefuse-rt-linear --out OUT (benchmarks/training.md).
+set -euo pipefail
+DATA=${DATA:-../shared/data/ivif/RoadScene}
+RUN=${1:-runs/rt-linear}
+# 1. From maefuse-rt's tensors, attention switched to linear (training's --init warm-starts it), lr 1e-4.
+maefuse-train --config maefuse-rt-linear --stage fuse --data "$DATA" --out "$RUN/1-linear" --init maefuse-rt \
+  --teacher maefuse-rt --native-crops 400 --native-positions 64 --flip --photometric 0.5 --seed 5 \
+  --train encoder,decoder,fusion --loss sobel-laplacian --batch-size 16 --lr 1e-4 --warmup-steps 50 \
+  --schedule cosine --steps 2000 --val-every 20 --checkpoint-every 100 --amp bf16 --no-progress
