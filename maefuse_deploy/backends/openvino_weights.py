@@ -262,9 +262,9 @@ class OpenVinoWeightsBackend(BackendBase):
         def lowered(precision: str) -> Any:
             if not precision.startswith("int8"):
                 return converted
-            # One quantization for both int8 kinds, calibrated WITHOUT the last pair: the accuracy check then
-            # includes a pair the quantization never saw (with SmoothQuant, random maefuse-l640 read 46 dB on its
-            # calibration pairs and 27 dB on others: a check on seen pairs alone would have accepted it).
+            # Calibrated WITHOUT the last pair: the accuracy check then includes a pair the quantization never saw
+            # (with SmoothQuant, random maefuse-l640 read 46 dB on its calibration pairs and 27 dB on others: a check
+            # on seen pairs alone would have accepted it).
             seen = feeds[:-1] if len(feeds) > 1 else feeds
             # int8 alone makes attention's activation x activation MatMuls int8 too, as the graph path does
             # (quantize_int8). Converted from the torch module, softmax attention is one ScaledDotProductAttention op

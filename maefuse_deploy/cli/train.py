@@ -49,8 +49,8 @@ def _betas(text: str) -> tuple[float, float]:
 @click.option("--init", type=click.Path(path_type=Path),
               help="start from these weights (e.g. the previous stage's model.safetensors, an MAE checkpoint, "
               f"a trained model's name ({TRAINED_NAMES}), or timm:vit_large_patch16_224.mae for timm's "
-              "upstream MAE-Large encoder); a checkpoint of the same widths and depths with other head counts or a "
-              "whole-factor patch size starts the config too (warm start)")
+              "upstream MAE-Large encoder); a checkpoint of the same widths and depths with other head counts, block "
+              "attention or a whole-factor patch size starts the config too (warm start)")
 @click.option("--resume", is_flag=True, help="continue from OUT/checkpoints/last.*")
 @click.option("--overwrite", is_flag=True, help="start afresh in an OUT that holds a previous run, replacing it")
 @click.option("--split", type=click.Path(path_type=Path), help="file of pair names to train on")
