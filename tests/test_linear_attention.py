@@ -49,8 +49,8 @@ def test_linear_attention_approaches_softmax_attention_as_the_logits_shrink() ->
         for shrink in (1.0, 0.1, 0.01):
             softmax.scale = linear.scale = _attention()[0].scale * shrink
             errors.append((softmax(x) - linear(x)).abs().max().item())
-    # Second-order remainder: 10x smaller logits, ~100x smaller difference.
-    assert errors[0] > 10 * errors[1] > 100 * errors[2] > 0
+    # A second-order remainder: 10x smaller logits, ~100x smaller difference (a first-order one would give ~10x).
+    assert errors[1] < errors[0] / 50 and errors[2] < errors[1] / 50 and errors[2] > 0
 
 
 def test_config_refuses_an_unknown_block_attention() -> None:
