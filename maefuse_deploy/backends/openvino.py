@@ -91,11 +91,10 @@ def calibration_bytes(model: Any, names: Sequence[str]) -> float:
     return total
 
 
-def attention_calibrates(model: Any) -> bool:
+def attention_calibrates(model: Any, activations: Sequence[str]) -> bool:
     """Whether :func:`quantize_int8` with ``attention`` makes anything more int8: the model has activation x
-    activation MatMuls (an ONNX graph's softmax attention, or linear attention from either path) and calibrating
-    them holds at most ``ATTENTION_CALIBRATION_BUDGET`` bytes."""
-    activations = activation_matmuls(model)
+    activation MatMuls (``activations``, :func:`activation_matmuls`: an ONNX graph's softmax attention, or linear
+    attention from either path) and calibrating them holds at most ``ATTENTION_CALIBRATION_BUDGET`` bytes."""
     return bool(activations) and calibration_bytes(model, activations) <= ATTENTION_CALIBRATION_BUDGET
 
 
@@ -187,7 +186,7 @@ def quantize_int8(model: Any, feeds: Sequence[dict[Any, np.ndarray]], attention:
         raise UnavailableError(f"NNCF is not available for OpenVINO INT8 ({exc})",
                                fix='pip install "maefuse-deploy[openvino]"') from exc
     activations = activation_matmuls(model)
-    ignored = [] if attention and attention_calibrates(model) else activations
+    ignored = [] if attention and attention_calibrates(model, activations) else activations
     logger = logging.getLogger("nncf")
     saved = logger.level
     logger.setLevel(logging.WARNING)  # one INFO line per ignored matmul (48 for l640); the progress bars stay

@@ -53,6 +53,7 @@ from .cache import CacheKey, ModelCache
 from .openvino import (
     DEFAULT_CALIBRATION_PAIRS,
     DTYPE_PRECISIONS,
+    activation_matmuls,
     attention_calibrates,
     bf16_units,
     compile_config,
@@ -270,7 +271,7 @@ class OpenVinoWeightsBackend(BackendBase):
             # (quantize_int8). Converted from the torch module, softmax attention is one ScaledDotProductAttention op
             # with none, so both int8 kinds share one quantization; linear attention has two a block
             # (maefuse-rt-linear under the VNNI cap: Fuser.fuse 45 -> 40 ms a 640x480 pair, 48.1 -> 48.0 dB).
-            attention = precision == "int8" and attention_calibrates(converted)
+            attention = precision == "int8" and attention_calibrates(converted, activation_matmuls(converted))
             if attention not in quantized:
                 quantized[attention] = quantize_int8(converted, [{0: ir, 1: vis} for ir, vis in seen], attention)
             return quantized[attention]

@@ -40,11 +40,20 @@ class Attention(TimmAttention):
     ) -> torch.Tensor:
         if self.fused_attn or attn_mask is not None or is_causal:
             return super().forward(x, attn_mask=attn_mask, is_causal=is_causal)
+        q, k, v = self._heads(x)
+        attn = (q * self.scale) @ k.transpose(-2, -1)
+        return self._merge(attn.float().softmax(dim=-1).to(v.dtype) @ v)
+
+    def _heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(B, N, D) tokens -> Q, K, V, each (B, heads, N, head_dim)."""
         batch, tokens, _ = x.shape
         qkv = self.qkv(x).reshape(batch, tokens, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)
-        attn = (q * self.scale) @ k.transpose(-2, -1)
-        x = attn.float().softmax(dim=-1).to(v.dtype) @ v
+        return q, k, v
+
+    def _merge(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, heads, N, head_dim) per-head outputs -> (B, N, D) through the output projection."""
+        batch, _, tokens, _ = x.shape
         return self.proj(x.transpose(1, 2).reshape(batch, tokens, self.attn_dim))
 
 
@@ -65,14 +74,11 @@ class LinearAttention(Attention):
         """(B, N, D) -> (B, N, D)."""
         if attn_mask is not None or is_causal:
             raise ValueError("linear block attention takes no attention mask")
-        batch, tokens, _ = x.shape
-        qkv = self.qkv(x).reshape(batch, tokens, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        q, k, v = qkv.unbind(0)
+        q, k, v = self._heads(x)
         # 1/N before the product, so the sum over tokens stays in range in float16 graphs too.
-        centred_keys = (k - k.mean(dim=-2, keepdim=True)) * (1.0 / tokens)
+        centred_keys = (k - k.mean(dim=-2, keepdim=True)) * (1.0 / x.shape[1])
         covariance = centred_keys.transpose(-2, -1) @ v  # (B, heads, d, d)
-        x = v.mean(dim=-2, keepdim=True) + (q * self.scale) @ covariance
-        return self.proj(x.transpose(1, 2).reshape(batch, tokens, self.attn_dim))
+        return self._merge(v.mean(dim=-2, keepdim=True) + (q * self.scale) @ covariance)
 
 
 def mae_block(dim: int, num_heads: int, mlp_ratio: float, eps: float, linear: bool = False) -> Block:
