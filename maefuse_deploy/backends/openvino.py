@@ -140,17 +140,23 @@ def _is_weight(node: Any) -> bool:
 # oneDNN's instruction-set caps (``ONEDNN_MAX_CPU_ISA`` or ``DNNL_MAX_CPU_ISA``) that leave out AVX-512 BF16 and AMX.
 # OpenVINO's CPU kernels honour them while the plugin still reports the CPU's BF16: under AVX512_CORE_VNNI its bf16
 # ran emulated, maefuse-rt at 640x480 in 3.1 s a pair instead of 26 ms (benchmarks/README.md).
+ISA_CAP_VARIABLES = ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA")
 ISA_CAPS_WITHOUT_BF16 = frozenset({"SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE",
                                    "AVX512_CORE_VNNI"})
+
+
+def isa_caps() -> dict[str, str]:
+    """The oneDNN instruction-set caps this process runs under, by variable (empty: the CPU's own)."""
+    return {name: os.environ[name] for name in ISA_CAP_VARIABLES if os.environ.get(name)}
 
 
 def bf16_units(core: Any) -> tuple[bool, str]:
     """Whether OpenVINO runs bf16 on units of this CPU, and if not, why (for the backend's notes)."""
     if "BF16" not in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
         return False, "the CPU has no bf16 units"
-    for name in ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA"):
-        if os.environ.get(name, "").upper() in ISA_CAPS_WITHOUT_BF16:
-            return False, f"{name}={os.environ[name]} leaves the kernels no bf16 units"
+    for name, cap in isa_caps().items():
+        if cap.upper() in ISA_CAPS_WITHOUT_BF16:
+            return False, f"{name}={cap} leaves the kernels no bf16 units"
     return True, ""
 
 

@@ -59,6 +59,7 @@ from .openvino import (
     compile_config,
     first_line,
     import_openvino,
+    isa_caps,
     load_calibration_pairs,
     quantize_int8,
 )
@@ -196,10 +197,10 @@ class OpenVinoWeightsBackend(BackendBase):
 
     def _cpu_kernels(self) -> str:
         """What the CPU kernels can run here: auto's choice and its timings hold for this, not for another CPU or
-        another oneDNN cap (a bf16 choice made with AMX ran 150x slower under ONEDNN_MAX_CPU_ISA=AVX512_CORE_VNNI)."""
+        under another oneDNN cap, whatever the CPU (a bf16 choice made with AMX ran 150x slower under
+        ONEDNN_MAX_CPU_ISA=AVX512_CORE_VNNI; a cap below VNNI slows int8 on any CPU)."""
         capabilities = " ".join(sorted(self.core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")))
-        native_bf16, why_not = bf16_units(self.core)
-        return capabilities if native_bf16 else f"{capabilities}; {why_not}"
+        return "; ".join([capabilities, *(f"{name}={cap}" for name, cap in sorted(isa_caps().items()))])
 
     def _weights_sha256(self) -> str:
         if self._weights_digest is None:
