@@ -8,13 +8,13 @@ OpenVINO reads our ONNX graphs directly and is built for this CPU's AVX-512 BF16
 ``int8``  post-training quantization with NNCF of the linear layers (quantize_int8: the transformer preset without
           SmoothQuant, layer norms and softmax kept in float), calibrated on real IR/VIS pairs prepared exactly as
           the runtime prepares them; attention's Q K^T is int8 too unless calibrating it would hold over 1 GiB
-          (large models: ATTENTION_CALIBRATION_BUDGET); softmax x V, the output projections and everything else
-          NNCF leaves unquantized run in float32. Calibration runs the float32 graph
+          (ATTENTION_CALIBRATION_BUDGET; maefuse-l640 at 640x640: 625 MiB); softmax x V, the output projections and
+          everything else NNCF leaves unquantized run in float32. Calibration runs the float32 graph
           once per pair, so it costs a few calls at load time (and a few minutes for l640 on a 2-core CPU).
 ``int8-bf16``  int8 as above with attention's matmuls all in the float part (quantize_int8's ``attention``), which
           with softmax and norms runs in bf16 by the precision hint: on a CPU with BF16 units (AVX-512 BF16, AMX)
           attention then stops being the float32 half of the time (maefuse-l640 at 640x640 on a Xeon with AMX:
-          about 1.7 s per pair against 3.7 s for int8 and 2.6 s for bf16: benchmarks/README.md).
+          about 1.6 s per pair against 2.7 s for int8 and 2.1-2.3 s for bf16: benchmarks/README.md).
 
 Threads: ``threads`` sets ``INFERENCE_NUM_THREADS`` (default: OpenVINO's, one per core); the latency hint runs one
 request on all of them, which is what a camera pipeline calling ``run`` once per frame wants.
@@ -56,10 +56,11 @@ def import_openvino() -> Any:
 # NNCF keeps every activation it calibrates of one pair alive at once. Attention's matmuls are worth giving it (it
 # makes each Q K^T int8 and leaves softmax x V in float: maefuse-rt at 640x480 from an ONNX graph, int8 70.8 -> 45.5
 # ms on a Xeon with AMX, 66.7 -> 54.4 ms limited to VNNI, the same 47.6 dB: benchmarks/README.md; int8 only, see
-# quantize_int8), but
-# their inputs include the softmax output, heads x N x N per block: maefuse-l640 at 640x640 needs 16 x 1600 x 1600 x
-# 2 images x 4 bytes = 330 MB a layer, 24 layers, and its calibration passed 14 GB before it was stopped. Up to this
-# many bytes of their inputs (counted whole, softmax output included) they go to NNCF.
+# quantize_int8). Softmax x V is never given to it (softmax_products): NNCF would leave it float anyway, and its
+# input, heads x N x N per block, is what made calibration large (maefuse-l640 at 640x640: 16 x 1600 x 1600 x 2 images
+# x 4 bytes = 330 MB a layer, 9 GB in all; a calibration that held it passed 14 GB before it was stopped). Q and K
+# alone are 625 MiB there (peak memory of the whole quantization 9.2 -> 10.8 GB; limited to VNNI openvino-int8 4.2 ->
+# 3.7 s a pair, its fused attention subgraphs 2.07 -> 1.46 s). Up to this many bytes of their inputs they go to NNCF.
 ATTENTION_CALIBRATION_BUDGET = 1 << 30
 
 
@@ -91,11 +92,25 @@ def calibration_bytes(model: Any, names: Sequence[str]) -> float:
     return total
 
 
+def softmax_products(model: Any, activations: Sequence[str]) -> list[str]:
+    """Of the activation x activation MatMuls ``activations``, those that read a Softmax (through layout ops):
+    softmax attention's softmax x V. Its softmax input, rows of weights near 1/N over 1200-1600 tokens, would round
+    to 0 in uint8, and NNCF's transformer preset leaves it in float."""
+    wanted = set(activations)
+    return [op.get_friendly_name() for op in model.get_ordered_ops()
+            if op.get_type_name() == "MatMul" and op.get_friendly_name() in wanted
+            and any(_through_layout_ops(op.input_value(index).get_node()).get_type_name() == "Softmax"
+                    for index in range(2))]
+
+
 def attention_calibrates(model: Any, activations: Sequence[str]) -> bool:
     """Whether :func:`quantize_int8` with ``attention`` makes anything more int8: the model has activation x
-    activation MatMuls (``activations``, :func:`activation_matmuls`: an ONNX graph's softmax attention, or linear
-    attention from either path) and calibrating them holds at most ``ATTENTION_CALIBRATION_BUDGET`` bytes."""
-    return bool(activations) and calibration_bytes(model, activations) <= ATTENTION_CALIBRATION_BUDGET
+    activation MatMuls other than softmax x V (``activations``, :func:`activation_matmuls`: an ONNX graph's Q K^T,
+    or linear attention's from either path) and calibrating those holds at most ``ATTENTION_CALIBRATION_BUDGET``
+    bytes."""
+    products = set(softmax_products(model, activations))
+    calibrated = [name for name in activations if name not in products]
+    return bool(calibrated) and calibration_bytes(model, calibrated) <= ATTENTION_CALIBRATION_BUDGET
 
 
 def attention_projections(model: Any, activation_names: Sequence[str]) -> list[str]:
@@ -174,11 +189,12 @@ def compile_config(precision: str, threads: int | None = None) -> dict[str, Any]
 def quantize_int8(model: Any, feeds: Sequence[dict[Any, np.ndarray]], attention: bool = False) -> Any:
     """NNCF post-training int8 of an OpenVINO model, calibrated on ``feeds`` (one input dict per call, keyed by input
     name or index): the transformer preset without SmoothQuant; attention's output projections left in float
-    (:func:`attention_projections`), and its activation x activation matmuls unless ``attention`` and calibrating
-    them holds at most ``ATTENTION_CALIBRATION_BUDGET`` bytes (:func:`calibration_bytes`; NNCF then makes Q K^T
-    int8). Ask for ``attention`` only for the ``int8`` precision, whose float parts run in float32: with the rest in
-    bf16 (``int8-bf16``) an int8 Q K^T gained nothing (maefuse-rt 31.6 vs 32.0 ms) and read 37 dB on maefuse-micro
-    against 52 dB without it (tests/test_backends.py conformance).
+    (:func:`attention_projections`), softmax x V (:func:`softmax_products`), and the other activation x activation
+    matmuls unless ``attention`` and calibrating them holds at most ``ATTENTION_CALIBRATION_BUDGET`` bytes
+    (:func:`attention_calibrates`; NNCF then makes Q K^T int8). Ask for ``attention`` only for the ``int8``
+    precision, whose float parts run in float32: with the rest in bf16 (``int8-bf16``) an int8 Q K^T gained nothing
+    (maefuse-rt 31.6 vs 32.0 ms) and read 37 dB on maefuse-micro against 52 dB without it (tests/test_backends.py
+    conformance).
 
     SmoothQuant is off because its per-channel scales, fitted to the calibration pairs, do not carry to other
     cameras: maefuse-tiny at 640x480 calibrated on RoadScene and checked on MSRS read 24.5-27.0 dB from float32 with
@@ -192,7 +208,9 @@ def quantize_int8(model: Any, feeds: Sequence[dict[Any, np.ndarray]], attention:
         raise UnavailableError(f"NNCF is not available for OpenVINO INT8 ({exc})",
                                fix='pip install "maefuse-deploy[openvino]"') from exc
     activations = activation_matmuls(model)
-    ignored = [] if attention and attention_calibrates(model, activations) else activations
+    products = softmax_products(model, activations)
+    calibrated = attention and attention_calibrates(model, activations)
+    ignored = [*products, *(name for name in activations if name not in products and not calibrated)]
     logger = logging.getLogger("nncf")
     saved = logger.level
     logger.setLevel(logging.WARNING)  # one INFO line per ignored matmul (48 for l640); the progress bars stay
