@@ -11,10 +11,11 @@ uncertainty is within the default bound (``MAX_UNCERTAINTY_PX``). Writes calibra
 summary table.
 
     python benchmarks/calibration_roadscene.py [--data ../shared/data/ivif/RoadScene] [--pairs 24] [--out benchmarks]
-        [--variant native|grey-vis|crop-256|resize-768x576] [--models auto,homography,affine]
+        [--variant native|grey-vis|crop-256|resize-768x576|resize-1280x960] [--models auto,homography,affine]
 
 ``--variant`` makes other sizes and kinds of the same pairs: the VIS in grey, a 256x256 centre crop, or both frames
-resized to 768x576 (bicubic); the JSON is then calibration_roadscene-VARIANT.json.
+resized to 768x576 or 1280x960 (bicubic; an HD-wide frame, where the matching blocks are wider than at 640 px); the
+JSON is then calibration_roadscene-VARIANT.json.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ MODELS = ("auto", "homography", "affine")
 CHANGES = {"similarity": (3.0, 1.04, (-5.0, 3.0), 0.0), "similarity + 2 px tilt": (3.0, 1.04, (-5.0, 3.0), 2.0)}
 
 
-VARIANTS = ("native", "grey-vis", "crop-256", "resize-768x576")
+VARIANTS = ("native", "grey-vis", "crop-256", "resize-768x576", "resize-1280x960")
 
 
 def load(data: Path, name: str, variant: str) -> tuple[np.ndarray, np.ndarray]:
@@ -50,9 +51,10 @@ def load(data: Path, name: str, variant: str) -> tuple[np.ndarray, np.ndarray]:
     if variant == "crop-256":
         top, left = max((ir.shape[0] - 256) // 2, 0), (ir.shape[1] - 256) // 2
         return ir[top:top + 256, left:left + 256].copy(), vis[top:top + 256, left:left + 256].copy()
-    if variant == "resize-768x576":
-        return (cv2.resize(ir, (768, 576), interpolation=cv2.INTER_CUBIC),
-                cv2.resize(vis, (768, 576), interpolation=cv2.INTER_CUBIC))
+    if variant.startswith("resize-"):
+        size = tuple(int(n) for n in variant.removeprefix("resize-").split("x"))
+        return (cv2.resize(ir, size, interpolation=cv2.INTER_CUBIC),
+                cv2.resize(vis, size, interpolation=cv2.INTER_CUBIC))
     return ir, vis
 
 
