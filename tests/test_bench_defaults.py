@@ -11,6 +11,7 @@ import json
 import pytest
 from click.testing import CliRunner
 
+from maefuse_deploy.backends.cpu_kernels import ISA_CAP_VARIABLES, bf16_cap
 from maefuse_deploy.bench.runner import Row, fastest_by_class
 from maefuse_deploy.bench.settings import BACKENDS, plan_backends
 from maefuse_deploy.cli.bench import main as bench_main
@@ -94,7 +95,9 @@ def test_a_run_that_measures_nothing_is_an_error(micro_graph, ivif):
     assert "torch batch 1: skipped" in result.output  # the reasons are still shown
 
 
-def test_plan_lists_every_backend_with_reasons_per_device():
+def test_plan_lists_every_backend_with_reasons_per_device(monkeypatch):
+    for variable in ISA_CAP_VARIABLES:
+        monkeypatch.delenv(variable, raising=False)
     cpu = dict(plan_backends(None, "cpu", ["avx512f", "avx512_bf16"]))
     assert list(cpu) == list(BACKENDS)
     assert cpu["torch"] is None and cpu["openvino-int8"] is None and cpu["torch-bf16"] is None
@@ -105,6 +108,24 @@ def test_plan_lists_every_backend_with_reasons_per_device():
     assert gpu["torch-fp16"] is None and gpu["tensorrt"] is None and gpu["onnxruntime"] is None
     assert "CPU" in gpu["openvino"] and "CPU" in gpu["onnxruntime-int8"]
     assert plan_backends(("torch",), "cpu", []) == [("torch", None)]
+
+
+def test_a_onednn_cap_without_bf16_leaves_the_bf16_rows_out_as_auto_does(monkeypatch):
+    """Under ONEDNN_MAX_CPU_ISA=AVX512_CORE_VNNI (an emulation of a CPU without BF16) the CPU still reports BF16, but
+    the kernels have none: the default run must not time emulated bf16 (maefuse-l640's openvino-bf16 row ran for
+    minutes), and says why in the row, with the words auto uses."""
+    for variable in ISA_CAP_VARIABLES:
+        monkeypatch.delenv(variable, raising=False)
+    amx = ["avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16"]
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "avx512_core_vnni")
+    capped = dict(plan_backends(None, "cpu", amx))
+    for name in ("torch-bf16", "openvino-bf16", "openvino-int8-bf16"):
+        assert capped[name] and "ONEDNN_MAX_CPU_ISA=avx512_core_vnni" in capped[name] and "emulated" in capped[name]
+    assert capped["openvino-int8"] is None and capped["torch"] is None
+    assert bf16_cap() in capped["openvino-bf16"]
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX10_1_512_AMX")  # a cap that keeps AMX leaves the answer to the CPU
+    assert dict(plan_backends(None, "cpu", amx))["openvino-bf16"] is None
+    assert plan_backends(("openvino-bf16",), "cpu", amx) == [("openvino-bf16", None)]  # asked for: measured
 
 
 def test_fastest_by_class_splits_at_40_db():

@@ -36,6 +36,7 @@ from ..errors import InputError, UnavailableError
 from ..processing import ir_to_grey8, prepare_pair, vis_to_bgr8
 from ..sample_pairs import as_arrays, load_pairs
 from .base import BackendBase
+from .cpu_kernels import bf16_cap
 
 PRECISIONS = ("fp32", "bf16", "int8", "int8-bf16")
 # The registry's dtypes -> precisions.
@@ -154,27 +155,13 @@ def _is_weight(node: Any) -> bool:
     return bool(_through_layout_ops(node).get_type_name() == "Constant")
 
 
-# oneDNN's instruction-set caps (``ONEDNN_MAX_CPU_ISA`` or ``DNNL_MAX_CPU_ISA``) that leave out AVX-512 BF16 and AMX.
-# OpenVINO's CPU kernels honour them while the plugin still reports the CPU's BF16: under AVX512_CORE_VNNI its bf16
-# ran emulated, maefuse-rt at 640x480 in 3.1 s a pair instead of 26 ms (benchmarks/README.md).
-ISA_CAP_VARIABLES = ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA")
-ISA_CAPS_WITHOUT_BF16 = frozenset({"SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE",
-                                   "AVX512_CORE_VNNI"})
-
-
-def isa_caps() -> dict[str, str]:
-    """The oneDNN instruction-set caps this process runs under, by variable (empty: the CPU's own)."""
-    return {name: os.environ[name] for name in ISA_CAP_VARIABLES if os.environ.get(name)}
-
-
 def bf16_units(core: Any) -> tuple[bool, str]:
-    """Whether OpenVINO runs bf16 on units of this CPU, and if not, why (for the backend's notes)."""
+    """Whether OpenVINO runs bf16 on units of this CPU, and if not, why (for the backend's notes): the plugin's
+    capabilities, less a oneDNN cap that leaves them out (cpu_kernels.bf16_cap)."""
     if "BF16" not in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
         return False, "the CPU has no bf16 units"
-    for name, cap in isa_caps().items():
-        if cap.upper() in ISA_CAPS_WITHOUT_BF16:
-            return False, f"{name}={cap} leaves the kernels no bf16 units"
-    return True, ""
+    capped = bf16_cap()
+    return not capped, capped
 
 
 def compile_config(precision: str, threads: int | None = None) -> dict[str, Any]:

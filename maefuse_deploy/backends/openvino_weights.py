@@ -50,6 +50,7 @@ from ..sample_pairs import as_arrays, load_pairs
 from ..version import __version__
 from .base import BackendBase
 from .cache import CacheKey, ModelCache
+from .cpu_kernels import isa_caps
 from .openvino import (
     DEFAULT_CALIBRATION_PAIRS,
     DTYPE_PRECISIONS,
@@ -59,7 +60,6 @@ from .openvino import (
     compile_config,
     first_line,
     import_openvino,
-    isa_caps,
     load_calibration_pairs,
     quantize_int8,
 )

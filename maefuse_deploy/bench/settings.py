@@ -8,6 +8,7 @@ from typing import Literal
 
 import torch
 
+from ..backends.cpu_kernels import bf16_cap
 from ..backends.registry import backend_names, get_entry
 from ..contract import parse_device
 from ..errors import InputError
@@ -40,15 +41,17 @@ def plan_backends(requested: tuple[str, ...] | None, device: str, cpu_flags: lis
     if requested is not None:
         return [(name, None) for name in requested]
     kind = torch.device(device).type
-    bf16 = bool({"avx512_bf16", "amx_bf16"} & set(cpu_flags))
+    # The same rule as auto's (backends/cpu_kernels.py): the CPU's bf16 units, less a oneDNN cap that leaves them out.
+    no_bf16 = ("this CPU has no AVX-512 BF16 or AMX" if not {"avx512_bf16", "amx_bf16"} & set(cpu_flags)
+               else bf16_cap())
     plan: list[tuple[str, str | None]] = []
     for name in BACKENDS:
         reason = NOT_BY_DEFAULT.get(kind, {}).get(name)
         devices = get_entry(name).devices
         if kind not in devices:
             reason = f"runs on {' or '.join(d.upper() for d in devices)} only: pass --device {devices[0]}"
-        elif kind == "cpu" and name in NEEDS_BF16 and not bf16:
-            reason = "this CPU has no AVX-512 BF16 or AMX: bfloat16 would be emulated; name it in --backends"
+        elif kind == "cpu" and name in NEEDS_BF16 and no_bf16:
+            reason = f"{no_bf16}: bfloat16 would be emulated; name it in --backends"
         plan.append((name, reason))
     return plan
 

@@ -1,0 +1,31 @@
+"""What the CPU's kernels may use, beyond what the CPU reports: oneDNN's instruction-set caps.
+
+``ONEDNN_MAX_CPU_ISA`` (or ``DNNL_MAX_CPU_ISA``) limits the instructions oneDNN's kernels use: OpenVINO's CPU plugin
+and torch's bf16 matmuls honour it while the CPU (and OpenVINO's ``OPTIMIZATION_CAPABILITIES``) still report BF16.
+Under ``AVX512_CORE_VNNI`` bf16 then runs emulated: maefuse-rt at 640x480 in 3.1 s a pair instead of 26 ms with
+OpenVINO (benchmarks/README.md). One rule for every place that decides whether bf16 is worth running: auto's
+candidates (openvino.bf16_units) and the benchmark's default rows (bench/settings.plan_backends).
+"""
+
+from __future__ import annotations
+
+import os
+
+ISA_CAP_VARIABLES = ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA")
+# The caps that leave out AVX-512 BF16 and AMX (oneDNN's names, case-insensitive).
+ISA_CAPS_WITHOUT_BF16 = frozenset({"SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE",
+                                   "AVX512_CORE_VNNI"})
+
+
+def isa_caps() -> dict[str, str]:
+    """The oneDNN instruction-set caps this process runs under, by variable (empty: the CPU's own)."""
+    return {name: os.environ[name] for name in ISA_CAP_VARIABLES if os.environ.get(name)}
+
+
+def bf16_cap() -> str:
+    """Why the kernels have no bf16 units although the CPU may (a cap that leaves them out), or '' when no cap
+    does."""
+    for name, cap in isa_caps().items():
+        if cap.upper() in ISA_CAPS_WITHOUT_BF16:
+            return f"{name}={cap} leaves the kernels no bf16 units"
+    return ""
