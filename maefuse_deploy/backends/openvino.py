@@ -60,8 +60,9 @@ def import_openvino() -> Any:
 # quantize_int8). Softmax x V is never given to it (softmax_products): NNCF would leave it float anyway, and its
 # input, heads x N x N per block, is what made calibration large (maefuse-l640 at 640x640: 16 x 1600 x 1600 x 2 images
 # x 4 bytes = 330 MB a layer, 9 GB in all; a calibration that held it passed 14 GB before it was stopped). Q and K
-# alone are 625 MiB there (peak memory of the whole quantization 9.2 -> 10.8 GB; limited to VNNI openvino-int8 4.2 ->
-# 3.7 s a pair, its fused attention subgraphs 2.07 -> 1.46 s). Up to this many bytes of their inputs they go to NNCF.
+# alone are 625 MiB there (peak memory of the whole quantization 9.2 -> 10.8 GB; limited to VNNI openvino-int8 4.39 ->
+# 4.07 s a pair in maefuse-bench, its fused attention subgraphs 2.07 -> 1.46 s by PERF_COUNT). Up to this many bytes
+# of their inputs they go to NNCF.
 ATTENTION_CALIBRATION_BUDGET = 1 << 30
 
 

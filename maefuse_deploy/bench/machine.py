@@ -12,6 +12,8 @@ from typing import Any
 
 import torch
 
+from ..backends.cpu_kernels import ISA_CAP_VARIABLES
+
 LIBRARIES = ("maefuse-deploy", "torch", "numpy", "onnx", "onnxruntime", "onnxruntime-gpu", "openvino", "nncf",
              "opencv-python-headless", "tensorrt", "cuda-python")
 
@@ -88,7 +90,7 @@ def memory_total_gb() -> float | None:
 # AMX, no AVX-512 BF16 for OpenVINO's oneDNN kernels) stands for another CPU while /proc/cpuinfo still lists AMX, so
 # a table must say it was made that way. (Thread counts are recorded already: torch_threads, and the bench's
 # settings.omp_num_threads.)
-KERNEL_ENVIRONMENT = ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS")
+KERNEL_ENVIRONMENT = (*ISA_CAP_VARIABLES, "ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS")
 
 
 def kernel_environment() -> dict[str, str]:
