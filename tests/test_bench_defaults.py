@@ -16,6 +16,8 @@ from maefuse_deploy.bench.runner import Row, fastest_by_class
 from maefuse_deploy.bench.settings import BACKENDS, plan_backends
 from maefuse_deploy.cli.bench import main as bench_main
 from maefuse_deploy.export import ExportSpec, export_onnx
+from maefuse_deploy.model import build_model, get_config
+from maefuse_deploy.model.checkpoint import save_checkpoint
 from maefuse_deploy.model.sources import resolve_torch_model
 
 HAS_OPENVINO = importlib.util.find_spec("openvino") is not None
@@ -93,6 +95,19 @@ def test_a_run_that_measures_nothing_is_an_error(micro_graph, ivif):
     errors = [line for line in result.output.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "nothing was measured" in errors[0], result.output
     assert "torch batch 1: skipped" in result.output  # the reasons are still shown
+
+
+def test_a_backend_that_cannot_compute_the_models_attention_is_a_skipped_row(ivif, tmp_path):
+    """release-style re-implements the authors' softmax attention: for a linear-attention checkpoint its row is
+    skipped with the backend's own reason (BackendBase.unsupported_block_attention), and the other rows run."""
+    config = get_config("maefuse-micro").replace(name="micro-linear", block_attention="linear")
+    checkpoint = save_checkpoint(build_model(config, seed=0), tmp_path / "linear.safetensors")
+    result = invoke(["--model", str(checkpoint), "--backends", "torch,release-style", "--pairs-dir",
+                     str(ivif / "MSRS6"), *QUICK])
+    assert result.exit_code == 0, result.output
+    skipped = [line for line in result.output.splitlines() if line.startswith("release-style batch 1: skipped")]
+    assert len(skipped) == 1 and "softmax block attention only, not linear" in skipped[0], result.output
+    assert "torch batch 1: skipped" not in result.output
 
 
 def test_plan_lists_every_backend_with_reasons_per_device(monkeypatch):

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from maefuse_deploy.backends.release_style import ReleaseStyleBackend
+from maefuse_deploy.backends.torch import TorchBackend
 from maefuse_deploy.bench.flops import count_flops
 from maefuse_deploy.errors import CheckpointError, InputError
 from maefuse_deploy.export import ExportSpec, export_onnx
@@ -92,6 +93,9 @@ def test_linear_graph_has_no_softmax_and_onnxruntime_gives_the_torch_output(tmp_
 def test_release_style_refuses_linear_attention() -> None:
     with pytest.raises(InputError, match="softmax attention"):
         ReleaseStyleBackend(build_model(MICRO_LINEAR, seed=0))
+    assert ReleaseStyleBackend.unsupported_block_attention("linear")  # the benchmark skips its row by this rule
+    assert not ReleaseStyleBackend.unsupported_block_attention("softmax")
+    assert not TorchBackend.unsupported_block_attention("linear")  # runs the model's own modules: every kind
 
 
 def test_linear_attention_flops_at_640x480() -> None:

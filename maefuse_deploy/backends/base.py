@@ -71,6 +71,17 @@ class BackendBase(abc.ABC):
     chosen: str = ""  # with backend "auto": which backend it picked and why (one line the CLIs print)
     events: Sequence[str] = ()  # what it did on an input shape's first use (a compile, a cache hit); CLIs print it
     build_notes: tuple[str, ...] = ()  # what opening it did that a benchmark row should mention (quantization, ...)
+    # The block attentions (a model config's ``block_attention``) it computes; None: every kind. A backend that
+    # re-implements the network instead of running the model's own modules lists the kinds it implements.
+    block_attentions: ClassVar[tuple[str, ...] | None] = None
+
+    @classmethod
+    def unsupported_block_attention(cls, block_attention: str) -> str:
+        """Why this backend cannot compute ``block_attention`` ('' when it can): the one rule behind a backend's
+        refusal and the benchmark's skipped row."""
+        if cls.block_attentions is None or block_attention in cls.block_attentions:
+            return ""
+        return f"it computes {' or '.join(cls.block_attentions)} block attention only, not {block_attention}"
 
     @property
     def max_batch(self) -> int | None:

@@ -98,13 +98,14 @@ class ReleaseStyleBackend(BackendBase):
     """
 
     name = "release-style"
+    block_attentions = ("softmax",)  # the authors' code
     native = "torch"
     profile = BatchProfile(1, 1, 1)
 
     def __init__(self, model: MaeFuse, device: str = "cpu", *, description: str = "") -> None:
-        if model.config.block_attention != "softmax":
-            # The release computes softmax attention; running a linear-attention model through it would give
-            # another model's output under this backend's name.
+        if self.unsupported_block_attention(model.config.block_attention):
+            # Running a linear-attention model through the release's softmax attention would give another model's
+            # output under this backend's name.
             raise InputError(
                 f"release-style runs the authors' softmax attention; {model.config.name} has "
                 f"{model.config.block_attention} block attention",

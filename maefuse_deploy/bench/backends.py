@@ -104,8 +104,10 @@ class BackendFactory:
                 and self.mut.graph.precision not in entry.graph_precisions:
             raise Skipped(f"{name} lowers the precision itself from a {'/'.join(entry.graph_precisions)} graph; "
                           f"--model is {self.mut.graph.precision}")
-        if name == "release-style" and self.mut.config is not None and self.mut.config.block_attention != "softmax":
-            raise Skipped(f"the authors' code has no {self.mut.config.block_attention} block attention")
+        if entry.needs == "weights" and self.mut.config is not None:  # graphs and engines hold what they compute
+            reason = entry.load().unsupported_block_attention(self.mut.config.block_attention)
+            if reason:
+                raise Skipped(reason)
         notes: list[str] = []
         source = self._source(entry.needs, notes)
         options: dict[str, Any] = {}
