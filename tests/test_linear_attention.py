@@ -117,8 +117,11 @@ def test_openvino_int8_keeps_each_linear_attention_output_projection_in_float(tm
     graph = ov.Core().read_model(str(path))
     activations = ov_backend.activation_matmuls(graph)
     blocks = MICRO_LINEAR.depth + MICRO_LINEAR.decoder_depth
-    assert len(activations) == 2 * blocks  # K^T V and Q Cov
-    # One output projection per block, as for softmax attention; the count of a graph without them would be 0.
+    # K^T V and Q (Cov W^T): the Q, K and V rows of qkv and the transposed projection are weights in the graph
+    # (export/trace.py folds them; unfolded, the three products with them counted too: 5 a block).
+    assert len(activations) == 2 * blocks
+    # The output projection folded into Cov W^T, one per block, stays float as softmax attention's projection does;
+    # the count of a graph without it would be 0.
     assert len(ov_backend.attention_projections(graph, activations)) == blocks
 
 

@@ -117,22 +117,24 @@ def attention_calibrates(model: Any, activations: Sequence[str]) -> bool:
 
 def attention_projections(model: Any, activation_names: Sequence[str]) -> list[str]:
     """Names of the weight MatMuls that read an attention's output (softmax x V, or a fused attention op, through
-    reshapes and transposes): each block's output projection.
+    reshapes, transposes and constant scales): each block's output projection.
 
     Their input is an average of value vectors weighted by the softmax, whose range depends on how sharply the
     pair's tokens attend, which calibration pairs of another camera do not bound: maefuse-rt (one encoder head)
     calibrated on RoadScene day pairs read 31 dB from float32 on MSRS night pairs, 49 dB with these in float (the
     last decoder block's alone: 46 dB). They are a twelfth of a block's linear FLOPs. Linear block attention
-    (model/vit.py: LinearAttention) ends in ``mean(V) + Q Cov``, an Add of an activation MatMul: the same holds
-    (maefuse-rt-linear's graph at 640x480 calibrated on 8 RoadScene pairs, on the six MSRS pairs: 47.8-48.0 dB with
-    these in float, 39.0-41.9 dB on the three night pairs with them int8; they are 11 % of its time limited to VNNI).
+    (model/vit.py: LinearAttention) folds its projection into a D x D matrix per image, ``(scale Cov) W^T``, the
+    MatMul found here (graphs exported before the fold end in ``mean(V) + Q Cov``, an Add of an activation MatMul,
+    read by the projection): the same holds (maefuse-rt-linear's graph at 640x480 calibrated on 8 RoadScene pairs,
+    on the six MSRS pairs: 47.8-48.0 dB with the unfolded projections in float, 39.0-41.9 dB on the three night
+    pairs with them int8). Folded, keeping it float costs nothing (D^3 per image, not N D^2).
     """
     activations = set(activation_names)
 
     def attention_output(node: Any) -> bool:
         # OpenVINO's PyTorch frontend fuses softmax attention into one ScaledDotProductAttention op; an ONNX graph
         # keeps its softmax x V MatMul.
-        node = _through_layout_ops(node)
+        node = _through_constant_scaling(node)
         kind = node.get_type_name()
         if kind == "Add":
             return any(_through_layout_ops(node.input_value(index).get_node()).get_friendly_name() in activations
@@ -148,6 +150,18 @@ def _through_layout_ops(node: Any) -> Any:
     """The node a value comes from past any Convert, Transpose or Reshape (ops that move it, not compute it)."""
     while node.get_type_name() in ("Convert", "Transpose", "Reshape") and node.get_input_size():
         node = node.input_value(0).get_node()
+    return node
+
+
+def _through_constant_scaling(node: Any) -> Any:
+    """The node a value comes from past layout ops and multiplications by a constant (a scale, a head mask)."""
+    node = _through_layout_ops(node)
+    while node.get_type_name() == "Multiply":
+        inputs = [node.input_value(index).get_node() for index in range(2)]
+        constants = [_is_weight(source) for source in inputs]
+        if constants.count(True) != 1:
+            break
+        node = _through_layout_ops(inputs[constants.index(False)])
     return node
 
 

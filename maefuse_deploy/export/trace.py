@@ -98,13 +98,34 @@ def trace(model: MaeFuse, spec: ExportSpec, info: GraphInfo) -> onnx.ModelProto:
                                     optimize=True, verbose=False)
     if program is None:  # typed Optional for the legacy exporter; the dynamo one always returns a program
         raise RuntimeError("torch.onnx.export(dynamo=True) returned no ONNXProgram")
-    proto = program.model_proto
+    proto = fold_weight_expressions(program.model_proto)
     for key, value in info.to_metadata().items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
     proto.producer_name = "maefuse-deploy"
     proto.producer_version = __version__
     return proto
+
+
+
+# Larger than any weight of any config (maefuse-l640's largest is 4096 x 1024 elements, 16 MB in float32).
+WEIGHT_FOLD_LIMIT = 1 << 31
+
+
+def fold_weight_expressions(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """``proto`` with what it computes from weights alone folded into initializers.
+
+    Linear block attention slices the fused qkv weight into Q, K and V rows and transposes the output projection
+    (model/vit.py: LinearAttention). The exporter's own optimizer folds only tensors of at most 8192 elements, so
+    these stayed Slice/Transpose nodes over an initializer, and every consumer that recognises a weight by its being
+    an initializer (NNCF, onnxruntime's int8 quantizer, TensorRT's weight-only paths) would take those MatMuls for
+    products of two activations. The fold is exact: it runs the same ops on the same constants once, at export.
+    """
+    from onnxscript import optimizer
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return optimizer.optimize(proto, input_size_limit=WEIGHT_FOLD_LIMIT, output_size_limit=WEIGHT_FOLD_LIMIT)
 
 
 def op_counts(proto: onnx.ModelProto) -> dict[str, int]:

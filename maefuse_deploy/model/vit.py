@@ -7,6 +7,7 @@ row-major order.
 from __future__ import annotations
 
 from functools import partial
+from typing import Any
 
 import torch
 from timm.layers import Attention as TimmAttention
@@ -66,7 +67,18 @@ class LinearAttention(Attention):
     tokens is nearly uniform (mean row entropy 6.8-7.09 nats in most of maefuse-rt's blocks, 7.09 for a uniform
     row). Put into a softmax model's weights untrained it reads 30-36 dB from that model, so it is a model of its
     own, trained (maefuse-rt-linear), never a rewrite of a softmax one. The same tensors as :class:`Attention`.
+
+    Computed token-major with the output projection folded in: ``proj(out_i) = (q_i @ (scale Cov W^T)) +
+    proj(mean(v))``, the same function reassociated (float32 outputs within a grey level of the per-head form).
+    Limited to VNNI, maefuse-rt-linear's int8 pair at 640x480 went 39.3 -> 28.3 ms of OpenVINO's time
+    (benchmarks/README.md): no N x D x D output projection (11 %), no head transposes, no split of the qkv output.
     """
+
+    def __init__(self, dim: int, num_heads: int = 8, **options: Any) -> None:
+        super().__init__(dim, num_heads, **options)
+        # Which entries of the all-heads key x value covariance (D x D) belong to one head: its diagonal blocks.
+        heads = torch.block_diag(*[torch.ones(self.head_dim, self.head_dim)] * self.num_heads)
+        self.register_buffer("head_blocks", heads, persistent=False)
 
     def forward(
         self, x: torch.Tensor, attn_mask: torch.Tensor | None = None, is_causal: bool = False
@@ -74,11 +86,23 @@ class LinearAttention(Attention):
         """(B, N, D) -> (B, N, D)."""
         if attn_mask is not None or is_causal:
             raise ValueError("linear block attention takes no attention mask")
-        q, k, v = self._heads(x)
+        tokens = x.shape[1]
+        # Q, K, V as three products with the rows of the fused qkv weight: splitting one (B, N, 3D) output runs as a
+        # strided copy in OpenVINO (2.3 of 36 ms a 640x480 pair limited to VNNI). The slices are of constants, which
+        # the export folds (export/trace.py), so each is a weight of its own in the graph.
+        dim, weight, bias = self.attn_dim, self.qkv.weight, self.qkv.bias
+        q, k, v = (nn.functional.linear(x, weight[part * dim:(part + 1) * dim],
+                                        None if bias is None else bias[part * dim:(part + 1) * dim])
+                   for part in range(3))  # (B, N, D) each, head h in channels h*d:(h+1)*d
         # 1/N before the product, so the sum over tokens stays in range in float16 graphs too.
-        centred_keys = (k - k.mean(dim=-2, keepdim=True)) * (1.0 / x.shape[1])
-        covariance = centred_keys.transpose(-2, -1) @ v  # (B, heads, d, d)
-        return self._merge(v.mean(dim=-2, keepdim=True) + (q * self.scale) @ covariance)
+        centred_keys = (k - k.mean(dim=1, keepdim=True)) * (1.0 / tokens)
+        covariance = centred_keys.transpose(1, 2) @ v  # (B, D, D): every head pair; each head keeps its own block
+        if self.num_heads > 1:
+            covariance = covariance * self.head_blocks
+        # out_i = mean(v) + (q_i * scale) @ Cov, then proj: W (mean(v) + scale q_i Cov) + b. Folding scale, Cov and
+        # W into one D x D matrix per image leaves one N x D x D product instead of two, and no head transposes.
+        folded = (covariance * self.scale) @ self.proj.weight.t()  # (B, D, D_out)
+        return q @ folded + self.proj(v.mean(dim=1, keepdim=True))
 
 
 def mae_block(dim: int, num_heads: int, mlp_ratio: float, eps: float, linear: bool = False) -> Block:
