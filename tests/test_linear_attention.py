@@ -120,9 +120,9 @@ def test_openvino_int8_keeps_each_linear_attention_output_projection_in_float(tm
     # K^T V and Q (Cov W^T): the Q, K and V rows of qkv and the transposed projection are weights in the graph
     # (export/trace.py folds them; unfolded, the three products with them counted too: 5 a block).
     assert len(activations) == 2 * blocks
-    # The output projection folded into Cov W^T, one per block, stays float as softmax attention's projection does;
-    # the count of a graph without it would be 0.
-    assert len(ov_backend.attention_projections(graph, activations)) == blocks
+    # The output projection, folded into Cov W^T and applied to mean(V), stays float as softmax attention's does
+    # (two MatMuls a block); the count of a graph without them would be 0.
+    assert len(ov_backend.attention_projections(graph, activations)) == 2 * blocks
 
 
 def test_openvino_weights_int8_has_linear_attention_matmuls_to_quantize_and_softmax_none() -> None:

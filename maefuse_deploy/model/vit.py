@@ -70,8 +70,8 @@ class LinearAttention(Attention):
 
     Computed token-major with the output projection folded in: ``proj(out_i) = (q_i @ (scale Cov W^T)) +
     proj(mean(v))``, the same function reassociated (float32 outputs within a grey level of the per-head form).
-    Limited to VNNI, maefuse-rt-linear's int8 pair at 640x480 went 39.3 -> 28.3 ms of OpenVINO's time
-    (benchmarks/README.md): no N x D x D output projection (11 %), no head transposes, no split of the qkv output.
+    Limited to VNNI, maefuse-rt-linear's int8 pair at 640x480 went from 34-35 to 30-31 ms (benchmarks/README.md):
+    no N x D x D output projection (11 % of the time), no head transposes, no split of the qkv output.
     """
 
     def __init__(self, dim: int, num_heads: int = 8, **options: Any) -> None:
@@ -102,7 +102,12 @@ class LinearAttention(Attention):
         # out_i = mean(v) + (q_i * scale) @ Cov, then proj: W (mean(v) + scale q_i Cov) + b. Folding scale, Cov and
         # W into one D x D matrix per image leaves one N x D x D product instead of two, and no head transposes.
         folded = (covariance * self.scale) @ self.proj.weight.t()  # (B, D, D_out)
-        return q @ folded + self.proj(v.mean(dim=1, keepdim=True))
+        # The product runs on the fold scaled to a largest entry of 1, the scale applied after: the same value,
+        # but the matrix an int8 graph quantizes then has one range for every scene. Cov follows the scene's
+        # contrast, and calibrated on night pairs an int8 Q x fold clipped day pairs' to 33-38 dB from float32
+        # (44 dB and more so scaled; tests/test_auto_backend.py).
+        magnitude = folded.abs().amax(dim=(1, 2), keepdim=True).clamp_min(torch.finfo(folded.dtype).tiny)
+        return (q @ (folded / magnitude)) * magnitude + self.proj(v.mean(dim=1, keepdim=True))
 
 
 def mae_block(dim: int, num_heads: int, mlp_ratio: float, eps: float, linear: bool = False) -> Block:
