@@ -76,7 +76,8 @@ TIMED_RUNS = 3  # after one warm-up run: the best of these is a candidate's spee
 # 5: int8 (not int8-bf16) makes attention's activation MatMuls int8 where the converted model has them (linear
 #    attention); the key names the CPU's kernels.
 # 6: linear attention is converted token-major with its output projection folded in (model/vit.py), and int8 keeps
-#    the fold (Cov x W^T) in float like an output projection: entries of recipe 5 hold the slower per-head graph.
+#    both parts of that projection (Cov x W^T, and mean(V)'s) in float: entries of recipe 5 hold the slower
+#    per-head graph.
 BUILD_RECIPE = "6"
 
 

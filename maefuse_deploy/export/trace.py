@@ -107,7 +107,6 @@ def trace(model: MaeFuse, spec: ExportSpec, info: GraphInfo) -> onnx.ModelProto:
     return proto
 
 
-
 # Larger than any weight of any config (maefuse-l640's largest is 4096 x 1024 elements, 16 MB in float32).
 WEIGHT_FOLD_LIMIT = 1 << 31
 
@@ -118,8 +117,9 @@ def fold_weight_expressions(proto: onnx.ModelProto) -> onnx.ModelProto:
     Linear block attention slices the fused qkv weight into Q, K and V rows and transposes the output projection
     (model/vit.py: LinearAttention). The exporter's own optimizer folds only tensors of at most 8192 elements, so
     these stayed Slice/Transpose nodes over an initializer, and every consumer that recognises a weight by its being
-    an initializer (NNCF, onnxruntime's int8 quantizer, TensorRT's weight-only paths) would take those MatMuls for
-    products of two activations. The fold is exact: it runs the same ops on the same constants once, at export.
+    an initializer (NNCF, onnxruntime's int8 quantizer) would take those MatMuls for products of two activations and
+    leave them float. The fold is exact: it runs the same ops on the same constants once, at export (1.3 s of
+    maefuse-l640's 55 s export, where it finds nothing to fold: softmax graphs come out node for node the same).
     """
     from onnxscript import optimizer
 

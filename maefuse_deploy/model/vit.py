@@ -74,6 +74,8 @@ class LinearAttention(Attention):
     no N x D x D output projection (11 % of the time), no head transposes, no split of the qkv output.
     """
 
+    head_blocks: torch.Tensor
+
     def __init__(self, dim: int, num_heads: int = 8, **options: Any) -> None:
         super().__init__(dim, num_heads, **options)
         # Which entries of the all-heads key x value covariance (D x D) belong to one head: its diagonal blocks.
