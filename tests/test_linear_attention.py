@@ -102,9 +102,13 @@ def test_linear_attention_flops_at_640x480() -> None:
     softmax, linear = get_config("maefuse-rt"), get_config("maefuse-rt-linear")
     tokens, dim, dec = 1200, softmax.embed_dim, softmax.decoder_embed_dim
     saved = count_flops(softmax, (30, 40)).total - count_flops(linear, (30, 40)).total
-    # Per image and encoder block 2 x 2 N^2 D -> 2 x 2 N D^2 (one head); decoder blocks N D d with d = D / 2.
-    expected = (2 * softmax.depth * 4 * tokens * dim * (tokens - dim)
-                + softmax.decoder_depth * 4 * tokens * dec * (tokens - dec // 2))
+    # Per image and block 2 x 2 N^2 D -> K^T V (2 N D d), the fold of the projection (2 D d D) and mean(V)'s
+    # projection (2 D D); the encoder has one head (d = D), the decoder two (d = D / 2).
+    def linear_block(width: int, head: int) -> int:
+        return 2 * tokens * width * head + 2 * width * head * width + 2 * width * width
+
+    expected = (2 * softmax.depth * (4 * tokens * tokens * dim - linear_block(dim, dim))
+                + softmax.decoder_depth * (4 * tokens * tokens * dec - linear_block(dec, dec // 2)))
     assert saved == pytest.approx(expected, rel=1e-12)
 
 

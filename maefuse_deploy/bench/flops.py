@@ -38,11 +38,16 @@ class FlopCount:
 def block_flops(tokens: int, dim: int, mlp_ratio: float, heads: int = 1, linear: bool = False) -> float:
     """One pre-norm ViT block over ``tokens``: qkv, attention, proj, fc1, fc2.
 
-    Softmax attention is QK^T and AV (2 x 2 N^2 D); linear attention (model/vit.py: LinearAttention) is K^T V and
-    Q Cov per head (2 x 2 N D d, d = D / heads)."""
+    Softmax attention is QK^T and AV (2 x 2 N^2 D); linear attention (model/vit.py: LinearAttention) is K^T V per
+    head (2 N D d, d = D / heads), the output projection folded into its D x D matrix (2 D d D) and applied to
+    mean(V) (2 D D), with Q x fold counted as the output projection (2 N D D)."""
     hidden = int(dim * mlp_ratio)
     projections = 2 * tokens * dim * (3 * dim + dim)
-    attention = 2 * 2 * tokens * dim * (dim // heads if linear else tokens)
+    head = dim // heads
+    if linear:
+        attention = 2 * tokens * dim * head + 2 * dim * head * dim + 2 * dim * dim
+    else:
+        attention = 2 * 2 * tokens * dim * tokens
     mlp = 2 * 2 * tokens * dim * hidden
     return float(projections + attention + mlp)
 
