@@ -7,9 +7,9 @@ this module only decides, deterministically, from the pixels:
 - **A new view.** A pair is considered only if its VIS frame shows another view than every pair kept so far: its
   structure map (64 px wide, blurred) correlates below ``NEW_VIEW_CORRELATION`` with each kept one's. A camera
   that stands still gives the same frame again and again; kept, each copy would count as new evidence in the
-  bootstrap and shrink the uncertainty without adding anything. Measured on the MSRS pairs: a copy with camera
-  noise correlates 1.0, the view moved by 5 % of the frame's width about 0.65, by 6-10 % 0.3-0.4, another
-  scene at most 0.35.
+  jackknife over cells and shrink the uncertainty without adding anything. Measured on the MSRS pairs: a copy
+  with camera noise correlates 1.0, the view moved by 5 % of the frame's width about 0.65, by 6-10 % 0.3-0.4,
+  another scene at most 0.35.
 - **Shared structure.** Of a new view, the pair is kept only if its IR and VIS structure match in at least
   ``MIN_MATCHES`` blocks under the current estimate at the coarsest pyramid stage (``structure_matches``; the
   first pair: an estimate from it alone succeeds). Dark or flat frames, a capped lens and frames of two
@@ -22,8 +22,8 @@ this module only decides, deterministically, from the pixels:
 
 Keeping only pairs whose matches add new cells of the coverage grid was considered and not used: in the 12-scene
 test rig (tests/test_calibrate_live.py) the matches of 8 kept pairs already cover all 16 cells, yet the uncertainty
-needs all 12 pairs to fall within 2 px; more scenes in the same cells lower it (the bootstrap resamples each
-scene's cells).
+needs all 12 pairs to fall within 2 px; more scenes in the same cells lower it (the jackknife leaves out each
+scene's cells one at a time).
 """
 
 from __future__ import annotations

@@ -52,8 +52,8 @@ MIN_MATCHES = 12
 COARSE_CANDIDATES = 16  # coarse-search winners tried by the first block-matching stage (4 miss on night frames)
 REFERENCE_WIDTH = 640  # STAGES' factors are for VIS frames this wide; others scale them (_stages)
 MAX_UNCERTAINTY_PX = 2.0  # refuse an estimate whose expected error at an output corner is larger
-BOOTSTRAP_SAMPLES = 200
-BOOTSTRAP_CELL = 64  # VIS px: the bootstrap's unit, larger than a block (48 px) so overlapping blocks go together
+POINT_DRAWS = 200  # points_uncertainty: draws from the least-squares covariance, mapped to the corners
+UNCERTAINTY_CELL = 64  # VIS px: the jackknife's unit, larger than a block (48 px) so overlapping blocks go together
 COVERAGE_GRID = 4  # coverage: the share of a 4x4 grid of the VIS frame's cells holding a match
 HOMOGRAPHY_COVERAGE = 0.75  # "auto" fits perspective terms only to matches in 12 of the 16 cells or more
 SUPPORT = 2.0  # "auto" takes a richer model when it moves the corners by more than 2x its own uncertainty
@@ -180,7 +180,7 @@ def points_uncertainty(matrix: np.ndarray, model: str, ir_points: np.ndarray, vi
     variance = float(fit.residual @ fit.residual) / redundancy
     covariance = variance * np.linalg.pinv(fit.jacobian.T @ fit.jacobian)
     draws = np.random.default_rng(0).multivariate_normal(np.zeros(fit.params.size), covariance,
-                                                         BOOTSTRAP_SAMPLES)
+                                                         POINT_DRAWS)
     return corner_uncertainty(corner_offsets(fit, draws, ir_size, vis_size))
 
 
@@ -402,26 +402,40 @@ def corner_offsets(fit: Fit, deltas: np.ndarray, ir_size: tuple[int, int],
     return np.einsum("cik,sk->sci", gradient, deltas) * vis_size[0] / 2.0
 
 
-def bootstrap_corners(fit: Fit, groups: np.ndarray, ir_size: tuple[int, int], vis_size: tuple[int, int],
-                      samples: int = BOOTSTRAP_SAMPLES) -> np.ndarray:
-    """Corner offsets (S, 4, 2) of a spatial block bootstrap of the fit (seeded: deterministic).
+def jackknife_corners(fit: Fit, groups: np.ndarray, ir_size: tuple[int, int], vis_size: tuple[int, int]
+                      ) -> np.ndarray:
+    """Corner offsets (G, 4, 2) of a delete-one-group jackknife of the fit, one row per group left out, scaled so
+    that their mean square at each corner is the jackknife variance ((G - 1) / G times the sum of squared
+    deviations from their mean).
 
-    The resampled unit is a group of matches (a ``BOOTSTRAP_CELL`` cell of one frame pair, ``groups``: (N,) ids),
+    The unit left out is a group of matches (an ``UNCERTAINTY_CELL`` cell of one frame pair, ``groups``: (N,) ids),
     not a match: neighbouring blocks overlap (48 px blocks every 16 px) and an object off the fitted plane
-    displaces all its blocks alike, so matches are not independent and resampling them one by one (or a
-    covariance that assumes independent residuals) would promise a certainty the data do not hold. Each sample
-    is one Gauss-Newton step of the weighted least squares from the solution (the robust weights kept): exact
-    for the linearised problem, and all samples are solved at once in milliseconds.
+    displaces all its blocks alike, so matches are not independent and treating them one by one (or a covariance
+    that assumes independent residuals) would promise a certainty the data do not hold. Each refit is one
+    Gauss-Newton step of the weighted least squares from the solution (the robust weights kept): exact for the
+    linearised problem, and all of them are solved at once in milliseconds.
+
+    Why a jackknife and not a bootstrap over the same cells: a frame holds few cells (16 in a 256x256 frame), and
+    with few groups (a) a bootstrap resample often leaves out a whole side of the frame, so the homography's
+    perspective terms are barely determined and one resample throws the corners far (FLIR_01130, a 256 crop: 2.45
+    px from the bootstrap, 1.98 from the jackknife), while (b) the plug-in variance it estimates is known to be too
+    small where single groups carry much of the fit (the cells at the frame's corners carry a homography's
+    perspective terms): an accepted crop was 2.07 px off at a bootstrap uncertainty of 1.93 px; the jackknife
+    reads 2.59 px there and refuses it. The delete-one-group jackknife is the cluster-robust variance recommended
+    where groups are few or unequal (CV3 in MacKinnon, Nielsen and Webb, J. Econometrics 2023). It is also
+    deterministic without a seed and G refits instead of 200.
     """
     labels, member = np.unique(groups, return_inverse=True)
-    rng = np.random.default_rng(0)
-    counts = np.stack([np.bincount(rng.integers(0, len(labels), len(labels)), minlength=len(labels))
-                       for _ in range(samples)])  # (S, groups)
-    weights = np.repeat(counts[:, member] * fit.weights, 2, axis=1)  # (S, 2N)
+    count = len(labels)
+    if count < 2:  # one group: nothing to leave out, and nothing to say how far the fit could move
+        return np.full((1, 4, 2), np.inf)
+    kept = 1.0 - np.eye(count)  # (G, groups): row g leaves group g out
+    weights = np.repeat(kept[:, member] * fit.weights, 2, axis=1)  # (G, 2N)
     normal = np.einsum("ni,sn,nj->sij", fit.jacobian, weights, fit.jacobian)
     right = -np.einsum("ni,sn->si", fit.jacobian, weights * fit.residual)
-    # A resample may leave a parameter undetermined (all its groups from one side): pinv gives the least change.
+    # Leaving out a group may leave a parameter undetermined (its only support): pinv gives the least change.
     deltas = np.einsum("sij,sj->si", np.linalg.pinv(normal), right)
+    deltas = (deltas - deltas.mean(axis=0)) * np.sqrt(count - 1)
     return corner_offsets(fit, deltas, ir_size, vis_size)
 
 
@@ -431,11 +445,6 @@ def corner_uncertainty(offsets: np.ndarray) -> dict[str, float]:
     report = {name: round(float(r), 3) for name, r in zip(CORNER_NAMES, radii, strict=True)}
     report["max"] = round(float(radii.max()), 3)
     return report
-
-
-def corner_covariances(offsets: np.ndarray) -> np.ndarray:
-    """Corner offsets (S, 4, 2) -> (4, 2, 2) second moments, for drawing error ellipses."""
-    return np.einsum("sci,scj->cij", offsets, offsets) / len(offsets)
 
 
 def coverage(vis_points: np.ndarray, vis_size: tuple[int, int]) -> float:
@@ -520,7 +529,7 @@ def from_frames(
     if model == "auto":
         # The path matters: each round matches blocks under the previous round's warp, within a few px of it. An
         # auto path that went through a similarity where the view is tilted can end at a fit consistent with the
-        # matches it made, corners and all far off, with a small bootstrap spread (FLIR_04722 at 768x576, tilted:
+        # matches it made, corners and all far off, with a small spread (FLIR_04722 at 768x576, tilted:
         # 1.97 px reported, 7.2 px off). The same levels run again with the homography from the first round on;
         # how far apart the two ends are at the corners counts in the uncertainty like a richer model's move.
         try:
@@ -561,7 +570,7 @@ def from_frames(
 
 @dataclass(frozen=True)
 class Chosen:
-    """The model ``choose_model`` kept: its fit, bootstrap corner offsets, the matches' coverage and why."""
+    """The model ``choose_model`` kept: its fit, jackknife corner offsets, the matches' coverage and why."""
 
     fit: Fit
     offsets: np.ndarray
@@ -574,7 +583,7 @@ class Chosen:
 
     @property
     def uncertainty_px(self) -> float:
-        """The largest expected error at an output corner: bootstrap spread and bias together (VIS px)."""
+        """The largest expected error at an output corner: jackknife spread and bias together (VIS px)."""
         return corner_uncertainty(self.offsets + self.bias)["max"]
 
     def with_other_path(self, other: Chosen | None, vis_size: tuple[int, int]) -> Chosen:
@@ -637,7 +646,7 @@ def choose_model(matches: np.ndarray, model: Transform, ir_size: tuple[int, int]
     ``SUPPORT`` times their own uncertainty there, and that uncertainty is within ``MAX_UNCERTAINTY_PX``; the
     homography also needs matches in at least ``HOMOGRAPHY_COVERAGE`` of the frame, since its perspective terms
     extrapolate to corners without matches. A richer model that is not supported is not ruled out either: how far
-    it moves the corners is the chosen model's possible bias, added to its bootstrap spread in the reported
+    it moves the corners is the chosen model's possible bias, added to its jackknife spread in the reported
     uncertainty. Every richer model counts there, the homography too when the coverage is too low: a perspective
     change of the view moves the corners in a pattern that no affine map follows, so only the homography shows it
     (without it, a 3 px tilt was accepted 7.5 px off). A forced model is held to the same rule: its
@@ -650,7 +659,7 @@ def choose_model(matches: np.ndarray, model: Transform, ir_size: tuple[int, int]
     fits = {}
     for name in names:
         fit = _robust_fit(matches[:, :2], matches[:, 2:4], matches[:, 4], name, ir_size, vis_size, start)
-        fits[name] = (fit, bootstrap_corners(fit, matches[:, 5], ir_size, vis_size))
+        fits[name] = (fit, jackknife_corners(fit, matches[:, 5], ir_size, vis_size))
 
     def moved(name: str, base: str) -> np.ndarray:
         return corner_moves(fits[name][0].matrix, fits[base][0].matrix, vis_size)
@@ -708,8 +717,8 @@ def _resize(grey: np.ndarray, factor: float) -> np.ndarray:
 def _match_pairs(greys: list[tuple[np.ndarray, np.ndarray]], vis_channels: list[list[np.ndarray]],
                  current: np.ndarray, stage: Stage) -> tuple[np.ndarray, int]:
     """Block matches of every pair under the current mapping -> ((N, 6) rows (ir_x, ir_y, vis_x, vis_y, score,
-    group) in full-resolution pixels, number of pairs that gave any). The group numbers a ``BOOTSTRAP_CELL``
-    cell of one pair's VIS frame (``bootstrap_corners``)."""
+    group) in full-resolution pixels, number of pairs that gave any). The group numbers an ``UNCERTAINTY_CELL``
+    cell of one pair's VIS frame (``jackknife_corners``)."""
     to_level = _scale(stage.factor)
     all_matches, used = [], 0
     for index, ((ir, _), channels) in enumerate(zip(greys, vis_channels, strict=True)):
@@ -725,7 +734,7 @@ def _match_pairs(greys: list[tuple[np.ndarray, np.ndarray]], vis_channels: list[
         # Block centre in the warped IR (level pixels) -> IR pixels; its VIS position -> full-resolution pixels.
         ir_points = map_points(np.linalg.inv(warp), rows[:, :2])
         vis_points = rows[:, 2:4] / stage.factor
-        cells = np.floor(vis_points / BOOTSTRAP_CELL).astype(np.int64)
+        cells = np.floor(vis_points / UNCERTAINTY_CELL).astype(np.int64)
         group = (index * 1000 + cells[:, 1]) * 1000 + cells[:, 0]
         all_matches.append(np.column_stack([ir_points, vis_points, rows[:, 4], group]))
     return (np.concatenate(all_matches) if all_matches else np.zeros((0, 6))), used
