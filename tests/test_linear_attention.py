@@ -130,8 +130,8 @@ def test_openvino_int8_keeps_each_linear_attention_output_projection_in_float(tm
 
 
 def test_openvino_weights_int8_has_linear_attention_matmuls_to_quantize_and_softmax_none() -> None:
-    """The torch-converted model (openvino-weights) fuses softmax attention into one op NNCF leaves alone, so both
-    int8 kinds share a quantization; linear attention keeps two activation MatMuls a block, which int8 quantizes."""
+    """The torch-converted model (openvino-weights) fuses softmax attention into one op NNCF leaves alone; linear
+    attention keeps two activation MatMuls a block, which int8 quantizes."""
     ov = pytest.importorskip("openvino")
     from maefuse_deploy.backends.openvino import activation_matmuls, attention_calibrates
     from maefuse_deploy.model import set_fused_attention

@@ -147,7 +147,7 @@ def _quantized_attention_inputs(model, names) -> int:
 
 
 def test_int8_quantizes_attention_where_its_calibration_fits_the_budget(pairs, reference, ivif, tmp_path, monkeypatch):
-    """For the int8 precision, attention's activation x activation matmuls go to NNCF when calibrating them holds
+    """For both int8 precisions, attention's activation x activation matmuls go to NNCF when calibrating them holds
     little memory (a static-batch graph), which makes every Q K^T int8 (NNCF's transformer preset leaves softmax x V
     in float):
     maefuse-rt at 640x480 from an ONNX graph then runs int8 in 45.5 instead of 70.8 ms at the same dB. They stay float
@@ -173,24 +173,22 @@ def test_int8_quantizes_attention_where_its_calibration_fits_the_budget(pairs, r
               1: np.random.default_rng(seed + 9).standard_normal((1, 3, 64, 64)).astype(np.float32)}
              for seed in range(2)]
     # Both inputs of each block's Q K^T (half of the names) come quantized.
-    quantized = ov_backend.quantize_int8(graph, feeds, attention=True)
+    quantized = ov_backend.quantize_int8(graph, feeds)
     assert _quantized_attention_inputs(quantized, attention) >= len(attention)
     # The same graph through the backend at int8 still fuses the real pairs within the accuracy class.
     with Fuser(OpenVinoBackend(path, precision="int8", calibration=ivif / "MSRS6", calibration_pairs=6)) as fuser:
         fused = fuser.fuse_batch(pairs)
     assert min(psnr(ours, ref) for ours, ref in zip(fused, reference, strict=True)) >= MIN_PSNR["int8"]
-    # Not asked for (int8-bf16, whose float part is bf16), or over the budget: float.
+    # Over the budget: float.
+    monkeypatch.setattr(ov_backend, "ATTENTION_CALIBRATION_BUDGET", 0)
     assert _quantized_attention_inputs(ov_backend.quantize_int8(ov.Core().read_model(str(path)), feeds),
                                        attention) == 0
-    monkeypatch.setattr(ov_backend, "ATTENTION_CALIBRATION_BUDGET", 0)
-    assert _quantized_attention_inputs(ov_backend.quantize_int8(ov.Core().read_model(str(path)), feeds,
-                                                                attention=True), attention) == 0
     # A budget that holds Q and K but not the softmax output: Q K^T int8, softmax x V float.
     products = ov_backend.softmax_products(graph, attention)
     scores = [name for name in attention if name not in products]
     assert len(products) == len(scores) == len(attention) // 2
     monkeypatch.setattr(ov_backend, "ATTENTION_CALIBRATION_BUDGET", ov_backend.calibration_bytes(graph, scores))
     assert ov_backend.calibration_bytes(graph, attention) > ov_backend.ATTENTION_CALIBRATION_BUDGET
-    quantized = ov_backend.quantize_int8(ov.Core().read_model(str(path)), feeds, attention=True)
+    quantized = ov_backend.quantize_int8(ov.Core().read_model(str(path)), feeds)
     assert _quantized_attention_inputs(quantized, scores) == 2 * len(scores)
     assert _quantized_attention_inputs(quantized, products) == 0

@@ -11,10 +11,10 @@ OpenVINO reads our ONNX graphs directly and is built for this CPU's AVX-512 BF16
           (ATTENTION_CALIBRATION_BUDGET; maefuse-l640 at 640x640: 625 MiB); softmax x V, the output projections and
           everything else NNCF leaves unquantized run in float32. Calibration runs the float32 graph
           once per pair, so it costs a few calls at load time (and a few minutes for l640 on a 2-core CPU).
-``int8-bf16``  int8 as above with attention's matmuls all in the float part (quantize_int8's ``attention``), which
-          with softmax and norms runs in bf16 by the precision hint: on a CPU with BF16 units (AVX-512 BF16, AMX)
-          attention then stops being the float32 half of the time (maefuse-l640 at 640x640 on a Xeon with AMX:
-          about 1.6 s per pair against 2.7 s for int8 and 2.1-2.3 s for bf16: benchmarks/README.md).
+``int8-bf16``  int8 as above (the same quantized graph: Q K^T int8 too) with what stays in float (softmax x V, the
+          output projections, softmax and norms) in bf16 by the precision hint: on a CPU with BF16 units (AVX-512
+          BF16, AMX) attention then stops being the float32 half of the time (maefuse-l640 at 640x640 on a Xeon with
+          AMX: about 1.6 s per pair against 2.7 s for int8 and 2.1-2.3 s for bf16: benchmarks/README.md).
 
 Threads: ``threads`` sets ``INFERENCE_NUM_THREADS`` (default: OpenVINO's, one per core); the latency hint runs one
 request on all of them, which is what a camera pipeline calling ``run`` once per frame wants.
@@ -106,7 +106,7 @@ def softmax_products(model: Any, activations: Sequence[str]) -> list[str]:
 
 
 def attention_calibrates(model: Any, activations: Sequence[str]) -> bool:
-    """Whether :func:`quantize_int8` with ``attention`` makes anything more int8: the model has activation x
+    """Whether :func:`quantize_int8` makes attention's scores int8: the model has activation x
     activation MatMuls other than softmax x V (``activations``, :func:`activation_matmuls`: an ONNX graph's Q K^T,
     or linear attention's from either path) and calibrating those holds at most ``ATTENTION_CALIBRATION_BUDGET``
     bytes."""
@@ -196,15 +196,19 @@ def compile_config(precision: str, threads: int | None = None) -> dict[str, Any]
     return config
 
 
-def quantize_int8(model: Any, feeds: Sequence[dict[Any, np.ndarray]], attention: bool = False) -> Any:
+def quantize_int8(model: Any, feeds: Sequence[dict[Any, np.ndarray]]) -> Any:
     """NNCF post-training int8 of an OpenVINO model, calibrated on ``feeds`` (one input dict per call, keyed by input
     name or index): the transformer preset without SmoothQuant; attention's output projections left in float
     (:func:`attention_projections`), softmax x V (:func:`softmax_products`), and the other activation x activation
-    matmuls unless ``attention`` and calibrating them holds at most ``ATTENTION_CALIBRATION_BUDGET`` bytes
-    (:func:`attention_calibrates`; NNCF then makes Q K^T int8). Ask for ``attention`` only for the ``int8``
-    precision, whose float parts run in float32: with the rest in bf16 (``int8-bf16``) an int8 Q K^T gained nothing
-    (maefuse-rt 31.6 vs 32.0 ms) and read 37 dB on maefuse-micro against 52 dB without it (tests/test_backends.py
-    conformance).
+    matmuls (Q K^T) where calibrating them would hold over ``ATTENTION_CALIBRATION_BUDGET`` bytes
+    (:func:`attention_calibrates`); under it NNCF makes Q K^T int8. Both int8 precisions use this graph; they
+    differ in what the float part runs in.
+    Q K^T int8 with the rest in bf16 holds the same accuracy and is faster on a CPU without AMX (the AMD EPYC Zen 5,
+    640x480 graphs calibrated on RoadScene, fused PSNR on the six MSRS pairs: maefuse-tiny 40.2 -> 36.1 ms,
+    maefuse-rt 36.6 -> 32.6 ms, maefuse-rt-linear 19.5 -> 18.4 ms, maefuse-l640 at 640x640 2.25 -> 2.07 s, every
+    pair within 0.1 dB of Q K^T in bf16; benchmarks/README.md). An earlier recipe kept int8-bf16's Q K^T in bf16: it
+    gained nothing on maefuse-rt with AMX (31.6 vs 32.0 ms) and read 37 dB on maefuse-micro; with the recipe since
+    (no SmoothQuant, projections float) micro reads 52.3-53.9 dB either way (64x64, three MSRS pairs).
 
     SmoothQuant is off because its per-channel scales, fitted to the calibration pairs, do not carry to other
     cameras: maefuse-tiny at 640x480 calibrated on RoadScene and checked on MSRS read 24.5-27.0 dB from float32 with
@@ -219,7 +223,7 @@ def quantize_int8(model: Any, feeds: Sequence[dict[Any, np.ndarray]], attention:
                                fix='pip install "maefuse-deploy[openvino]"') from exc
     activations = activation_matmuls(model)
     products = softmax_products(model, activations)
-    calibrated = attention and attention_calibrates(model, activations)
+    calibrated = attention_calibrates(model, activations)
     ignored = [*products, *(name for name in activations if name not in products and not calibrated)]
     logger = logging.getLogger("nncf")
     saved = logger.level
@@ -311,7 +315,7 @@ class OpenVinoBackend(BackendBase):
             frames = (load_calibration_pairs(calibration, calibration_pairs)
                       if isinstance(calibration, str | os.PathLike) else list(calibration)[:calibration_pairs])
             start = time.perf_counter()
-            model = self._quantize(model, frames, attention=precision == "int8")
+            model = self._quantize(model, frames)
             self.quantize_s = time.perf_counter() - start
         try:
             self.compiled = core.compile_model(model, "CPU", compile_config(precision, threads))
@@ -353,10 +357,10 @@ class OpenVinoBackend(BackendBase):
             feeds = [{k: np.repeat(v, self.static_batch, axis=0) for k, v in feed.items()} for feed in feeds]
         return feeds
 
-    def _quantize(self, model: Any, frames: list[tuple[np.ndarray, np.ndarray]], attention: bool) -> Any:
+    def _quantize(self, model: Any, frames: list[tuple[np.ndarray, np.ndarray]]) -> Any:
         if not frames:
             raise InputError("OpenVINO INT8 calibration found no pairs", fix="pass a folder with ir/ and vi/ pairs")
-        return quantize_int8(model, self._network_inputs(frames), attention)
+        return quantize_int8(model, self._network_inputs(frames))
 
     def _run_impl(self, ir: np.ndarray, vis: np.ndarray) -> np.ndarray:
         if self.request is None:

@@ -54,8 +54,6 @@ from .cpu_kernels import isa_caps
 from .openvino import (
     DEFAULT_CALIBRATION_PAIRS,
     DTYPE_PRECISIONS,
-    activation_matmuls,
-    attention_calibrates,
     bf16_units,
     compile_config,
     first_line,
@@ -78,7 +76,8 @@ TIMED_RUNS = 3  # after one warm-up run: the best of these is a candidate's spee
 # 6: linear attention is converted token-major with its output projection folded in (model/vit.py), and int8 keeps
 #    both parts of that projection (Cov x W^T, and mean(V)'s) in float: entries of recipe 5 hold the slower
 #    per-head graph.
-BUILD_RECIPE = "6"
+# 7: int8-bf16 makes attention's activation MatMuls int8 as int8 does (one quantization for both).
+BUILD_RECIPE = "7"
 
 
 @dataclass
@@ -262,23 +261,21 @@ class OpenVinoWeightsBackend(BackendBase):
                 candidates = [c for c in candidates
                               if self._compile_config(c)["INFERENCE_PRECISION_HINT"] != "bf16"]
                 notes.append(f"bf16 skipped: {why_not}")
-        quantized: dict[bool, Any] = {}  # by whether attention's activation MatMuls are int8 too
+        quantized: list[Any] = []  # both int8 kinds run the one quantization; they differ in the float part
 
         def lowered(precision: str) -> Any:
             if not precision.startswith("int8"):
                 return converted
-            # Calibrated WITHOUT the last pair: the accuracy check then includes a pair the quantization never saw
-            # (with SmoothQuant, random maefuse-l640 read 46 dB on its calibration pairs and 27 dB on others: a check
-            # on seen pairs alone would have accepted it).
-            seen = feeds[:-1] if len(feeds) > 1 else feeds
-            # int8 alone makes attention's activation x activation MatMuls int8 too, as the graph path does
-            # (quantize_int8). Converted from the torch module, softmax attention is one ScaledDotProductAttention op
-            # with none, so both int8 kinds share one quantization; linear attention has two a block
-            # (maefuse-rt-linear under the VNNI cap: Fuser.fuse 45 -> 40 ms a 640x480 pair, 48.1 -> 48.0 dB).
-            attention = precision == "int8" and attention_calibrates(converted, activation_matmuls(converted))
-            if attention not in quantized:
-                quantized[attention] = quantize_int8(converted, [{0: ir, 1: vis} for ir, vis in seen], attention)
-            return quantized[attention]
+            if not quantized:
+                # Calibrated WITHOUT the last pair: the accuracy check then includes a pair the quantization never
+                # saw (with SmoothQuant, random maefuse-l640 read 46 dB on its calibration pairs and 27 dB on others:
+                # a check on seen pairs alone would have accepted it). Converted from the torch module, softmax
+                # attention is one ScaledDotProductAttention op that NNCF leaves alone; linear attention has two
+                # activation MatMuls a block, which it makes int8 (quantize_int8; maefuse-rt-linear under the VNNI
+                # cap, int8: Fuser.fuse 45 -> 40 ms a 640x480 pair, 48.1 -> 48.0 dB).
+                seen = feeds[:-1] if len(feeds) > 1 else feeds
+                quantized.append(quantize_int8(converted, [{0: ir, 1: vis} for ir, vis in seen]))
+            return quantized[0]
 
         # float32 is the answer when nothing faster keeps the image; the others are timed, and tried for accuracy
         # fastest first (which is fastest depends on the CPU and the model: maefuse-tiny at 640x480 on a Xeon with
