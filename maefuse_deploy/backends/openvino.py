@@ -203,6 +203,7 @@ def quantize_int8(model: Any, feeds: Sequence[dict[Any, np.ndarray]]) -> Any:
     matmuls (Q K^T) where calibrating them would hold over ``ATTENTION_CALIBRATION_BUDGET`` bytes
     (:func:`attention_calibrates`); under it NNCF makes Q K^T int8. Both int8 precisions use this graph; they
     differ in what the float part runs in.
+
     Q K^T int8 with the rest in bf16 holds the same accuracy and is faster on a CPU without AMX (the AMD EPYC Zen 5,
     640x480 graphs calibrated on RoadScene, fused PSNR on the six MSRS pairs: maefuse-tiny 40.2 -> 36.1 ms,
     maefuse-rt 36.6 -> 32.6 ms, maefuse-rt-linear 19.5 -> 18.4 ms, maefuse-l640 at 640x640 2.25 -> 2.07 s, every
