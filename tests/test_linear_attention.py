@@ -112,7 +112,7 @@ def test_linear_attention_flops_at_640x480() -> None:
     assert saved == pytest.approx(expected, rel=1e-12)
 
 
-def test_openvino_int8_keeps_each_linear_attention_output_projection_in_float(tmp_path) -> None:
+def test_openvino_int8_finds_each_linear_attention_output_projection(tmp_path) -> None:
     ov = pytest.importorskip("openvino")
     from maefuse_deploy.backends import openvino as ov_backend
 
@@ -124,8 +124,9 @@ def test_openvino_int8_keeps_each_linear_attention_output_projection_in_float(tm
     # K^T V and Q (Cov W^T): the Q, K and V rows of qkv and the transposed projection are weights in the graph
     # (export/trace.py folds them; unfolded, the three products with them counted too: 5 a block).
     assert len(activations) == 2 * blocks
-    # The output projection, folded into Cov W^T and applied to mean(V), stays float as softmax attention's does
-    # (two MatMuls a block); the count of a graph without them would be 0.
+    # The output projection, folded into Cov W^T and applied to mean(V), is left out of calibration as softmax
+    # attention's is (two MatMuls a block; quantize_int8 quantizes their input per frame); the count of a graph
+    # without them would be 0.
     assert len(ov_backend.attention_projections(graph, activations)) == 2 * blocks
 
 

@@ -192,3 +192,41 @@ def test_int8_quantizes_attention_where_its_calibration_fits_the_budget(pairs, r
     quantized = ov_backend.quantize_int8(ov.Core().read_model(str(path)), feeds)
     assert _quantized_attention_inputs(quantized, scores) == 2 * len(scores)
     assert _quantized_attention_inputs(quantized, products) == 0
+
+
+def test_int8_output_projections_get_int8_weights_and_no_calibrated_range(graph, pairs, reference, ivif):
+    """Attention's output projections read an average of value vectors whose range follows the scene (maefuse-rt
+    calibrated on day pairs read 31 dB on night pairs with a calibrated range there), so quantize_int8 gives them
+    no FakeQuantize: int8 weights, symmetric per output channel (an int8 Constant, a Convert, a Multiply by the
+    scales), whose input the CPU plugin quantizes per frame. Each weight is within half a step of the float one."""
+    import openvino as ov
+
+    from maefuse_deploy.backends import openvino as ov_backend
+
+    model = ov.Core().read_model(str(graph))
+    activations = ov_backend.activation_matmuls(model)
+    projections = ov_backend.attention_projections(model, activations)
+    config = resolve_torch_model("random:maefuse-micro", None).model.config
+    assert len(projections) == config.depth + config.decoder_depth
+    floats = {op.get_friendly_name(): op.input_value(1).get_node().get_data().copy()
+              for op in model.get_ordered_ops() if op.get_friendly_name() in projections}
+    feeds = [{0: np.random.default_rng(seed).standard_normal((1, 3, 64, 64)).astype(np.float32),
+              1: np.random.default_rng(seed + 9).standard_normal((1, 3, 64, 64)).astype(np.float32)}
+             for seed in range(2)]
+    quantized = ov_backend.quantize_int8(model, feeds)
+    assert _quantized_attention_inputs(quantized, projections) == 0
+    for op in quantized.get_ordered_ops():
+        if op.get_friendly_name() not in projections:
+            continue
+        scaling = op.input_value(1).get_node()
+        assert scaling.get_type_name() == "Multiply"
+        convert, scales = (scaling.input_value(index).get_node() for index in range(2))
+        assert convert.get_type_name() == "Convert"
+        stored = convert.input_value(0).get_node()
+        assert stored.get_type_name() == "Constant" and stored.get_element_type() == ov.Type.i8
+        step = scales.get_data()
+        assert np.abs(stored.get_data() * step - floats[op.get_friendly_name()]).max() <= step.max() / 2 + 1e-7
+    assert ov_backend.compile_config("int8")["DYNAMIC_QUANTIZATION_GROUP_SIZE"] == 32
+    with Fuser(OpenVinoBackend(graph, precision="int8", calibration=ivif / "MSRS6", calibration_pairs=6)) as fuser:
+        fused = fuser.fuse_batch(pairs)
+    assert min(psnr(ours, ref) for ours, ref in zip(fused, reference, strict=True)) >= MIN_PSNR["int8"]

@@ -8,11 +8,13 @@ OpenVINO reads our ONNX graphs directly and is built for this CPU's AVX-512 BF16
 ``int8``  post-training quantization with NNCF of the linear layers (quantize_int8: the transformer preset without
           SmoothQuant, layer norms and softmax kept in float), calibrated on real IR/VIS pairs prepared exactly as
           the runtime prepares them; attention's Q K^T is int8 too unless calibrating it would hold over 1 GiB
-          (ATTENTION_CALIBRATION_BUDGET; maefuse-l640 at 640x640: 625 MiB); softmax x V, the output projections and
-          everything else NNCF leaves unquantized run in float32. Calibration runs the float32 graph
-          once per pair, so it costs a few calls at load time (and a few minutes for l640 on a 2-core CPU).
-``int8-bf16``  int8 as above (the same quantized graph: Q K^T int8 too) with what stays in float (softmax x V, the
-          output projections, softmax and norms) in bf16 by the precision hint: on a CPU with BF16 units (AVX-512
+          (ATTENTION_CALIBRATION_BUDGET; maefuse-l640 at 640x640: 625 MiB); attention's output projections, whose
+          input's range follows the scene, take int8 weights and their input is quantized per frame by the CPU
+          plugin (compress_projection_weights); softmax x V and everything else NNCF leaves unquantized run in
+          float32. Calibration runs the float32 graph once per pair, so it costs a few calls at load time (and a
+          few minutes for l640 on a 2-core CPU).
+``int8-bf16``  int8 as above (the same quantized graph: Q K^T int8 too) with what stays in float (softmax x V,
+          softmax and norms) in bf16 by the precision hint: on a CPU with BF16 units (AVX-512
           BF16, AMX) attention then stops being the float32 half of the time (maefuse-l640 at 640x640 on a Xeon with
           AMX: about 1.6 s per pair against 2.7 s for int8 and 2.1-2.3 s for bf16: benchmarks/README.md).
 
@@ -64,6 +66,11 @@ def import_openvino() -> Any:
 # 4.07 s a pair in maefuse-bench, its fused attention subgraphs 2.07 -> 1.46 s by PERF_COUNT). Up to this many bytes
 # of their inputs they go to NNCF.
 ATTENTION_CALIBRATION_BUDGET = 1 << 30
+# Channels per run-time scale when the CPU plugin quantizes a compressed FullyConnected's input
+# (compress_projection_weights): one scale per token and per 32 channels, so an outlier channel coarsens only its
+# own group. 32 is the plugin's default; per token (a whole 1024-wide row of a random layer) had 1.5x its error
+# at the same speed.
+DYNAMIC_QUANTIZATION_GROUP_SIZE = 32
 
 
 def activation_matmuls(model: Any) -> list[str]:
@@ -122,8 +129,10 @@ def attention_projections(model: Any, activation_names: Sequence[str]) -> list[s
 
     Their input is an average of value vectors weighted by the softmax, whose range depends on how sharply the
     pair's tokens attend, which calibration pairs of another camera do not bound: maefuse-rt (one encoder head)
-    calibrated on RoadScene day pairs read 31 dB from float32 on MSRS night pairs, 49 dB with these in float (the
-    last decoder block's alone: 46 dB). They are a twelfth of a block's linear FLOPs. Linear block attention
+    calibrated on RoadScene day pairs read 31 dB from float32 on MSRS night pairs with a calibrated int8 range on
+    them, 49 dB with these in float (the last decoder block's alone: 46 dB), so :func:`quantize_int8` quantizes
+    their input per frame instead (:func:`compress_projection_weights`). They are a twelfth of a block's linear
+    FLOPs. Linear block attention
     (model/vit.py: LinearAttention) folds its projection into a D x D matrix per image, ``(scale Cov) W^T``, the
     MatMul found here (graphs exported before the fold end in ``mean(V) + Q Cov``, an Add of an activation MatMul,
     read by the projection): the same holds (maefuse-rt-linear's graph at 640x480 calibrated on 8 RoadScene pairs,
@@ -150,6 +159,36 @@ def attention_projections(model: Any, activation_names: Sequence[str]) -> list[s
     return [op.get_friendly_name() for op in model.get_ordered_ops()
             if op.get_type_name() == "MatMul" and op.get_friendly_name() not in activations
             and any(attention_output(op.input_value(index).get_node()) for index in range(2))]
+
+
+def compress_projection_weights(model: Any, names: Sequence[str]) -> int:
+    """Gives the weight MatMuls ``names`` (attention's output projections, :func:`attention_projections`) int8
+    weights, symmetric per output channel, stored as an int8 Constant, a Convert and a Multiply by the scales: the
+    pattern OpenVINO's CPU plugin runs as a compressed FullyConnected, which quantizes its input at run time per
+    token and per DYNAMIC_QUANTIZATION_GROUP_SIZE channels (compile_config) and multiplies on the int8 units.
+    Nothing is calibrated: the weights' ranges are the weights', the input's are each frame's own, so a scene no
+    calibration pair resembled cannot clip them. Returns how many it changed (a weight reaching its MatMul through
+    a layout op is left float)."""
+    import openvino.opset13 as ops
+
+    wanted, changed = set(names), 0
+    for op in model.get_ordered_ops():
+        if op.get_type_name() != "MatMul" or op.get_friendly_name() not in wanted:
+            continue
+        source = op.input_value(1).get_node()
+        if source.get_type_name() != "Constant" or len(source.get_output_partial_shape(0)) != 2:
+            continue
+        weight = source.get_data().astype(np.float32)
+        # B is K x N (or N x K transposed): each output channel's scale is over its K inputs.
+        reduce_axis = 1 if op.get_attributes()["transpose_b"] else 0
+        scale = np.abs(weight).max(axis=reduce_axis, keepdims=True) / 127.0
+        scale[scale == 0] = 1.0
+        quantized = np.clip(np.rint(weight / scale), -127, 127).astype(np.int8)
+        dequantized = ops.multiply(ops.convert(ops.constant(quantized), np.float32),
+                                   ops.constant(scale.astype(np.float32)))
+        op.input(1).replace_source_output(dequantized.output(0))
+        changed += 1
+    return changed
 
 
 def _through_layout_ops(node: Any) -> Any:
@@ -191,6 +230,10 @@ def compile_config(precision: str, threads: int | None = None) -> dict[str, Any]
     float under ``int8`` runs in float32 and not at the plugin's choice."""
     config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY",
                               "INFERENCE_PRECISION_HINT": "bf16" if precision in ("bf16", "int8-bf16") else "f32"}
+    if precision.startswith("int8"):
+        # The run-time quantization of the projections' inputs (compress_projection_weights), pinned rather than
+        # left to the plugin's default: a scale per token and per 32 channels.
+        config["DYNAMIC_QUANTIZATION_GROUP_SIZE"] = DYNAMIC_QUANTIZATION_GROUP_SIZE
     if threads:
         config["INFERENCE_NUM_THREADS"] = threads
     return config
@@ -198,11 +241,13 @@ def compile_config(precision: str, threads: int | None = None) -> dict[str, Any]
 
 def quantize_int8(model: Any, feeds: Sequence[dict[Any, np.ndarray]]) -> Any:
     """NNCF post-training int8 of an OpenVINO model, calibrated on ``feeds`` (one input dict per call, keyed by input
-    name or index): the transformer preset without SmoothQuant; attention's output projections left in float
-    (:func:`attention_projections`), softmax x V (:func:`softmax_products`), and the other activation x activation
-    matmuls (Q K^T) where calibrating them would hold over ``ATTENTION_CALIBRATION_BUDGET`` bytes
-    (:func:`attention_calibrates`); under it NNCF makes Q K^T int8. Both int8 precisions use this graph; they
-    differ in what the float part runs in.
+    name or index): the transformer preset without SmoothQuant; softmax x V (:func:`softmax_products`) and the
+    other activation x activation matmuls (Q K^T) where calibrating them would hold over
+    ``ATTENTION_CALIBRATION_BUDGET`` bytes (:func:`attention_calibrates`) left in float; under it NNCF makes Q K^T
+    int8. Attention's output projections (:func:`attention_projections`) are not calibrated, because their input's
+    range follows the scene: they get int8 weights and the plugin quantizes their input per frame
+    (:func:`compress_projection_weights`). Both int8 precisions use this graph; they differ in what the float part
+    runs in.
 
     Q K^T int8 with the rest in bf16 holds the same accuracy and is faster on a CPU without AMX (the AMD EPYC Zen 5,
     640x480 graphs calibrated on RoadScene, fused PSNR on the six MSRS pairs: maefuse-tiny 40.2 -> 36.1 ms,
@@ -226,22 +271,24 @@ def quantize_int8(model: Any, feeds: Sequence[dict[Any, np.ndarray]]) -> Any:
     products = softmax_products(model, activations)
     calibrated = attention_calibrates(model, activations)
     ignored = [*products, *(name for name in activations if name not in products and not calibrated)]
+    projections = attention_projections(model, activations)
     logger = logging.getLogger("nncf")
     saved = logger.level
     logger.setLevel(logging.WARNING)  # one INFO line per ignored matmul (48 for l640); the progress bars stay
     try:
-        return nncf.quantize(
+        quantized = nncf.quantize(
             model,
             nncf.Dataset(list(feeds)),
             model_type=nncf.ModelType.TRANSFORMER,
             subset_size=len(feeds),
-            ignored_scope=nncf.IgnoredScope(names=[*ignored, *attention_projections(model, activations)],
-                                            validate=False),
+            ignored_scope=nncf.IgnoredScope(names=[*ignored, *projections], validate=False),
             advanced_parameters=AdvancedQuantizationParameters(
                 smooth_quant_alphas=AdvancedSmoothQuantParameters(matmul=-1, convolution=-1)),
         )
     finally:
         logger.setLevel(saved)
+    compress_projection_weights(quantized, projections)
+    return quantized
 
 
 def load_calibration_pairs(folder: str | os.PathLike[str], count: int) -> list[tuple[np.ndarray, np.ndarray]]:

@@ -77,7 +77,9 @@ TIMED_RUNS = 3  # after one warm-up run: the best of these is a candidate's spee
 #    both parts of that projection (Cov x W^T, and mean(V)'s) in float: entries of recipe 5 hold the slower
 #    per-head graph.
 # 7: int8-bf16 makes attention's activation MatMuls int8 as int8 does (one quantization for both).
-BUILD_RECIPE = "7"
+# 8: int8 gives attention's output projections int8 weights, their input quantized per frame by the plugin
+#    (openvino.compress_projection_weights).
+BUILD_RECIPE = "8"
 
 
 @dataclass
