@@ -28,11 +28,11 @@ grep -m1 -E '^cpu family' /proc/cpuinfo
 ivif="$(cd .. && pwd)/shared/data/ivif"
 pairs=()
 if [ -d "$ivif/MSRS6/ir" ] && [ -d "$ivif/RoadScene/ir" ]; then
-  pairs=(--pairs-dir "$ivif/MSRS6" --calibration "$ivif/RoadScene")
+  pairs=(--pairs-dir "$ivif/MSRS6" --int8-calibration "$ivif/RoadScene")
 fi
 start=$(date +%s)
 .venv/bin/maefuse-bench --latency --model "${MODEL:-random:maefuse-l640}" \
-    --batches 1 --iterations 3 --warmup 0 --pairs 3 --calibration-pairs 4 "${pairs[@]}" \
+    --batches 1 --iterations 3 --warmup 0 --pairs 3 --int8-calibration-pairs 4 "${pairs[@]}" \
     --peak-tflops float32=0.197,bfloat16=0.81 \
     --json "$out/cpu_l640.json" --markdown "$out/cpu_l640.md" --plot "$out/cpu_l640.png"
 echo "took $(( $(date +%s) - start )) s; load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
