@@ -134,6 +134,13 @@ def test_uint8_graph_matches_onnxruntime(pairs, tmp_path):
             assert int(np.abs(ours.astype(int) - theirs).max()) <= 1
 
 
+def _calibration_feeds() -> list[dict[int, np.ndarray]]:
+    """Two calls' inputs for quantize_int8 on the 64x64 micro graph: IR and VIS (1, 3, 64, 64) float32, seeded noise."""
+    return [{0: np.random.default_rng(seed).standard_normal((1, 3, 64, 64)).astype(np.float32),
+             1: np.random.default_rng(seed + 9).standard_normal((1, 3, 64, 64)).astype(np.float32)}
+            for seed in range(2)]
+
+
 def _quantized_attention_inputs(model, names) -> int:
     """How many inputs of the MatMuls ``names`` come from a FakeQuantize (through layout ops): int8 attention."""
     from maefuse_deploy.backends.openvino import _through_layout_ops
@@ -169,9 +176,7 @@ def test_int8_quantizes_attention_where_its_calibration_fits_the_budget(pairs, r
     assert 0 < ov_backend.calibration_bytes(graph, attention) < ov_backend.ATTENTION_CALIBRATION_BUDGET
     dynamic_graph = ov.Core().read_model(str(dynamic))
     assert ov_backend.calibration_bytes(dynamic_graph, ov_backend.activation_matmuls(dynamic_graph)) == float("inf")
-    feeds = [{0: np.random.default_rng(seed).standard_normal((1, 3, 64, 64)).astype(np.float32),
-              1: np.random.default_rng(seed + 9).standard_normal((1, 3, 64, 64)).astype(np.float32)}
-             for seed in range(2)]
+    feeds = _calibration_feeds()
     # Both inputs of each block's Q K^T (half of the names) come quantized.
     quantized = ov_backend.quantize_int8(graph, feeds)
     assert _quantized_attention_inputs(quantized, attention) >= len(attention)
@@ -210,9 +215,7 @@ def test_int8_output_projections_get_int8_weights_and_no_calibrated_range(graph,
     assert len(projections) == config.depth + config.decoder_depth
     floats = {op.get_friendly_name(): op.input_value(1).get_node().get_data().copy()
               for op in model.get_ordered_ops() if op.get_friendly_name() in projections}
-    feeds = [{0: np.random.default_rng(seed).standard_normal((1, 3, 64, 64)).astype(np.float32),
-              1: np.random.default_rng(seed + 9).standard_normal((1, 3, 64, 64)).astype(np.float32)}
-             for seed in range(2)]
+    feeds = _calibration_feeds()
     quantized = ov_backend.quantize_int8(model, feeds)
     assert _quantized_attention_inputs(quantized, projections) == 0
     for op in quantized.get_ordered_ops():

@@ -254,7 +254,8 @@ def quantize_int8(model: Any, feeds: Sequence[dict[Any, np.ndarray]]) -> Any:
     maefuse-rt 36.6 -> 32.6 ms, maefuse-rt-linear 19.5 -> 18.4 ms, maefuse-l640 at 640x640 2.25 -> 2.07 s, every
     pair within 0.1 dB of Q K^T in bf16; benchmarks/README.md). An earlier recipe kept int8-bf16's Q K^T in bf16: it
     gained nothing on maefuse-rt with AMX (31.6 vs 32.0 ms) and read 37 dB on maefuse-micro; with the recipe since
-    (no SmoothQuant, projections float) micro reads 52.3-53.9 dB either way (64x64, three MSRS pairs).
+    (recipe 7: no SmoothQuant, the output projections in float) micro reads 52.3-53.9 dB either way (64x64,
+    three MSRS pairs).
 
     SmoothQuant is off because its per-channel scales, fitted to the calibration pairs, do not carry to other
     cameras: maefuse-tiny at 640x480 calibrated on RoadScene and checked on MSRS read 24.5-27.0 dB from float32 with
