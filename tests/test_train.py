@@ -24,7 +24,7 @@ from maefuse_deploy.model.config import CONFIGS
 from maefuse_deploy.model.maefuse import build_model
 from maefuse_deploy.processing import normalise
 from maefuse_deploy.runtime.fuser import Fuser
-from maefuse_deploy.train.dataset import Augment, PairDataset, read_names, select_pairs
+from maefuse_deploy.train.dataset import Augment, PairDataset, read_names, select_pairs, split_validation
 from maefuse_deploy.train.evaluate import split_report, stack_rows
 from maefuse_deploy.train.losses import edge_error, laplacian, sobel_laplacian_loss, sobel_magnitude
 from maefuse_deploy.train.stages import part_of
@@ -309,6 +309,19 @@ def test_test50_is_held_out_by_default(tmp_path: Path) -> None:
     chosen, notes = select_pairs([data])
     assert {p.name for p in chosen} == {f"p{k:02d}" for k in range(2, 10)} and "test50.txt" in notes[0]
     assert len(select_pairs([data], holdout_default=False)[0]) == 10
+
+
+def test_validation_is_the_last_names_or_the_named_split_and_never_trained_on(tmp_path: Path) -> None:
+    """The pairs maefuse-train validates on (and benchmarks/validation_proxy.py scores) come from one rule."""
+    pairs, _ = select_pairs([make_pairs(tmp_path / "d", 10)])
+    train_pairs, val_pairs = split_validation(pairs, None, 3)
+    assert [p.name for p in val_pairs] == ["p07", "p08", "p09"] and len(train_pairs) == 7
+    (tmp_path / "val.txt").write_text("p02\np05.png\n")
+    train_pairs, val_pairs = split_validation(pairs, tmp_path / "val.txt", 3)
+    assert [p.name for p in val_pairs] == ["p02", "p05"]
+    assert not {p.name for p in train_pairs} & {"p02", "p05"} and len(train_pairs) == 8
+    assert split_validation(pairs, None, 10) == (pairs, [])  # nothing left to train on: no validation
+    assert split_validation(pairs, None, 0) == (pairs, [])
 
 
 def test_roadscene_training_split_excludes_test50(roadscene: Path) -> None:

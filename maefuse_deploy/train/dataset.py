@@ -141,6 +141,19 @@ def select_pairs(
     return pairs, notes
 
 
+def split_validation(
+    pairs: Sequence[ImagePair], val_split: str | os.PathLike[str] | None = None, val_count: int = 8
+) -> tuple[list[ImagePair], list[ImagePair]]:
+    """``pairs`` (as :func:`select_pairs` returns them) -> (training, validation): the names in ``val_split``, or
+    without one the last ``val_count`` pairs (none when that would leave nothing to train on)."""
+    if val_split is not None:
+        wanted = set(read_names(val_split))
+        return [p for p in pairs if p.name not in wanted], [p for p in pairs if p.name in wanted]
+    if 0 < val_count < len(pairs):
+        return list(pairs[:-val_count]), list(pairs[-val_count:])
+    return list(pairs), []
+
+
 def load_grey_pair(pair: ImagePair) -> tuple[np.ndarray, np.ndarray]:
     """One pair on disk -> (IR grey, VIS Y plane), both HxW uint8 of the VIS's size."""
     ir = read_image(pair.ir, "IR")

@@ -37,7 +37,7 @@ from ..model.checkpoint import load_checkpoint, save_checkpoint
 from ..model.config import get_config
 from ..model.maefuse import MaeFuse, build_model
 from ..model.sources import trained_weights
-from .dataset import Augment, ImageView, PairDataset, Preprocess, check_batchable, read_names, select_pairs
+from .dataset import Augment, ImageView, PairDataset, Preprocess, check_batchable, select_pairs, split_validation
 from .distill import DEFAULT_DISTILL_WEIGHT, Teacher
 from .distributed import World, barrier, close_world, init_world, mean_across
 from .evaluate import mean_scores, score, strip, tensor_to_grey8
@@ -253,14 +253,7 @@ class Trainer:
         pairs, notes = select_pairs(o.data, o.split, o.exclude, o.holdout_default)
         for note in notes:
             self.echo(note)
-        if o.val_split is not None:
-            wanted = set(read_names(o.val_split))
-            val_pairs = [p for p in pairs if p.name in wanted]
-            train_pairs = [p for p in pairs if p.name not in wanted]
-        elif o.val_count > 0 and len(pairs) > o.val_count:
-            train_pairs, val_pairs = pairs[: -o.val_count], pairs[-o.val_count :]
-        else:
-            train_pairs, val_pairs = pairs, []
+        train_pairs, val_pairs = split_validation(pairs, o.val_split, o.val_count)
         size, patch = self.model_config.img_size, self.model_config.patch_size
         augment = Augment(o.crop, o.flip, o.native_tokens, o.native_positions, o.photometric)
         # ignore: preprocess is a plain str (resolved() set it from the config's str policy); PairDataset checks it.
