@@ -19,6 +19,7 @@ from safetensors.torch import load_file
 from maefuse_deploy.cli.train import main as train_main
 from maefuse_deploy.errors import CheckpointError, InputError
 from maefuse_deploy.io import read_image
+from maefuse_deploy.metrics.statistics import scd_fusion
 from maefuse_deploy.model.checkpoint import load_checkpoint, save_checkpoint
 from maefuse_deploy.model.config import CONFIGS
 from maefuse_deploy.model.maefuse import build_model
@@ -26,7 +27,7 @@ from maefuse_deploy.processing import normalise
 from maefuse_deploy.runtime.fuser import Fuser
 from maefuse_deploy.train.dataset import Augment, PairDataset, read_names, select_pairs, split_validation
 from maefuse_deploy.train.evaluate import split_report, stack_rows
-from maefuse_deploy.train.losses import edge_error, laplacian, sobel_laplacian_loss, sobel_magnitude
+from maefuse_deploy.train.losses import edge_error, laplacian, scd_deficit, sobel_laplacian_loss, sobel_magnitude
 from maefuse_deploy.train.stages import part_of
 from maefuse_deploy.train.trainer import Trainer, TrainOptions, train
 
@@ -101,6 +102,37 @@ def test_sobel_laplacian_loss_rewards_the_sources_detail() -> None:
     assert float(sobel_laplacian_loss(image, image, image)) < 1e-3
     # Fusing a textured and a flat source: copying the texture beats the flat image.
     assert float(sobel_laplacian_loss(image, image, flat)) < float(sobel_laplacian_loss(flat, image, flat))
+
+
+def grey_tensor(plane: np.ndarray) -> torch.Tensor:
+    """HxW uint8 grey -> (1, 3, H, W) normalised, the network's space."""
+    return torch.from_numpy(normalise(plane))[None]
+
+
+def test_scd_deficit_is_two_minus_the_metrics_scd(msrs: Path) -> None:
+    """The training term measures what maefuse-eval reports as SCD, on a real pair and a real-looking fusion."""
+    ir = read_image(msrs / "ir" / "00858N.png", "IR")
+    vis = cv2.cvtColor(read_image(msrs / "vi" / "00858N.png", "VIS"), cv2.COLOR_BGR2GRAY)
+    fused = np.clip(0.6 * ir.astype(np.float64) + 0.5 * vis, 0, 255).round().astype(np.uint8)
+    expected = 2.0 - scd_fusion(ir.astype(np.float64), vis.astype(np.float64), fused)
+    measured = float(scd_deficit(grey_tensor(fused), grey_tensor(ir), grey_tensor(vis)))
+    assert measured == pytest.approx(expected, abs=1e-3), (measured, expected)
+    # A fusion that carries both sources beats either source alone.
+    assert measured < float(scd_deficit(grey_tensor(vis), grey_tensor(ir), grey_tensor(vis)))
+
+
+def test_scd_term_adds_to_the_fusion_loss_and_only_where_it_can(pairs8: Path, tmp_path: Path) -> None:
+    common = dict(seed=1, batch_size=4, steps=1, lr=0.0)
+    plain, once, twice = (train(options(pairs8, tmp_path / f"w{weight}", "fuse", scd_weight=weight, **common),
+                                echo=quiet).losses[0] for weight in (0.0, 10.0, 20.0))
+    assert once > plain and twice - plain == pytest.approx(2 * (once - plain), rel=1e-4)
+    code, err = run_cli("--stage", "decoder", "--data", str(pairs8), "--out", str(tmp_path / "o"), "--scd-weight", "5")
+    assert code == 1 and "--scd-weight has no meaning in stage decoder" in err
+    teacher = tmp_path / "teacher.safetensors"
+    save_checkpoint(build_model(CONFIGS["maefuse-micro"], seed=7), teacher)
+    code, err = run_cli("--stage", "fuse", "--data", str(pairs8), "--out", str(tmp_path / "o"), "--scd-weight", "5",
+                        "--teacher", str(teacher), "--distill-only")
+    assert code == 1 and "--scd-weight adds to the fusion loss, which --distill-only drops" in err
 
 
 def test_edge_error_charges_blur_not_brightness() -> None:

@@ -91,6 +91,10 @@ def _betas(text: str) -> tuple[float, float]:
               help="with --teacher: weight of the distance to the teacher's fused image (grey levels, 0-255)")
 @click.option("--distill-only", is_flag=True,
               help="with --teacher: minimise the distance to the teacher alone, without the fusion loss")
+@click.option("--scd-weight", type=click.FloatRange(min=0), **_default("scd_weight"),
+              help="fuse stage: add this times 2 - SCD (per crop, corr(F - VIS, IR) + corr(F - IR, VIS)) to the fusion "
+              "loss: asks the fused image to carry what each source adds beyond the other; at 15, maefuse-rt-linear's "
+              "MSRS SCD rose 0.006 for Nabf 0.0001 worse on night-toned pairs (benchmarks/training.md); 0: off")
 @click.option("--steps", type=click.IntRange(min=1), help="optimiser steps (overrides --epochs)")
 @click.option("--epochs", type=click.IntRange(min=1), help="passes over the training data")
 @batch_size_option(DEFAULTS["batch_size"], "pairs per optimiser step, per process")
@@ -118,6 +122,7 @@ def main(stage: str, data: tuple[Path, ...], out: Path, config: str, init: Path 
          processing: str | None, crop: bool, native_tokens: int, native_positions: int,
          flip: bool, photometric: float, train_parts: str | None, mask_ratio: float,
          edge_weight: float, loss: FusionLoss, teacher: str | None, distill_weight: float, distill_only: bool,
+         scd_weight: float,
          steps: int | None, epochs: int | None, batch_size: int, accum: int, lr: float, betas: str,
          weight_decay: float, warmup_steps: int, schedule: str, amp: str, seed: int, checkpoint_every: int,
          val_every: int, log_every: int, device: str, workers: int, max_minutes: float | None,
@@ -133,7 +138,7 @@ def main(stage: str, data: tuple[Path, ...], out: Path, config: str, init: Path 
         native_positions=native_positions, flip=flip, photometric=photometric,
         train=tuple(train_parts.split(",")) if train_parts else None,
         mask_ratio=mask_ratio, edge_weight=edge_weight, loss=loss, teacher=teacher, distill_weight=distill_weight,
-        distill_only=distill_only, steps=steps, epochs=epochs, batch_size=batch_size,
+        distill_only=distill_only, scd_weight=scd_weight, steps=steps, epochs=epochs, batch_size=batch_size,
         accum=accum, lr=lr,
         betas=_betas(betas), weight_decay=weight_decay, warmup_steps=warmup_steps, schedule=schedule, amp=amp,
         seed=seed, checkpoint_every=checkpoint_every, val_every=val_every, log_every=log_every, device=device,

@@ -79,6 +79,23 @@ def fusion_loss(name: FusionLoss, fused: torch.Tensor, ir: torch.Tensor, vis: to
     raise ValueError(f"unknown fusion loss {name!r}; use one of {FUSION_LOSSES}")
 
 
+def _correlation(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Pearson correlation of each image of (B, 1, H, W) ``a`` with the same image of ``b`` -> (B,)."""
+    a = a.flatten(1) - a.flatten(1).mean(dim=1, keepdim=True)
+    b = b.flatten(1) - b.flatten(1).mean(dim=1, keepdim=True)
+    return (a * b).sum(dim=1) / (a.norm(dim=1) * b.norm(dim=1)).clamp_min(1e-6)
+
+
+def scd_deficit(fused: torch.Tensor, ir: torch.Tensor, vis: torch.Tensor) -> torch.Tensor:
+    """2 - SCD of each (B, 3, H, W) normalised crop on 0-255 grey, averaged over the batch (0 at SCD's best, 2).
+
+    SCD = corr(F - VIS, IR) + corr(F - IR, VIS) (metrics.statistics.scd_fusion): how much of each source the fused
+    image carries beyond the other. The fusion losses ask for edges and a teacher for its image, neither for this;
+    a correlation is scale-free, so a dark crop counts as much as a day one (benchmarks/training.md)."""
+    f, i, v = to_grey255(fused), to_grey255(ir), to_grey255(vis)
+    return (2.0 - (_correlation(f - v, i) + _correlation(f - i, v))).mean()
+
+
 def alignment_loss(fused_tokens: torch.Tensor, ir_tokens: torch.Tensor, vis_tokens: torch.Tensor) -> torch.Tensor:
     """Latent MSE between the fusion output and the mean of the two encoder outputs (targets without P)."""
     target = (ir_tokens.float() + vis_tokens.float()) / 2

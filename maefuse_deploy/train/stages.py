@@ -4,8 +4,9 @@
   full-image reconstruction).
 * ``decoder``: full-image reconstruction with the encoder frozen.
 * ``align``: fusion layer output -> mean of the two encoder outputs (latent MSE).
-* ``fuse``: a fusion loss on the decoded image; with a teacher (:mod:`.distill`) plus ``distill_weight`` times the
-  student's distance to the teacher's fused image (or that distance alone, ``distill_only``).
+* ``fuse``: a fusion loss on the decoded image, plus ``scd_weight`` times its SCD deficit (:func:`~.losses.scd_deficit`;
+  0, off, by default); with a teacher (:mod:`.distill`) plus ``distill_weight`` times the student's distance to the
+  teacher's fused image (or that distance alone, ``distill_only``).
 
 Full-image reconstruction (``decoder``, ``mae`` without masking) minimises pixel MSE plus ``edge_weight`` times
 the Sobel energy of the error (:func:`~.losses.edge_error`; 0, the release's plain MSE, by default).
@@ -26,7 +27,7 @@ from ..errors import InputError
 from ..model.maefuse import MaeFuse
 from ..model.vit import Origin, grid_positions, patchify, unpatchify
 from .distill import DEFAULT_DISTILL_WEIGHT, DISTILL_STAGES, Teacher, distill_distance
-from .losses import FusionLoss, alignment_loss, edge_error, fusion_loss, reconstruction_loss
+from .losses import FusionLoss, alignment_loss, edge_error, fusion_loss, reconstruction_loss, scd_deficit
 
 PARTS: tuple[str, ...] = ("encoder", "decoder", "fusion")
 
@@ -82,6 +83,18 @@ def check_distillation(stage: str, teacher: bool, weight: float, only: bool) -> 
         raise InputError(f"distillation weight must be above 0, got {weight}", fix="drop --teacher to train without")
 
 
+def check_scd(stage: str, weight: float, distill_only: bool) -> None:
+    """The SCD term only where the stage fuses an image, and only beside the fusion loss it adds to."""
+    if weight < 0:
+        raise InputError(f"SCD weight must be at least 0, got {weight}")
+    if weight and stage not in DISTILL_STAGES:
+        raise InputError(f"--scd-weight has no meaning in stage {stage}: only {', '.join(DISTILL_STAGES)} fuses an "
+                         "image", fix="drop --scd-weight in this stage")
+    if weight and distill_only:
+        raise InputError("--scd-weight adds to the fusion loss, which --distill-only drops",
+                         fix="drop one of --scd-weight and --distill-only")
+
+
 class StageModule(nn.Module):
     """Wraps a MaeFuse for one stage; ``forward(batch, generator)`` returns the scalar loss.
 
@@ -102,11 +115,14 @@ class StageModule(nn.Module):
         teacher: Teacher | None = None,
         distill_weight: float = DEFAULT_DISTILL_WEIGHT,
         distill_only: bool = False,
+        scd_weight: float = 0.0,
     ) -> None:
         super().__init__()
         if stage not in STAGES:
             raise InputError(f"unknown stage {stage!r}", fix=f"use one of {', '.join(STAGES)}")
         check_distillation(stage, teacher is not None, distill_weight, distill_only)
+        check_scd(stage, scd_weight, distill_only)
+        self.scd_weight = scd_weight
         self.teacher = teacher
         self.distill_weight = distill_weight
         self.distill_only = distill_only
@@ -198,12 +214,15 @@ class StageModule(nn.Module):
             return alignment_loss(fused_tokens, ir_tokens, vis_tokens)
         patch = self.model.config.patch_size
         fused = unpatchify(self.model.mae.decode(fused_tokens, grid, origin), grid, patch)
-        if self.teacher is None:
-            return fusion_loss(self.loss_name, fused, ir, vis)
-        distance = distill_distance(fused, self.teacher.fuse(ir, vis, (origin[0] * patch, origin[1] * patch)))
-        if self.distill_only:
-            return self.distill_weight * distance
-        return fusion_loss(self.loss_name, fused, ir, vis) + self.distill_weight * distance
+        distance = None
+        if self.teacher is not None:
+            distance = distill_distance(fused, self.teacher.fuse(ir, vis, (origin[0] * patch, origin[1] * patch)))
+            if self.distill_only:
+                return self.distill_weight * distance
+        loss = fusion_loss(self.loss_name, fused, ir, vis)
+        if self.scd_weight:
+            loss = loss + self.scd_weight * scd_deficit(fused, ir, vis)
+        return loss if distance is None else loss + self.distill_weight * distance
 
 
 def describe_trainable(module: StageModule) -> list[str]:
@@ -222,9 +241,12 @@ def describe_trainable(module: StageModule) -> list[str]:
         lines.append("  (official attention: the CFM (fusion.cross_model) has no effect and stays frozen)")
     if module.mask_token is not None:
         lines.append(f"  mask token TRAIN  {module.mask_token.numel()} parameters (training only, not shipped)")
+    scd_term = f"{module.scd_weight:g} x (2 - SCD) + " if module.scd_weight else ""
+    if scd_term and module.teacher is None:
+        lines.append(f"  loss = {module.loss_name} loss + {scd_term[:-3]}")
     if module.teacher is not None:
         size = sum(p.numel() for p in module.teacher.model.parameters()) / 1e6
-        fusion_term = "" if module.distill_only else f"{module.loss_name} loss + "
+        fusion_term = "" if module.distill_only else f"{module.loss_name} loss + {scd_term}"
         lines.append(f"  teacher  frozen {size:8.3f}M parameters: {module.teacher.description}; loss = {fusion_term}"
                      f"{module.distill_weight:g} x mean |grey student - grey teacher| (0-255)")
     return lines

@@ -42,7 +42,7 @@ from .distill import DEFAULT_DISTILL_WEIGHT, Teacher
 from .distributed import World, barrier, close_world, init_world, mean_across
 from .evaluate import mean_scores, score, strip, tensor_to_grey8
 from .losses import FUSION_LOSSES, FusionLoss
-from .stages import STAGES, StageModule, check_distillation, describe_trainable, parse_parts
+from .stages import STAGES, StageModule, check_distillation, check_scd, describe_trainable, parse_parts
 
 if TYPE_CHECKING:
     from torch.utils.tensorboard import SummaryWriter
@@ -83,6 +83,7 @@ class TrainOptions:
     teacher: str | None = None
     distill_weight: float = DEFAULT_DISTILL_WEIGHT
     distill_only: bool = False
+    scd_weight: float = 0.0  # fuse stage: weight of the SCD deficit added to the fusion loss (losses.scd_deficit)
     steps: int | None = None
     epochs: int | None = None
     batch_size: int = 32
@@ -127,6 +128,7 @@ class TrainOptions:
         if self.schedule not in SCHEDULES:
             raise InputError(f"unknown schedule {self.schedule!r}", fix=f"use one of {', '.join(SCHEDULES)}")
         check_distillation(self.stage, self.teacher is not None, self.distill_weight, self.distill_only)
+        check_scd(self.stage, self.scd_weight, self.distill_only)
         if self.native_tokens < 0 or (self.native_tokens and self.crop):
             raise InputError("native crops and --crop exclude each other", fix="pass only one of them")
         if self.steps is None and self.epochs is None:
@@ -304,7 +306,7 @@ class Trainer:
         trainable = parse_parts(o.train) if o.train else self.spec.default_train
         self.trainable = trainable
         self.module = StageModule(model, o.stage, trainable, o.mask_ratio, o.loss, o.seed, o.edge_weight,
-                                  self.teacher, o.distill_weight, o.distill_only).to(self.world.device)
+                                  self.teacher, o.distill_weight, o.distill_only, o.scd_weight).to(self.world.device)
         self.echo(f"stage {o.stage}: {self.spec.summary}")
         for line in describe_trainable(self.module):
             self.echo(line)
