@@ -87,7 +87,8 @@ def _correlation(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def scd_deficit(fused: torch.Tensor, ir: torch.Tensor, vis: torch.Tensor) -> torch.Tensor:
-    """2 - SCD of each (B, 3, H, W) normalised crop on 0-255 grey, averaged over the batch (0 at SCD's best, 2).
+    """2 - SCD of each (B, 3, H, W) normalised crop on 0-255 grey, averaged over the batch: SCD lies in [-2, 2], so
+    this is 0 where a fusion reaches SCD's maximum and 4 at its minimum.
 
     SCD = corr(F - VIS, IR) + corr(F - IR, VIS) (metrics.statistics.scd_fusion): how much of each source the fused
     image carries beyond the other. The fusion losses ask for edges and a teacher for its image, neither for this;
