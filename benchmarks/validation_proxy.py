@@ -11,7 +11,8 @@ were never a test set. Models fuse in torch float32 at each pair's own size (as 
         [--data ../shared/data/ivif/RoadScene] [--json OUT.json]
 
 MODEL: a trained model's name or a checkpoint. Prints one row per model and set: the mean difference from the
-baseline per metric, signed so that + is better (Nabf, NLPD: lower is better), and on how many pairs it is better.
+baseline per metric, signed so that + is better (Nabf, NLPD: lower is better), and on how many pairs it is better
+(realtime_quality.paired, which the JSON also takes its 95 % bootstrap interval from).
 """
 
 from __future__ import annotations
@@ -23,14 +24,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+from realtime_quality import METRICS, paired  # the sibling script: one definition of the metrics and the difference
 
 from maefuse_deploy.bench.machine import describe_machine
 from maefuse_deploy.io import ImagePair, read_image, write_image
 from maefuse_deploy.train.dataset import find_root_pairs, select_pairs, split_validation
 from maefuse_deploy.train.evaluate import split_report
 
-METRICS = ("Qabf", "SCD", "VIF", "SSIM", "Nabf", "NLPD")
-LOWER_IS_BETTER = ("Nabf", "NLPD")
 NIGHT_GAIN, NIGHT_GAMMA = 0.35, 2.2
 
 
@@ -46,18 +46,6 @@ def night_proxy(pairs: list[ImagePair], folder: Path) -> list[ImagePair]:
         write_image(folder / "ir" / f"{pair.name}.png", read_image(pair.ir, "IR"))
         write_image(folder / "vi" / f"{pair.name}.png", night_toned(read_image(pair.vis, "VIS")))
     return find_root_pairs(folder)
-
-
-def leads(per_pair: dict[str, list[dict[str, float]]], model: str, baseline: str) -> dict[str, dict[str, float]]:
-    """Per metric: mean of (model - baseline) over the pairs, + = better, and the count of pairs it is better on."""
-    result = {}
-    for metric in METRICS:
-        sign = -1.0 if metric in LOWER_IS_BETTER else 1.0
-        difference = sign * (np.array([row[metric] for row in per_pair[model]])
-                             - np.array([row[metric] for row in per_pair[baseline]]))
-        result[metric] = {"mean": float(difference.mean()), "better_pairs": int((difference > 0).sum()),
-                          "pairs": len(difference)}
-    return result
 
 
 def main() -> None:
@@ -76,7 +64,8 @@ def main() -> None:
         sets = {"validation": validation, "night proxy": night_proxy(validation, Path(scratch))}
         for set_name, set_pairs in sets.items():
             report = split_report({label: label for label in labels}, set_pairs, METRICS)
-            record[set_name] = {model: leads(report.per_pair, model, args.baseline) for model in args.models}
+            record[set_name] = {model: {metric: paired(report.per_pair[model], report.per_pair[args.baseline], metric)
+                                        for metric in METRICS} for model in args.models}
     print(f"{len(validation)} validation pairs of {args.data}; each model - {args.baseline}, + = better "
           "(mean; pairs better)\n")
     print("| set | model | " + " | ".join(METRICS) + " |")

@@ -241,12 +241,12 @@ def describe_trainable(module: StageModule) -> list[str]:
         lines.append("  (official attention: the CFM (fusion.cross_model) has no effect and stays frozen)")
     if module.mask_token is not None:
         lines.append(f"  mask token TRAIN  {module.mask_token.numel()} parameters (training only, not shipped)")
-    scd_term = f"{module.scd_weight:g} x (2 - SCD) + " if module.scd_weight else ""
-    if scd_term and module.teacher is None:
-        lines.append(f"  loss = {module.loss_name} loss + {scd_term[:-3]}")
+    fusion_term = f"{module.loss_name} loss" + (f" + {module.scd_weight:g} x (2 - SCD)" if module.scd_weight else "")
+    if module.scd_weight and module.teacher is None:
+        lines.append(f"  loss = {fusion_term}")
     if module.teacher is not None:
         size = sum(p.numel() for p in module.teacher.model.parameters()) / 1e6
-        fusion_term = "" if module.distill_only else f"{module.loss_name} loss + {scd_term}"
-        lines.append(f"  teacher  frozen {size:8.3f}M parameters: {module.teacher.description}; loss = {fusion_term}"
+        fusion_part = "" if module.distill_only else f"{fusion_term} + "
+        lines.append(f"  teacher  frozen {size:8.3f}M parameters: {module.teacher.description}; loss = {fusion_part}"
                      f"{module.distill_weight:g} x mean |grey student - grey teacher| (0-255)")
     return lines
