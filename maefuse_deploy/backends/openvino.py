@@ -39,6 +39,7 @@ from ..processing import ir_to_grey8, prepare_pair, vis_to_bgr8
 from ..sample_pairs import as_arrays, load_pairs
 from .base import BackendBase
 from .cpu_kernels import bf16_cap
+from .openvino_attention import attention_kernel, int8_attention_note
 
 PRECISIONS = ("fp32", "bf16", "int8", "int8-bf16")
 # The registry's dtypes -> precisions.
@@ -366,6 +367,11 @@ class OpenVinoBackend(BackendBase):
             start = time.perf_counter()
             model = self._quantize(model, frames)
             self.quantize_s = time.perf_counter() - start
+            # Softmax x V on the int8 units too, where the kernel runs here (openvino_attention.py).
+            kernel = attention_kernel(ov)
+            if kernel.library is not None:
+                core.add_extension(str(kernel.library))
+            attention_note = int8_attention_note(kernel, model)
         try:
             self.compiled = core.compile_model(model, "CPU", compile_config(precision, threads))
         except Exception as exc:
@@ -375,7 +381,8 @@ class OpenVinoBackend(BackendBase):
         self.description = (f"openvino {precision}: {path} (io {self.io}, {self.info.width}x{self.info.height}, "
                             f"batch {self.profile})")
         if self.quantize_s is not None:
-            self.build_notes = (f"NNCF int8, calibrated on {len(frames)} real pairs in {self.quantize_s:.1f} s",)
+            self.build_notes = (f"NNCF int8, calibrated on {len(frames)} real pairs in {self.quantize_s:.1f} s; "
+                                f"{attention_note}",)
 
     @classmethod
     def open(cls, source: str | os.PathLike[str] | None, *, device: str = "cpu", dtype: str | None = None,

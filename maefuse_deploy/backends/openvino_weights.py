@@ -61,6 +61,7 @@ from .openvino import (
     load_calibration_pairs,
     quantize_int8,
 )
+from .openvino_attention import AttentionKernel, attention_kernel, int8_attention_note, uses_int8_attention
 
 PRECISIONS = ("auto", "int8-bf16", "int8", "bfloat16", "float32")
 MIN_PSNR_DB = 40.0  # what "keeps the fused image" means: the issue's bound, and the benchmark's
@@ -79,7 +80,9 @@ TIMED_RUNS = 3  # after one warm-up run: the best of these is a candidate's spee
 # 7: int8-bf16 makes attention's activation MatMuls int8 as int8 does (one quantization for both).
 # 8: int8 gives attention's output projections int8 weights, their input quantized per frame by the plugin
 #    (openvino.compress_projection_weights).
-BUILD_RECIPE = "8"
+# 9: int8 runs softmax attention with 64-wide heads on the int8 attention kernel where this machine builds it
+#    (openvino_attention.py); the key names the kernel or why it is off.
+BUILD_RECIPE = "9"
 
 
 @dataclass
@@ -139,6 +142,7 @@ class OpenVinoWeightsBackend(BackendBase):
         self.description = f"{self.name} ({dtype}): {self.source_description}"
         self.warnings = tuple(warnings)
         self._weights_digest: str | None = None
+        self._kernel: AttentionKernel | None = None
         self._compiled: dict[tuple[int, int], _Compiled] = {}
         # One infer request per shape, and OpenVINO's requests are not thread-safe: callers on several threads
         # (a server's instances) take turns, as they would for the CPU's cores anyway.
@@ -195,6 +199,8 @@ class OpenVinoWeightsBackend(BackendBase):
                     ("shape", f"1x3x{shape[0]}x{shape[1]}"), ("precision", self.requested),
                     ("min_psnr", repr(self.min_psnr)), ("calibration", self._calibration_sha256),
                     ("cpu", self._cpu_kernels()))
+        if self.requested.startswith("int8") or self.requested == "auto":
+            identity = (*identity, ("int8-attention", self._attention_kernel().identity))
         versions = (("maefuse-deploy", __version__), ("recipe", BUILD_RECIPE), ("openvino", self.ov.__version__),
                     ("nncf", nncf_version), ("torch", torch.__version__))
         return CacheKey("openvino", identity, versions)
@@ -205,6 +211,14 @@ class OpenVinoWeightsBackend(BackendBase):
         ONEDNN_MAX_CPU_ISA=AVX512_CORE_VNNI; a cap below VNNI slows int8 on any CPU)."""
         capabilities = " ".join(sorted(self.core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")))
         return "; ".join([capabilities, *(f"{name}={cap}" for name, cap in sorted(isa_caps().items()))])
+
+    def _attention_kernel(self) -> AttentionKernel:
+        """The int8 attention extension (built once per machine, then cached), loaded into this backend's Core."""
+        if self._kernel is None:
+            self._kernel = attention_kernel(self.ov)
+            if self._kernel.library is not None:
+                self.core.add_extension(str(self._kernel.library))
+        return self._kernel
 
     def _weights_sha256(self) -> str:
         if self._weights_digest is None:
@@ -276,7 +290,10 @@ class OpenVinoWeightsBackend(BackendBase):
                 # activation MatMuls a block, which it makes int8 (quantize_int8; maefuse-rt-linear under the VNNI
                 # cap, int8: Fuser.fuse 45 -> 40 ms a 640x480 pair, 48.1 -> 48.0 dB).
                 seen = feeds[:-1] if len(feeds) > 1 else feeds
-                quantized.append(quantize_int8(converted, [{0: ir, 1: vis} for ir, vis in seen]))
+                model = quantize_int8(converted, [{0: ir, 1: vis} for ir, vis in seen])
+                # Softmax x V on the int8 units too, where the kernel runs here (openvino_attention.py).
+                notes.append(int8_attention_note(self._attention_kernel(), model))
+                quantized.append(model)
             return quantized[0]
 
         # float32 is the answer when nothing faster keeps the image; the others are timed, and tried for accuracy
@@ -308,6 +325,9 @@ class OpenVinoWeightsBackend(BackendBase):
         return compile_config(DTYPE_PRECISIONS[precision], self.threads)
 
     def _compile(self, folder: Path, precision: str) -> Any:
+        if uses_int8_attention(folder / "model.xml") and self._attention_kernel().library is None:
+            raise InputError(f"the cached model in {folder} needs the int8 attention kernel, which is off here: "
+                             f"{self._attention_kernel().why_not}", fix="delete that folder")
         try:
             model = self.core.read_model(str(folder / "model.xml"))
             return self.core.compile_model(model, "CPU", self._compile_config(precision)).create_infer_request()

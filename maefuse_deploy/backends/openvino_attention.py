@@ -1,0 +1,255 @@
+"""Softmax attention on the CPU's int8 units for OpenVINO: a small C++ extension, built here on first use.
+
+Why: OpenVINO's CPU plugin runs attention's softmax x V in float (f32, or bf16 where the CPU has BF16 units). A
+calibrated uint8 range cannot hold softmax weights of about 1/1600 next to rows whose largest weight is near 1
+(openvino.softmax_products), and stock OpenVINO has no way to quantize each row by its own maximum. The kernel in
+``kernels/int8_attention.cpp`` does that: Q and K int8 per token, the softmax in float32, each probability row to
+uint8 by its maximum, V int8 per channel, both products on AVX-512 VNNI. On maefuse-l640 at 640x640 it holds 50-51
+dB from the stock int8 graph and takes a pair from 2.17 to 1.86 s limited to VNNI (benchmarks/README.md).
+
+The extension (``kernels/openvino_extension.cpp``: the op ``maefuse::Int8Attention``) is compiled with the
+machine's C++ compiler (``$CXX``, else ``c++`` or ``g++``) against the pip OpenVINO's own headers and libraries,
+and cached like a model (backends/cache.py: keyed by the sources' hash, the compiler and the flags; OpenVINO's
+version makes it stale), under the cache root rather than a backend's ``cache_dir``, since it belongs to the
+machine, not to a model. Where it cannot run (no AVX-512 VNNI, a oneDNN cap below VNNI, no compiler, a build
+that fails, ``MAEFUSE_INT8_ATTENTION=off``), the int8 graphs keep OpenVINO's own attention and the backend says why
+in one line.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .cache import CacheKey, ModelCache
+from .cpu_kernels import isa_caps
+
+KERNEL_DIR = Path(__file__).parent / "kernels"
+SOURCES = ("int8_attention.cpp", "openvino_extension.cpp")
+HEADERS = ("int8_attention.hpp",)
+LIBRARY = "libmaefuse_openvino_attention.so"
+OP_TYPE = "Int8Attention"
+HEAD_DIM = 64  # kernels/int8_attention.hpp: kInt8AttentionHeadDim
+CXX_FLAGS = ("-O3", "-std=c++17", "-shared", "-fPIC", "-mavx512f", "-mavx512bw", "-mavx512dq", "-mavx512vl",
+             "-mavx512vnni")
+SWITCH_ENV = "MAEFUSE_INT8_ATTENTION"
+# /proc/cpuinfo's names for what CXX_FLAGS let the compiler use.
+CPU_FLAGS = ("avx512f", "avx512bw", "avx512dq", "avx512vl", "avx512_vnni")
+# oneDNN caps that leave VNNI out: a process run under one (emulating an older CPU) should not get it here either.
+ISA_CAPS_WITHOUT_VNNI = frozenset({"SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE"})
+
+
+@dataclass(frozen=True)
+class AttentionKernel:
+    """The built extension (``library``), or None and why not (``why_not``, one line). ``identity`` goes into
+    the cache keys of the models that use it."""
+
+    library: Path | None
+    identity: str
+    why_not: str = ""
+
+
+def cpu_why_not() -> str:
+    """Why this process cannot run the kernel ('' when it can): the CPU's flags, a oneDNN cap, the switch."""
+    if os.environ.get(SWITCH_ENV, "").lower() in ("0", "off", "no", "false"):
+        return f"{SWITCH_ENV}={os.environ[SWITCH_ENV]}"
+    if platform.system() != "Linux" or platform.machine() not in ("x86_64", "AMD64"):
+        return f"built for Linux x86-64, not {platform.system()} {platform.machine()}"
+    try:
+        cpuinfo = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return "/proc/cpuinfo unreadable"
+    flags = next((line.split(":", 1)[1].split() for line in cpuinfo.splitlines() if line.startswith("flags")), [])
+    missing = [flag for flag in CPU_FLAGS if flag not in flags]
+    if missing:
+        return f"the CPU has no {', '.join(missing)}"
+    for name, cap in isa_caps().items():
+        if cap.upper() in ISA_CAPS_WITHOUT_VNNI:
+            return f"{name}={cap} leaves VNNI out"
+    return ""
+
+
+def _compiler() -> str | None:
+    named = os.environ.get("CXX")
+    if named:
+        return shutil.which(named)
+    return shutil.which("c++") or shutil.which("g++")
+
+
+def _openvino_paths(ov: Any) -> tuple[Path, list[Path]]:
+    """OpenVINO's include folder and the libraries the extension links: the pip package ships both."""
+    root = Path(ov.__file__).parent
+    libs = root / "libs"
+    runtime = sorted(libs.glob("libopenvino.so*"))
+    tbb = sorted(libs.glob("libtbb.so*"))
+    if not (root / "include" / "openvino").is_dir() or not runtime or not tbb:
+        raise FileNotFoundError(f"OpenVINO's headers or libraries are not in {root}")
+    return root / "include", [runtime[0], tbb[0]]
+
+
+def attention_kernel(ov: Any, cache: ModelCache | None = None) -> AttentionKernel:
+    """The extension for this machine: checked, then read from the cache or compiled into it (about 10 s)."""
+    why = cpu_why_not()
+    if why:
+        return AttentionKernel(None, f"off: {why}", why)
+    compiler = _compiler()
+    if compiler is None:
+        why = "no C++ compiler (set CXX, or install g++)"
+        return AttentionKernel(None, f"off: {why}", why)
+    try:
+        include, libraries = _openvino_paths(ov)
+        version = subprocess.run([compiler, "--version"], capture_output=True, text=True, timeout=60,
+                                 check=True).stdout.splitlines()[0]
+    except (OSError, subprocess.SubprocessError, IndexError) as exc:
+        why = f"cannot build the int8 attention kernel: {exc}"
+        return AttentionKernel(None, f"off: {why}", why)
+    digest = hashlib.sha256()
+    for name in (*SOURCES, *HEADERS):
+        digest.update(name.encode())
+        digest.update((KERNEL_DIR / name).read_bytes())
+    key = CacheKey("openvino-extension",
+                   (("sources", digest.hexdigest()), ("compiler", version), ("flags", " ".join(CXX_FLAGS))),
+                   (("openvino", ov.__version__),))
+
+    def build(folder: Path) -> dict[str, str]:
+        command = [compiler, *CXX_FLAGS, f"-I{include}", *(str(KERNEL_DIR / name) for name in SOURCES),
+                   *(str(path) for path in libraries), f"-Wl,-rpath,{libraries[0].parent}",
+                   "-o", str(folder / LIBRARY)]
+        done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+        if done.returncode != 0:
+            lines = (done.stderr or done.stdout).strip().splitlines()
+            raise RuntimeError(lines[0] if lines else f"{compiler} exited with {done.returncode}")
+        return {"compiler": version}
+
+    try:
+        result = (cache or ModelCache()).get_or_build(key, build)
+    except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
+        why = f"the int8 attention kernel did not build: {exc}"
+        return AttentionKernel(None, f"off: {why}", why)
+    return AttentionKernel(result.folder / LIBRARY, f"{digest.hexdigest()[:16]} {version}")
+
+
+def _sdpa_inputs(op: Any) -> tuple[list[Any], float] | None:
+    """Q, K, V and the scale of a ScaledDotProductAttention op (OpenVINO's PyTorch frontend makes one of softmax
+    attention): with no mask or an all-zero one, a constant scale or none (then 1/sqrt(64)), not causal."""
+    if op.get_attributes().get("causal"):
+        return None
+    if op.get_input_size() > 3:
+        mask = op.input_value(3).get_node()
+        if mask.get_type_name() != "Constant" or np.any(mask.get_data()):
+            return None
+    scale = HEAD_DIM ** -0.5  # the op's default: 1/sqrt(head width)
+    if op.get_input_size() > 4:
+        node = op.input_value(4).get_node()
+        if node.get_type_name() != "Constant" or node.get_data().size != 1:
+            return None
+        scale = float(node.get_data().reshape(()))
+    return [op.input_value(index) for index in range(3)], scale
+
+
+def _before_fake_quantize(value: Any) -> Any:
+    """The value a FakeQuantize reads (NNCF's int8 Q and K): the kernel quantizes them itself."""
+    node = value.get_node()
+    return node.input_value(0) if node.get_type_name() == "FakeQuantize" else value
+
+
+def _matmul_attention_inputs(softmax: Any) -> tuple[list[Any], float, Any] | None:
+    """An exported graph's attention, ``MatMul(Softmax(MatMul(Q, K^T)), V)`` with Q already scaled and NNCF's
+    FakeQuantize on Q and K or not: Q, K, V, the scale (1) and the product to replace."""
+    rank = softmax.get_output_partial_shape(0).rank
+    axis = softmax.get_attributes().get("axis")
+    if rank.is_dynamic or axis not in (-1, rank.get_length() - 1):
+        return None
+    consumers = [target.get_node() for target in softmax.output(0).get_target_inputs()]
+    scores = softmax.input_value(0).get_node()
+    if len(consumers) != 1 or scores.get_type_name() != "MatMul" or scores.get_attributes()["transpose_a"]:
+        return None
+    product = consumers[0]
+    if (product.get_type_name() != "MatMul" or product.input_value(0).get_node() is not softmax
+            or product.get_attributes()["transpose_a"] or product.get_attributes()["transpose_b"]):
+        return None
+    key = scores.input_value(1)
+    if not scores.get_attributes()["transpose_b"]:
+        node = key.get_node()
+        last = rank.get_length() - 1
+        perm = (list(node.input_value(1).get_node().get_data())
+                if node.get_type_name() == "Transpose"
+                and node.input_value(1).get_node().get_type_name() == "Constant" else None)
+        if perm != [*range(last - 1), last, last - 1]:
+            return None
+        key = node.input_value(0)
+    return ([_before_fake_quantize(scores.input_value(0)), _before_fake_quantize(key), product.input_value(1)],
+            1.0, product)
+
+
+def attention_sites(model: Any) -> list[tuple[Any, list[Any] | None, float]]:
+    """Every softmax attention of ``model``: (the op whose output is the attention's, its Q, K and V when the kernel
+    computes it exactly, else None, the scale). The kernel's cases: self-attention on float32 Q, K and V of one
+    static shape [..., N, 64], no mask, not causal."""
+    sites = []
+    for op in model.get_ordered_ops():
+        if op.get_type_name() == "ScaledDotProductAttention":
+            found = _sdpa_inputs(op)
+            site, inputs, scale = op, *(found or (None, 0.0))
+        elif op.get_type_name() == "Softmax":
+            matched = _matmul_attention_inputs(op)
+            if matched is None:
+                continue  # a softmax that is not attention's
+            inputs, scale, site = matched
+        else:
+            continue
+        if inputs is not None:
+            shapes = [value.get_partial_shape() for value in inputs]
+            if (shapes[0].is_dynamic or len(shapes[0]) < 2 or shapes[0][-1].get_length() != HEAD_DIM
+                    or any(shape != shapes[0] for shape in shapes)
+                    or any(value.get_element_type().get_type_name() != "f32" for value in inputs)):
+                inputs = None
+        sites.append((site, inputs, scale))
+    return sites
+
+
+def use_int8_attention(model: Any, library: Path) -> tuple[int, int]:
+    """Puts ``maefuse::Int8Attention`` in place of each softmax attention of ``model`` that it computes exactly
+    (:func:`attention_sites`); returns (replaced, softmax attentions in all)."""
+    from openvino.utils.node_factory import NodeFactory
+
+    factory = NodeFactory()
+    factory.add_extension(str(library))
+    sites = attention_sites(model)
+    replaced = 0
+    for site, inputs, scale in sites:
+        if inputs is None:
+            continue
+        node = factory.create(OP_TYPE, inputs, {"scale": scale})
+        node.set_friendly_name(site.get_friendly_name())
+        site.output(0).replace(node.output(0))
+        replaced += 1
+    if replaced:
+        model.validate_nodes_and_infer_types()
+    return replaced, len(sites)
+
+
+def int8_attention_note(kernel: AttentionKernel, model: Any) -> str:
+    """Applies the kernel to an int8 ``model`` where it runs (:func:`use_int8_attention`) and says what happened,
+    in the words of the backends' lines."""
+    if kernel.library is None:
+        return f"int8 attention kernel off: {kernel.why_not}"
+    replaced, total = use_int8_attention(model, kernel.library)
+    return f"int8 attention kernel on {replaced} of {total} attention ops"
+
+
+def uses_int8_attention(model_xml: Path) -> bool:
+    """Whether a saved model holds the op (reading it needs the extension); an unreadable file does not (reading
+    it fails on its own, and the cache rebuilds it)."""
+    try:
+        return f'type="{OP_TYPE}"' in model_xml.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return False

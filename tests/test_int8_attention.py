@@ -1,0 +1,125 @@
+"""The int8 attention kernel as the OpenVINO backend uses it (backends/openvino_attention.py): the extension built
+here with the machine's compiler, run by OpenVINO's CPU plugin, against attention in float64; only the attention
+ops it computes exactly are replaced; openvino-weights' int8 graphs use it, keep the fused image, and read it back
+from the cache; where it is off the backend says why and keeps OpenVINO's own attention.
+
+Tolerances: the kernel quantizes Q and K per token, each probability row by its maximum and V per channel to 8 bits,
+so an output is within a few V steps (max|V| / 127) of float: max error <= 6 % and mean <= 0.4 % of max|V| on
+random heads at a trained ViT's scale (engines/tests/test_int8_attention.cpp checks the kernel alone, on more cases).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import require_module
+
+from maefuse_deploy.compare import psnr
+from maefuse_deploy.runtime.fuser import Fuser
+from maefuse_deploy.sample_pairs import load_pairs
+
+require_module("openvino", "pip install -e '.[openvino]'")
+
+import openvino as ov  # noqa: E402
+import openvino.opset13 as ops  # noqa: E402
+
+from maefuse_deploy.backends.openvino_attention import (  # noqa: E402
+    SWITCH_ENV,
+    attention_kernel,
+    cpu_why_not,
+    use_int8_attention,
+)
+
+needs_vnni = pytest.mark.skipif(bool(cpu_why_not()), reason=f"the kernel cannot run here: {cpu_why_not()}")
+
+
+def sdpa_model(shape: tuple[int, ...], mask: float = 0.0, q_shape: tuple[int, ...] | None = None) -> ov.Model:
+    """One ScaledDotProductAttention (the op OpenVINO's PyTorch frontend makes of softmax attention), scale 1/8."""
+    q = ops.parameter(list(q_shape or shape), np.float32)
+    k = ops.parameter(list(shape), np.float32)
+    v = ops.parameter(list(shape), np.float32)
+    attention = ops.scaled_dot_product_attention(q, k, v, ops.constant(np.float32(mask)),
+                                                 ops.constant(np.float32(0.125)), causal=False)
+    return ov.Model([attention], [q, k, v])
+
+
+def float_attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, scale: float) -> np.ndarray:
+    scores = np.einsum("bhnd,bhmd->bhnm", q.astype(np.float64), k.astype(np.float64)) * scale
+    weights = np.exp(scores - scores.max(-1, keepdims=True))
+    return np.einsum("bhnm,bhmd->bhnd", weights / weights.sum(-1, keepdims=True), v.astype(np.float64))
+
+
+@needs_vnni
+def test_the_op_computes_attention_within_a_few_value_steps():
+    kernel = attention_kernel(ov)
+    assert kernel.library is not None and kernel.library.is_file(), kernel.why_not
+    shape = (2, 3, 301, 64)  # 301 tokens: not a multiple of the kernel's 6-row or 64-key tiles
+    model = sdpa_model(shape)
+    assert use_int8_attention(model, kernel.library) == (1, 1)
+    assert [op.get_type_name() for op in model.get_ordered_ops()].count("Int8Attention") == 1
+    core = ov.Core()
+    core.add_extension(str(kernel.library))
+    request = core.compile_model(model, "CPU").create_infer_request()
+    rng = np.random.default_rng(0)
+    q, k, v = (rng.normal(0, 2, shape).astype(np.float32) for _ in range(3))
+    out = request.infer([q, k, v])[0]
+    error = np.abs(out - float_attention(q, k, v, 0.125))
+    value_range = np.abs(v).max()
+    assert out.shape == shape and out.dtype == np.float32
+    assert error.max() <= 0.06 * value_range, (error.max(), value_range)
+    assert error.mean() <= 0.004 * value_range, (error.mean(), value_range)
+
+
+@needs_vnni
+def test_only_the_attention_it_computes_is_replaced():
+    kernel = attention_kernel(ov)
+    assert kernel.library is not None, kernel.why_not
+    narrow = sdpa_model((1, 2, 16, 32))  # maefuse-l640's decoder heads are 32 wide
+    masked = sdpa_model((1, 2, 16, 64), mask=-1.0)
+    cross = sdpa_model((1, 2, 16, 64), q_shape=(1, 2, 8, 64))
+    for model in (narrow, masked, cross):
+        assert use_int8_attention(model, kernel.library) == (0, 1)
+
+
+def test_switched_off_it_says_why_and_builds_nothing(monkeypatch, tmp_path):
+    monkeypatch.setenv(SWITCH_ENV, "off")
+    kernel = attention_kernel(ov)
+    assert kernel.library is None
+    assert kernel.why_not == f"{SWITCH_ENV}=off" and kernel.identity == f"off: {SWITCH_ENV}=off"
+
+
+@pytest.fixture(scope="module")
+def pair(ivif):
+    import cv2
+
+    sample = load_pairs(ivif / "MSRS6", 1)[0]
+    # 128x96: 48 tokens, enough for both tiles to be partial, and a quick NNCF calibration.
+    return cv2.resize(sample.ir, (128, 96)), cv2.resize(sample.vis, (128, 96))
+
+
+@needs_vnni
+def test_openvino_weights_int8_runs_the_kernel_keeps_the_image_and_caches_it(pair, tmp_path, monkeypatch):
+    ir, vis = pair
+    with Fuser.open("maefuse-tiny", "torch", device="cpu", policy="native") as fuser:
+        reference = fuser.fuse(ir, vis)
+
+    def run() -> tuple[np.ndarray, str]:
+        with Fuser.open("maefuse-tiny", "openvino-weights", device="cpu", dtype="int8", policy="native",
+                        cache_dir=tmp_path) as fuser:
+            return fuser.fuse(ir, vis), fuser.backend.events[-1]
+
+    fused, line = run()
+    # maefuse-tiny: 12 encoder blocks and the fusion layer's attention have 64-wide heads; the decoder's are 32.
+    assert "int8 attention kernel on " in line and "cache built" in line, line
+    replaced, total = (int(word) for word in line.split("int8 attention kernel on ")[1].split(" attention ops")[0]
+                       .split(" of "))
+    assert 0 < replaced < total, line
+    assert psnr(fused, reference) >= 40.0
+    again, line_again = run()
+    assert "cache hit" in line_again, line_again
+    assert psnr(again, fused) >= 60.0  # the same graph, read back with the extension
+
+    monkeypatch.setenv(SWITCH_ENV, "off")
+    stock, line_off = run()
+    assert f"int8 attention kernel off: {SWITCH_ENV}=off" in line_off and "cache built" in line_off, line_off
+    assert psnr(stock, reference) >= 40.0
