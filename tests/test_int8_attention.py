@@ -88,6 +88,20 @@ def test_switched_off_it_says_why_and_builds_nothing(monkeypatch, tmp_path):
     assert kernel.why_not == f"{SWITCH_ENV}=off" and kernel.identity == f"off: {SWITCH_ENV}=off"
 
 
+def test_a_compiler_that_fails_leaves_the_kernel_off_with_its_error(monkeypatch, tmp_path):
+    compiler = tmp_path / "c++"
+    compiler.write_text('#!/bin/sh\nif [ "$1" = --version ]; then echo "broken-c++ 1.0"; exit 0; fi\n'
+                        'echo "In file included from x.hpp:1," >&2; echo "x.cpp:3:1: error: broken" >&2; exit 1\n')
+    compiler.chmod(0o755)
+    monkeypatch.setenv("CXX", str(compiler))
+    kernel = attention_kernel(ov)
+    assert kernel.library is None
+    if cpu_why_not():
+        assert kernel.why_not == cpu_why_not()
+    else:
+        assert kernel.why_not == "the int8 attention kernel did not build: x.cpp:3:1: error: broken"
+
+
 @pytest.fixture(scope="module")
 def pair(ivif):
     import cv2

@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import InputError
 from .cache import CacheKey, ModelCache
 from .cpu_kernels import isa_caps
 
@@ -95,7 +96,7 @@ def _openvino_paths(ov: Any) -> tuple[Path, list[Path]]:
     return root / "include", [runtime[0], tbb[0]]
 
 
-def attention_kernel(ov: Any, cache: ModelCache | None = None) -> AttentionKernel:
+def attention_kernel(ov: Any) -> AttentionKernel:
     """The extension for this machine: checked, then read from the cache or compiled into it (about 10 s)."""
     why = cpu_why_not()
     if why:
@@ -126,12 +127,13 @@ def attention_kernel(ov: Any, cache: ModelCache | None = None) -> AttentionKerne
         done = subprocess.run(command, capture_output=True, text=True, timeout=600)
         if done.returncode != 0:
             lines = (done.stderr or done.stdout).strip().splitlines()
-            raise RuntimeError(lines[0] if lines else f"{compiler} exited with {done.returncode}")
+            errors = [line for line in lines if "error" in line.lower()]
+            raise RuntimeError((errors or lines or [f"{compiler} exited with {done.returncode}"])[0])
         return {"compiler": version}
 
     try:
-        result = (cache or ModelCache()).get_or_build(key, build)
-    except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
+        result = ModelCache().get_or_build(key, build)
+    except (OSError, RuntimeError, subprocess.SubprocessError, InputError) as exc:
         why = f"the int8 attention kernel did not build: {exc}"
         return AttentionKernel(None, f"off: {why}", why)
     return AttentionKernel(result.folder / LIBRARY, f"{digest.hexdigest()[:16]} {version}")
@@ -194,11 +196,12 @@ def attention_sites(model: Any) -> list[tuple[Any, list[Any] | None, float]]:
     """Every softmax attention of ``model``: (the op whose output is the attention's, its Q, K and V when the kernel
     computes it exactly, else None, the scale). The kernel's cases: self-attention on float32 Q, K and V of one
     static shape [..., N, 64], no mask, not causal."""
-    sites = []
+    sites: list[tuple[Any, list[Any] | None, float]] = []
     for op in model.get_ordered_ops():
+        inputs: list[Any] | None
         if op.get_type_name() == "ScaledDotProductAttention":
             found = _sdpa_inputs(op)
-            site, inputs, scale = op, *(found or (None, 0.0))
+            site, (inputs, scale) = op, found if found is not None else (None, 0.0)
         elif op.get_type_name() == "Softmax":
             matched = _matmul_attention_inputs(op)
             if matched is None:

@@ -195,7 +195,7 @@ class OpenVinoWeightsBackend(BackendBase):
             nncf_version = nncf.__version__
         except ImportError:  # float precisions need no NNCF; int8 says how to install it when it is tried
             nncf_version = "absent"
-        identity = (("weights", self._weights_sha256()), ("config", self.config.to_json()),
+        identity: tuple[tuple[str, str], ...] = (("weights", self._weights_sha256()), ("config", self.config.to_json()),
                     ("shape", f"1x3x{shape[0]}x{shape[1]}"), ("precision", self.requested),
                     ("min_psnr", repr(self.min_psnr)), ("calibration", self._calibration_sha256),
                     ("cpu", self._cpu_kernels()))
