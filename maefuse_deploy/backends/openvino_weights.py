@@ -61,7 +61,7 @@ from .openvino import (
     load_calibration_pairs,
     quantize_int8,
 )
-from .openvino_attention import AttentionKernel, attention_kernel, int8_attention_note, uses_int8_attention
+from .openvino_attention import AttentionKernel, attention_kernel, int8_attention_note
 
 PRECISIONS = ("auto", "int8-bf16", "int8", "bfloat16", "float32")
 MIN_PSNR_DB = 40.0  # what "keeps the fused image" means: the bound, and the benchmark's
@@ -195,11 +195,13 @@ class OpenVinoWeightsBackend(BackendBase):
             nncf_version = nncf.__version__
         except ImportError:  # float precisions need no NNCF; int8 says how to install it when it is tried
             nncf_version = "absent"
-        identity: tuple[tuple[str, str], ...] = (("weights", self._weights_sha256()), ("config", self.config.to_json()),
-                    ("shape", f"1x3x{shape[0]}x{shape[1]}"), ("precision", self.requested),
-                    ("min_psnr", repr(self.min_psnr)), ("calibration", self._calibration_sha256),
-                    ("cpu", self._cpu_kernels()))
+        identity: tuple[tuple[str, str], ...] = (
+            ("weights", self._weights_sha256()), ("config", self.config.to_json()),
+            ("shape", f"1x3x{shape[0]}x{shape[1]}"), ("precision", self.requested),
+            ("min_psnr", repr(self.min_psnr)), ("calibration", self._calibration_sha256),
+            ("cpu", self._cpu_kernels()))
         if self.requested.startswith("int8") or self.requested == "auto":
+            # An int8 graph holds the kernel's op where it was built: reading it needs that extension.
             identity = (*identity, ("int8-attention", self._attention_kernel().identity))
         versions = (("maefuse-deploy", __version__), ("recipe", BUILD_RECIPE), ("openvino", self.ov.__version__),
                     ("nncf", nncf_version), ("torch", torch.__version__))
@@ -325,9 +327,6 @@ class OpenVinoWeightsBackend(BackendBase):
         return compile_config(DTYPE_PRECISIONS[precision], self.threads)
 
     def _compile(self, folder: Path, precision: str) -> Any:
-        if uses_int8_attention(folder / "model.xml") and self._attention_kernel().library is None:
-            raise InputError(f"the cached model in {folder} needs the int8 attention kernel, which is off here: "
-                             f"{self._attention_kernel().why_not}", fix="delete that folder")
         try:
             model = self.core.read_model(str(folder / "model.xml"))
             return self.core.compile_model(model, "CPU", self._compile_config(precision)).create_infer_request()

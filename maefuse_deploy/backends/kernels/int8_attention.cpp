@@ -3,7 +3,7 @@
 // Why it exists: OpenVINO's CPU plugin runs attention's Q K^T in int8 at best and softmax x V in float (f32, or bf16
 // on CPUs with BF16 units), because a calibrated uint8 range cannot hold probabilities of about 1/1600 next to
 // rows with one weight near 1. Quantizing each probability row by its own maximum can, and the product then runs
-// on VNNI: maefuse-l640 at 640x640, int8, 2.17 -> 1.86 s a pair limited to VNNI (benchmarks/README.md).
+// on VNNI: maefuse-l640 at 640x640, int8, 2.27 -> 1.88 s a pair limited to VNNI (benchmarks/README.md).
 //
 // Layout of one head (tokens N, head width D = 64):
 //   Q   -> qu [Nq][64] uint8 (q / scale_q + 128), scale_q per token (times the softmax scale); Nq = N rounded up to
