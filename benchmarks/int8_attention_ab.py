@@ -69,7 +69,7 @@ def main() -> int:
         fast = core.read_model(str(xml))
         replaced, total = use_int8_attention(fast, kernel.library)
         print(f"kernel on {replaced} of {total} attention ops", flush=True)
-        config = compile_config({"int8": "int8", "int8-bf16": "int8-bf16"}[args.precision])
+        config = compile_config(args.precision)
         requests = {"stock": core.compile_model(stock, "CPU", config).create_infer_request(),
                     "kernel": core.compile_model(fast, "CPU", config).create_infer_request()}
 

@@ -10,11 +10,24 @@ candidates (openvino.bf16_units) and the benchmark's default rows (bench/setting
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 ISA_CAP_VARIABLES = ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA")
 # The caps that leave out AVX-512 BF16 and AMX (oneDNN's names, case-insensitive).
 ISA_CAPS_WITHOUT_BF16 = frozenset({"SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE",
                                    "AVX512_CORE_VNNI"})
+
+
+def cpu_flag_set() -> frozenset[str] | None:
+    """The CPU's feature flags as the kernel reports them (/proc/cpuinfo's first ``flags`` line), or None where that
+    file cannot be read (not Linux): one reader for the benchmark's machine line and the backends' checks."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").splitlines():
+            if line.startswith("flags"):
+                return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        return None
+    return frozenset()
 
 
 def isa_caps() -> dict[str, str]:

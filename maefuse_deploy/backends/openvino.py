@@ -39,7 +39,7 @@ from ..processing import ir_to_grey8, prepare_pair, vis_to_bgr8
 from ..sample_pairs import as_arrays, load_pairs
 from .base import BackendBase
 from .cpu_kernels import bf16_cap
-from .openvino_attention import attention_kernel, int8_attention_note
+from .openvino_attention import int8_attention_note, load_attention_kernel
 
 PRECISIONS = ("fp32", "bf16", "int8", "int8-bf16")
 # The registry's dtypes -> precisions.
@@ -368,10 +368,7 @@ class OpenVinoBackend(BackendBase):
             model = self._quantize(model, frames)
             self.quantize_s = time.perf_counter() - start
             # Softmax x V on the int8 units too, where the kernel runs here (openvino_attention.py).
-            kernel = attention_kernel(ov)
-            if kernel.library is not None:
-                core.add_extension(str(kernel.library))
-            attention_note = int8_attention_note(kernel, model)
+            attention_note = int8_attention_note(load_attention_kernel(ov, core), model)
         try:
             self.compiled = core.compile_model(model, "CPU", compile_config(precision, threads))
         except Exception as exc:

@@ -31,7 +31,7 @@ import numpy as np
 
 from ..errors import InputError
 from .cache import CacheKey, ModelCache
-from .cpu_kernels import isa_caps
+from .cpu_kernels import cpu_flag_set, isa_caps
 
 KERNEL_DIR = Path(__file__).parent / "kernels"
 SOURCES = ("int8_attention.cpp", "openvino_extension.cpp")
@@ -64,11 +64,9 @@ def cpu_why_not() -> str:
         return f"{SWITCH_ENV}={os.environ[SWITCH_ENV]}"
     if platform.system() != "Linux" or platform.machine() not in ("x86_64", "AMD64"):
         return f"built for Linux x86-64, not {platform.system()} {platform.machine()}"
-    try:
-        cpuinfo = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
-    except OSError:
+    flags = cpu_flag_set()
+    if flags is None:
         return "/proc/cpuinfo unreadable"
-    flags = next((line.split(":", 1)[1].split() for line in cpuinfo.splitlines() if line.startswith("flags")), [])
     missing = [flag for flag in CPU_FLAGS if flag not in flags]
     if missing:
         return f"the CPU has no {', '.join(missing)}"
@@ -137,6 +135,15 @@ def attention_kernel(ov: Any) -> AttentionKernel:
         why = f"the int8 attention kernel did not build: {exc}"
         return AttentionKernel(None, f"off: {why}", why)
     return AttentionKernel(result.folder / LIBRARY, f"{digest.hexdigest()[:16]} {version}")
+
+
+def load_attention_kernel(ov: Any, core: Any) -> AttentionKernel:
+    """:func:`attention_kernel`, loaded into ``core`` where it built, so that graphs holding its op compile and read
+    back."""
+    kernel = attention_kernel(ov)
+    if kernel.library is not None:
+        core.add_extension(str(kernel.library))
+    return kernel
 
 
 def _sdpa_inputs(op: Any) -> tuple[list[Any], float] | None:

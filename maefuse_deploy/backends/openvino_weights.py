@@ -61,7 +61,7 @@ from .openvino import (
     load_calibration_pairs,
     quantize_int8,
 )
-from .openvino_attention import AttentionKernel, attention_kernel, int8_attention_note
+from .openvino_attention import AttentionKernel, int8_attention_note, load_attention_kernel
 
 PRECISIONS = ("auto", "int8-bf16", "int8", "bfloat16", "float32")
 MIN_PSNR_DB = 40.0  # what "keeps the fused image" means: the issue's bound, and the benchmark's
@@ -217,9 +217,7 @@ class OpenVinoWeightsBackend(BackendBase):
     def _attention_kernel(self) -> AttentionKernel:
         """The int8 attention extension (built once per machine, then cached), loaded into this backend's Core."""
         if self._kernel is None:
-            self._kernel = attention_kernel(self.ov)
-            if self._kernel.library is not None:
-                self.core.add_extension(str(self._kernel.library))
+            self._kernel = load_attention_kernel(self.ov, self.core)
         return self._kernel
 
     def _weights_sha256(self) -> str:

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from ..backends.cpu_kernels import ISA_CAP_VARIABLES
+from ..backends.cpu_kernels import ISA_CAP_VARIABLES, cpu_flag_set
 
 LIBRARIES = ("maefuse-deploy", "torch", "numpy", "onnx", "onnxruntime", "onnxruntime-gpu", "openvino", "nncf",
              "opencv-python-headless", "tensorrt", "cuda-python")
@@ -66,14 +66,8 @@ def usable_cores() -> int:
 def cpu_flags() -> list[str]:
     """The vector extensions that decide CPU matmul speed (AVX2, AVX-512, their BF16/FP16/VNNI forms, AMX)."""
     wanted = ("avx2", "avx512f", "avx512_bf16", "avx512_fp16", "avx512_vnni", "amx_bf16", "amx_tile")
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                present = set(line.split(":", 1)[1].split())
-                return [flag for flag in wanted if flag in present]
-    except OSError:
-        pass
-    return []
+    present = cpu_flag_set() or frozenset()
+    return [flag for flag in wanted if flag in present]
 
 
 def memory_total_gb() -> float | None:

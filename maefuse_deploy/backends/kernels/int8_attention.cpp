@@ -158,6 +158,14 @@ void pack_head(const float* q, const float* k, const float* v, int tokens, float
   _mm512_storeu_si512((base) + size_t(r) * (stride) + 32, a##r##2);    \
   _mm512_storeu_si512((base) + size_t(r) * (stride) + 48, a##r##3)
 
+#define MF_STORE_TILE(base, stride) \
+  MF_STORE_ROW(0, base, stride);     \
+  MF_STORE_ROW(1, base, stride);     \
+  MF_STORE_ROW(2, base, stride);     \
+  MF_STORE_ROW(3, base, stride);     \
+  MF_STORE_ROW(4, base, stride);     \
+  MF_STORE_ROW(5, base, stride)
+
 // Scores of kRows query rows (uint8, row stride q_stride = kD) against 64 keys (4 packed tiles of `groups` = kGroups
 // 4-byte groups each): int32 sums into scores[r][0..63] (row stride `stride`). The widths come in as arguments and
 // the function is kept out of inlining and constant propagation: with them constant, GCC 12 scheduled the loop so
@@ -184,12 +192,7 @@ __attribute__((noipa)) void scores_tile(const uint8_t* q, int q_stride, const in
     b = MF_BROADCAST(qg + 5 * q_stride);
     MF_ROW(5, b, k0, k1, k2, k3);
   }
-  MF_STORE_ROW(0, scores, stride);
-  MF_STORE_ROW(1, scores, stride);
-  MF_STORE_ROW(2, scores, stride);
-  MF_STORE_ROW(3, scores, stride);
-  MF_STORE_ROW(4, scores, stride);
-  MF_STORE_ROW(5, scores, stride);
+  MF_STORE_TILE(scores, stride);
 }
 
 // P V for kRows uint8 probability rows (row stride `stride`, 4 x groups4 keys) and 64 channels: int32 sums into
@@ -216,12 +219,7 @@ inline void values_tile(const uint8_t* p, int stride, const int8_t* v, int group
     b = MF_BROADCAST(p5 + offset);
     MF_ROW(5, b, v0, v1, v2, v3);
   }
-  MF_STORE_ROW(0, sums, kD);
-  MF_STORE_ROW(1, sums, kD);
-  MF_STORE_ROW(2, sums, kD);
-  MF_STORE_ROW(3, sums, kD);
-  MF_STORE_ROW(4, sums, kD);
-  MF_STORE_ROW(5, sums, kD);
+  MF_STORE_TILE(sums, kD);
 }
 
 #undef MF_DOT
@@ -229,6 +227,7 @@ inline void values_tile(const uint8_t* p, int stride, const int8_t* v, int group
 #undef MF_ROW
 #undef MF_ACCUMULATORS
 #undef MF_STORE_ROW
+#undef MF_STORE_TILE
 
 struct Scratch {
   std::vector<float> scores;         // [kRows][keys], int32 sums, then float scores in place
