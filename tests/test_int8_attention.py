@@ -23,14 +23,25 @@ require_module("openvino", "pip install -e '.[openvino]'")
 import openvino as ov  # noqa: E402
 import openvino.opset13 as ops  # noqa: E402
 
+from maefuse_deploy.backends.cpu_kernels import cpu_flag_set, isa_caps  # noqa: E402
 from maefuse_deploy.backends.openvino_attention import (  # noqa: E402
     SWITCH_ENV,
     attention_kernel,
     cpu_why_not,
     use_int8_attention,
+    why_not,
 )
+from maefuse_deploy.errors import InputError  # noqa: E402
 
-needs_vnni = pytest.mark.skipif(bool(cpu_why_not()), reason=f"the kernel cannot run here: {cpu_why_not()}")
+# Whether the kernel can run here at all; the tests that run it switch it on, so that a CPU with AMX (where auto
+# leaves it off) tests it too.
+CANNOT_RUN = why_not(cpu_flag_set(), isa_caps(), "on")
+needs_vnni = pytest.mark.skipif(bool(CANNOT_RUN), reason=f"the kernel cannot run here: {CANNOT_RUN}")
+
+
+@pytest.fixture
+def switched_on(monkeypatch):
+    monkeypatch.setenv(SWITCH_ENV, "on")
 
 
 def sdpa_model(shape: tuple[int, ...], mask: float = 0.0, q_shape: tuple[int, ...] | None = None) -> ov.Model:
@@ -50,7 +61,7 @@ def float_attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, scale: float) -
 
 
 @needs_vnni
-def test_the_op_computes_attention_within_a_few_value_steps():
+def test_the_op_computes_attention_within_a_few_value_steps(switched_on):
     kernel = attention_kernel(ov)
     assert kernel.library is not None and kernel.library.is_file(), kernel.why_not
     shape = (2, 3, 301, 64)  # 301 tokens: not a multiple of the kernel's 6-row or 64-key tiles
@@ -71,7 +82,7 @@ def test_the_op_computes_attention_within_a_few_value_steps():
 
 
 @needs_vnni
-def test_only_the_attention_it_computes_is_replaced():
+def test_only_the_attention_it_computes_is_replaced(switched_on):
     kernel = attention_kernel(ov)
     assert kernel.library is not None, kernel.why_not
     narrow = sdpa_model((1, 2, 16, 32))  # maefuse-l640's decoder heads are 32 wide
@@ -88,7 +99,24 @@ def test_switched_off_it_says_why_and_builds_nothing(monkeypatch, tmp_path):
     assert kernel.why_not == f"{SWITCH_ENV}=off" and kernel.identity == f"off: {SWITCH_ENV}=off"
 
 
-def test_a_compiler_that_fails_leaves_the_kernel_off_with_its_error(monkeypatch, tmp_path):
+def test_the_switch_and_the_cpu_decide_where_it_runs():
+    vnni = frozenset({"avx512f", "avx512bw", "avx512dq", "avx512vl", "avx512_vnni", "avx512_bf16"})
+    amx = vnni | {"amx_tile", "amx_int8", "amx_bf16"}
+    assert why_not(vnni, {}, "") == "" and why_not(vnni, {}, "auto") == ""
+    assert why_not(vnni, {}, "off") == f"{SWITCH_ENV}=off"
+    assert why_not(vnni - {"avx512_vnni"}, {}, "on") == "the CPU has no avx512_vnni"
+    assert why_not(vnni, {"ONEDNN_MAX_CPU_ISA": "avx2"}, "on") == "ONEDNN_MAX_CPU_ISA=avx2 leaves VNNI out"
+    assert why_not(None, {}, "") == "/proc/cpuinfo unreadable"
+    # AMX: OpenVINO's own attention runs on the tiles; the kernel only where asked for, or where a cap hides AMX.
+    assert why_not(amx, {}, "").startswith("the CPU has AMX") and f"{SWITCH_ENV}=on" in why_not(amx, {}, "")
+    assert why_not(amx, {}, "on") == ""
+    assert why_not(amx, {"ONEDNN_MAX_CPU_ISA": "AVX512_CORE_VNNI"}, "") == ""
+    assert why_not(amx, {"ONEDNN_MAX_CPU_ISA": "AVX512_CORE_AMX"}, "").startswith("the CPU has AMX")
+    with pytest.raises(InputError, match=f"{SWITCH_ENV}='maybe' is not a setting: use off, on or auto"):
+        why_not(vnni, {}, "maybe")
+
+
+def test_a_compiler_that_fails_leaves_the_kernel_off_with_its_error(monkeypatch, tmp_path, switched_on):
     compiler = tmp_path / "c++"
     compiler.write_text('#!/bin/sh\nif [ "$1" = --version ]; then echo "broken-c++ 1.0"; exit 0; fi\n'
                         'echo "In file included from x.hpp:1," >&2; echo "x.cpp:3:1: error: broken" >&2; exit 1\n')
@@ -112,7 +140,8 @@ def pair(ivif):
 
 
 @needs_vnni
-def test_openvino_weights_int8_runs_the_kernel_keeps_the_image_and_caches_it(pair, tmp_path, monkeypatch):
+def test_openvino_weights_int8_runs_the_kernel_keeps_the_image_and_caches_it(pair, tmp_path, monkeypatch,
+                                                                             switched_on):
     ir, vis = pair
     with Fuser.open("maefuse-tiny", "torch", device="cpu", policy="native") as fuser:
         reference = fuser.fuse(ir, vis)

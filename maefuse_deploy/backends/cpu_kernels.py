@@ -16,6 +16,8 @@ ISA_CAP_VARIABLES = ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA")
 # The caps that leave out AVX-512 BF16 and AMX (oneDNN's names, case-insensitive).
 ISA_CAPS_WITHOUT_BF16 = frozenset({"SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE",
                                    "AVX512_CORE_VNNI"})
+# The caps that leave out AMX but not necessarily BF16 (oneDNN's names, case-insensitive).
+ISA_CAPS_WITHOUT_AMX = ISA_CAPS_WITHOUT_BF16 | {"AVX512_CORE_BF16", "AVX512_CORE_FP16", "AVX10_1_512"}
 
 
 def cpu_flag_set() -> frozenset[str] | None:

@@ -12,8 +12,8 @@ machine's C++ compiler (``$CXX``, else ``c++`` or ``g++``) against the pip OpenV
 and cached like a model (backends/cache.py: keyed by the sources' hash, the compiler and the flags; OpenVINO's
 version makes it stale), under the cache root rather than a backend's ``cache_dir``, since it belongs to the
 machine, not to a model. Where it cannot run (no AVX-512 VNNI, a oneDNN cap below VNNI, no compiler, a build
-that fails, ``MAEFUSE_INT8_ATTENTION=off``), the int8 graphs keep OpenVINO's own attention and the backend says why
-in one line.
+that fails, ``MAEFUSE_INT8_ATTENTION=off``) or is not known to help (a CPU with AMX, unless
+``MAEFUSE_INT8_ATTENTION=on``), the int8 graphs keep OpenVINO's own attention and the backend says why in one line.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ import numpy as np
 
 from ..errors import InputError
 from .cache import CacheKey, ModelCache
-from .cpu_kernels import cpu_flag_set, isa_caps
+from .cpu_kernels import ISA_CAPS_WITHOUT_AMX, cpu_flag_set, isa_caps
 
 KERNEL_DIR = Path(__file__).parent / "kernels"
 SOURCES = ("int8_attention.cpp", "openvino_extension.cpp")
@@ -58,22 +58,41 @@ class AttentionKernel:
     why_not: str = ""
 
 
-def cpu_why_not() -> str:
-    """Why this process cannot run the kernel ('' when it can): the CPU's flags, a oneDNN cap, the switch."""
-    if os.environ.get(SWITCH_ENV, "").lower() in ("0", "off", "no", "false"):
-        return f"{SWITCH_ENV}={os.environ[SWITCH_ENV]}"
-    if platform.system() != "Linux" or platform.machine() not in ("x86_64", "AMD64"):
-        return f"built for Linux x86-64, not {platform.system()} {platform.machine()}"
-    flags = cpu_flag_set()
+def why_not(flags: frozenset[str] | None, caps: dict[str, str], switch: str) -> str:
+    """Why the kernel is not used ('' when it is), from the CPU's flags (/proc/cpuinfo's names, None: unreadable),
+    the oneDNN caps in force (cpu_kernels.isa_caps) and the switch's value (``MAEFUSE_INT8_ATTENTION``: ``off``,
+    ``on``, or ``auto``/unset).
+
+    auto leaves it off on a CPU with AMX: OpenVINO's own attention runs on the AMX tiles there, where this VNNI
+    kernel was never measured (the AMX Xeon's int8-bf16 rows, 1.61-1.75 s a maefuse-l640 pair, are stock OpenVINO's);
+    ``on`` uses it there too, to measure it."""
+    choice = switch.strip().lower() or "auto"
+    if choice in ("0", "off", "no", "false"):
+        return f"{SWITCH_ENV}={switch}"
+    if choice not in ("1", "on", "yes", "true", "auto"):
+        raise InputError(f"{SWITCH_ENV}={switch!r} is not a setting: use off, on or auto (the default)")
     if flags is None:
         return "/proc/cpuinfo unreadable"
     missing = [flag for flag in CPU_FLAGS if flag not in flags]
     if missing:
         return f"the CPU has no {', '.join(missing)}"
-    for name, cap in isa_caps().items():
-        if cap.upper() in ISA_CAPS_WITHOUT_VNNI:
-            return f"{name}={cap} leaves VNNI out"
+    upper = {name: cap.upper() for name, cap in caps.items()}
+    for name, cap in upper.items():
+        if cap in ISA_CAPS_WITHOUT_VNNI:
+            return f"{name}={caps[name]} leaves VNNI out"
+    amx_capped = any(cap in ISA_CAPS_WITHOUT_AMX for cap in upper.values())
+    if choice == "auto" and "amx_tile" in flags and not amx_capped:
+        return (f"the CPU has AMX, which OpenVINO's own attention uses (the kernel is AVX-512 VNNI; "
+                f"{SWITCH_ENV}=on to use it anyway)")
     return ""
+
+
+def cpu_why_not() -> str:
+    """Why this process does not use the kernel ('' when it does): :func:`why_not` for this machine, its oneDNN caps
+    and its switch."""
+    if platform.system() != "Linux" or platform.machine() not in ("x86_64", "AMD64"):
+        return f"built for Linux x86-64, not {platform.system()} {platform.machine()}"
+    return why_not(cpu_flag_set(), isa_caps(), os.environ.get(SWITCH_ENV, ""))
 
 
 def _compiler() -> str | None:
