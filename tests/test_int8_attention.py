@@ -21,6 +21,7 @@ from maefuse_deploy.sample_pairs import load_pairs
 require_module("openvino", "pip install -e '.[openvino]'")
 
 import openvino as ov  # noqa: E402
+import openvino.opset8 as opset8  # noqa: E402
 import openvino.opset13 as ops  # noqa: E402
 
 from maefuse_deploy.backends.cpu_kernels import cpu_flag_set, isa_caps  # noqa: E402
@@ -79,6 +80,69 @@ def test_the_op_computes_attention_within_a_few_value_steps(switched_on):
     assert out.shape == shape and out.dtype == np.float32
     assert error.max() <= 0.06 * value_range, (error.max(), value_range)
     assert error.mean() <= 0.004 * value_range, (error.mean(), value_range)
+
+
+def vit_attention_model(batch: int, tokens: int, heads: int, unbind: str) -> ov.Model:
+    """model/vit.py's attention as OpenVINO's frontends convert it: qkv [B, N, 3C] -> reshape [B, N, 3, H, 64] ->
+    Transpose(2, 0, 3, 1, 4) -> Split + Squeeze and ScaledDotProductAttention (PyTorch frontend), Slice + Squeeze
+    and MatMul(Softmax(MatMul(Q, Transpose(K))), V) (ONNX), or Gather -> Q x 1/8 -> Transpose(0, 2, 1, 3) ->
+    [B, N, C]."""
+    qkv = ops.parameter([batch, tokens, 3 * heads * 64], np.float32)
+    split = ops.transpose(ops.reshape(qkv, ops.constant(np.array([batch, tokens, 3, heads, 64])), False),
+                          ops.constant(np.array([2, 0, 3, 1, 4])))
+    axis0 = ops.constant(np.array([0]))
+    if unbind == "split":
+        parts = ops.split(split, ops.constant(np.int64(0)), 3)
+        q, k, v = (ops.squeeze(parts.output(i), axis0) for i in range(3))
+    elif unbind == "slice":
+        step = ops.broadcast(ops.constant(np.int64(1)), ops.constant(np.array([1])))
+        q, k, v = (ops.squeeze(opset8.slice(split, ops.constant(np.array([i])), ops.constant(np.array([i + 1])),
+                                            step, axis0), axis0) for i in range(3))
+    else:
+        q, k, v = (ops.gather(split, ops.constant(np.int64(i)), ops.constant(np.int64(0))) for i in range(3))
+    q = ops.multiply(q, ops.constant(np.float32(0.125)))
+    if unbind == "split":
+        attention = ops.scaled_dot_product_attention(q, k, v, ops.constant(np.float32(0.0)),
+                                                     ops.constant(np.float32(1.0)), causal=False)
+    else:
+        key = ops.transpose(k, ops.constant(np.array([0, 1, 3, 2]))) if unbind == "slice" else k
+        attention = ops.matmul(ops.softmax(ops.matmul(q, key, False, unbind != "slice"), -1), v, False, False)
+    merged = ops.reshape(ops.transpose(attention, ops.constant(np.array([0, 2, 1, 3]))),
+                         ops.constant(np.array([batch, tokens, heads * 64])), False)
+    return ov.Model([merged], [qkv])
+
+
+@needs_vnni
+@pytest.mark.parametrize("unbind", ["split", "slice", "gather"])
+def test_the_op_reads_qkv_in_place_and_writes_tokens_first(switched_on, unbind):
+    """Where Q, K and V are the qkv projection's output split into heads, the op reads that output and writes the
+    tokens-first result itself: no head transposes left, the same numbers as reading transposed copies."""
+    kernel = attention_kernel(ov)
+    assert kernel.library is not None, kernel.why_not
+    batch, tokens, heads = 2, 77, 3
+    model = vit_attention_model(batch, tokens, heads, unbind)
+    assert use_int8_attention(model, kernel.library) == (1, 1)
+    kinds = [op.get_type_name() for op in model.get_ordered_ops()]
+    assert "Transpose" not in kinds and "Int8Attention" in kinds, kinds
+    (op,) = [op for op in model.get_ordered_ops() if op.get_type_name() == "Int8Attention"]
+    assert op.get_attributes()["layout"] == "packed_qkv" and op.get_attributes()["output"] == "tokens_first"
+    assert op.get_attributes()["scale"] == pytest.approx(0.125)
+
+    core = ov.Core()
+    core.add_extension(str(kernel.library))
+    qkv = np.random.default_rng(1).normal(0, 2, (batch, tokens, 3 * heads * 64)).astype(np.float32)
+    out = core.compile_model(model, "CPU").create_infer_request().infer([qkv])[0]
+    # The same heads through the heads-first op (transposed copies), and through float64 attention.
+    split = qkv.reshape(batch, tokens, 3, heads, 64).transpose(2, 0, 3, 1, 4)
+    plain = sdpa_model(split.shape[1:])
+    assert use_int8_attention(plain, kernel.library) == (1, 1)
+    request = core.compile_model(plain, "CPU").create_infer_request()
+    heads_first = request.infer([np.ascontiguousarray(x) for x in split])[0]
+    expected = heads_first.transpose(0, 2, 1, 3).reshape(batch, tokens, heads * 64)
+    assert out.shape == expected.shape
+    np.testing.assert_array_equal(out, expected)
+    reference = float_attention(*split, 0.125).transpose(0, 2, 1, 3).reshape(out.shape)
+    assert np.abs(out - reference).max() <= 0.06 * np.abs(split[2]).max()
 
 
 @needs_vnni

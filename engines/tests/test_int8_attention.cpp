@@ -1,6 +1,7 @@
 // The int8 attention kernel (maefuse_deploy/backends/kernels/int8_attention.cpp, the OpenVINO extension's op)
 // against attention in double precision: random heads, uniform attention over many keys (weights of 1/N that a
-// calibrated uint8 range rounds to zero), one dominant key, and token counts that are not multiples of the tiles.
+// calibrated uint8 range rounds to zero), one dominant key, token counts that are not multiples of the tiles, and
+// the strided layouts (Q, K, V read from the packed qkv tensor, the output written tokens first).
 // Exits 77 (skipped) on a CPU without AVX-512 VNNI.
 #include <algorithm>
 #include <atomic>
@@ -59,7 +60,9 @@ struct Errors {
 Errors compare(const std::vector<float>& q, const std::vector<float>& k, const std::vector<float>& v, int heads,
                int n, float scale) {
   std::vector<float> out(q.size(), NAN);
-  maefuse::int8_attention(q.data(), k.data(), v.data(), out.data(), heads, n, scale, parallel_for);
+  const maefuse::HeadLayout layout = maefuse::heads_first_layout(heads, n);
+  maefuse::int8_attention(q.data(), k.data(), v.data(), layout, out.data(), layout, 1, heads, n, scale,
+                          parallel_for);
   const std::vector<double> ref = reference(q, k, v, heads, n, scale);
   Errors e;
   for (size_t x = 0; x < out.size(); ++x) {
@@ -115,6 +118,47 @@ void dominant_key() {
   EXPECT(e.max <= 0.02 * e.value_range, "dominant key: max err %g", e.max);
 }
 
+// The layouts the OpenVINO op uses to skip the graph's transposes: Q, K and V read from the qkv projection's
+// [B][N][3][H][64] output and written as [B][N][H][64] give, element for element, the same numbers as the
+// heads-first [B][H][N][64] call (the same arithmetic on the same values).
+void layouts() {
+  const int batches = 2, heads = 3, n = 37;
+  const auto qkv = normal(size_t(batches) * n * 3 * heads * D, 2.f, 12);
+  const size_t count = size_t(batches) * heads * n * D;
+  std::vector<float> q(count), k(count), v(count);
+  for (int b = 0; b < batches; ++b)
+    for (int t = 0; t < n; ++t)
+      for (int h = 0; h < heads; ++h)
+        for (int c = 0; c < D; ++c) {
+          const size_t from = (((size_t(b) * n + t) * 3) * heads + h) * D + c, step = size_t(heads) * D;
+          const size_t to = ((size_t(b) * heads + h) * n + t) * D + c;
+          q[to] = qkv[from];
+          k[to] = qkv[from + step];
+          v[to] = qkv[from + 2 * step];
+        }
+  std::vector<float> heads_first(count, NAN), tokens_first(count, NAN);
+  const maefuse::HeadLayout plain = maefuse::heads_first_layout(heads, n);
+  maefuse::int8_attention(q.data(), k.data(), v.data(), plain, heads_first.data(), plain, batches, heads, n, 0.125f,
+                          parallel_for);
+  const float* base = qkv.data();
+  maefuse::int8_attention(base, base + heads * D, base + 2 * heads * D, maefuse::packed_qkv_layout(heads, n),
+                          tokens_first.data(), maefuse::tokens_first_layout(heads, n), batches, heads, n, 0.125f,
+                          parallel_for);
+  int mismatches = 0;
+  for (int b = 0; b < batches; ++b)
+    for (int t = 0; t < n; ++t)
+      for (int h = 0; h < heads; ++h)
+        for (int c = 0; c < D; ++c) {
+          const float want = heads_first[((size_t(b) * heads + h) * n + t) * D + c];
+          const float got = tokens_first[((size_t(b) * n + t) * heads + h) * D + c];
+          mismatches += !(std::isfinite(want) && got == want);
+        }
+  std::printf("layouts: %d of %zu outputs differ from the heads-first call\n", mismatches, count);
+  EXPECT(mismatches == 0, "packed qkv in, tokens first out: %d outputs differ from heads first", mismatches);
+  const Errors e = compare(q, k, v, batches * heads, n, 0.125f);
+  EXPECT(e.max <= 0.06 * e.value_range, "layouts: heads-first max err %g", e.max);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -126,5 +170,6 @@ int main(int argc, char** argv) {
   if (which == "random" || which == "all") random_heads();
   if (which == "uniform" || which == "all") uniform_attention();
   if (which == "dominant" || which == "all") dominant_key();
+  if (which == "layouts" || which == "all") layouts();
   return failures ? 1 : 0;
 }

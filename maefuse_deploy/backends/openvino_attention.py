@@ -180,13 +180,114 @@ def _sdpa_inputs(op: Any) -> tuple[list[Any], float] | None:
         if node.get_type_name() != "Constant" or node.get_data().size != 1:
             return None
         scale = float(node.get_data().reshape(()))
-    return [op.input_value(index) for index in range(3)], scale
+    return [_before_fake_quantize(op.input_value(index)) for index in range(3)], scale
 
 
 def _before_fake_quantize(value: Any) -> Any:
-    """The value a FakeQuantize reads (NNCF's int8 Q and K): the kernel quantizes them itself."""
+    """The value a FakeQuantize reads (NNCF's int8 Q and K): the kernel quantizes them itself, per token."""
     node = value.get_node()
     return node.input_value(0) if node.get_type_name() == "FakeQuantize" else value
+
+
+def _constant(value: Any) -> np.ndarray | None:
+    node = value.get_node()
+    return node.get_data() if node.get_type_name() == "Constant" else None
+
+
+def _ones(value: Any) -> bool:
+    """Whether ``value`` is all ones: a constant, or a Broadcast of one (the ONNX frontend's Slice steps)."""
+    node = value.get_node()
+    if node.get_type_name() == "Broadcast":
+        node = node.input_value(0).get_node()
+    return node.get_type_name() == "Constant" and bool(np.all(node.get_data() == 1))
+
+
+@dataclass(frozen=True)
+class _Head:
+    """Where Q, K or V comes from in the qkv projection's output: [B, N, 3, H, 64] ``source``, which of the three
+    (``index``), and the constant it was multiplied by on the way (``factor``: the softmax scale folded into Q)."""
+
+    source: Any
+    index: int
+    factor: float
+
+
+def _qkv_head(value: Any) -> _Head | None:
+    """``value`` as one of Q, K, V picked from the qkv projection's output, or None. The pattern is what both
+    OpenVINO frontends make of model/vit.py's ``qkv.reshape(B, N, 3, H, D).permute(2, 0, 3, 1, 4)`` and its
+    unbinding: Transpose(2, 0, 3, 1, 4), then Split (PyTorch), Slice (ONNX) or Gather on axis 0 (Squeeze after the
+    first two), then a scalar Multiply and NNCF's FakeQuantize or not."""
+    factor = 1.0
+    node = value.get_node()
+    while node.get_type_name() in ("FakeQuantize", "Multiply"):
+        if node.get_type_name() == "Multiply":
+            scalar = _constant(node.input_value(1))
+            if scalar is None or scalar.size != 1:
+                return None
+            factor *= float(scalar.reshape(()))
+        value = node.input_value(0)
+        node = value.get_node()
+    if node.get_type_name() == "Squeeze":
+        axes = _constant(node.input_value(1)) if node.get_input_size() > 1 else None
+        if axes is None or axes.ravel().tolist() != [0]:
+            return None
+        value = node.input_value(0)
+        node = value.get_node()
+        if node.get_type_name() == "Split":
+            axis = _constant(node.input_value(1))
+            if axis is None or int(axis.reshape(())) != 0 or node.get_output_size() != 3:
+                return None
+            index = value.get_index()
+        elif node.get_type_name() == "Slice" and node.get_input_size() == 5:
+            start, stop, axes = (_constant(node.input_value(i)) for i in (1, 2, 4))
+            if (start is None or stop is None or axes is None or start.size != 1 or axes.ravel().tolist() != [0]
+                    or stop.ravel().tolist() != [int(start.reshape(())) + 1] or not _ones(node.input_value(3))):
+                return None
+            index = int(start.reshape(()))
+        else:
+            return None
+    elif node.get_type_name() == "Gather":
+        picked, axis = _constant(node.input_value(1)), _constant(node.input_value(2))
+        if picked is None or axis is None or picked.size != 1 or picked.ndim != 0 or int(axis.reshape(())) != 0:
+            return None
+        index = int(picked.reshape(())) % 3
+    else:
+        return None
+    transpose = node.input_value(0).get_node()
+    if transpose.get_type_name() != "Transpose":
+        return None
+    perm = _constant(transpose.input_value(1))
+    source = transpose.input_value(0)
+    shape = source.get_partial_shape()
+    if (perm is None or perm.ravel().tolist() != [2, 0, 3, 1, 4] or shape.is_dynamic
+            or shape[2].get_length() != 3):
+        return None
+    return _Head(source, index, factor)
+
+
+def _packed_qkv(inputs: list[Any]) -> tuple[Any, float] | None:
+    """The qkv projection's output [B, N, 3, H, 64] and the factor Q and K were scaled by, where Q, K and V are its
+    three parts in order (the kernel then reads them there, strided, instead of from transposed copies)."""
+    heads = [_qkv_head(value) for value in inputs]
+    if any(head is None for head in heads):
+        return None
+    q, k, v = heads
+    assert q is not None and k is not None and v is not None
+    if ([q.index, k.index, v.index] != [0, 1, 2] or v.factor != 1.0
+            or not (q.source.get_node() is k.source.get_node() is v.source.get_node())
+            or not (q.source.get_index() == k.source.get_index() == v.source.get_index())):
+        return None
+    return q.source, q.factor * k.factor
+
+
+def _merging_transpose(site: Any) -> Any | None:
+    """The Transpose(0, 2, 1, 3) that alone reads the attention's [B, H, N, 64] output, turning it tokens first
+    for the output projection: the kernel then writes [B, N, H, 64] itself."""
+    consumers = [target.get_node() for target in site.output(0).get_target_inputs()]
+    if len(consumers) != 1 or consumers[0].get_type_name() != "Transpose":
+        return None
+    perm = _constant(consumers[0].input_value(1))
+    return consumers[0] if perm is not None and perm.ravel().tolist() == [0, 2, 1, 3] else None
 
 
 def _matmul_attention_inputs(softmax: Any) -> tuple[list[Any], float, Any] | None:
@@ -247,7 +348,10 @@ def attention_sites(model: Any) -> list[tuple[Any, list[Any] | None, float]]:
 
 def use_int8_attention(model: Any, library: Path) -> tuple[int, int]:
     """Puts ``maefuse::Int8Attention`` in place of each softmax attention of ``model`` that it computes exactly
-    (:func:`attention_sites`); returns (replaced, softmax attentions in all)."""
+    (:func:`attention_sites`); returns (replaced, softmax attentions in all). Where Q, K and V are the qkv
+    projection's output split into heads, the op reads that output as it is, and where the attention's output is
+    only transposed back to tokens first, the op writes it so: the transposes, which OpenVINO's own attention
+    absorbs, then do not run as copies."""
     from openvino.utils.node_factory import NodeFactory
 
     factory = NodeFactory()
@@ -257,9 +361,14 @@ def use_int8_attention(model: Any, library: Path) -> tuple[int, int]:
     for site, inputs, scale in sites:
         if inputs is None:
             continue
-        node = factory.create(OP_TYPE, inputs, {"scale": scale})
+        packed = _packed_qkv(inputs)
+        arguments, layout = (inputs, "heads_first") if packed is None else ([packed[0]], "packed_qkv")
+        scale *= 1.0 if packed is None else packed[1]
+        merge = _merging_transpose(site) if len(site.get_output_partial_shape(0)) == 4 else None
+        node = factory.create(OP_TYPE, arguments, {"scale": scale, "layout": layout,
+                                                   "output": "heads_first" if merge is None else "tokens_first"})
         node.set_friendly_name(site.get_friendly_name())
-        site.output(0).replace(node.output(0))
+        (site if merge is None else merge).output(0).replace(node.output(0))
         replaced += 1
     if replaced:
         model.validate_nodes_and_infer_types()

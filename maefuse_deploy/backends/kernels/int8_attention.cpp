@@ -73,7 +73,9 @@ inline void round_row(const float* x, __m512 inverse, __m512i out[4]) {
   for (int c = 0; c < 4; ++c) out[c] = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(x + 16 * c), inverse));
 }
 
-void pack_head(const float* q, const float* k, const float* v, int tokens, float scale, PackedHead& p) {
+// q, k, v: a head's first token row; row n starts `token_stride` floats after row n - 1.
+void pack_head(const float* q, const float* k, const float* v, std::ptrdiff_t token_stride, int tokens, float scale,
+               PackedHead& p) {
   p.tokens = tokens;
   p.keys = (tokens + kKeysPerTile - 1) / kKeysPerTile * kKeysPerTile;
   p.groups4 = (tokens + 3) / 4;
@@ -87,7 +89,7 @@ void pack_head(const float* q, const float* k, const float* v, int tokens, float
   p.v_scale.assign(kD, 1.f);
   __m512i rounded[4];
   for (int i = 0; i < tokens; ++i) {
-    const float* row = q + size_t(i) * kD;
+    const float* row = q + i * token_stride;
     const float m = abs_max_row(row), step = m > 0 ? m / 127.f : 1.f;
     p.q_scale[i] = step * scale;
     round_row(row, _mm512_set1_ps(1.f / step), rounded);
@@ -98,7 +100,7 @@ void pack_head(const float* q, const float* k, const float* v, int tokens, float
   alignas(64) int8_t key[kD];
   int32_t* k_words = reinterpret_cast<int32_t*>(p.k.data());
   for (int j = 0; j < tokens; ++j) {
-    const float* row = k + size_t(j) * kD;
+    const float* row = k + j * token_stride;
     const float m = abs_max_row(row), step = m > 0 ? m / 127.f : 1.f;
     p.k_scale[j] = step;
     round_row(row, _mm512_set1_ps(1.f / step), rounded);
@@ -115,7 +117,7 @@ void pack_head(const float* q, const float* k, const float* v, int tokens, float
   __m512 v_max[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
   for (int j = 0; j < tokens; ++j)
     for (int c = 0; c < 4; ++c)
-      v_max[c] = _mm512_max_ps(v_max[c], _mm512_and_ps(_mm512_loadu_ps(v + size_t(j) * kD + 16 * c), magnitude));
+      v_max[c] = _mm512_max_ps(v_max[c], _mm512_and_ps(_mm512_loadu_ps(v + j * token_stride + 16 * c), magnitude));
   __m512 v_inverse[4];
   for (int c = 0; c < 4; ++c) {
     __m512 step = _mm512_div_ps(v_max[c], _mm512_set1_ps(127.f));
@@ -130,7 +132,7 @@ void pack_head(const float* q, const float* k, const float* v, int tokens, float
       __m512i word = _mm512_setzero_si512();
       for (int t = 0; t < 4 && group * 4 + t < tokens; ++t) {
         __m512i x = _mm512_cvtps_epi32(
-            _mm512_mul_ps(_mm512_loadu_ps(v + size_t(group * 4 + t) * kD + 16 * c), v_inverse[c]));
+            _mm512_mul_ps(_mm512_loadu_ps(v + (group * 4 + t) * token_stride + 16 * c), v_inverse[c]));
         x = _mm512_max_epi32(_mm512_min_epi32(x, _mm512_set1_epi32(127)), _mm512_set1_epi32(-127));
         word = _mm512_or_si512(word, _mm512_slli_epi32(_mm512_and_si512(x, _mm512_set1_epi32(0xff)), 8 * t));
       }
@@ -234,8 +236,8 @@ struct Scratch {
   std::vector<uint8_t> probability;  // [kRows][groups4 * 4]
 };
 
-// Query rows [first, first + rows) of one head (rows <= kRows) into out [tokens][kD].
-void row_block(const PackedHead& p, int first, int rows, float* out, Scratch& scratch) {
+// Query rows [first, first + rows) of one head (rows <= kRows) into out: row n at out + n * out_stride floats.
+void row_block(const PackedHead& p, int first, int rows, float* out, std::ptrdiff_t out_stride, Scratch& scratch) {
   const int stride = p.keys, p_stride = p.groups4 * 4;
   int32_t* sums = reinterpret_cast<int32_t*>(scratch.scores.data());
   for (int key = 0; key < p.keys; key += kKeysPerTile)
@@ -283,33 +285,52 @@ void row_block(const PackedHead& p, int first, int rows, float* out, Scratch& sc
   for (int r = 0; r < rows; ++r)
     for (int c = 0; c < kD; c += 16) {
       const __m512 scale = _mm512_mul_ps(_mm512_loadu_ps(p.v_scale.data() + c), _mm512_set1_ps(normaliser[r]));
-      _mm512_storeu_ps(out + size_t(first + r) * kD + c,
+      _mm512_storeu_ps(out + (first + r) * out_stride + c,
                        _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_load_si512(out_sums + r * kD + c)), scale));
     }
 }
 
 }  // namespace
 
-void int8_attention(const float* q, const float* k, const float* v, float* out, int heads, int tokens, float scale,
+HeadLayout heads_first_layout(int heads, int tokens) {
+  return {std::ptrdiff_t(heads) * tokens * kD, std::ptrdiff_t(tokens) * kD, kD};
+}
+
+HeadLayout tokens_first_layout(int heads, int tokens) {
+  return {std::ptrdiff_t(tokens) * heads * kD, kD, std::ptrdiff_t(heads) * kD};
+}
+
+HeadLayout packed_qkv_layout(int heads, int tokens) {
+  return {std::ptrdiff_t(tokens) * 3 * heads * kD, kD, std::ptrdiff_t(3) * heads * kD};
+}
+
+void int8_attention(const float* q, const float* k, const float* v, const HeadLayout& in, float* out,
+                    const HeadLayout& out_layout, int batches, int heads, int tokens, float scale,
                     const ParallelFor& parallel_for) {
-  if (heads < 1 || tokens < 1) throw std::invalid_argument("int8_attention: no heads or no tokens");
-  std::vector<PackedHead> packed(heads);
-  const size_t head_size = size_t(tokens) * kD;
-  parallel_for(heads, [&](int h) {
-    pack_head(q + h * head_size, k + h * head_size, v + h * head_size, tokens, scale, packed[h]);
+  if (batches < 1 || heads < 1 || tokens < 1) throw std::invalid_argument("int8_attention: no heads or no tokens");
+  const int all_heads = batches * heads;
+  auto start = [heads](const HeadLayout& layout, int index) {
+    return (index / heads) * layout.batch + (index % heads) * layout.head;
+  };
+  std::vector<PackedHead> packed(all_heads);
+  parallel_for(all_heads, [&](int index) {
+    const std::ptrdiff_t offset = start(in, index);
+    pack_head(q + offset, k + offset, v + offset, in.token, tokens, scale, packed[index]);
   });
   const int blocks = (tokens + kRows - 1) / kRows;
   const int tasks_per_head = (blocks + kBlocksPerTask - 1) / kBlocksPerTask;
-  parallel_for(heads * tasks_per_head, [&](int task) {
+  parallel_for(all_heads * tasks_per_head, [&](int task) {
     thread_local Scratch scratch;
-    const PackedHead& p = packed[task / tasks_per_head];
+    const int index = task / tasks_per_head;
+    const PackedHead& p = packed[index];
     scratch.scores.resize(size_t(kRows) * p.keys);
     scratch.probability.resize(size_t(kRows) * p.groups4 * 4);
     const int first_block = (task % tasks_per_head) * kBlocksPerTask;
     const int last_block = std::min(blocks, first_block + kBlocksPerTask);
     for (int block = first_block; block < last_block; ++block) {
       const int first = block * kRows;
-      row_block(p, first, std::min(kRows, tokens - first), out + (task / tasks_per_head) * head_size, scratch);
+      row_block(p, first, std::min(kRows, tokens - first), out + start(out_layout, index), out_layout.token,
+                scratch);
     }
   });
 }

@@ -1,9 +1,12 @@
 // OpenVINO extension: the op maefuse::Int8Attention, softmax(scale Q K^T) V with both products in int8
 // (int8_attention.hpp). maefuse_deploy/backends/openvino_attention.py builds this library, loads it into the Core
-// and puts the op in place of the ScaledDotProductAttention ops it fits; the CPU plugin runs it through evaluate()
+// and puts the op in place of the softmax attentions it computes exactly; the CPU plugin runs it through evaluate()
 // inside its own TBB arena, so the kernel's tasks share the plugin's threads instead of competing with them (a
 // first version on its own std::threads ran 0.6 s slower a pair than the stock op).
 #include <tbb/parallel_for.h>
+
+#include <string>
+#include <utility>
 
 #include <openvino/core/extension.hpp>
 #include <openvino/core/op_extension.hpp>
@@ -13,43 +16,68 @@
 
 namespace maefuse {
 
+// Layouts (the `layout` and `output` attributes), why two: OpenVINO's own attention reads Q, K and V through the
+// graph's head transposes without copying them; an op run through evaluate() gets them materialized (0.07 s a
+// maefuse-l640 pair). So the op can read the qkv projection's output itself and write what the output projection
+// reads:
+//   layout "heads_first": inputs Q, K, V, each [..., N, 64] (self-attention: one shape);
+//   layout "packed_qkv":  one input [B, N, 3, H, 64], the qkv projection's output reshaped;
+//   output "heads_first": [..., N, 64] ([B, H, N, 64] from packed qkv);
+//   output "tokens_first": [B, N, H, 64] (rank 4 only).
 class Int8Attention : public ov::op::Op {
  public:
   OPENVINO_OP("Int8Attention", "maefuse");
 
   Int8Attention() = default;
-  Int8Attention(const ov::Output<ov::Node>& q, const ov::Output<ov::Node>& k, const ov::Output<ov::Node>& v,
-                float scale)
-      : Op({q, k, v}), scale_(scale) {
+  Int8Attention(const ov::OutputVector& inputs, float scale, std::string layout, std::string output)
+      : Op(inputs), scale_(scale), layout_(std::move(layout)), output_(std::move(output)) {
     constructor_validate_and_infer_types();
   }
 
-  // Q, K, V: [..., tokens, 64] float32, all three the same shape (self-attention); out: the same.
   void validate_and_infer_types() override {
+    NODE_VALIDATION_CHECK(this, layout_ == "heads_first" || layout_ == "packed_qkv",
+                          "Int8Attention layout is heads_first or packed_qkv, not ", layout_);
+    NODE_VALIDATION_CHECK(this, output_ == "heads_first" || output_ == "tokens_first",
+                          "Int8Attention output is heads_first or tokens_first, not ", output_);
+    const size_t count = layout_ == "packed_qkv" ? 1 : 3;
+    NODE_VALIDATION_CHECK(this, get_input_size() == count, "Int8Attention ", layout_, " takes ", count, " inputs");
     const auto& shape = get_input_partial_shape(0);
-    for (size_t i = 0; i < 3; ++i) {
+    for (size_t i = 0; i < count; ++i) {
       NODE_VALIDATION_CHECK(this, get_input_element_type(i) == ov::element::f32,
                             "Int8Attention takes float32 Q, K and V");
       NODE_VALIDATION_CHECK(this, get_input_partial_shape(i).compatible(shape),
                             "Int8Attention takes Q, K and V of one shape (self-attention)");
     }
-    NODE_VALIDATION_CHECK(this, shape.rank().is_dynamic() || shape.rank().get_length() >= 2,
-                          "Int8Attention takes [..., tokens, 64] inputs");
-    if (shape.rank().is_static()) {
-      const auto& width = shape[shape.rank().get_length() - 1];
-      NODE_VALIDATION_CHECK(this, width.is_dynamic() || width.get_length() == kInt8AttentionHeadDim,
-                            "Int8Attention takes heads 64 wide");
+    if (shape.rank().is_dynamic()) {
+      set_output_type(0, ov::element::f32, ov::PartialShape::dynamic());
+      return;
     }
-    set_output_type(0, ov::element::f32, shape);
+    const int64_t rank = shape.rank().get_length();
+    NODE_VALIDATION_CHECK(this, shape[rank - 1].is_dynamic() || shape[rank - 1].get_length() == kInt8AttentionHeadDim,
+                          "Int8Attention takes heads 64 wide");
+    ov::PartialShape out = shape;
+    if (layout_ == "packed_qkv") {
+      NODE_VALIDATION_CHECK(this, rank == 5 && shape[2].compatible(3), "Int8Attention packed_qkv takes [B, N, 3, H, 64]");
+      out = output_ == "tokens_first" ? ov::PartialShape{shape[0], shape[1], shape[3], shape[4]}
+                                      : ov::PartialShape{shape[0], shape[3], shape[1], shape[4]};
+    } else {
+      NODE_VALIDATION_CHECK(this, rank >= 2, "Int8Attention takes [..., tokens, 64] inputs");
+      NODE_VALIDATION_CHECK(this, output_ == "heads_first" || rank == 4,
+                            "Int8Attention gives tokens_first from [B, H, N, 64] inputs only");
+      if (output_ == "tokens_first") out = ov::PartialShape{shape[0], shape[2], shape[1], shape[3]};
+    }
+    set_output_type(0, ov::element::f32, out);
   }
 
   std::shared_ptr<ov::Node> clone_with_new_inputs(const ov::OutputVector& inputs) const override {
     check_new_args_count(this, inputs);
-    return std::make_shared<Int8Attention>(inputs.at(0), inputs.at(1), inputs.at(2), scale_);
+    return std::make_shared<Int8Attention>(inputs, scale_, layout_, output_);
   }
 
   bool visit_attributes(ov::AttributeVisitor& visitor) override {
     visitor.on_attribute("scale", scale_);
+    visitor.on_attribute("layout", layout_);
+    visitor.on_attribute("output", output_);
     return true;
   }
 
@@ -61,11 +89,31 @@ class Int8Attention : public ov::op::Op {
                      "(delete the maefuse-deploy cache entry)");
     }
     const ov::Shape shape = inputs[0].get_shape();
-    outputs[0].set_shape(shape);
-    const size_t tokens = shape[shape.size() - 2];
-    const size_t heads = inputs[0].get_size() / (tokens * kInt8AttentionHeadDim);
-    int8_attention(inputs[0].data<const float>(), inputs[1].data<const float>(), inputs[2].data<const float>(),
-                   outputs[0].data<float>(), static_cast<int>(heads), static_cast<int>(tokens), scale_,
+    const size_t rank = shape.size();
+    size_t batches = 1, heads = 0, tokens = 0;
+    if (layout_ == "packed_qkv") {
+      batches = shape[0], tokens = shape[1], heads = shape[3];
+    } else if (rank == 4) {
+      batches = shape[0], heads = shape[1], tokens = shape[2];
+    } else {
+      tokens = shape[rank - 2], heads = inputs[0].get_size() / (tokens * kInt8AttentionHeadDim);
+    }
+    const size_t d = kInt8AttentionHeadDim;
+    ov::Shape out_shape = shape;
+    if (layout_ == "packed_qkv" || output_ == "tokens_first") {
+      out_shape = output_ == "tokens_first" ? ov::Shape{batches, tokens, heads, d} : ov::Shape{batches, heads, tokens, d};
+    }
+    outputs[0].set_shape(out_shape);
+    const int h = static_cast<int>(heads), n = static_cast<int>(tokens);
+    const float* q = inputs[0].data<const float>();
+    const float *k = q + heads * d, *v = q + 2 * heads * d;
+    HeadLayout in = packed_qkv_layout(h, n);
+    if (layout_ == "heads_first") {
+      k = inputs[1].data<const float>(), v = inputs[2].data<const float>();
+      in = heads_first_layout(h, n);
+    }
+    const HeadLayout out = output_ == "tokens_first" ? tokens_first_layout(h, n) : heads_first_layout(h, n);
+    int8_attention(q, k, v, in, outputs[0].data<float>(), out, static_cast<int>(batches), h, n, scale_,
                    [](int count, const std::function<void(int)>& body) {
                      tbb::parallel_for(0, count, [&](int index) { body(index); });
                    });
@@ -74,6 +122,8 @@ class Int8Attention : public ov::op::Op {
 
  private:
   float scale_ = 1.f;
+  std::string layout_ = "heads_first";
+  std::string output_ = "heads_first";
 };
 
 }  // namespace maefuse
