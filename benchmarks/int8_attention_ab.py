@@ -4,7 +4,9 @@ The model is converted and quantized once by the openvino-weights backend with t
 entry is OpenVINO's own attention); a copy of that graph gets the kernel in place of every attention it computes.
 Both are compiled with the backend's settings and timed alternately in one process (so the VM's minute moves both
 alike), on real MSRS pairs resized to the model size, and compared with each other and with torch float32 (fused
-image PSNR, the benchmark's accuracy measure). With --profile, OpenVINO's PERF_COUNT says where the time goes.
+image PSNR, the benchmark's accuracy measure). With --profile, OpenVINO's PERF_COUNT says where the time goes. With
+--copies a third graph has the kernel reading Q, K and V from transposed copies and writing heads first
+(``use_int8_attention(..., in_place=False)``), to measure what reading the qkv projection in place saves.
 
     python benchmarks/int8_attention_ab.py --model random:maefuse-l640 --size 640x640 --precision int8
     ONEDNN_MAX_CPU_ISA=AVX512_CORE_VNNI python benchmarks/int8_attention_ab.py ...   # a CPU without BF16
@@ -45,7 +47,9 @@ def main() -> int:
     parser.add_argument("--pairs", type=int, default=3, help="MSRS pairs checked (the first is timed)")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds of --runs timed calls each")
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--profile", action="store_true", help="PERF_COUNT: time per node kind, both graphs")
+    parser.add_argument("--profile", action="store_true", help="PERF_COUNT: time per node kind, every graph")
+    parser.add_argument("--copies", action="store_true",
+                        help="a third graph: the kernel on transposed copies of Q, K, V (in_place=False)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     width, height = (int(x) for x in args.size.lower().split("x"))
@@ -65,13 +69,15 @@ def main() -> int:
             return 1
         core = ov.Core()
         core.add_extension(str(kernel.library))
-        stock = core.read_model(str(xml))
-        fast = core.read_model(str(xml))
-        replaced, total = use_int8_attention(fast, kernel.library)
+        models = {"stock": core.read_model(str(xml)), "kernel": core.read_model(str(xml))}
+        replaced, total = use_int8_attention(models["kernel"], kernel.library)
         print(f"kernel on {replaced} of {total} attention ops", flush=True)
+        if args.copies:
+            models["kernel-copies"] = core.read_model(str(xml))
+            use_int8_attention(models["kernel-copies"], kernel.library, in_place=False)
         config = compile_config(args.precision)
-        requests = {"stock": core.compile_model(stock, "CPU", config).create_infer_request(),
-                    "kernel": core.compile_model(fast, "CPU", config).create_infer_request()}
+        requests = {name: core.compile_model(model, "CPU", config).create_infer_request()
+                    for name, model in models.items()}
 
     feeds, references = [], []
     for sample in load_pairs(DATA / "MSRS6", args.pairs):
@@ -88,8 +94,10 @@ def main() -> int:
                 for name, outs in outputs.items()}
     between = [round(psnr(_grey8(a), _grey8(b)), 2)
                for a, b in zip(outputs["kernel"], outputs["stock"], strict=True)]
-    print(f"fused PSNR vs torch float32: stock {accuracy['stock']} dB, kernel {accuracy['kernel']} dB; "
-          f"kernel vs stock {between} dB")
+    print(f"fused PSNR vs torch float32: {accuracy} dB; kernel vs stock {between} dB")
+    if args.copies:
+        same = all(np.array_equal(a, b) for a, b in zip(outputs["kernel"], outputs["kernel-copies"], strict=True))
+        print(f"kernel in place vs on copies: {'bit-identical' if same else 'DIFFERENT'}")
 
     times: dict[str, list[float]] = {name: [] for name in requests}
     for _ in range(args.rounds):
@@ -105,7 +113,7 @@ def main() -> int:
 
     profile = {}
     if args.profile:
-        for name, model in (("stock", stock), ("kernel", fast)):
+        for name, model in models.items():
             request = core.compile_model(model, "CPU", {**config, "PERF_COUNT": True}).create_infer_request()
             request.infer(feeds[0])
             request.infer(feeds[0])

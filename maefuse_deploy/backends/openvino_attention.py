@@ -346,12 +346,12 @@ def attention_sites(model: Any) -> list[tuple[Any, list[Any] | None, float]]:
     return sites
 
 
-def use_int8_attention(model: Any, library: Path) -> tuple[int, int]:
+def use_int8_attention(model: Any, library: Path, *, in_place: bool = True) -> tuple[int, int]:
     """Puts ``maefuse::Int8Attention`` in place of each softmax attention of ``model`` that it computes exactly
     (:func:`attention_sites`); returns (replaced, softmax attentions in all). Where Q, K and V are the qkv
     projection's output split into heads, the op reads that output as it is, and where the attention's output is
     only transposed back to tokens first, the op writes it so: the transposes, which OpenVINO's own attention
-    absorbs, then do not run as copies."""
+    absorbs, then do not run as copies. ``in_place=False`` keeps them (the A/B in benchmarks/int8_attention_ab.py)."""
     from openvino.utils.node_factory import NodeFactory
 
     factory = NodeFactory()
@@ -361,10 +361,10 @@ def use_int8_attention(model: Any, library: Path) -> tuple[int, int]:
     for site, inputs, scale in sites:
         if inputs is None:
             continue
-        packed = _packed_qkv(inputs)
+        packed = _packed_qkv(inputs) if in_place else None
         arguments, layout = (inputs, "heads_first") if packed is None else ([packed[0]], "packed_qkv")
         scale *= 1.0 if packed is None else packed[1]
-        merge = _merging_transpose(site) if len(site.get_output_partial_shape(0)) == 4 else None
+        merge = _merging_transpose(site) if in_place and len(site.get_output_partial_shape(0)) == 4 else None
         node = factory.create(OP_TYPE, arguments, {"scale": scale, "layout": layout,
                                                    "output": "heads_first" if merge is None else "tokens_first"})
         node.set_friendly_name(site.get_friendly_name())
