@@ -29,6 +29,7 @@ from maefuse_deploy.backends.openvino_attention import (  # noqa: E402
     SWITCH_ENV,
     attention_kernel,
     cpu_why_not,
+    int8_attention_note,
     use_int8_attention,
     why_not,
 )
@@ -156,6 +157,10 @@ def test_only_the_attention_it_computes_is_replaced(switched_on):
     cross = sdpa_model((1, 2, 16, 64), q_shape=(1, 2, 8, 64))
     for model in (narrow, masked, cross):
         assert use_int8_attention(model, kernel.library) == (0, 1)
+    # A graph without softmax attention (maefuse-rt-linear's linear block attention) says so, not "0 of 0".
+    x = ops.parameter([1, 16, 64], np.float32)
+    linear = ov.Model([ops.matmul(x, ops.constant(np.ones((64, 64), np.float32)), False, False)], [x])
+    assert int8_attention_note(kernel, linear) == "int8 attention kernel unused: no softmax attention"
 
 
 def test_switched_off_it_says_why_and_builds_nothing(monkeypatch, tmp_path):

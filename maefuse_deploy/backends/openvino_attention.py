@@ -381,4 +381,6 @@ def int8_attention_note(kernel: AttentionKernel, model: Any) -> str:
     if kernel.library is None:
         return f"int8 attention kernel off: {kernel.why_not}"
     replaced, total = use_int8_attention(model, kernel.library)
+    if not total:  # linear block attention (maefuse-rt-linear): no softmax to take
+        return "int8 attention kernel unused: no softmax attention"
     return f"int8 attention kernel on {replaced} of {total} attention ops"
