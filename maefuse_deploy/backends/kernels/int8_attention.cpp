@@ -8,7 +8,7 @@
 // Layout of one head (tokens N, head width D = 64):
 //   Q   -> qu [Nq][64] uint8 (q / scale_q + 128), scale_q per token (times the softmax scale); Nq = N rounded up to
 //          kRows (padding rows are 128 = zero)
-//   K   -> kp [Nk/16][16 groups of 4 channels][16 tokens][4] int8, scale_k and 128 x row sum per token; Nk = N
+//   K   -> kp [Nk/16][16 groups of 4 channels][16 tokens][4] int8, scale_k and -128 x row sum per token; Nk = N
 //          rounded up to 64 (padding tokens are zero and masked out of the softmax)
 //   V   -> vp [N4/4][64 channels][4 tokens] int8, scale_v per channel; N4 = N rounded up to 4
 // Each task takes kRows query rows at a time: scores for all keys (int32), softmax into uint8 P rows, then P V.
@@ -56,7 +56,7 @@ struct PackedHead {
   std::vector<uint8_t> q;
   std::vector<float> q_scale;
   std::vector<int8_t> k;
-  std::vector<int32_t> k_compensation;
+  std::vector<int32_t> k_offset;  // -128 x the key's int8 row sum: what Q's +128 offset adds to its scores
   std::vector<float> k_scale;
   std::vector<int8_t> v;
   std::vector<float> v_scale;
@@ -84,7 +84,7 @@ void pack_head(const float* q, const float* k, const float* v, std::ptrdiff_t to
   p.q.assign(size_t(query_rows) * kD, 128);
   p.q_scale.assign(query_rows, 0.f);
   p.k.assign(size_t(p.keys) * kD, 0);
-  p.k_compensation.assign(p.keys, 0);
+  p.k_offset.assign(p.keys, 0);
   p.k_scale.assign(p.keys, 0.f);
   p.v.assign(size_t(p.groups4) * 4 * kD, 0);
   p.v_scale.assign(kD, 1.f);
@@ -107,7 +107,7 @@ void pack_head(const float* q, const float* k, const float* v, std::ptrdiff_t to
     round_row(row, _mm512_set1_ps(1.f / step), rounded);
     const __m512i sum = _mm512_add_epi32(_mm512_add_epi32(rounded[0], rounded[1]),
                                          _mm512_add_epi32(rounded[2], rounded[3]));
-    p.k_compensation[j] = 128 * _mm512_reduce_add_epi32(sum);  // what Q's +128 offset adds to every score
+    p.k_offset[j] = -128 * _mm512_reduce_add_epi32(sum);
     for (int c = 0; c < 4; ++c)
       _mm_store_si128(reinterpret_cast<__m128i*>(key + 16 * c), _mm512_cvtsepi32_epi8(rounded[c]));
     const int32_t* key_words = reinterpret_cast<const int32_t*>(key);
@@ -150,11 +150,11 @@ void pack_head(const float* q, const float* k, const float* v, std::ptrdiff_t to
   MF_DOT(a##r##1, b, x1);              \
   MF_DOT(a##r##2, b, x2);              \
   MF_DOT(a##r##3, b, x3)
-#define MF_ACCUMULATORS                                                                                       \
-  const __m512i z = _mm512_setzero_si512();                                                                   \
-  __m512i a00 = z, a01 = z, a02 = z, a03 = z, a10 = z, a11 = z, a12 = z, a13 = z, a20 = z, a21 = z, a22 = z, \
-          a23 = z, a30 = z, a31 = z, a32 = z, a33 = z, a40 = z, a41 = z, a42 = z, a43 = z, a50 = z, a51 = z,  \
-          a52 = z, a53 = z
+// Every row's four accumulators start from z0..z3 (each 16 output columns).
+#define MF_ACCUMULATORS(z0, z1, z2, z3)                                                                         \
+  __m512i a00 = z0, a01 = z1, a02 = z2, a03 = z3, a10 = z0, a11 = z1, a12 = z2, a13 = z3, a20 = z0, a21 = z1, \
+          a22 = z2, a23 = z3, a30 = z0, a31 = z1, a32 = z2, a33 = z3, a40 = z0, a41 = z1, a42 = z2, a43 = z3,  \
+          a50 = z0, a51 = z1, a52 = z2, a53 = z3
 #define MF_STORE_ROW(r, base, stride)                                    \
   _mm512_storeu_si512((base) + size_t(r) * (stride) + 0, a##r##0);     \
   _mm512_storeu_si512((base) + size_t(r) * (stride) + 16, a##r##1);    \
@@ -170,12 +170,14 @@ void pack_head(const float* q, const float* k, const float* v, std::ptrdiff_t to
   MF_STORE_ROW(5, base, stride)
 
 // Scores of kRows query rows (uint8, row stride q_stride = kD) against 64 keys (4 packed tiles of `groups` = kGroups
-// 4-byte groups each): int32 sums into scores[r][0..63] (row stride `stride`). The widths come in as arguments and
+// 4-byte groups each): int32 sums, started from the keys' `offsets` (minus what Q's +128 adds), into
+// scores[r][0..63] (row stride `stride`). The widths come in as arguments and
 // the function is kept out of inlining and constant propagation: with them constant, GCC 12 scheduled the loop so
 // that it spilled accumulators to the stack (15.6 against 11.9 ms for 16 heads of 1600 tokens).
 __attribute__((noipa)) void scores_tile(const uint8_t* q, int q_stride, const int8_t* k_tiles, int groups,
-                                        int32_t* scores, int stride) {
-  MF_ACCUMULATORS;
+                                        const int32_t* offsets, int32_t* scores, int stride) {
+  MF_ACCUMULATORS(_mm512_loadu_si512(offsets), _mm512_loadu_si512(offsets + 16), _mm512_loadu_si512(offsets + 32),
+                  _mm512_loadu_si512(offsets + 48));
   const size_t tile = size_t(groups) * 64;
   for (int g = 0; g < groups; ++g) {
     const int8_t* kg = k_tiles + g * 64;
@@ -201,7 +203,8 @@ __attribute__((noipa)) void scores_tile(const uint8_t* q, int q_stride, const in
 // P V for kRows uint8 probability rows (row stride `stride`, 4 x groups4 keys) and 64 channels: int32 sums into
 // sums[r][0..63].
 inline void values_tile(const uint8_t* p, int stride, const int8_t* v, int groups4, int32_t* sums) {
-  MF_ACCUMULATORS;
+  const __m512i z = _mm512_setzero_si512();
+  MF_ACCUMULATORS(z, z, z, z);
   const uint8_t *p0 = p, *p1 = p0 + stride, *p2 = p1 + stride, *p3 = p2 + stride, *p4 = p3 + stride,
                 *p5 = p4 + stride;
   for (int group = 0; group < groups4; ++group) {
@@ -242,7 +245,8 @@ void row_block(const PackedHead& p, int first, int rows, float* out, std::ptrdif
   const int stride = p.keys, p_stride = p.groups4 * 4;
   int32_t* sums = reinterpret_cast<int32_t*>(scratch.scores.data());
   for (int key = 0; key < p.keys; key += kKeysPerTile)
-    scores_tile(p.q.data() + size_t(first) * kD, kD, p.k.data() + size_t(key) * kD, kGroups, sums + key, stride);
+    scores_tile(p.q.data() + size_t(first) * kD, kD, p.k.data() + size_t(key) * kD, kGroups,
+                p.k_offset.data() + key, sums + key, stride);
   float normaliser[kRows];
   for (int r = 0; r < kRows; ++r) {
     uint8_t* probability = scratch.probability.data() + size_t(r) * p_stride;
@@ -255,8 +259,7 @@ void row_block(const PackedHead& p, int first, int rows, float* out, std::ptrdif
     const __m512 q_scale = _mm512_set1_ps(p.q_scale[first + r] * kLog2e);  // scores in base 2
     __m512 maximum = _mm512_set1_ps(-INFINITY);
     for (int j = 0; j < p.keys; j += 16) {
-      __m512 s = _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_loadu_si512(row_sums + j),
-                                                     _mm512_loadu_si512(p.k_compensation.data() + j)));
+      __m512 s = _mm512_cvtepi32_ps(_mm512_loadu_si512(row_sums + j));
       s = _mm512_mul_ps(_mm512_mul_ps(s, _mm512_loadu_ps(p.k_scale.data() + j)), q_scale);
       if (j + 16 > p.tokens) {  // padding keys take no weight
         const int valid = std::max(p.tokens - j, 0);
