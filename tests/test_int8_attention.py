@@ -1,7 +1,9 @@
 """The int8 attention kernel as the OpenVINO backend uses it (backends/openvino_attention.py): the extension built
 here with the machine's compiler, run by OpenVINO's CPU plugin, against attention in float64; only the attention
-ops it computes exactly are replaced; openvino-weights' int8 graphs use it, keep the fused image, and read it back
-from the cache; where it is off the backend says why and keeps OpenVINO's own attention.
+ops it computes exactly are replaced; where Q, K and V come from the qkv projection (the PyTorch and ONNX frontends'
+patterns) the op reads it in place and gives the same numbers to the bit as on transposed copies; openvino-weights'
+int8 graphs use it, keep the fused image, and read it back from the cache; where it is off (the switch, the CPU, AMX
+unless switched on) the backend says why and keeps OpenVINO's own attention.
 
 Tolerances: the kernel quantizes Q and K per token, each probability row by its maximum and V per channel to 8 bits,
 so an output is within a few V steps (max|V| / 127) of float: max error <= 6 % and mean <= 0.4 % of max|V| on
