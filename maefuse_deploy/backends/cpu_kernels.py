@@ -13,10 +13,9 @@ import os
 from pathlib import Path
 
 ISA_CAP_VARIABLES = ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA")
-# The caps that leave out AVX-512 BF16 and AMX (oneDNN's names, case-insensitive).
-ISA_CAPS_WITHOUT_BF16 = frozenset({"SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE",
-                                   "AVX512_CORE_VNNI"})
-# The caps that leave out AMX but not necessarily BF16 (oneDNN's names, case-insensitive).
+# The caps that leave out AVX-512 VNNI (oneDNN's names, case-insensitive); then BF16, then AMX as well.
+ISA_CAPS_WITHOUT_VNNI = frozenset({"SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE"})
+ISA_CAPS_WITHOUT_BF16 = ISA_CAPS_WITHOUT_VNNI | {"AVX512_CORE_VNNI"}
 ISA_CAPS_WITHOUT_AMX = ISA_CAPS_WITHOUT_BF16 | {"AVX512_CORE_BF16", "AVX512_CORE_FP16", "AVX10_1_512"}
 
 
@@ -37,10 +36,17 @@ def isa_caps() -> dict[str, str]:
     return {name: os.environ[name] for name in ISA_CAP_VARIABLES if os.environ.get(name)}
 
 
+def cap_leaving_out(excluded: frozenset[str], caps: dict[str, str] | None = None) -> str:
+    """The first of ``caps`` (default: this process's, :func:`isa_caps`) that is one of ``excluded``, as
+    ``VARIABLE=value``, or '' when none is: one rule for every check of what a cap leaves out."""
+    for name, cap in (isa_caps() if caps is None else caps).items():
+        if cap.upper() in excluded:
+            return f"{name}={cap}"
+    return ""
+
+
 def bf16_cap() -> str:
     """Why the kernels have no bf16 units although the CPU may (a cap that leaves them out), or '' when no cap
     does."""
-    for name, cap in isa_caps().items():
-        if cap.upper() in ISA_CAPS_WITHOUT_BF16:
-            return f"{name}={cap} leaves the kernels no bf16 units"
-    return ""
+    capped = cap_leaving_out(ISA_CAPS_WITHOUT_BF16)
+    return f"{capped} leaves the kernels no bf16 units" if capped else ""

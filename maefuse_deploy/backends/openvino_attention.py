@@ -31,7 +31,7 @@ import numpy as np
 
 from ..errors import InputError
 from .cache import CacheKey, ModelCache
-from .cpu_kernels import ISA_CAPS_WITHOUT_AMX, cpu_flag_set, isa_caps
+from .cpu_kernels import ISA_CAPS_WITHOUT_AMX, ISA_CAPS_WITHOUT_VNNI, cap_leaving_out, cpu_flag_set, isa_caps
 
 KERNEL_DIR = Path(__file__).parent / "kernels"
 SOURCES = ("int8_attention.cpp", "openvino_extension.cpp")
@@ -44,8 +44,6 @@ CXX_FLAGS = ("-O3", "-std=c++17", "-shared", "-fPIC", "-mavx512f", "-mavx512bw",
 SWITCH_ENV = "MAEFUSE_INT8_ATTENTION"
 # /proc/cpuinfo's names for what CXX_FLAGS let the compiler use.
 CPU_FLAGS = ("avx512f", "avx512bw", "avx512dq", "avx512vl", "avx512_vnni")
-# oneDNN caps that leave VNNI out: a process run under one (emulating an older CPU) should not get it here either.
-ISA_CAPS_WITHOUT_VNNI = frozenset({"SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE"})
 
 
 @dataclass(frozen=True)
@@ -76,12 +74,10 @@ def why_not(flags: frozenset[str] | None, caps: dict[str, str], switch: str) -> 
     missing = [flag for flag in CPU_FLAGS if flag not in flags]
     if missing:
         return f"the CPU has no {', '.join(missing)}"
-    upper = {name: cap.upper() for name, cap in caps.items()}
-    for name, cap in upper.items():
-        if cap in ISA_CAPS_WITHOUT_VNNI:
-            return f"{name}={caps[name]} leaves VNNI out"
-    amx_capped = any(cap in ISA_CAPS_WITHOUT_AMX for cap in upper.values())
-    if choice == "auto" and "amx_tile" in flags and not amx_capped:
+    capped = cap_leaving_out(ISA_CAPS_WITHOUT_VNNI, caps)
+    if capped:  # a process run under it (emulating an older CPU) should not get the kernel either
+        return f"{capped} leaves VNNI out"
+    if choice == "auto" and "amx_tile" in flags and not cap_leaving_out(ISA_CAPS_WITHOUT_AMX, caps):
         return (f"the CPU has AMX, which OpenVINO's own attention uses (the kernel is AVX-512 VNNI; "
                 f"{SWITCH_ENV}=on to use it anyway)")
     return ""
