@@ -55,18 +55,14 @@ class Int8Attention : public ov::op::Op {
     const int64_t rank = shape.rank().get_length();
     NODE_VALIDATION_CHECK(this, shape[rank - 1].is_dynamic() || shape[rank - 1].get_length() == kInt8AttentionHeadDim,
                           "Int8Attention takes heads 64 wide");
-    ov::PartialShape out = shape;
     if (layout_ == "packed_qkv") {
       NODE_VALIDATION_CHECK(this, rank == 5 && shape[2].compatible(3), "Int8Attention packed_qkv takes [B, N, 3, H, 64]");
-      out = output_ == "tokens_first" ? ov::PartialShape{shape[0], shape[1], shape[3], shape[4]}
-                                      : ov::PartialShape{shape[0], shape[3], shape[1], shape[4]};
     } else {
       NODE_VALIDATION_CHECK(this, rank >= 2, "Int8Attention takes [..., tokens, 64] inputs");
       NODE_VALIDATION_CHECK(this, output_ == "heads_first" || rank == 4,
                             "Int8Attention gives tokens_first from [B, H, N, 64] inputs only");
-      if (output_ == "tokens_first") out = ov::PartialShape{shape[0], shape[2], shape[1], shape[3]};
     }
-    set_output_type(0, ov::element::f32, out);
+    set_output_type(0, ov::element::f32, output_shape(shape));
   }
 
   std::shared_ptr<ov::Node> clone_with_new_inputs(const ov::OutputVector& inputs) const override {
@@ -99,11 +95,7 @@ class Int8Attention : public ov::op::Op {
       tokens = shape[rank - 2], heads = inputs[0].get_size() / (tokens * kInt8AttentionHeadDim);
     }
     const size_t d = kInt8AttentionHeadDim;
-    ov::Shape out_shape = shape;
-    if (layout_ == "packed_qkv" || output_ == "tokens_first") {
-      out_shape = output_ == "tokens_first" ? ov::Shape{batches, tokens, heads, d} : ov::Shape{batches, heads, tokens, d};
-    }
-    outputs[0].set_shape(out_shape);
+    outputs[0].set_shape(output_shape(shape));
     const int h = static_cast<int>(heads), n = static_cast<int>(tokens);
     const float* q = inputs[0].data<const float>();
     const float *k = q + heads * d, *v = q + 2 * heads * d;
@@ -121,6 +113,16 @@ class Int8Attention : public ov::op::Op {
   }
 
  private:
+  // The output's shape from Q's (or the packed qkv's): one rule for validation (partial shapes) and evaluate()
+  // (static ones). Its rank and sizes are checked in validate_and_infer_types.
+  template <class Shape>
+  Shape output_shape(const Shape& in) const {
+    if (layout_ == "packed_qkv") {  // [B, N, 3, H, 64]
+      return output_ == "tokens_first" ? Shape{in[0], in[1], in[3], in[4]} : Shape{in[0], in[3], in[1], in[4]};
+    }
+    return output_ == "tokens_first" ? Shape{in[0], in[2], in[1], in[3]} : in;  // [..., H, N, 64]
+  }
+
   float scale_ = 1.f;
   std::string layout_ = "heads_first";
   std::string output_ = "heads_first";
