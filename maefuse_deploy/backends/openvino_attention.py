@@ -190,6 +190,12 @@ def _constant(value: Any) -> np.ndarray | None:
     return node.get_data() if node.get_type_name() == "Constant" else None
 
 
+def _permutation(node: Any) -> list[int] | None:
+    """The order a Transpose with a constant order applies, or None for any other node."""
+    order = _constant(node.input_value(1)) if node.get_type_name() == "Transpose" else None
+    return None if order is None else [int(axis) for axis in order.ravel()]
+
+
 def _ones(value: Any) -> bool:
     """Whether ``value`` is all ones: a constant, or a Broadcast of one (the ONNX frontend's Slice steps)."""
     node = value.get_node()
@@ -250,13 +256,11 @@ def _qkv_head(value: Any) -> _Head | None:
     else:
         return None
     transpose = node.input_value(0).get_node()
-    if transpose.get_type_name() != "Transpose":
+    if _permutation(transpose) != [2, 0, 3, 1, 4]:
         return None
-    perm = _constant(transpose.input_value(1))
     source = transpose.input_value(0)
     shape = source.get_partial_shape()
-    if (perm is None or perm.ravel().tolist() != [2, 0, 3, 1, 4] or shape.is_dynamic
-            or shape[2].get_length() != 3):
+    if shape.is_dynamic or shape[2].get_length() != 3:
         return None
     return _Head(source, index, factor)
 
@@ -280,10 +284,9 @@ def _merging_transpose(site: Any) -> Any | None:
     """The Transpose(0, 2, 1, 3) that alone reads the attention's [B, H, N, 64] output, turning it tokens first
     for the output projection: the kernel then writes [B, N, H, 64] itself."""
     consumers = [target.get_node() for target in site.output(0).get_target_inputs()]
-    if len(consumers) != 1 or consumers[0].get_type_name() != "Transpose":
+    if len(consumers) != 1 or _permutation(consumers[0]) != [0, 2, 1, 3]:
         return None
-    perm = _constant(consumers[0].input_value(1))
-    return consumers[0] if perm is not None and perm.ravel().tolist() == [0, 2, 1, 3] else None
+    return consumers[0]
 
 
 def _matmul_attention_inputs(softmax: Any) -> tuple[list[Any], float, Any] | None:
@@ -303,14 +306,10 @@ def _matmul_attention_inputs(softmax: Any) -> tuple[list[Any], float, Any] | Non
         return None
     key = scores.input_value(1)
     if not scores.get_attributes()["transpose_b"]:
-        node = key.get_node()
         last = rank.get_length() - 1
-        perm = (list(node.input_value(1).get_node().get_data())
-                if node.get_type_name() == "Transpose"
-                and node.input_value(1).get_node().get_type_name() == "Constant" else None)
-        if perm != [*range(last - 1), last, last - 1]:
+        if _permutation(key.get_node()) != [*range(last - 1), last, last - 1]:
             return None
-        key = node.input_value(0)
+        key = key.get_node().input_value(0)
     return ([_before_fake_quantize(scores.input_value(0)), _before_fake_quantize(key), product.input_value(1)],
             1.0, product)
 
