@@ -1,7 +1,8 @@
 """The real-time model's quality next to maefuse-tiny, mean and max fusion (issue 24 item 1), for
 benchmarks/training.md: Qabf, SCD, VIF, SSIM, Nabf and NLPD (default convention), mean over RoadScene test50 (held
 out of every training run) and the six MSRS pairs shipped in ../shared/data/ivif/MSRS6 (the MSRS test split is not
-available here), with a side-by-side picture (IR | VIS | maefuse-tiny | the model) of a few pairs of each.
+available here), and any further folders given with --set (TNO: `benchmarks/get_tno.sh`), with a side-by-side
+picture (IR | VIS | maefuse-tiny | the model) of two pairs of each.
 
 Both models fuse with the full runtime in torch float32 at the input's own size (their ``native`` policy): the
 scores are of the models, not of a backend's precision. Under each table, the model minus the baseline pair by
@@ -9,10 +10,9 @@ pair (signed so that + is better) with a 95 % bootstrap interval of the mean: wh
 beyond what the pairs' spread can tell apart.
 
     python benchmarks/realtime_quality.py [--model maefuse-rt] [--baseline maefuse-tiny]
-        [--data-root ../shared/data/ivif] [--out benchmarks]
+        [--data-root ../shared/data/ivif] [--set tno=DIR ...] [--out benchmarks]
 
-Writes OUT/realtime_quality.json and OUT/realtime_quality_roadscene.png, OUT/realtime_quality_msrs.png; prints the
-Markdown table.
+Writes OUT/realtime_quality.json and OUT/realtime_quality_SET.png for each set; prints the Markdown tables.
 """
 
 from __future__ import annotations
@@ -54,6 +54,8 @@ def main() -> None:
     parser.add_argument("--model", default="maefuse-rt")
     parser.add_argument("--baseline", default="maefuse-tiny")
     parser.add_argument("--data-root", type=Path, default=Path("../shared/data/ivif"))
+    parser.add_argument("--set", action="append", default=[], metavar="NAME=DIR", dest="extra_sets",
+                        help="another held-out set: DIR holds ir/ and vi/ (repeatable)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks"))
     args = parser.parse_args()
     roadscene = args.data_root / "RoadScene"
@@ -62,12 +64,19 @@ def main() -> None:
         "roadscene": [pair for pair in find_root_pairs(roadscene) if pair.name in test50],
         "msrs": find_root_pairs(args.data_root / "MSRS6"),
     }
+    for extra in args.extra_sets:
+        name, separator, folder = extra.partition("=")
+        if not separator or not name or name in sets:
+            parser.error(f"--set {extra!r}: give NAME=DIR with a new name (taken: {', '.join(sets)})")
+        sets[name] = find_root_pairs(folder)
     started = time.perf_counter()
     results, comparisons = {}, {}
     for set_name, pairs in sets.items():
         print(f"{set_name}: {len(pairs)} pairs")
+        # A further set pictures its first and last pair by name: fixed before anything is scored.
+        pictured = PICTURED.get(set_name, (pairs[0].name, pairs[-1].name))
         report = split_report({name: name for name in (args.baseline, args.model)}, pairs, METRICS,
-                             pictured=PICTURED[set_name], progress=True)
+                             pictured=pictured, progress=True)
         results[set_name] = report.scores
         comparisons[set_name] = {metric: paired(report.per_pair[args.model], report.per_pair[args.baseline], metric)
                                  for metric in METRICS}
@@ -76,7 +85,8 @@ def main() -> None:
     record = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": describe_machine(),
-        "command": "python benchmarks/realtime_quality.py " + f"--model {args.model} --baseline {args.baseline}",
+        "command": "python benchmarks/realtime_quality.py " + f"--model {args.model} --baseline {args.baseline}"
+                   + "".join(f" --set {extra}" for extra in args.extra_sets),
         "seconds": round(time.perf_counter() - started, 1),
         "convention": "default",
         "pairs": {name: len(pairs) for name, pairs in sets.items()},
