@@ -34,5 +34,5 @@ start=$(date +%s)
 .venv/bin/maefuse-bench --latency --model "${MODEL:-random:maefuse-l640}" \
     --batches 1 --iterations 3 --warmup 0 --pairs 3 --int8-calibration-pairs 4 "${pairs[@]}" \
     --peak-tflops float32=0.197,bfloat16=0.81 \
-    --json "$out/cpu_l640.json" --markdown "$out/cpu_l640.md" --plot "$out/cpu_l640.png"
+    --json "$out/cpu_l640.json" --markdown "$out/cpu_l640.md" --plot "$out/cpu_l640.png" --overwrite
 echo "took $(( $(date +%s) - start )) s; load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"

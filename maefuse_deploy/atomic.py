@@ -130,6 +130,17 @@ def check_writable(target: str | os.PathLike[str], what: str = "output") -> None
         raise InputError(f"cannot write {what} {target}: {parent} is not a folder", fix="choose another path")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise InputError(f"cannot write {what} {target}: {parent} is not writable", fix="choose a writable folder")
+    # os.access answers from the permission bits, which root passes everywhere: a read-only mount or a pseudo
+    # file system (/proc, /sys) would only refuse the file after the work. Creating one of our temporary files
+    # there (and removing it at once) asks the file system itself.
+    try:
+        fd, probe = tempfile.mkstemp(prefix=f"{TEMP_PREFIX}{os.getpid()}-", suffix="-probe", dir=parent)
+    except OSError as exc:
+        raise InputError(f"cannot write {what} {target}: {parent} refuses new files ({exc.strerror or exc})",
+                         fix="choose a writable folder") from exc
+    os.close(fd)
+    with contextlib.suppress(OSError):
+        os.unlink(probe)
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -150,14 +161,21 @@ def check_output(
     """The one output rule of every command that writes a file, applied before any work is done.
 
     Refuses, with one line naming the option and the fix: an output that is one of ``inputs`` (the same path, or
-    the same file through a link), an existing file unless ``overwrite``, a folder, and a path that cannot be
-    created (:func:`check_writable`). ``what`` names the option (``--out``, ``--onnx``, ``-o``).
+    the same file through a link) or lies inside an input folder (``--overwrite`` would let it replace a file the
+    command reads), an existing file unless ``overwrite``, a folder, and a path that cannot be created
+    (:func:`check_writable`). ``what`` names the option (``--out``, ``--onnx``, ``-o``). Inputs that are not paths
+    (model names) match nothing.
     """
     target = Path(target)
-    for source in inputs:
-        if source is not None and _same_file(target, Path(source)):
+    sources = [Path(source) for source in inputs if source is not None]
+    for source in sources:
+        if _same_file(target, source):
             raise InputError(f"{what} {target} is also an input ({source}): writing it would destroy the input",
                              fix=f"choose another {what} path")
+    for source in sources:
+        if source.is_dir() and source.resolve() in target.resolve().parents:
+            raise InputError(f"{what} {target} lies inside the input folder {source}",
+                             fix=f"write {what} outside the folders the command reads")
     check_writable(target, what)
     if (target.exists() or target.is_symlink()) and not overwrite:
         raise InputError(f"{what} {target} already exists",

@@ -212,6 +212,8 @@ def batch_slices(count: int, size: int) -> list[slice]:
 def require_graph_file(path: str | os.PathLike[str]) -> Path:
     """The one check that a graph file is there, with the one message every reader of graphs gives."""
     file = Path(path)
+    if file.is_dir():
+        raise InputError(f"ONNX graph {file} is a folder", fix="name the .onnx file in it")
     if not file.is_file():
         raise InputError(f"ONNX graph not found: {file}", fix="export one with maefuse-export --onnx")
     return file

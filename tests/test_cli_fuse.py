@@ -187,3 +187,25 @@ def test_convert_released_checkpoint_to_safetensors(tmp_path):
     converted, report = load_checkpoint(tmp_path / "out.safetensors")
     assert report.layout == "maefuse" and converted.config.name == "maefuse-micro"
     assert all(torch.equal(converted.state_dict()[k], v) for k, v in model.state_dict().items())
+    # The output rule every writing command shares: nothing replaced unasked, no input destroyed, no renamed file.
+    target = tmp_path / "out.safetensors"
+    written = target.read_bytes()
+    again = CliRunner().invoke(convert_main, [str(source), str(target), "--config", "maefuse-micro"])
+    assert again.exit_code == 1 and "already exists" in again.output and "--overwrite" in again.output
+    assert target.read_bytes() == written
+    onto_itself = CliRunner().invoke(convert_main, [str(target), str(target), "--overwrite"])
+    assert onto_itself.exit_code == 1 and "is also an input" in onto_itself.output
+    assert target.read_bytes() == written
+    renamed = CliRunner().invoke(convert_main, [str(source), str(tmp_path / "out.pth"), "--config", "maefuse-micro"])
+    assert renamed.exit_code == 1 and "name it out.safetensors" in renamed.output
+    folder = tmp_path / "folder.safetensors"
+    folder.mkdir()
+    into_folder = CliRunner().invoke(convert_main, [str(source), str(folder), "--config", "maefuse-micro"])
+    assert into_folder.exit_code == 1 and "is a folder" in into_folder.output
+    from_folder = CliRunner().invoke(convert_main, [str(folder), str(tmp_path / "x.safetensors")])
+    assert from_folder.exit_code == 1 and f"checkpoint {folder} is a folder" in from_folder.output
+    inside_source = CliRunner().invoke(convert_main, [str(folder), str(folder / "x.safetensors")])
+    assert inside_source.exit_code == 1 and "lies inside the input folder" in inside_source.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["final.pth", "folder.safetensors", "out.safetensors"]
+    replaced = CliRunner().invoke(convert_main, [str(source), str(target), "--config", "maefuse-micro", "--overwrite"])
+    assert replaced.exit_code == 0, replaced.output

@@ -75,7 +75,7 @@ def test_cli_input_errors_come_before_availability(monkeypatch, tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("x")
     unwritable = run_cli([str(onnx_path), "-o", str(blocker / "m.engine")])
-    assert unwritable.exit_code == 1 and "not a writable folder" in unwritable.output
+    assert unwritable.exit_code == 1 and "is not a folder" in unwritable.output
     opt = run_cli([str(onnx_path), "-o", str(tmp_path / "m.engine"), "--opt-level", "9"])
     assert opt.exit_code == 1 and "outside 0..5" in opt.output
 

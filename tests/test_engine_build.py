@@ -85,7 +85,7 @@ def test_prepare_build_rejects_unwritable_outputs(tmp_path):
     onnx_path = write_graph(tmp_path / "g.onnx")
     blocker = tmp_path / "a_file"
     blocker.write_text("x")
-    with pytest.raises(InputError, match="not a writable folder"):
+    with pytest.raises(InputError, match="is not a folder"):
         prepare_build(onnx_path, blocker / "g.engine")
     with pytest.raises(InputError, match="is a folder"):
         prepare_build(onnx_path, tmp_path)

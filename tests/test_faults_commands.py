@@ -139,3 +139,72 @@ def test_a_broken_video_is_one_line_without_ffmpeg_log_lines(tmp_path):
     assert result.returncode == 1, result.stderr
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: ") and "cut.mp4" in lines[0], lines
+
+
+# -- the output rule in bench, eval and train (found by a sweep of bad inputs over every command, 2026-12-07) ---------
+
+
+def test_bench_and_eval_reports_never_replace_a_file_or_write_into_their_inputs(frames):
+    from maefuse_deploy.cli.bench import main as bench_main
+    from maefuse_deploy.cli.eval import main as eval_main
+
+    report = frames / "report.json"
+    report.write_text("last week's numbers\n")
+    bench = ["-m", RANDOM, "--latency", "--backends", "torch", "--iterations", "1", "--warmup", "0", "--pairs", "1"]
+    result = invoke(bench_main, [*bench, "--json", str(report)])
+    assert result.exit_code == 1 and error_lines(result) == [
+        f"error: --json {report} already exists (fix: pass --overwrite to replace it, or choose another path)"]
+    inside = invoke(bench_main, [*bench, "--pairs-dir", str(frames), "--markdown", str(frames / "vi" / "r.md"),
+                                 "--overwrite"])
+    assert inside.exit_code == 1 and "lies inside the input folder" in error_lines(inside)[0]
+    fused_image = frames / "vi" / "00537D.png"
+    before = fused_image.read_bytes()
+    scored = ["--ir", str(frames / "ir"), "--vis", str(frames / "vi"), "--fused", str(frames / "vi"), "--metrics", "EN"]
+    onto_input = invoke(eval_main, [*scored, "--csv", str(fused_image), "--overwrite"])
+    assert onto_input.exit_code == 1 and "lies inside the input folder" in error_lines(onto_input)[0]
+    existing = invoke(eval_main, [*scored, "--csv", str(report)])
+    assert existing.exit_code == 1 and "already exists" in error_lines(existing)[0]
+    assert fused_image.read_bytes() == before and report.read_text() == "last week's numbers\n"
+    assert sorted(path.name for path in frames.rglob("*")) == ["00537D.png", "00537D.png", "ir", "report.json", "vi"]
+
+
+@pytest.mark.parametrize("command", ["fuse", "train", "eval", "bench"])
+def test_an_output_folder_that_takes_no_files_is_refused_before_any_work(frames, command):
+    """/proc refuses new files even to root, whom the permission bits (os.access) let through everywhere: the
+    failure used to come after the fusion, or as a traceback from the trainer."""
+    from maefuse_deploy.cli.bench import main as bench_main
+    from maefuse_deploy.cli.eval import main as eval_main
+    from maefuse_deploy.cli.train import main as train_main
+
+    target = Path("/proc/maefuse-no-such-folder/out.png")
+    pairs = ["--ir", str(frames / "ir"), "--vis", str(frames / "vi")]
+    main, args = {
+        "fuse": (fuse_main, [*pairs, "--out", str(target), "-m", RANDOM]),
+        "train": (train_main, ["--stage", "fuse", "--config", "maefuse-micro", "--steps", "1", "--data", str(frames),
+                               "--out", str(target.parent), "--device", "cpu", "--no-progress"]),
+        "eval": (eval_main, [*pairs, "--fused", str(frames / "vi"), "--metrics", "EN", "--csv", str(target)]),
+        "bench": (bench_main, ["-m", RANDOM, "--latency", "--backends", "torch", "--json", str(target)]),
+    }[command]
+    result = invoke(main, args)
+    assert result.exit_code == 1
+    (line,) = error_lines(result)
+    assert "cannot write" in line and "/proc" in line and "fix:" in line
+    assert "model:" not in result.output and "pairs" not in result.output.replace(line, "")
+
+
+@pytest.mark.parametrize(("option", "value", "message"), [
+    ("--lr", "-1", "--lr -1 is not a learning rate"),
+    ("--betas", "2,3", "--betas 2,3: each must be in [0, 1)"),
+    ("--weight-decay", "-1", "--weight-decay -1 is negative"),
+    ("--max-minutes", "-1", "--max-minutes -1 is not positive"),
+])
+def test_train_refuses_optimiser_values_before_loading_anything(frames, option, value, message):
+    from maefuse_deploy.cli.train import main as train_main
+
+    result = invoke(train_main, ["--stage", "fuse", "--config", "maefuse-micro", "--steps", "1", "--data",
+                                 str(frames), "--out", str(frames / "run"), "--device", "cpu", "--no-progress",
+                                 option, value])
+    assert result.exit_code == 1
+    (line,) = error_lines(result)
+    assert line.startswith(f"error: {message}") and "fix:" in line
+    assert not (frames / "run").exists()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from ..atomic import check_writable
+from ..atomic import check_output
 from ..bench.report import check_plot_path, terminal_table, write_json, write_markdown, write_plot
 from ..bench.runner import run_benchmark
 from ..bench.settings import (
@@ -70,6 +70,7 @@ from .options import (
 @click.option("--json", "json_path", type=click.Path(path_type=Path))
 @click.option("--markdown", "markdown_path", type=click.Path(path_type=Path))
 @click.option("--plot", "plot_path", type=click.Path(path_type=Path), help="PNG of the latency distributions")
+@click.option("--overwrite", is_flag=True, help="replace --json, --markdown or --plot files that exist")
 @report_errors
 def main(latency: bool, stream: bool, model: str | None, config: str | None, reference: str | None,
          versus: str | None,
@@ -78,16 +79,17 @@ def main(latency: bool, stream: bool, model: str | None, config: str | None, ref
          int8_calibration: Path | None, int8_calibration_pairs: int | None, calibration_pairs_alias: int | None,
          cuda_graph: bool,
          fps: float, duration: float, queue: int, json_path: Path | None, markdown_path: Path | None,
-         plot_path: Path | None) -> None:
+         plot_path: Path | None, overwrite: bool) -> None:
     """Benchmark MaeFuse backends: latency, throughput, memory, accuracy vs torch float32, ratio to the floor."""
     if calibration_pairs_alias is not None:
         deprecated("--calibration-pairs", "--int8-calibration-pairs")
         int8_calibration_pairs = int8_calibration_pairs or calibration_pairs_alias
     if plot_path is not None:
         check_plot_path(plot_path)
+    inputs = (model, config, reference, versus, pairs_dir, int8_calibration)
     for path, option in ((json_path, "--json"), (markdown_path, "--markdown"), (plot_path, "--plot")):
         if path is not None:
-            check_writable(path, option)
+            check_output(path, inputs=inputs, overwrite=overwrite, what=option)
     settings = BenchSettings(
         model=model, config=config, reference=reference, versus=versus,
         backends=parse_backends(backends) if backends is not None else None,

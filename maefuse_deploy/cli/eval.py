@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from ..atomic import check_writable
+from ..atomic import check_output
 from ..errors import MaeFuseError
 from ..metrics import (
     CONVENTIONS,
@@ -42,6 +42,7 @@ from ..metrics import (
 @click.option("--metrics", metavar="LIST", help=f"Comma-separated subset of {','.join(METRIC_NAMES)}.")
 @click.option("--csv", "csv_path", metavar="FILE", help="Write per-image values to this CSV file.")
 @click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True, help="Worker processes.")
+@click.option("--overwrite", is_flag=True, help="Replace the --csv file if it exists (refused by default).")
 def main(
     fused: str | None,
     compare_dirs: tuple[str, str] | None,
@@ -51,6 +52,7 @@ def main(
     metrics: str | None,
     csv_path: str | None,
     jobs: int,
+    overwrite: bool,
 ) -> None:
     """Score fused IR/VIS images with EN, SD, SF, AG, MI, CC, SCD, PSNR, VIF, Qabf, Nabf, SSIM and NLPD.
 
@@ -62,7 +64,7 @@ def main(
         raise click.UsageError("pass exactly one of --fused DIR or --compare DIR_A DIR_B")
     try:
         if csv_path:
-            check_writable(csv_path, "--csv")
+            check_output(csv_path, inputs=(fused, *(compare_dirs or ()), ir, vis), overwrite=overwrite, what="--csv")
         result: FolderResult | CompareResult
         if compare_dirs:
             result = compare(*compare_dirs, ir, vis, convention, metrics, jobs=jobs, progress=True)

@@ -93,6 +93,8 @@ def read_state(path: str | os.PathLike[str], trust_pickle: bool = False) -> tupl
     if str(path).startswith(TIMM_PREFIX):
         return read_timm_state(str(path)[len(TIMM_PREFIX):]), {}
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"checkpoint {path} is a folder", fix="name the checkpoint file in it")
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}", fix="check the path or name a config")
     if path.suffix == ".safetensors":

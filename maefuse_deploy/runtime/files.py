@@ -11,7 +11,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..atomic import move_into_place, new_temp_file, remove_leftovers
+from ..atomic import check_writable, move_into_place, new_temp_file, remove_leftovers
 from ..contract import batch_slices
 from ..errors import InputError
 from ..io import (
@@ -147,6 +147,8 @@ def plan_fuse_job(
             raise InputError(f"output {target} is one of the input images", fix="choose another --out")
         if target.is_dir():
             raise InputError(f"output {target} is a folder", fix="move it away or choose another --out")
+    # The folder must take new files (a read-only mount, /proc) before any model loads, not after the fusion.
+    check_writable(outputs[0], "--out")
     existing = [target for target in outputs if target.exists() or target.is_symlink()]
     if existing and not overwrite:
         more = f" and {len(existing) - 3} more" if len(existing) > 3 else ""

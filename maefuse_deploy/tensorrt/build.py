@@ -34,7 +34,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, TextIO
 
-from ..atomic import atomic_path
+from ..atomic import atomic_path, check_writable
 from ..contract import BatchProfile, parse_batch_profile, require_graph_file
 from ..errors import InputError
 from ..hashing import file_sha256
@@ -139,9 +139,9 @@ def prepare_build(
     if options.opt_level is not None and not 0 <= options.opt_level <= 5:
         raise InputError(f"--opt-level {options.opt_level} is outside 0..5", fix="use 0 (fastest build) to 5")
     require_graph_file(onnx_path)
-    _check_writable(engine_path, "engine")
+    check_writable(engine_path, "engine")
     if options.timing_cache is not None:
-        _check_writable(Path(options.timing_cache), "timing cache")
+        check_writable(options.timing_cache, "timing cache")
 
     graph = read_graph(onnx_path)
     if graph.info.precision == "fp16" and options.precision == "fp32":
@@ -349,20 +349,6 @@ def _resolve_profile_count(graph: OnnxGraph, requested: int | None) -> int:
 def _declared_range(graph: OnnxGraph) -> BatchProfile | None:
     """The MIN:OPT:MAX the exporter recorded for a dynamic batch (``maefuse-export --dynamic-batch``), if any."""
     return None if graph.info.batch.is_static else graph.info.batch
-
-
-def _check_writable(path: Path, what: str) -> None:
-    if path.is_dir():
-        raise InputError(f"{what} path {path} is a folder", fix=f"give a file name for the {what}")
-    folder = path.parent if str(path.parent) else Path(".")
-    existing = folder
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-        raise InputError(
-            f"cannot write the {what} {path}: {existing} is not a writable folder",
-            fix="choose a writable output folder",
-        )
 
 
 def _network_flags(trt: ModuleType, typing_mode: str) -> int:

@@ -30,7 +30,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
-from ..atomic import atomic_path
+from ..atomic import atomic_path, check_writable
 from ..errors import CheckpointError, InputError
 from ..io import write_image
 from ..model.checkpoint import load_checkpoint, save_checkpoint
@@ -139,8 +139,20 @@ class TrainOptions:
                 raise InputError(f"{what} must be at least 1, got {value}")
         if not self.data:
             raise InputError("no --data folder given", fix="pass a folder holding ir/ and vi/")
+        # The optimiser would refuse these too, but only after the data and the model loaded, as a traceback.
+        if not (math.isfinite(self.lr) and self.lr >= 0):
+            raise InputError(f"--lr {self.lr:g} is not a learning rate", fix="give 0 or more, e.g. 1e-4")
+        if not all(0 <= beta < 1 for beta in self.betas):
+            raise InputError(f"--betas {self.betas[0]:g},{self.betas[1]:g}: each must be in [0, 1)",
+                             fix="give two like 0.9,0.95")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise InputError(f"--weight-decay {self.weight_decay:g} is negative", fix="give 0 or more, e.g. 0.05")
+        if self.max_minutes is not None and not self.max_minutes > 0:
+            raise InputError(f"--max-minutes {self.max_minutes:g} is not positive",
+                             fix="give the wall time in minutes, or leave it out")
         if self.resume and self.overwrite:
             raise InputError("--resume and --overwrite exclude each other", fix="pass only one of them")
+        check_writable(self.out / "model.safetensors", "--out")
         previous = [name for name in ("model.safetensors", "checkpoints", "train.csv") if (self.out / name).exists()]
         if previous and not (self.resume or self.overwrite):
             raise InputError(
