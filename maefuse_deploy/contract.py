@@ -171,12 +171,35 @@ class FrameSize(NamedTuple):
 _FRAME_SIZE = re.compile(r"\s*(\d+)\s*[xX]\s*(\d+)\s*")
 
 
+# Largest frame (width x height) the toolkit takes by default: 100 megapixels (e.g. 10000x10000). One such pair and
+# its float copies through the pipeline stay within a few GiB, so a default run fits a 24 GiB machine with room for
+# a batch. Images read from files can raise it (maefuse-fuse --max-pixels); a size given as text (a graph's grid,
+# a benchmark's resolution) cannot: 99999x99999 asked for 10 GB tensors and ended in an allocator's traceback.
+MAX_FRAME_PIXELS = 100_000_000
+
+
+def megapixels(pixels: int) -> str:
+    """``pixels`` in megapixels: whole ones from 100 up, else three significant digits (a 1000-pixel limit is not
+    "0 megapixels")."""
+    amount = pixels / 1e6
+    return f"{amount:.0f} megapixels" if amount >= 100 else f"{amount:.3g} megapixels"
+
+
+def check_frame_pixels(width: int, height: int, what: str) -> None:
+    """Refuse a frame size given as numbers (``what``: the option) above :data:`MAX_FRAME_PIXELS`."""
+    if width * height > MAX_FRAME_PIXELS:
+        raise InputError(f"{what} {width}x{height} is {megapixels(width * height)}, over the "
+                         f"{megapixels(MAX_FRAME_PIXELS)} a frame may have",
+                         fix="give the camera's frame size, e.g. 640x480")
+
+
 def parse_frame_size(text: str, what: str = "size") -> FrameSize:
     """The one reader of ``WIDTHxHEIGHT`` text (``--camera-size``, ``--resolution``, ``--ir-size``, presets):
     ``"640x512"`` -> FrameSize(width=640, height=512). ``what`` names the option in the one-line error."""
     match = _FRAME_SIZE.fullmatch(str(text))
     if not match or min(int(match[1]), int(match[2])) < 1:
         raise InputError(f"{what} {text!r} is not WIDTHxHEIGHT", fix="give positive whole numbers, e.g. 640x480")
+    check_frame_pixels(int(match[1]), int(match[2]), what)
     return FrameSize(int(match[1]), int(match[2]))
 
 

@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 
 from .atomic import atomic_path
+from .contract import MAX_FRAME_PIXELS, megapixels
 from .errors import InputError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".pnm")
@@ -22,10 +23,9 @@ LOSSY_SUFFIXES = (".jpg", ".jpeg", ".webp")
 # What maefuse-fuse can write: formats OpenCV encodes losslessly for 8-bit grey and BGR (plus the lossy ones,
 # allowed with --lossy). PGM/PPM are left out: each takes only one of grey or colour.
 OUTPUT_FORMATS = ("png", "tif", "tiff", "bmp", "jpg", "jpeg", "webp")
-# Largest image (width x height) read by default: 100 megapixels (e.g. 10000x10000). One such pair and its
-# float copies through the pipeline stay within a few GiB, so a default run fits a 24 GiB machine with room for
-# a batch; raise it with max_pixels= (maefuse-fuse --max-pixels).
-DEFAULT_MAX_PIXELS = 100_000_000
+# Largest image read by default (contract.MAX_FRAME_PIXELS: 100 megapixels); raise it with max_pixels=
+# (maefuse-fuse --max-pixels).
+DEFAULT_MAX_PIXELS = MAX_FRAME_PIXELS
 
 
 def header_size(data: bytes | memoryview) -> tuple[int, int] | None:
@@ -67,8 +67,8 @@ def check_pixels(width: int, height: int, path: Path, role: str, max_pixels: int
     """Refuse an image larger than ``max_pixels`` (None: no cap) before anything decodes it."""
     if max_pixels is not None and width * height > max_pixels:
         raise InputError(
-            f"{role} image {path} is {width}x{height} ({width * height / 1e6:.0f} megapixels), over the "
-            f"{max_pixels / 1e6:.0f}-megapixel limit",
+            f"{role} image {path} is {width}x{height} ({megapixels(width * height)}), over the limit of "
+            f"{megapixels(max_pixels)}",
             fix="check the file (a corrupt or hostile header?), or raise the limit with --max-pixels",
         )
 

@@ -231,3 +231,16 @@ def test_a_onednn_isa_cap_without_bf16_takes_bf16_out_of_autos_candidates(monkey
     assert not native and why_not  # the reason goes into the backend's notes
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX10_1_512_AMX")  # a cap that keeps AMX leaves the answer to the CPU
     assert bf16_units(core)[0] == ("BF16" in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+
+
+def test_a_cache_folder_that_takes_no_files_is_one_line_naming_the_setting(tmp_path: Path, monkeypatch) -> None:
+    """Found by a sweep of bad inputs: OpenVINO's blob cache under such a root failed as a C++ traceback."""
+    from maefuse_deploy.errors import InputError
+
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    monkeypatch.setenv("MAEFUSE_CACHE_DIR", str(blocker))
+    with pytest.raises(InputError) as refused:
+        Fuser.open("maefuse-tiny", "openvino-weights")
+    assert str(refused.value) == (f"cannot write the model cache {blocker} (fix: set MAEFUSE_CACHE_DIR to a "
+                                  "writable folder)")

@@ -303,7 +303,7 @@ def test_bomb_is_refused_by_the_cli_before_the_model_loads(pairs, tmp_path):
     assert "30000x30000" in one_line_error(result)
     raised = run_fuse(["--ir", str(pairs / "ir" / "00537D.jpg"), "--vis", str(pairs / "vi" / "00537D.jpg"),
                        "--out", str(tmp_path / "o"), "-c", RANDOM, "--max-pixels", "1000"])
-    assert "over the 0-megapixel limit" in one_line_error(raised)
+    assert "(0.307 megapixels), over the limit of 0.001 megapixels" in one_line_error(raised)
 
 
 def test_header_sizes_match_the_decoder(pairs, msrs):

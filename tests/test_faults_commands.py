@@ -208,3 +208,30 @@ def test_train_refuses_optimiser_values_before_loading_anything(frames, option, 
     (line,) = error_lines(result)
     assert line.startswith(f"error: {message}") and "fix:" in line
     assert not (frames / "run").exists()
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--height", "0", "--width", "0"], "error: --height 0 is not a size in pixels"),
+    (["--camera-size", "99999x99999", "--io", "uint8"],
+     "error: --camera-size 99999x99999 is 10000 megapixels, over the 100 megapixels a frame may have"),
+    (["--height", "99984", "--width", "99984"], "error: the graph's grid 99984x99984 is 9997 megapixels"),
+])
+def test_export_sizes_outside_what_a_frame_can_be_are_refused_before_the_model(tmp_path, args, message):
+    """Found by the sweep: 0 silently became the config's size; 99999x99999 asked for 10 GB tensors and ended in
+    the allocator's traceback after 40 s."""
+    from maefuse_deploy.cli.export import main as export_main
+
+    result = invoke(export_main, ["-m", RANDOM, "--onnx", str(tmp_path / "g.onnx"), "--no-verify", *args])
+    assert result.exit_code == 1
+    (line,) = error_lines(result)
+    assert line.startswith(message) and "fix:" in line
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_bench_resolution_over_the_frame_limit_is_refused_before_the_model():
+    from maefuse_deploy.cli.bench import main as bench_main
+
+    result = invoke(bench_main, ["-m", RANDOM, "--latency", "--backends", "torch", "--resolution", "99984x99984"])
+    assert result.exit_code == 1
+    assert error_lines(result) == ["error: --resolution 99984x99984 is 9997 megapixels, over the 100 megapixels a "
+                                   "frame may have (fix: give the camera's frame size, e.g. 640x480)"]

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..atomic import TEMP_PREFIX, process_alive, umask
+from ..atomic import TEMP_PREFIX, check_writable, process_alive, umask
 from ..errors import InputError
 from ..hashing import file_sha256
 
@@ -76,6 +76,15 @@ class CacheResult:
 class ModelCache:
     def __init__(self, root: str | os.PathLike[str] | None = None) -> None:
         self.root = Path(root) if root is not None else cache_root()
+
+    def require_writable(self) -> None:
+        """Refuse a cache root that cannot take files, in the one line every cache failure gives. A backend calls
+        it before handing a folder under the root to a library (OpenVINO's blob cache fails in C++, as a traceback)."""
+        try:
+            check_writable(self.root / ENTRY_FILE, "the model cache")
+        except InputError as exc:
+            raise InputError(f"cannot write the model cache {self.root}",
+                             fix=f"set {CACHE_ENV} to a writable folder") from exc
 
     def check(self, key: CacheKey) -> tuple[Path | None, str]:
         """(the entry's folder, "hit") when it checks out, else (None, why not: no entry / stale / corrupt)."""

@@ -133,6 +133,7 @@ class OpenVinoWeightsBackend(BackendBase):
         self._calibration_sha256 = digest.hexdigest()
         self.calibration_name = str(calibration) if calibration is not None else "the shipped samples"
         self.cache = ModelCache(cache_dir)
+        self.cache.require_writable()
         # OpenVINO's compiled-blob cache (its own format and checks) beside ours: a second start skips the compile.
         self.core.set_property({"CACHE_DIR": str(self.cache.root / "openvino-blobs")})
         self.patch_size = model.config.patch_size

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..atomic import check_output, check_writable
-from ..contract import parse_batch_profile, parse_frame_size
+from ..contract import check_frame_pixels, parse_batch_profile, parse_frame_size
 from ..errors import InputError
 from ..model.config import MaeFuseConfig
 from .aoti import check_package_name
@@ -98,6 +98,10 @@ class ExportRequest:
 
     def read(self) -> ReadRequest:
         """Merge the preset, parse every value and read the sample frame: the checks that need no model."""
+        for value, option in ((self.height, "--height"), (self.width, "--width")):
+            if value is not None and value < 1:  # 0 used to fall through to the default size unsaid
+                raise InputError(f"{option} {value} is not a size in pixels",
+                                 fix="give a positive multiple of the patch size, e.g. 480")
         recipe: dict[str, Any] = load_preset(self.preset) if self.preset else {}
         io = self.io or recipe.get("io", "float")
         camera: tuple[int, int] | None = None
@@ -147,8 +151,10 @@ class ReadRequest:
         given = bool(height or width or self.preset_height or self.preset_width)
         check_graph_size(config.policy, config.name, given)
         default_h, default_w = config.img_size
+        height, width = height or self.preset_height or default_h, width or self.preset_width or default_w
+        check_frame_pixels(width, height, "the graph's grid")
         return ExportSpec(
-            height=height or self.preset_height or default_h,
-            width=width or self.preset_width or default_w,
+            height=height,
+            width=width,
             batch=self.batch, precision=self.precision, io=self.io, camera_size=self.camera_size, opset=self.opset,
         )
