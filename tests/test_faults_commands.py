@@ -235,3 +235,40 @@ def test_bench_resolution_over_the_frame_limit_is_refused_before_the_model():
     assert result.exit_code == 1
     assert error_lines(result) == ["error: --resolution 99984x99984 is 9997 megapixels, over the 100 megapixels a "
                                    "frame may have (fix: give the camera's frame size, e.g. 640x480)"]
+
+
+def test_export_refuses_options_its_run_would_ignore(tmp_path):
+    """Found by the sweep: `--aoti X --onnx Y` wrote only X, and --height, --io and --no-verify went unread."""
+    from maefuse_deploy.cli.export import main as export_main
+
+    result = CliRunner().invoke(export_main, ["-m", RANDOM, "--aoti", str(tmp_path / "m.pt2"), "--onnx",
+                                              str(tmp_path / "m.onnx"), "--camera-size", "64x64", "--height", "64"])
+    assert result.exit_code == 2
+    assert "--onnx, --height do not apply to a --aoti run" in result.output
+    checked = CliRunner().invoke(export_main, ["--check-trt", str(tmp_path / "m.onnx"), "--precision", "fp16"])
+    assert checked.exit_code == 2 and "--precision does not apply to a --check-trt run" in checked.output
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_bench_reference_for_torch_weights_is_refused_not_ignored(tmp_path):
+    from maefuse_deploy.cli.bench import main as bench_main
+
+    result = invoke(bench_main, ["-m", RANDOM, "--reference", str(tmp_path / "other.safetensors"), "--latency",
+                                 "--backends", "torch"])
+    assert result.exit_code == 1
+    (line,) = error_lines(result)
+    assert "is for a graph or engine --model" in line and "fix: drop --reference" in line
+
+
+def test_a_pair_of_two_sizes_is_refused_before_the_model_loads(frames):
+    """Found by the sweep: the size check came after the model load, against "a bad input costs no model load"."""
+    import cv2
+
+    small = frames / "ir" / "00537D.png"
+    cv2.imwrite(str(small), cv2.resize(cv2.imread(str(small), cv2.IMREAD_UNCHANGED), (120, 100)))
+    result = invoke(fuse_main, ["--ir", str(frames / "ir"), "--vis", str(frames / "vi"), "--out",
+                                str(frames / "out"), "-m", "does-not-exist.safetensors"])
+    assert result.exit_code == 1
+    (line,) = error_lines(result)
+    assert "IR" in line and "is 120x100 but VIS" in line and "--resize-ir" in line  # checked before the model
+    assert not (frames / "out").exists()

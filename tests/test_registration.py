@@ -89,7 +89,14 @@ def test_calibration_file_round_trip_and_one_line_errors(tmp_path):
         loaded.check_sizes((480, 640), (720, 1280, 3))
     for text, message in (("{", "not valid JSON"), ('{"homography": [[1, 0], [0, 1]], "ir_size": [1, 1], '
                           '"vis_size": [1, 1]}', "3x3"), ('{"homography": [[1,0,0],[0,1,0],[0,0,1]]}', "lacks"),
-                          ('{"format": "other", "homography": 1}', "format")):
+                          ('{"format": "other", "homography": 1}', "format"),
+                          # Found by a sweep of bad inputs: 640.5 was read as 640, NaN named the matrix's shape.
+                          ('{"homography": [[1,0,0],[0,1,0],[0,0,1]], "ir_size": [640.5, 512], "vis_size": [1, 1]}',
+                           r"ir_size must be \[width, height\] in whole pixels"),
+                          ('{"homography": [[1,0,0],[0,NaN,0],[0,0,1]], "ir_size": [1, 1], "vis_size": [1, 1]}',
+                           "NaN or infinite"),
+                          ('{"homography": [[1,0,0],[0,1,0],[0,0,1]], "ir_size": [1, 1], "vis_size": [0, -5]}',
+                           r"vis_size .* got \[0, -5\] \(fix: re-estimate")):
         (tmp_path / "bad.json").write_text(text)
         with pytest.raises(InputError, match=message) as info:
             load_registration(tmp_path / "bad.json")

@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 from ..backends import BackendBase, entry_for, get_entry, open_backend
 from ..contract import GraphInfo, read_graph_info
+from ..errors import InputError
 from ..model.config import MaeFuseConfig, get_config
 from ..model.maefuse import MaeFuse
 from ..model.sources import resolve_torch_model
@@ -48,6 +49,10 @@ def inspect_model(settings: BenchSettings) -> tuple[ModelUnderTest, MaeFuse | No
     """
     source = settings.model or settings.config
     kind = entry_for(source).needs
+    if kind == "weights" and settings.reference:  # it would be ignored: the weights are their own reference
+        raise InputError(f"--reference {settings.reference} is for a graph or engine --model, and "
+                         f"{source or 'the built-in model'} is torch weights, its own reference",
+                         fix="drop --reference, or pass the graph or engine as --model")
     if kind == "weights":
         resolved = resolve_torch_model(source, settings.config)
         return (ModelUnderTest("weights", resolved.description, None, source, resolved.model.config, None),

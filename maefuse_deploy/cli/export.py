@@ -50,6 +50,10 @@ def main(onnx_out, aoti_out, trt_model, model, config, preset, height, width, ba
          camera_size, size_from, opset, no_verify, triton_repo, triton_from, triton_name, overwrite) -> None:
     """Export MaeFuse to a verified ONNX graph, or check a graph for TensorRT."""
     inputs = (model, size_from, triton_from)
+    run = ("--check-trt" if trt_model is not None else "--aoti" if aoti_out is not None
+           else "--onnx" if onnx_out is not None else "--triton" if triton_repo is not None else None)
+    if run is not None:
+        _refuse_ignored(click.get_current_context(), run)
     if triton_repo is not None and onnx_out is None:
         if triton_from is None:
             raise click.UsageError("--triton needs --triton-from MODEL.onnx|ENGINE, or --onnx OUT.onnx to export first")
@@ -109,6 +113,29 @@ def main(onnx_out, aoti_out, trt_model, model, config, preset, height, width, ba
     click.echo(f"wrote {onnx_out} ({size:.1f} MiB{data}) in {report.seconds:.1f} s")
     if triton_repo is not None:
         export_triton(triton_repo, triton_from or onnx_out, triton_name)
+
+
+# The options each kind of run reads. One given for another kind would be ignored (`--aoti X --onnx Y` wrote only X,
+# `--aoti` took no --height), so it is refused instead.
+_ONNX_RUN = {"onnx_out", "model", "checkpoint_alias", "config", "preset", "height", "width", "batch_range",
+             "batch_alias", "dynamic_batch_alias", "precision", "io", "camera_size", "size_from", "opset", "no_verify",
+             "triton_repo", "triton_from", "triton_name", "overwrite"}
+_RUN_OPTIONS = {
+    "--onnx": _ONNX_RUN,
+    "--aoti": {"aoti_out", "model", "checkpoint_alias", "config", "camera_size", "overwrite"},
+    "--check-trt": {"trt_model"},
+    "--triton": {"triton_repo", "triton_from", "triton_name", "overwrite"},
+}
+
+
+def _refuse_ignored(ctx: click.Context, run: str) -> None:
+    ignored = [max(param.opts, key=len) for param in ctx.command.params
+               if isinstance(param, click.Option) and param.name is not None
+               and ctx.get_parameter_source(param.name) == click.core.ParameterSource.COMMANDLINE
+               and param.name not in _RUN_OPTIONS[run]]
+    if ignored:
+        raise click.UsageError(f"{', '.join(ignored)} {'does' if len(ignored) == 1 else 'do'} not apply to a {run} "
+                               "run: run maefuse-export once per kind of output")
 
 
 def export_triton(repository: Path, source: Path, name: str) -> None:

@@ -104,7 +104,7 @@ def main(
                                overwrite=overwrite)
     else:
         job = plan_fuse_job(ir, vis, out, fmt=fmt, allow_lossy=lossy, with_side_by_side=side_by_side,
-                            overwrite=overwrite, max_pixels=max_pixels)
+                            overwrite=overwrite, max_pixels=max_pixels, resize=resize_ir, registration=registration)
     if server is not None:
         fuser = remote_fuser(server, batch_size, model=model, config=config, processing=processing,
                              backend=None if backend == AUTO else backend, dtype=dtype,

@@ -45,8 +45,12 @@ class Registration:
 
     def __post_init__(self) -> None:
         matrix = np.asarray(self.matrix, dtype=np.float64)
-        if matrix.shape != (3, 3) or not np.all(np.isfinite(matrix)):
-            raise InputError(f"a registration needs a finite 3x3 matrix, got shape {matrix.shape}")
+        if matrix.shape != (3, 3):
+            raise InputError(f"a registration needs a 3x3 matrix, got shape {matrix.shape}",
+                             fix="re-estimate it with maefuse-calibrate")
+        if not np.all(np.isfinite(matrix)):
+            raise InputError("registration matrix holds NaN or infinite values",
+                             fix="re-estimate it with maefuse-calibrate")
         if abs(matrix[2, 2]) < 1e-12:
             raise InputError("registration matrix has H[2][2] == 0", fix="re-estimate it with maefuse-calibrate")
         matrix = matrix / matrix[2, 2]
@@ -59,10 +63,14 @@ class Registration:
                 raise InputError("an affine registration must have the last row [0, 0, 1]")
             matrix[2] = (0.0, 0.0, 1.0)
         for name in ("ir_size", "vis_size"):
-            size = tuple(int(v) for v in getattr(self, name))
-            if len(size) != 2 or min(size) < 1:
-                raise InputError(f"registration {name} must be [width, height] > 0, got {getattr(self, name)}")
-            setattr(self, name, size)
+            given = getattr(self, name)
+            # Whole numbers only: int() would have made 640.5 a 640-pixel frame, unsaid.
+            size = tuple(given) if isinstance(given, (tuple, list)) else ()
+            if (len(size) != 2 or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in size)
+                    or min(size) < 1):
+                raise InputError(f"registration {name} must be [width, height] in whole pixels > 0, got {given}",
+                                 fix="re-estimate it with maefuse-calibrate")
+            setattr(self, name, tuple(int(v) for v in size))
         self.matrix = matrix
 
     # --- checking and applying -------------------------------------------------------------------------------
@@ -167,14 +175,10 @@ def load_registration(path: str | os.PathLike[str]) -> Registration:
         raise InputError(f"calibration file {path} lacks {', '.join(missing)}", fix=fix)
     try:
         matrix = np.array(data["homography"], dtype=np.float64)
-        ir_size = tuple(int(v) for v in data["ir_size"])
-        vis_size = tuple(int(v) for v in data["vis_size"])
     except (TypeError, ValueError) as exc:
-        raise InputError(f"calibration file {path} has a malformed field: {exc}", fix=fix) from exc
-    if matrix.shape != (3, 3) or len(ir_size) != 2 or len(vis_size) != 2:
-        raise InputError(
-            f"calibration file {path}: homography must be 3x3 and sizes [width, height], got {matrix.shape}", fix=fix
-        )
+        raise InputError(f"calibration file {path} has a malformed homography: {exc}", fix=fix) from exc
+    # The sizes go to Registration as written: it takes whole numbers only (int() here made 640.5 a 640).
+    ir_size, vis_size = data["ir_size"], data["vis_size"]
     residual = data.get("residual_px", 0.0)
     # Informative fields a later check or report shows again (files written before them load without).
     extra = {key: data[key] for key in INFORMATIVE if key in data}

@@ -96,6 +96,8 @@ def plan_fuse_job(
     with_side_by_side: bool = False,
     overwrite: bool = False,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    resize: bool = False,
+    registration: Registration | None = None,
 ) -> FuseJob:
     """Pair the inputs and decide every output path, refusing before anything is loaded or written:
 
@@ -103,7 +105,9 @@ def plan_fuse_job(
       replace, the sources), or an output file that is an input;
     - outputs that already exist, unless ``overwrite`` (a run never replaces what it did not create unasked);
     - an unknown or (without ``allow_lossy``) lossy format; a video file name for image inputs;
-    - an image whose header declares more than ``max_pixels`` pixels, or that does not decode.
+    - an image whose header declares more than ``max_pixels`` pixels, or that does not decode;
+    - a pair whose sizes do not fit (:func:`check_pair_sizes` with ``resize`` and ``registration``, as
+      :func:`fuse_pairs` will be called).
 
     ``out`` is a folder, or for a single pair a file name with an image suffix (``--out fused.png``), whose
     suffix is then the format (``fmt`` must agree or be None). ``fmt=None`` means png for a folder.
@@ -164,9 +168,23 @@ def plan_fuse_job(
     # fail late in the run and discard every pair fused before it (all or nothing). Decoding twice costs a few
     # milliseconds a pair; fusing costs a hundred or more.
     for pair in pairs:
-        read_image(pair.ir, "IR", max_pixels)
-        read_image(pair.vis, "VIS", max_pixels)
+        check_pair_sizes(pair, read_image(pair.ir, "IR", max_pixels).shape,
+                         read_image(pair.vis, "VIS", max_pixels).shape, resize=resize, registration=registration)
     return FuseJob(pairs, folder, fused, side_by_side, overwrite, max_pixels)
+
+
+def check_pair_sizes(pair: ImagePair, ir_shape: tuple[int, ...], vis_shape: tuple[int, ...], *, resize: bool,
+                     registration: Registration | None) -> None:
+    """The one size rule of a pair of files (shapes HxW[xC]): a calibration's sizes, else one size unless IR is to
+    be resized to its VIS partner's."""
+    if registration is not None:
+        registration.check_sizes(ir_shape, vis_shape, f"pair {pair.name}")
+    elif not resize and ir_shape[:2] != vis_shape[:2]:
+        raise InputError(
+            f"pair {pair.name}: IR {pair.ir} is {ir_shape[1]}x{ir_shape[0]} but VIS {pair.vis} is "
+            f"{vis_shape[1]}x{vis_shape[0]}",
+            fix="register the pair to one size, or pass --resize-ir",
+        )
 
 
 def fuse_pairs(
@@ -197,19 +215,12 @@ def fuse_pairs(
             chunk = job.pairs[part]
             images = [(read_image(p.ir, "IR", job.max_pixels), read_image(p.vis, "VIS", job.max_pixels))
                       for p in chunk]
+            for pair, (ir, vis) in zip(chunk, images, strict=True):  # the files may have changed since the plan
+                check_pair_sizes(pair, ir.shape, vis.shape, resize=resize, registration=registration)
             if registration is not None:
-                for pair, (ir, vis) in zip(chunk, images, strict=True):
-                    registration.check_sizes(ir.shape, vis.shape, f"pair {pair.name}")
                 images = [(registration.warp(ir), vis) for ir, vis in images]
             if resize:
                 images = [(_resize_to(ir, vis), vis) for ir, vis in images]
-            for pair, (ir, vis) in zip(chunk, images, strict=True):
-                if ir.shape[:2] != vis.shape[:2]:
-                    raise InputError(
-                        f"pair {pair.name}: IR {pair.ir} is {ir.shape[1]}x{ir.shape[0]} but VIS {pair.vis} is "
-                        f"{vis.shape[1]}x{vis.shape[0]}",
-                        fix="register the pair to one size, or pass --resize-ir",
-                    )
             fused = fuser.fuse_batch(images, names=[p.name for p in chunk])
             for index, (ir, vis), image in zip(indices, images, fused, strict=True):
                 staged.append(_stage(job.fused[index], image))
