@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import os
 import struct
+import sys
+import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -92,6 +95,41 @@ def image_size(
     return size
 
 
+# What the codec libraries under OpenCV print to fd 2 themselves (OpenCV's log level does not reach them).
+_CODEC_LINES = ("libpng ", "Corrupt JPEG", "Premature end of JPEG", "Invalid SOS", "Bogus ")
+_DECODE_LOCK = threading.Lock()
+
+
+def _decode(data: np.ndarray) -> tuple[np.ndarray | None, str | None]:
+    """cv2.imdecode (unchanged depth and channels) with what libpng and libjpeg print to fd 2 held back, so that a
+    bad file is one line with the library's reason in it: (image or None, the library's last line or None).
+    Anything else written to fd 2 meanwhile (another thread's output) is passed on after the decode."""
+    with _DECODE_LOCK, tempfile.TemporaryFile() as captured:
+        try:
+            sys.stderr.flush()
+            saved = os.dup(2)
+        except (OSError, ValueError):  # no usable fd 2: nothing to hold back
+            saved = None
+        try:
+            if saved is not None:
+                os.dup2(captured.fileno(), 2)
+            try:
+                image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+            except cv2.error:  # OpenCV refuses some malformed files (or sizes over its own limit) by raising
+                image = None
+        finally:
+            if saved is not None:
+                os.dup2(saved, 2)
+                os.close(saved)
+        captured.seek(0)
+        lines = captured.read().decode(errors="replace").splitlines()
+    codec = [line for line in lines if line.startswith(_CODEC_LINES)]
+    other = [line for line in lines if not line.startswith(_CODEC_LINES)]
+    if other:
+        sys.stderr.write("\n".join(other) + "\n")
+    return image, (codec[-1] if codec else None)
+
+
 def read_image(
     path: str | os.PathLike[str], role: str = "image", max_pixels: int | None = DEFAULT_MAX_PIXELS
 ) -> np.ndarray:
@@ -109,13 +147,10 @@ def read_image(
     size = header_size(data.data)
     if size is not None:
         check_pixels(*size, path, role, max_pixels)
-    try:
-        image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
-    except cv2.error:  # OpenCV refuses some malformed files (or sizes over its own limit) by raising
-        image = None
+    image, reason = _decode(data) if data.size else (None, None)
     if image is None:
         raise InputError(
-            f"{role} file is not a readable image: {path}",
+            f"{role} file is not a readable image: {path}" + (f" ({reason})" if reason else ""),
             fix=f"pass a PNG, JPEG, BMP or TIFF image ({', '.join(IMAGE_SUFFIXES)})",
         )
     if image.dtype not in (np.uint8, np.uint16):

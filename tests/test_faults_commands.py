@@ -272,3 +272,27 @@ def test_a_pair_of_two_sizes_is_refused_before_the_model_loads(frames):
     (line,) = error_lines(result)
     assert "IR" in line and "is 120x100 but VIS" in line and "--resize-ir" in line  # checked before the model
     assert not (frames / "out").exists()
+
+
+def test_a_broken_png_is_one_line_with_the_decoders_reason(frames):
+    """Found by the sweep: libpng printed its own warning and error lines to fd 2 before the error line (OpenCV's
+    log level does not reach it). A real process, since libpng writes to fd 2 directly."""
+    import struct
+    import subprocess
+    import sys
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    # A valid signature and CRCs around a header that declares a 0x0 image.
+    zero = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 0, 0, 8, 0, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b""))
+    (frames / "ir" / "00537D.png").write_bytes(zero)
+    script = Path(sys.executable).parent / "maefuse-fuse"
+    result = subprocess.run([str(script), "--ir", str(frames / "ir"), "--vis", str(frames / "vi"), "--out",
+                             str(frames / "out"), "-m", RANDOM], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: IR file is not a readable image:") and "libpng" in lines[0]
