@@ -57,7 +57,7 @@ def test_prepare_build_static_batch(tmp_path):
     assert prepare_build(onnx_path, tmp_path / "g.engine", BuildOptions(batch="4")).profile == BatchProfile(4, 4, 4)
     with pytest.raises(InputError, match="fixed batch of 4") as info:
         prepare_build(onnx_path, tmp_path / "g.engine", BuildOptions(batch="1:1:8"))
-    assert "--dynamic-batch 1:1:8" in str(info.value)
+    assert "maefuse-export --batch-range 1:1:8" in str(info.value)
 
 
 @pytest.mark.parametrize(

@@ -296,3 +296,32 @@ def test_a_broken_png_is_one_line_with_the_decoders_reason(frames):
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("error: IR file is not a readable image:") and "libpng" in lines[0]
+
+
+def test_bench_on_a_gpu_this_machine_lacks_is_exit_3_in_one_line():
+    """Found by the sweep: --device cuda without a GPU ran the whole bench, skipped every row and exited 1."""
+    import torch
+
+    from maefuse_deploy.cli.bench import main as bench_main
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA GPU")
+    result = invoke(bench_main, ["-m", RANDOM, "--latency", "--backends", "torch", "--device", "cuda"])
+    assert result.exit_code == 3
+    assert error_lines(result) == ["error: device cuda requested but torch sees no CUDA GPU (fix: use --device cpu "
+                                   "(or auto) or a GPU machine)"]
+    assert "model:" not in result.output
+
+
+def test_resume_from_a_corrupt_state_is_one_short_line(frames):
+    from maefuse_deploy.cli.train import main as train_main
+
+    args = ["--stage", "fuse", "--config", "maefuse-micro", "--steps", "1", "--batch-size", "1", "--val-count", "0",
+            "--data", str(frames), "--out", str(frames / "run"), "--device", "cpu", "--no-progress"]
+    assert invoke(train_main, args).exit_code == 0
+    (frames / "run" / "checkpoints" / "last.state.pt").write_bytes(b"\xe4 not a torch file")
+    result = invoke(train_main, [*args, "--steps", "2", "--resume"])
+    assert result.exit_code == 1
+    (line,) = error_lines(result)
+    assert "last.state.pt is not a training state this toolkit wrote" in line and "fix: start without --resume" in line
+    assert "file an issue" not in line and len(line) < 400

@@ -386,7 +386,7 @@ def test_metric_selection_and_columns(trio: tuple[np.ndarray, ...]) -> None:
 def test_bad_arrays_raise_one_line_input_errors(trio: tuple[np.ndarray, ...]) -> None:
     a, b, f = trio
     cases = [
-        ((f, a[:, :-1], b), "IR is 64x79 but fused image is 64x80"),
+        ((f, a[:, :-1], b), "IR is 79x64 but fused image is 80x64 \\(WxH\\)"),
         ((f.astype(np.uint16), a, b), "fused image has dtype uint16"),
         ((f[:30], a[:30], b[:30]), "smaller than the 41x41 that VIF needs"),
         ((f[..., None].repeat(2, axis=2), a, b), "fused image has shape"),

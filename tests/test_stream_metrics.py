@@ -134,3 +134,12 @@ def test_soak_every_frame_accounted_for_and_nothing_grows(fuser):
     for rss, threads, fds in samples[1:]:
         assert threads == first[1] and fds == first[2], samples
         assert rss - first[0] < 30, samples  # MiB: allocator noise, no per-frame or per-round growth
+
+
+def test_an_address_that_does_not_resolve_names_the_host_not_the_port():
+    """Found by a sweep of bad inputs: --metrics-host 999.1.1.1 was told to choose a free port."""
+    from maefuse_deploy.errors import InputError
+
+    with pytest.raises(InputError) as refused:
+        MetricsServer(0, host="999.1.1.1")
+    assert "cannot serve metrics on 999.1.1.1:0" in str(refused.value) and "--metrics-host" in str(refused.value)

@@ -195,10 +195,9 @@ def device_option(default: str | None, help: str) -> Callable[[F], F]:
 
 
 def auto_device(device: str) -> str:
-    """``auto`` -> ``cuda`` where torch sees a GPU, else ``cpu``; other values unchanged. For the commands whose
-    library does not resolve ``auto`` itself; the one resolver is maefuse_deploy.backends.resolve_device."""
-    if device != "auto":
-        return device
+    """``auto`` -> ``cuda`` where torch sees a GPU, else ``cpu``; a named device checked (``cuda`` on a machine
+    without a GPU: UnavailableError, exit 3, before any work). For the commands whose library does not resolve the
+    device itself; the one resolver is maefuse_deploy.backends.resolve_device."""
     from ..backends.devices import resolve_device
 
-    return resolve_device("auto")
+    return resolve_device(device)

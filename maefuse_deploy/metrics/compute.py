@@ -73,7 +73,7 @@ def check_inputs(
             raise InputError(f"{label} has shape {image.shape}", fix="pass HxW grey or HxWx3 BGR")
         if min(image.shape[:2]) < min_side:
             raise InputError(
-                f"{label} is {image.shape[0]}x{image.shape[1]}, smaller than the {min_side}x{min_side} that "
+                f"{label} is {image.shape[1]}x{image.shape[0]} (WxH), smaller than the {min_side}x{min_side} that "
                 f"{needed_by} needs",
                 fix="evaluate larger images or leave that metric out",
             )
@@ -81,7 +81,7 @@ def check_inputs(
     for image, label in zip((ir, vis), labels[1:], strict=True):
         if image.shape[:2] != size:
             raise InputError(
-                f"{label} is {image.shape[0]}x{image.shape[1]} but {labels[0]} is {size[0]}x{size[1]}",
+                f"{label} is {image.shape[1]}x{image.shape[0]} but {labels[0]} is {size[1]}x{size[0]} (WxH)",
                 fix="evaluate registered pairs with fused images of the same size",
             )
 

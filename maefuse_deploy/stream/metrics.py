@@ -10,6 +10,7 @@ latency histogram and the time spent fusing.
 from __future__ import annotations
 
 import contextlib
+import socket
 from collections.abc import Iterator
 from typing import Any
 
@@ -80,6 +81,9 @@ class MetricsServer:
         self.registry.register(self._collector)
         try:
             self._server, self._thread = start_http_server(port, addr=host, registry=self.registry)
+        except socket.gaierror as exc:  # the host is what is wrong, not the port
+            raise InputError(f"cannot serve metrics on {host}:{port}: {exc.strerror or exc}",
+                             fix="give --metrics-host an address of this machine, e.g. 127.0.0.1") from exc
         except OSError as exc:
             raise InputError(f"cannot serve metrics on {host}:{port}: {exc.strerror or exc}",
                              fix="choose a free --metrics-port") from exc

@@ -322,8 +322,8 @@ def _resolve_profile(graph: OnnxGraph, batch: str | BatchProfile | None) -> Batc
         return requested or _declared_range(graph) or DEFAULT_DYNAMIC_BATCH
     if requested is not None and (requested.min, requested.max) != (static, static):
         raise InputError(
-            f"{graph.path} has a fixed batch of {static}, so --batch {requested} cannot be built",
-            fix=f"use --batch {static}, or export with maefuse-export --dynamic-batch {requested}",
+            f"{graph.path} has a fixed batch of {static}, so --batch-range {requested} cannot be built",
+            fix=f"use --batch-range {static}, or export with maefuse-export --batch-range {requested}",
         )
     return BatchProfile(static, static, static)
 

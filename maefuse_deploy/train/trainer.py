@@ -376,8 +376,11 @@ class Trainer:
         try:
             state = torch.load(state_path, map_location="cpu", weights_only=True)
         except Exception as exc:
+            # The reason's first sentence: torch's own text goes on to suggest weights_only=False and filing an issue.
+            reason = " ".join(str(exc).split()).split(". ")[0][:200]
             raise CheckpointError(
-                f"--resume: {state_path} is not readable ({exc})", fix="start without --resume"
+                f"--resume: {state_path} is not a training state this toolkit wrote ({exc.__class__.__name__}: "
+                f"{reason})", fix="start without --resume, or with --overwrite to replace the run"
             ) from exc
         if state.get("stage") != self.options.stage or state.get("config") != self.model_config.name:
             raise CheckpointError(
