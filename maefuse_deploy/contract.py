@@ -171,6 +171,16 @@ class FrameSize(NamedTuple):
 _FRAME_SIZE = re.compile(r"\s*(\d+)\s*[xX]\s*(\d+)\s*")
 
 
+def parse_json(text: str) -> Any:
+    """``json.loads`` with every way a text can fail to be JSON raised as ValueError: a syntax error
+    (JSONDecodeError is one) or nesting deeper than the parser recurses (RecursionError, from a hostile file:
+    ``[[[...]]]`` 100000 levels deep). The one JSON reader of the files a user hands the toolkit."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise ValueError("nested too deeply to be a file this toolkit wrote") from None
+
+
 # Largest frame (width x height) the toolkit takes by default: 100 megapixels (e.g. 10000x10000). One such pair and
 # its float copies through the pipeline stay within a few GiB, so a default run fits a 24 GiB machine with room for
 # a batch. Images read from files can raise it (maefuse-fuse --max-pixels); a size given as text (a graph's grid,

@@ -7,10 +7,12 @@ dtype uint8 or uint16, exactly as stored in the file.
 from __future__ import annotations
 
 import os
+import re
 import struct
 import sys
 import tempfile
 import threading
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -95,15 +97,31 @@ def image_size(
     return size
 
 
-# What the codec libraries under OpenCV print to fd 2 themselves (OpenCV's log level does not reach them).
-_CODEC_LINES = ("libpng ", "Corrupt JPEG", "Premature end of JPEG", "Invalid SOS", "Bogus ")
+# What a decode prints to fd 2 (OpenCV's log level does not reach the codec libraries): libpng's and libjpeg's own
+# lines, and OpenCV's log lines ("[ERROR:0@3.8] global grfmt_tiff.cpp:117 TIFF_Error ...").
+_CODEC_LINE = re.compile(
+    r"^(?:libpng |Corrupt JPEG|Premature end of JPEG|Invalid SOS|Bogus |\[\s*(?:ERROR|WARN|INFO)\b)")
+_OPENCV_PREFIX = re.compile(r"^\[[^\]]*\]\s*(?:global\s+\S+:\d+\s+)?")
+_OPENCV_ERROR = re.compile(r"error: \(-?\d+:[^)]*\)\s*(.*?)(?: in function '[^']*')?$")
 _DECODE_LOCK = threading.Lock()
 
 
+class DecodeWarning(UserWarning):
+    """An image decoded although its decoder reported damage (a cut or corrupt JPEG or TIFF): it may hold grey or
+    smeared blocks."""
+
+
+def _codec_reason(line: str) -> str:
+    """A decoder's line without OpenCV's log prefix and source location, at most 160 characters."""
+    match = _OPENCV_ERROR.search(line)
+    text = match.group(1) if match else _OPENCV_PREFIX.sub("", line)
+    return " ".join(text.split())[:160]
+
+
 def _decode(data: np.ndarray) -> tuple[np.ndarray | None, str | None]:
-    """cv2.imdecode (unchanged depth and channels) with what libpng and libjpeg print to fd 2 held back, so that a
-    bad file is one line with the library's reason in it: (image or None, the library's last line or None).
-    Anything else written to fd 2 meanwhile (another thread's output) is passed on after the decode."""
+    """cv2.imdecode (unchanged depth and channels) with what the decoders print to fd 2 held back, so that a bad file
+    is one line with the decoder's reason in it: (image or None, the decoder's last line or None). Anything else
+    written to fd 2 meanwhile (another thread's output) is passed on after the decode."""
     with _DECODE_LOCK, tempfile.TemporaryFile() as captured:
         try:
             sys.stderr.flush()
@@ -122,12 +140,12 @@ def _decode(data: np.ndarray) -> tuple[np.ndarray | None, str | None]:
                 os.dup2(saved, 2)
                 os.close(saved)
         captured.seek(0)
-        lines = captured.read().decode(errors="replace").splitlines()
-    codec = [line for line in lines if line.startswith(_CODEC_LINES)]
-    other = [line for line in lines if not line.startswith(_CODEC_LINES)]
+        lines = [line for line in captured.read().decode(errors="replace").splitlines() if line.strip()]
+    codec = [line for line in lines if _CODEC_LINE.match(line)]
+    other = [line for line in lines if not _CODEC_LINE.match(line)]
     if other:
         sys.stderr.write("\n".join(other) + "\n")
-    return image, (codec[-1] if codec else None)
+    return image, (_codec_reason(codec[-1]) if codec else None)
 
 
 def read_image(
@@ -153,6 +171,10 @@ def read_image(
             f"{role} file is not a readable image: {path}" + (f" ({reason})" if reason else ""),
             fix=f"pass a PNG, JPEG, BMP or TIFF image ({', '.join(IMAGE_SUFFIXES)})",
         )
+    if reason:  # decoded, but the decoder saw damage: said in one line, not as the library's lines
+        # stacklevel 1: one warning site, so Python's registry says it once per file however often it is read.
+        warnings.warn(f"{role} image {path} decoded with a complaint from its decoder: {reason}", DecodeWarning,
+                      stacklevel=1)
     if image.dtype not in (np.uint8, np.uint16):
         raise InputError(
             f"{role} image {path} has dtype {image.dtype}", fix="save it as 8-bit or 16-bit integer image"

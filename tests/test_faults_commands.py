@@ -195,7 +195,7 @@ def test_an_output_folder_that_takes_no_files_is_refused_before_any_work(frames,
 @pytest.mark.parametrize(("option", "value", "message"), [
     ("--lr", "-1", "--lr -1 is not a learning rate"),
     ("--betas", "2,3", "--betas 2,3: each must be in [0, 1)"),
-    ("--weight-decay", "-1", "--weight-decay -1 is negative"),
+    ("--weight-decay", "-1", "--weight-decay -1 is not a weight decay"),
     ("--max-minutes", "-1", "--max-minutes -1 is not positive"),
 ])
 def test_train_refuses_optimiser_values_before_loading_anything(frames, option, value, message):
@@ -325,3 +325,52 @@ def test_resume_from_a_corrupt_state_is_one_short_line(frames):
     (line,) = error_lines(result)
     assert "last.state.pt is not a training state this toolkit wrote" in line and "fix: start without --resume" in line
     assert "file an issue" not in line and len(line) < 400
+
+
+def test_damaged_images_of_other_formats_are_one_line_or_one_warning(frames):
+    """Found by a second sweep: a truncated BMP or TIFF printed OpenCV's log lines above the error, and a JPEG whose
+    data was damaged decoded with libjpeg's complaint held back. A real process: the decoders write to fd 2."""
+    import subprocess
+    import sys
+
+    import cv2
+
+    image = cv2.imread(str(frames / "ir" / "00537D.png"), cv2.IMREAD_UNCHANGED)
+    script = Path(sys.executable).parent / "maefuse-fuse"
+
+    def fuse(ir: Path):
+        return subprocess.run([str(script), "--ir", str(ir), "--vis", str(frames / "vi" / "00537D.png"), "--out",
+                               str(frames / f"{ir.name}.png"), "-m", RANDOM], capture_output=True, text=True,
+                              timeout=120)
+
+    for suffix in (".bmp", ".tif"):
+        cv2.imwrite(str(frames / f"whole{suffix}"), image)
+        data = (frames / f"whole{suffix}").read_bytes()
+        (frames / f"cut{suffix}").write_bytes(data[: len(data) // 2])
+        result = fuse(frames / f"cut{suffix}")
+        lines = [line for line in result.stderr.splitlines() if line.strip()]
+        assert result.returncode == 1 and len(lines) == 1, result.stderr
+        assert lines[0].startswith(f"error: IR file is not a readable image: {frames / f'cut{suffix}'} (")
+    cv2.imwrite(str(frames / "whole.jpg"), image, [cv2.IMWRITE_JPEG_QUALITY, 95])
+    data = bytearray((frames / "whole.jpg").read_bytes())
+    data[len(data) // 2: len(data) // 2 + 500] = b"\xff" * 500  # damaged entropy-coded data: it still decodes
+    (frames / "damaged.jpg").write_bytes(bytes(data))
+    result = fuse(frames / "damaged.jpg")
+    assert result.returncode == 0, result.stderr
+    complaints = [line for line in result.stderr.splitlines() if "decoded with a complaint" in line]
+    assert len(complaints) == 1 and complaints[0].startswith(f"warning: IR image {frames / 'damaged.jpg'}")
+    assert not any(line.startswith(("Corrupt JPEG", "[ERROR", "libpng")) for line in result.stderr.splitlines())
+
+
+def test_bench_reports_may_not_share_a_file_and_train_may_not_write_among_its_pairs(frames):
+    from maefuse_deploy.cli.bench import main as bench_main
+    from maefuse_deploy.cli.train import main as train_main
+
+    same = invoke(bench_main, ["-m", RANDOM, "--latency", "--backends", "torch", "--json", str(frames / "r.out"),
+                               "--markdown", str(frames / "r.out")])
+    assert same.exit_code == 2 and "--json and --markdown name the same file" in same.output
+    among = CliRunner().invoke(train_main, ["--stage", "fuse", "--config", "maefuse-micro", "--steps", "1", "--data",
+                                            str(frames), "--out", str(frames / "vi" / "run"), "--device", "cpu"])
+    assert among.exit_code == 1
+    assert f"--out {frames / 'vi' / 'run'} lies inside the image folder {frames / 'vi'}" in among.output
+    assert sorted(path.name for path in frames.rglob("*")) == ["00537D.png", "00537D.png", "ir", "vi"]

@@ -96,7 +96,8 @@ def test_calibration_file_round_trip_and_one_line_errors(tmp_path):
                           ('{"homography": [[1,0,0],[0,NaN,0],[0,0,1]], "ir_size": [1, 1], "vis_size": [1, 1]}',
                            "NaN or infinite"),
                           ('{"homography": [[1,0,0],[0,1,0],[0,0,1]], "ir_size": [1, 1], "vis_size": [0, -5]}',
-                           r"vis_size .* got \[0, -5\] \(fix: re-estimate")):
+                           r"vis_size .* got \[0, -5\] \(fix: re-estimate"),
+                          ('{"homography": ' + "[" * 100000 + "]" * 100000 + "}", "nested too deeply")):
         (tmp_path / "bad.json").write_text(text)
         with pytest.raises(InputError, match=message) as info:
             load_registration(tmp_path / "bad.json")

@@ -87,9 +87,13 @@ def main(latency: bool, stream: bool, model: str | None, config: str | None, ref
     if plot_path is not None:
         check_plot_path(plot_path)
     inputs = (model, config, reference, versus, pairs_dir, int8_calibration)
-    for path, option in ((json_path, "--json"), (markdown_path, "--markdown"), (plot_path, "--plot")):
-        if path is not None:
-            check_output(path, inputs=inputs, overwrite=overwrite, what=option)
+    reports = [(target, option) for target, option in ((json_path, "--json"), (markdown_path, "--markdown"),
+                                                       (plot_path, "--plot")) if target is not None]
+    for index, (target, option) in enumerate(reports):
+        check_output(target, inputs=inputs, overwrite=overwrite, what=option)
+        for other, other_option in reports[:index]:  # the later report would replace the earlier one
+            if target.resolve() == other.resolve():
+                raise click.UsageError(f"{other_option} and {option} name the same file {target}: give each its own")
     settings = BenchSettings(
         model=model, config=config, reference=reference, versus=versus,
         backends=parse_backends(backends) if backends is not None else None,

@@ -8,11 +8,11 @@ installed with the package (``maefuse_deploy/export/presets/``), so the lookup w
 
 from __future__ import annotations
 
-import json
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from ..contract import parse_json
 from ..errors import InputError
 
 PACKAGE_PRESETS = "presets"
@@ -39,8 +39,8 @@ def load_preset(name: str) -> dict[str, Any]:
     for candidate in _candidates(name):
         if candidate.is_file():
             try:
-                recipe = json.loads(candidate.read_text())
-            except json.JSONDecodeError as exc:
+                recipe = parse_json(candidate.read_text())
+            except ValueError as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
                 raise InputError(f"export preset {candidate} is not valid JSON ({exc})", fix="fix the file") from None
             unknown = set(recipe) - PRESET_KEYS
             if unknown:

@@ -21,6 +21,7 @@ import cv2
 import numpy as np
 
 from ..atomic import atomic_path
+from ..contract import parse_json
 from ..errors import InputError
 
 FORMAT_NAME = "maefuse-registration"
@@ -159,8 +160,8 @@ def load_registration(path: str | os.PathLike[str]) -> Registration:
     if not path.is_file():
         raise InputError(f"calibration file not found: {path}", fix="check the path, or run maefuse-calibrate")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        data = parse_json(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
         raise InputError(f"calibration file {path} is not valid JSON: {exc}", fix=fix) from exc
     if not isinstance(data, dict):
         raise InputError(f"calibration file {path} must hold a JSON object", fix=fix)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..atomic import atomic_path
-from ..contract import BatchProfile, GraphInfo
+from ..contract import BatchProfile, GraphInfo, parse_json
 from ..errors import InputError
 from ..hashing import file_sha256
 from .errors import EngineCompatibilityError
@@ -140,8 +140,8 @@ def read_sidecar(engine_path: str | os.PathLike[str]) -> Sidecar:
             fix=f"keep the .json written by maefuse-build-engine beside the engine, or {rebuild}",
         )
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        data = parse_json(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
         raise InputError(f"cannot read engine sidecar {path}: {exc}", fix=rebuild) from exc
     if not isinstance(data, dict):
         raise InputError(f"engine sidecar {path} is not a JSON object", fix=rebuild)

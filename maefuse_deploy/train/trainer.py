@@ -146,12 +146,20 @@ class TrainOptions:
             raise InputError(f"--betas {self.betas[0]:g},{self.betas[1]:g}: each must be in [0, 1)",
                              fix="give two like 0.9,0.95")
         if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
-            raise InputError(f"--weight-decay {self.weight_decay:g} is negative", fix="give 0 or more, e.g. 0.05")
+            raise InputError(f"--weight-decay {self.weight_decay:g} is not a weight decay",
+                             fix="give a finite 0 or more, e.g. 0.05")
         if self.max_minutes is not None and not self.max_minutes > 0:
             raise InputError(f"--max-minutes {self.max_minutes:g} is not positive",
                              fix="give the wall time in minutes, or leave it out")
         if self.resume and self.overwrite:
             raise InputError("--resume and --overwrite exclude each other", fix="pass only one of them")
+        out = self.out.resolve()
+        for root in self.data:  # the run's files (previews are PNGs) would become pairs of the next run
+            for side in ("ir", "vi", "vis"):
+                folder = (Path(root) / side).resolve()
+                if out == folder or folder in out.parents:
+                    raise InputError(f"--out {self.out} lies inside the image folder {Path(root) / side}",
+                                     fix="write the run to a folder of its own")
         check_writable(self.out / "model.safetensors", "--out")
         previous = [name for name in ("model.safetensors", "checkpoints", "train.csv") if (self.out / name).exists()]
         if previous and not (self.resume or self.overwrite):
