@@ -143,6 +143,13 @@ def check_writable(target: str | os.PathLike[str], what: str = "output") -> None
         os.unlink(probe)
 
 
+def lies_within(path: str | os.PathLike[str], folder: str | os.PathLike[str]) -> bool:
+    """``path`` is ``folder`` or lies below it, both resolved (links followed): the one test of an output against
+    a folder a command reads."""
+    path, folder = Path(path).resolve(), Path(folder).resolve()
+    return path == folder or folder in path.parents
+
+
 def _same_file(a: Path, b: Path) -> bool:
     if a.resolve() == b.resolve():
         return True
@@ -172,8 +179,8 @@ def check_output(
         if _same_file(target, source):
             raise InputError(f"{what} {target} is also an input ({source}): writing it would destroy the input",
                              fix=f"choose another {what} path")
-    for source in sources:
-        if source.is_dir() and source.resolve() in target.resolve().parents:
+    for source in sources:  # the folder itself was refused just above, as the same file
+        if source.is_dir() and lies_within(target, source):
             raise InputError(f"{what} {target} lies inside the input folder {source}",
                              fix=f"write {what} outside the folders the command reads")
     check_writable(target, what)

@@ -29,13 +29,10 @@ def main(source: Path, target: Path, config: str | None, attention: Attention | 
     """Convert a released MaeFuse / MAE checkpoint (or ours) to a .safetensors file with its config inside."""
     # TARGET is written as named or not at all: a silent rename (x.pth -> x.pth.safetensors) or a file beside a
     # folder is a file the user did not ask for.
-    if target.is_dir():
-        raise InputError(f"TARGET {target} is a folder",
-                         fix=f"name the file to write, e.g. {target / 'model.safetensors'}")
+    check_output(target, inputs=[source], overwrite=overwrite, what="TARGET")  # a folder TARGET included
     if target.suffix != ".safetensors":
         name = f"{target.stem}.safetensors" if target.suffix else "model.safetensors"  # ".safetensors" has no suffix
         raise InputError(f"TARGET {target} is not a .safetensors file name", fix=f"name it {name}")
-    check_output(target, inputs=[source], overwrite=overwrite, what="TARGET")
     model, report = load_checkpoint(source, config, allow_partial=partial, trust_pickle=trust_pickle)
     if attention and attention != model.config.attention:
         model.config = model.config.replace(attention=attention)

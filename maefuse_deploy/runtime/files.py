@@ -11,7 +11,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..atomic import check_writable, move_into_place, new_temp_file, remove_leftovers
+from ..atomic import check_writable, lies_within, move_into_place, new_temp_file, remove_leftovers
 from ..contract import batch_slices
 from ..errors import InputError
 from ..io import (
@@ -82,10 +82,6 @@ class FuseJob:
         return [*self.fused, *self.side_by_side]
 
 
-def _inside(path: Path, folder: Path) -> bool:
-    return path == folder or folder in path.parents
-
-
 def plan_fuse_job(
     ir: str | os.PathLike[str],
     vis: str | os.PathLike[str],
@@ -135,11 +131,10 @@ def plan_fuse_job(
         folder = out
         fused = [out / f"{pair.name}{suffix}" for pair in pairs]
         side_by_side = [out / f"{pair.name}_sbs{suffix}" for pair in pairs] if with_side_by_side else []
-    resolved_folder = folder.resolve()
     for source, role in ((Path(ir), "IR"), (Path(vis), "VIS")):
         if source.is_dir():
             source = source.resolve()
-            if _inside(resolved_folder, source) or _inside(source, resolved_folder):
+            if lies_within(folder, source) or lies_within(source, folder):
                 raise InputError(
                     f"output folder {folder} overlaps the {role} input folder {source}",
                     fix="write the fused images to a folder of their own (--out)",

@@ -89,15 +89,20 @@ def match_names(names: Sequence[str], pair_names: Sequence[str], source: str) ->
     return removed, notes
 
 
+# A data folder's image folders: IR in ir/, VIS in vi/ (vis/ also accepted).
+IR_FOLDER = "ir"
+VIS_FOLDERS = ("vi", "vis")
+
+
 def find_root_pairs(root: str | os.PathLike[str]) -> list[ImagePair]:
     """``root/ir`` and ``root/vi`` (``root/vis`` also accepted) -> pairs sorted by name."""
     root = Path(root)
     if not root.is_dir():
         raise InputError(f"data folder not found: {root}", fix="pass a folder holding ir/ and vi/")
-    vis_dir = next((root / name for name in ("vi", "vis") if (root / name).is_dir()), None)
-    if not (root / "ir").is_dir() or vis_dir is None:
+    vis_dir = next((root / name for name in VIS_FOLDERS if (root / name).is_dir()), None)
+    if not (root / IR_FOLDER).is_dir() or vis_dir is None:
         raise InputError(f"data folder {root} has no ir/ and vi/ subfolders", fix="put IR in ir/ and VIS in vi/")
-    return find_pairs(root / "ir", vis_dir)
+    return find_pairs(root / IR_FOLDER, vis_dir)
 
 
 def select_pairs(

@@ -30,14 +30,24 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
-from ..atomic import atomic_path, check_writable
+from ..atomic import atomic_path, check_writable, lies_within
 from ..errors import CheckpointError, InputError
 from ..io import write_image
 from ..model.checkpoint import load_checkpoint, save_checkpoint
 from ..model.config import get_config
 from ..model.maefuse import MaeFuse, build_model
 from ..model.sources import trained_weights
-from .dataset import Augment, ImageView, PairDataset, Preprocess, check_batchable, select_pairs, split_validation
+from .dataset import (
+    IR_FOLDER,
+    VIS_FOLDERS,
+    Augment,
+    ImageView,
+    PairDataset,
+    Preprocess,
+    check_batchable,
+    select_pairs,
+    split_validation,
+)
 from .distill import DEFAULT_DISTILL_WEIGHT, Teacher
 from .distributed import World, barrier, close_world, init_world, mean_across
 from .evaluate import mean_scores, score, strip, tensor_to_grey8
@@ -153,11 +163,9 @@ class TrainOptions:
                              fix="give the wall time in minutes, or leave it out")
         if self.resume and self.overwrite:
             raise InputError("--resume and --overwrite exclude each other", fix="pass only one of them")
-        out = self.out.resolve()
         for root in self.data:  # the run's files (previews are PNGs) would become pairs of the next run
-            for side in ("ir", "vi", "vis"):
-                folder = (Path(root) / side).resolve()
-                if out == folder or folder in out.parents:
+            for side in (IR_FOLDER, *VIS_FOLDERS):
+                if lies_within(self.out, Path(root) / side):
                     raise InputError(f"--out {self.out} lies inside the image folder {Path(root) / side}",
                                      fix="write the run to a folder of its own")
         check_writable(self.out / "model.safetensors", "--out")
